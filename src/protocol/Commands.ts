@@ -1,0 +1,150 @@
+/**
+ * Ingress commands (client -> server): `subscribe`, `unsubscribe` (ours, additive) and
+ * `message_create`. Decoding is synchronous and strict: unknown keys anywhere are rejected, ids are
+ * accepted in any case and yield their canonical uppercase form. A rejection's `reason` is exactly
+ * the metric reason and the close reason.
+ */
+import { Either, Schema } from "effect"
+import { MAX_EVENT_BYTES, parseEnvelope, utf8ByteLength } from "./Envelope.js"
+import { AttachmentId, ChannelId, GuildId, ingress } from "./Ids.js"
+
+export const MAX_MESSAGE_CONTENT_BYTES = 2000
+export const MAX_ATTACHMENTS_PER_MESSAGE = 5
+
+const ChannelTarget = {
+  guild_id: ingress(GuildId),
+  channel_id: ingress(ChannelId)
+}
+
+export const SubscribePayload = Schema.Struct(ChannelTarget)
+export const UnsubscribePayload = Schema.Struct(ChannelTarget)
+
+const MessageCreateWire = Schema.Struct({
+  ...ChannelTarget,
+  content: Schema.String,
+  attachment_ids: Schema.optional(
+    Schema.NullOr(Schema.Array(ingress(AttachmentId)).pipe(Schema.maxItems(MAX_ATTACHMENTS_PER_MESSAGE)))
+  )
+}).pipe(
+  Schema.filter((message) => {
+    const bytes = utf8ByteLength(message.content)
+    if (bytes > MAX_MESSAGE_CONTENT_BYTES) {
+      return `content is ${bytes} UTF-8 bytes, over ${MAX_MESSAGE_CONTENT_BYTES}`
+    }
+    if (bytes === 0 && (message.attachment_ids ?? []).length === 0) {
+      return "content may be empty only when attachment_ids is non-empty"
+    }
+    return true
+  })
+)
+
+/** `message_create`: null/absent attachments become `[]`; duplicates removed keeping first order. */
+export const MessageCreatePayload = Schema.transform(
+  MessageCreateWire,
+  Schema.Struct({
+    guild_id: Schema.typeSchema(GuildId),
+    channel_id: Schema.typeSchema(ChannelId),
+    content: Schema.String,
+    attachment_ids: Schema.Array(Schema.typeSchema(AttachmentId))
+  }),
+  {
+    strict: true,
+    decode: (wire) => ({
+      guild_id: wire.guild_id,
+      channel_id: wire.channel_id,
+      content: wire.content,
+      attachment_ids: [...new Set(wire.attachment_ids ?? [])]
+    }),
+    encode: (command) => command
+  }
+)
+
+export type SubscribeCommand = { readonly _tag: "subscribe" } & typeof SubscribePayload.Type
+export type UnsubscribeCommand = { readonly _tag: "unsubscribe" } & typeof UnsubscribePayload.Type
+export type MessageCreateCommand = { readonly _tag: "message_create" } & typeof MessageCreatePayload.Type
+export type Command = SubscribeCommand | UnsubscribeCommand | MessageCreateCommand
+
+export type CommandRejectionReason =
+  | "event_too_large"
+  | "invalid_envelope"
+  | "invalid_subscribe_payload"
+  | "invalid_unsubscribe_payload"
+  | "invalid_message_create_payload"
+  | "unknown_event"
+
+export interface CommandRejection {
+  readonly reason: CommandRejectionReason
+  /** The envelope's `t` when the envelope itself was valid. */
+  readonly eventType?: string
+  readonly detail: string
+}
+
+/** The command table: name, payload schema and the rejection reason of a bad payload. */
+export const COMMANDS = [
+  {
+    type: "subscribe",
+    description: "Subscribe this connection to a channel of a guild.",
+    payload: SubscribePayload,
+    rejection: "invalid_subscribe_payload"
+  },
+  {
+    type: "unsubscribe",
+    description: "Remove this connection's subscription to a channel (ours, additive).",
+    payload: UnsubscribePayload,
+    rejection: "invalid_unsubscribe_payload"
+  },
+  {
+    type: "message_create",
+    description: "Create a message in a channel through the gateway's MessageHandler.",
+    payload: MessageCreatePayload,
+    rejection: "invalid_message_create_payload"
+  }
+] as const
+
+export type CommandType = (typeof COMMANDS)[number]["type"]
+
+const strict = { onExcessProperty: "error", errors: "first" } as const
+const decoders = {
+  subscribe: Schema.decodeUnknownEither(SubscribePayload, strict),
+  unsubscribe: Schema.decodeUnknownEither(UnsubscribePayload, strict),
+  message_create: Schema.decodeUnknownEither(MessageCreatePayload, strict)
+}
+
+const rejection = (reason: CommandRejectionReason, detail: string, eventType?: string): CommandRejection =>
+  eventType === undefined ? { reason, detail } : { reason, detail, eventType }
+
+/** Decodes one text frame into a command. Never throws. */
+export const decodeCommand = (
+  text: string,
+  maxBytes: number = MAX_EVENT_BYTES
+): Either.Either<Command, CommandRejection> => {
+  const envelope = parseEnvelope(text, { strict: true, maxBytes })
+  if (Either.isLeft(envelope)) {
+    const error = envelope.left
+    return Either.left(
+      error.reason === "oversized"
+        ? rejection("event_too_large", `frame is ${error.bytes} bytes, over ${maxBytes}`)
+        : rejection("invalid_envelope", error.reason === "invalid_json" ? "frame is not JSON" : error.detail)
+    )
+  }
+  const { t, d } = envelope.right
+  switch (t) {
+    case "subscribe":
+      return Either.match(decoders.subscribe(d), {
+        onLeft: (error) => Either.left(rejection("invalid_subscribe_payload", error.message, t)),
+        onRight: (payload) => Either.right({ _tag: "subscribe" as const, ...payload })
+      })
+    case "unsubscribe":
+      return Either.match(decoders.unsubscribe(d), {
+        onLeft: (error) => Either.left(rejection("invalid_unsubscribe_payload", error.message, t)),
+        onRight: (payload) => Either.right({ _tag: "unsubscribe" as const, ...payload })
+      })
+    case "message_create":
+      return Either.match(decoders.message_create(d), {
+        onLeft: (error) => Either.left(rejection("invalid_message_create_payload", error.message, t)),
+        onRight: (payload) => Either.right({ _tag: "message_create" as const, ...payload })
+      })
+    default:
+      return Either.left(rejection("unknown_event", `unknown command "${t}"`, t))
+  }
+}
