@@ -3,7 +3,8 @@
  * Every event of the protocol is one `defineEvent(...)` in `events/`; the registry in `Manifest.ts`
  * collects them, and server builders, client decoders and the generated docs derive from it.
  */
-import type { Schema } from "effect"
+import type { Either, ParseResult } from "effect"
+import { Schema } from "effect"
 
 /** Logical delivery scope (the manifest's `scope`). */
 export type EventScope = "connection" | "channel" | "guild" | "user"
@@ -70,3 +71,58 @@ export type PayloadOf<E> = E extends EventDefinition<string, infer A> ? A : neve
 /** The wire (JSON) payload type of an event definition. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export type WirePayloadOf<E> = E extends EventDefinition<string, any, infer I> ? I : never
+
+export interface DecodeOptions {
+  /**
+   * `true` (publish API, ingress): unknown keys anywhere in the payload are rejected.
+   * `false` (client): additive unknown keys are ignored, as the original web client does.
+   */
+  readonly strict: boolean
+}
+
+type Decoder = (input: unknown) => Either.Either<unknown, ParseResult.ParseError>
+type Encoder = (payload: unknown) => Either.Either<unknown, ParseResult.ParseError>
+
+// Built once per event and mode: decoding runs per frame.
+const strictDecoders = new WeakMap<EventDefinition, Decoder>()
+const tolerantDecoders = new WeakMap<EventDefinition, Decoder>()
+const encoders = new WeakMap<EventDefinition, Encoder>()
+
+const cached = <F>(cache: WeakMap<EventDefinition, F>, event: EventDefinition, make: () => F): F => {
+  let value = cache.get(event)
+  if (value === undefined) {
+    value = make()
+    cache.set(event, value)
+  }
+  return value
+}
+
+/**
+ * Decodes the wire `d` of an event into its payload (branded ids, client normalizations applied).
+ * Synchronous, never throws.
+ */
+export const decodePayload = <A, I>(
+  event: EventDefinition<string, A, I>,
+  input: unknown,
+  options: DecodeOptions
+): Either.Either<A, ParseResult.ParseError> => {
+  const decoder = options.strict
+    ? cached(strictDecoders, event, () =>
+        Schema.decodeUnknownEither(event.payload, { onExcessProperty: "error", errors: "first" })
+      )
+    : cached(tolerantDecoders, event, () =>
+        Schema.decodeUnknownEither(event.payload, { onExcessProperty: "ignore", errors: "first" })
+      )
+  return decoder(input) as Either.Either<A, ParseResult.ParseError>
+}
+
+/** Encodes a payload to its wire form (what goes into `d`). Synchronous, never throws. */
+export const encodePayload = <A, I>(
+  event: EventDefinition<string, A, I>,
+  payload: A
+): Either.Either<I, ParseResult.ParseError> => {
+  const encoder = cached(encoders, event, () =>
+    Schema.encodeUnknownEither(event.payload, { onExcessProperty: "error", errors: "first" })
+  )
+  return encoder(payload) as Either.Either<I, ParseResult.ParseError>
+}

@@ -4,6 +4,12 @@
  */
 import type { EventDefinition, EventLifecycle, EventScope, PayloadOf } from "./EventDefinition.js"
 import * as Connection from "./events/connection.js"
+import * as Friend from "./events/friend.js"
+import * as Message from "./events/message.js"
+import * as Presence from "./events/presence.js"
+import * as Profile from "./events/profile.js"
+import * as Voice from "./events/voice.js"
+import * as Workspace from "./events/workspace.js"
 
 export class ManifestError extends Error {
   override readonly name = "ManifestError"
@@ -47,8 +53,50 @@ export const makeRegistry = <E extends EventDefinition>(events: ReadonlyArray<E>
   }
 }
 
-/** Every event of the protocol, in catalog order. */
-export const EVENTS = [Connection.Ready, Connection.Subscribed, Connection.Unsubscribed] as const
+/**
+ * Every event of the protocol, in catalog order: the 36 original events in the order of the
+ * original manifest (reference §4.0), then our extensions, then the deprecated legacy event.
+ */
+export const EVENTS = [
+  Connection.Ready,
+  Connection.Subscribed,
+  Message.MessageCreate,
+  Message.MessageUpdate,
+  Message.MessageDelete,
+  Message.MessageReaction,
+  Workspace.ChannelCreate,
+  Presence.PresenceSync,
+  Presence.PresenceUpdate,
+  Voice.VoiceParticipantSync,
+  Voice.VoiceParticipantJoin,
+  Voice.VoiceParticipantLeave,
+  Voice.VoiceParticipantUpdate,
+  Voice.VoiceStreamPublish,
+  Voice.VoiceStreamUnpublish,
+  Workspace.WorkspaceUpdate,
+  Workspace.WorkspaceMemberAdd,
+  Workspace.WorkspaceMemberUpdate,
+  Workspace.WorkspaceMemberRemove,
+  Workspace.WorkspaceMemberBan,
+  Workspace.WorkspaceRoleCreate,
+  Workspace.WorkspaceRoleUpdate,
+  Workspace.WorkspaceRoleDelete,
+  Workspace.WorkspaceRoleReorder,
+  Workspace.WorkspaceRoleAssignmentAdd,
+  Workspace.WorkspaceRoleAssignmentRemove,
+  Workspace.WorkspaceChannelRoleOverrideUpdate,
+  Workspace.WorkspaceChannelPermissionOverrideUpdate,
+  Workspace.WorkspaceIpBanSync,
+  Profile.ProfileUpdate,
+  Profile.ProfileAvatarUpdate,
+  Profile.ProfileBannerUpdate,
+  Friend.FriendRequestCreate,
+  Friend.FriendRequestUpdate,
+  Friend.FriendRequestDelete,
+  Friend.FriendRemove,
+  Connection.Unsubscribed,
+  Workspace.WorkspaceChannelOverrideUpdate
+] as const
 
 export type GatewayEvent = (typeof EVENTS)[number]
 export type GatewayEventType = GatewayEvent["type"]

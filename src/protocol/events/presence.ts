@@ -1,0 +1,30 @@
+/** Guild presence events (reference §4.4, §5.5). */
+import { Schema } from "effect"
+import { defineEvent } from "../EventDefinition.js"
+import { GuildId, UserId } from "../Ids.js"
+import { dedupedArray, MAX_PRESENCE_SYNC_USER_IDS, PresenceStatus } from "../Shapes.js"
+
+export const PresenceSync = defineEvent({
+  type: "presence_sync",
+  version: 1,
+  scope: "guild",
+  description:
+    "Snapshot of the users online in a guild, sent only to the subscribing connection. At most " +
+    `${MAX_PRESENCE_SYNC_USER_IDS} ids; duplicates are removed keeping the first occurrence.`,
+  payload: Schema.Struct({
+    guild_id: GuildId,
+    user_ids: dedupedArray(UserId, {
+      maxItems: MAX_PRESENCE_SYNC_USER_IDS,
+      key: (id) => id,
+      keyName: "user id"
+    })
+  })
+})
+
+export const PresenceUpdate = defineEvent({
+  type: "presence_update",
+  version: 1,
+  scope: "guild",
+  description: "A user came online in the guild (first subscription) or went offline (last one gone).",
+  payload: Schema.Struct({ guild_id: GuildId, user_id: UserId, status: PresenceStatus })
+})
