@@ -1,0 +1,331 @@
+/**
+ * `npm run bench` / `npm run bench:smoke`: the whole benchmark in one invocation.
+ *
+ *  1. End-to-end fanout: raw `ws` baseline and the gateway, REPS × N, interleaved (every rep runs
+ *     every server at a given N back to back, in rotated order, so machine noise hits both alike).
+ *  2. Registry scaling: the same hot-channel broadcast with N×S extra subscriptions in M idle
+ *     channels (spread over idle guilds), compared with the run without, same rep.
+ *  3. Micro-benchmarks on one pinned core: in-process dispatch (512 listeners × 128 iterations on
+ *     the channel / guild / user paths, enqueue only) and ingress decode rate.
+ *  4. Optionally (`--profile`) one extra gateway run under `node --cpu-prof`, summarized.
+ *
+ * Output: bench/results/<batch>/{results.json,results.md} plus every raw run file. Smoke mode runs
+ * tiny sizes in seconds and fails (exit 1) if any part of the harness breaks; it asserts no speed.
+ *
+ * flags: --smoke  --ns 100,1000,5000  --reps 3  --servers raw-ws,gateway  --skip fanout,registry,micro
+ *        --profile  --batch <name>
+ */
+import { spawn } from "node:child_process"
+import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import * as Os from "node:os"
+import * as Path from "node:path"
+import { profileMarkdown, summarizeProfile, type ProfileSummary } from "./profile.js"
+import {
+  fanoutMarkdown,
+  registryMarkdown,
+  summarize,
+  type RegistryRow,
+  type Row,
+  type RunResult
+} from "./report.js"
+import { BENCH_DIR, PINNING, REPO_DIR, runOne, type ServerSpec } from "./Runner.js"
+import { FULL_SHAPE, SMOKE_SHAPE } from "./Workload.js"
+
+const argValue = (name: string): string | undefined => {
+  const at = process.argv.indexOf(`--${name}`)
+  return at < 0 ? undefined : process.argv[at + 1]
+}
+const hasFlag = (name: string) => process.argv.includes(`--${name}`)
+const listArg = (name: string, fallback: ReadonlyArray<string>) => argValue(name)?.split(",") ?? fallback
+
+const smoke = hasFlag("smoke")
+const shape = smoke ? SMOKE_SHAPE : FULL_SHAPE
+const ns = listArg("ns", smoke ? ["20"] : ["100", "1000", "5000"]).map(Number)
+const reps = Number(argValue("reps") ?? (smoke ? 1 : 3))
+const skip = new Set(listArg("skip", []))
+const registryConfig = smoke
+  ? { n: 20, idleRooms: 10, subsPerConn: 2 }
+  : { n: 5000, idleRooms: 1000, subsPerConn: 20 }
+const batch =
+  argValue("batch") ?? (smoke ? "smoke" : new Date().toISOString().replace(/[:.]/g, "-").slice(0, 19))
+const dir = Path.join(BENCH_DIR, "results", batch)
+// The smoke batch is rewritten each time, so stale run files cannot leak into its report.
+if (smoke) rmSync(dir, { recursive: true, force: true })
+mkdirSync(dir, { recursive: true })
+
+/** HS256 secret and publish key of the bench gateway (bench-only values, never a deployment's). */
+const JWT_SECRET = "bench-only-jwt-secret-0123456789abcdef"
+const PUBLISH_KEY = "bench-only-publish-key-0123456789abcdef"
+/** The gateway's default `GATEWAY_MAX_CONNECTIONS_PER_USER`; the bench keeps the default. */
+const CONNECTIONS_PER_USER = 32
+
+const SERVERS: Record<string, ServerSpec> = {
+  "raw-ws": { name: "raw-ws", entry: "servers/raw-ws.ts", env: {}, jwtSecret: null, users: () => 1 },
+  gateway: {
+    name: "gateway",
+    entry: "servers/gateway.ts",
+    env: {
+      GATEWAY_JWT_SECRET: JWT_SECRET,
+      GATEWAY_PUBLISH_KEY: PUBLISH_KEY,
+      GATEWAY_HOST: "127.0.0.1",
+      GATEWAY_PORT: "0"
+    },
+    jwtSecret: JWT_SECRET,
+    users: (n) => Math.ceil(n / CONNECTIONS_PER_USER)
+  }
+}
+const servers = listArg("servers", ["raw-ws", "gateway"]).map((name) => {
+  const spec = SERVERS[name]
+  if (spec === undefined)
+    throw new Error(`unknown server "${name}" (known: ${Object.keys(SERVERS).join(", ")})`)
+  return spec
+})
+
+const failures: Array<string> = []
+
+const runMatrix = async (n: number, rep: number, idleRooms: number, subsPerConn: number) => {
+  for (let k = 0; k < servers.length; k++) {
+    const server = servers[(k + rep - 1) % servers.length]!
+    const tag = idleRooms > 0 ? `-M${idleRooms}xS${subsPerConn}` : ""
+    const out = Path.join(dir, `${server.name}-N${n}${tag}-r${rep}.json`)
+    process.stdout.write(`== rep ${rep} N=${n}${tag} ${server.name}\n`)
+    try {
+      await runOne({ server, rep, n, shape, idleRooms, subsPerConn, out })
+    } catch (error) {
+      failures.push(`${server.name} N=${n}${tag} rep ${rep}: ${(error as Error).message}`)
+      process.stdout.write(`!! ${failures.at(-1)}\n`)
+    }
+  }
+}
+
+/** Runs a micro-benchmark in its own process on CPU 0 (same core the servers get). */
+const runMicro = (script: string, args: ReadonlyArray<string>, out: string): Promise<unknown> =>
+  new Promise((resolve, reject) => {
+    const pin = PINNING === "none" ? [] : ["taskset", "-c", "0"]
+    const argv = [
+      ...pin,
+      process.execPath,
+      "--expose-gc",
+      "--import",
+      "tsx",
+      Path.join(BENCH_DIR, "micro", script),
+      ...args,
+      "--out",
+      out
+    ]
+    const child = spawn(argv[0]!, argv.slice(1), { cwd: REPO_DIR, stdio: ["ignore", "inherit", "inherit"] })
+    const timer = setTimeout(() => child.kill("SIGKILL"), 300_000)
+    child.once("exit", (code) => {
+      clearTimeout(timer)
+      if (code !== 0) return reject(new Error(`${script} exited with ${code}`))
+      resolve(JSON.parse(readFileSync(out, "utf8")))
+    })
+  })
+
+const readRuns = (): Array<RunResult> =>
+  readdirSync(dir)
+    .filter((f) => /-r\d+\.json$/.test(f))
+    .map((f) => JSON.parse(readFileSync(Path.join(dir, f), "utf8")) as RunResult)
+
+/** Smoke checks: the harness produced every run, nothing was lost, nothing closed unexpectedly. */
+const checkRuns = (runs: ReadonlyArray<RunResult>) => {
+  for (const run of runs) {
+    const where = `${run.meta.server} N=${run.meta.n} M=${run.meta.idleRooms} rep ${run.meta.rep}`
+    for (const phase of [run.phases.warmup, run.phases.rate, run.phases.burst]) {
+      if (phase.lost > 0 || phase.timedOut)
+        failures.push(`${where}: ${phase.name} lost ${phase.lost} deliveries`)
+      if (!Number.isFinite(phase.server.cpuUsPerDelivery) || !(phase.latencyMs.p99! >= 0)) {
+        failures.push(`${where}: ${phase.name} produced no numbers`)
+      }
+    }
+    if (run.meta.unexpectedCloses > 0)
+      failures.push(`${where}: ${run.meta.unexpectedCloses} sockets closed unexpectedly`)
+    if (run.meta.stray > 0) failures.push(`${where}: ${run.meta.stray} deliveries outside any phase`)
+  }
+}
+
+interface DispatchResult {
+  readonly listeners: number
+  readonly iterations: number
+  readonly paths: ReadonlyArray<{
+    readonly path: string
+    readonly totalMs: number
+    readonly nsPerDispatch: number
+  }>
+}
+interface IngressResult {
+  readonly cases: ReadonlyArray<{
+    readonly name: string
+    readonly valid: boolean
+    readonly perSec: number
+    readonly nsPerOp: number
+  }>
+  readonly valid: { readonly perSec: number }
+  readonly rejected: { readonly perSec: number }
+}
+
+const targetLines = (
+  rows: ReadonlyArray<Row>,
+  registry: ReadonlyArray<RegistryRow>,
+  dispatch: DispatchResult | null
+) => {
+  const lines: Array<string> = []
+  const check = (label: string, value: number | null | undefined, bound: number) => {
+    const ok = value !== null && value !== undefined && value <= bound
+    lines.push(
+      `- ${ok ? "met" : "MISSED"}: ${label} = ${value === null || value === undefined ? "n/a" : value.toFixed(2)} (target ≤ ${bound})`
+    )
+  }
+  for (const row of rows.filter((r) => r.server === "gateway" && r.idleRooms === 0)) {
+    if (row.n >= 1000) check(`CPU/delivery vs ws at N=${row.n}`, row.vsBaseline.burstCpuUs, 1.0)
+    check(`p99 @10k/s vs ws at N=${row.n}`, row.vsBaseline.rateP99, 1.2)
+    if (row.n >= 1000) {
+      check(`heap/conn vs ws at N=${row.n}`, row.vsBaseline.heapPerConnKB, 1.5)
+      check(`RSS/conn vs ws at N=${row.n}`, row.vsBaseline.rssPerConnKB, 1.5)
+    }
+  }
+  for (const g of registry.filter((r) => r.server === "gateway")) {
+    check(`hot broadcast CPU with ${g.extraSubscriptions} idle subscriptions vs without`, g.cpuRatio, 1.1)
+  }
+  for (const p of dispatch?.paths ?? []) check(`in-process dispatch ns (${p.path})`, p.nsPerDispatch, 500)
+  return lines
+}
+
+const main = async () => {
+  const started = Date.now()
+  if (!skip.has("fanout")) {
+    for (let rep = 1; rep <= reps; rep++) for (const n of ns) await runMatrix(n, rep, 0, 0)
+  }
+  if (!skip.has("registry")) {
+    const { n, idleRooms, subsPerConn } = registryConfig
+    for (let rep = 1; rep <= reps; rep++) {
+      // The registry comparison needs the run without idle subscriptions at the same N and rep.
+      if (skip.has("fanout") || !ns.includes(n)) await runMatrix(n, rep, 0, 0)
+      await runMatrix(n, rep, idleRooms, subsPerConn)
+    }
+  }
+  let dispatch: DispatchResult | null = null
+  let ingress: IngressResult | null = null
+  if (!skip.has("micro")) {
+    try {
+      dispatch = (await runMicro(
+        "dispatch.ts",
+        smoke ? ["--iterations", "8"] : [],
+        Path.join(dir, "micro-dispatch.json")
+      )) as DispatchResult
+    } catch (error) {
+      failures.push(`dispatch micro-benchmark: ${(error as Error).message}`)
+    }
+    try {
+      ingress = (await runMicro(
+        "ingress.ts",
+        ["--seconds", smoke ? "0.05" : "1"],
+        Path.join(dir, "micro-ingress.json")
+      )) as IngressResult
+    } catch (error) {
+      failures.push(`ingress micro-benchmark: ${(error as Error).message}`)
+    }
+  }
+  let profile: ProfileSummary | null = null
+  if (hasFlag("profile")) {
+    const profileDir = Path.join(dir, "profile")
+    mkdirSync(profileDir, { recursive: true })
+    const gateway = SERVERS["gateway"]!
+    try {
+      await runOne({
+        server: gateway,
+        rep: 0,
+        n: smoke ? 20 : 1000,
+        shape,
+        idleRooms: 0,
+        subsPerConn: 0,
+        out: Path.join(profileDir, "gateway-profiled.json"),
+        serverNodeFlags: ["--cpu-prof", `--cpu-prof-dir=${profileDir}`]
+      })
+      const file = readdirSync(profileDir).find((f) => f.endsWith(".cpuprofile"))
+      if (file === undefined) throw new Error("no .cpuprofile written")
+      profile = summarizeProfile(Path.join(profileDir, file))
+    } catch (error) {
+      failures.push(`profile: ${(error as Error).message}`)
+    }
+  }
+
+  const runs = readRuns()
+  checkRuns(runs)
+  const { rows, registry } = summarize(runs)
+  const cpu = Os.cpus()
+  const machine = {
+    nproc: Os.availableParallelism(),
+    cpuModel: cpu[0]?.model ?? "unknown",
+    memGB: Math.round(Os.totalmem() / 2 ** 30),
+    node: process.version,
+    kernel: `${Os.type()} ${Os.release()}`,
+    pinning: PINNING
+  }
+  const targets = smoke ? [] : targetLines(rows, registry, dispatch)
+  const md = [
+    `# Benchmark batch \`${batch}\`${smoke ? " (smoke: tiny sizes, numbers mean nothing)" : ""}`,
+    "",
+    `Machine: ${machine.nproc} CPUs (${machine.cpuModel}), ${machine.memGB} GB, ${machine.kernel}, Node ${machine.node}; pinning ${machine.pinning}.`,
+    `Shape: warmup ${shape.warmupDeliveries} deliveries, ${shape.rateDeliveriesPerSec}/s for ${shape.rateSeconds} s, burst ${shape.burstDeliveries} deliveries; reps ${reps}.`,
+    "",
+    "## Fanout",
+    "",
+    fanoutMarkdown(rows),
+    "",
+    "## Registry scaling",
+    "",
+    registryMarkdown(rows, registry),
+    "",
+    "## In-process dispatch (enqueue only)",
+    "",
+    ...(dispatch === null
+      ? ["not run"]
+      : [
+          `${dispatch.listeners} listeners × ${dispatch.iterations} iterations.`,
+          "",
+          "| path | total ms | ns per dispatch |",
+          "|---|---:|---:|",
+          ...dispatch.paths.map(
+            (p) => `| ${p.path} | ${p.totalMs.toFixed(3)} | ${p.nsPerDispatch.toFixed(1)} |`
+          )
+        ]),
+    "",
+    "## Ingress decode (one core)",
+    "",
+    ...(ingress === null
+      ? ["not run"]
+      : [
+          "| frame | valid | decodes/s | ns/decode |",
+          "|---|---|---:|---:|",
+          ...ingress.cases.map(
+            (c) =>
+              `| ${c.name} | ${c.valid ? "yes" : "rejected"} | ${Math.round(c.perSec).toLocaleString("en-US")} | ${Math.round(c.nsPerOp)} |`
+          ),
+          `| **mix of valid frames** | | ${Math.round(ingress.valid.perSec).toLocaleString("en-US")} | |`,
+          `| **mix of rejected frames** | | ${Math.round(ingress.rejected.perSec).toLocaleString("en-US")} | |`
+        ]),
+    ...(profile === null ? [] : ["", "## Server CPU profile (gateway)", "", profileMarkdown(profile)]),
+    ...(targets.length === 0 ? [] : ["", "## Targets (issue 6)", "", ...targets]),
+    ...(failures.length === 0 ? [] : ["", "## FAILURES", "", ...failures.map((f) => `- ${f}`)]),
+    ""
+  ].join("\n")
+  writeFileSync(
+    Path.join(dir, "results.json"),
+    JSON.stringify(
+      { batch, smoke, machine, shape, reps, rows, registry, dispatch, ingress, profile, targets, failures },
+      null,
+      2
+    )
+  )
+  writeFileSync(Path.join(dir, "results.md"), md)
+  process.stdout.write(
+    `\n${md}\nresults: ${Path.relative(REPO_DIR, dir)}/results.{md,json} (${((Date.now() - started) / 1000).toFixed(0)} s)\n`
+  )
+  if (failures.length > 0) process.exit(1)
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`${error instanceof Error ? error.stack : String(error)}\n`)
+  process.exit(1)
+})
