@@ -1,0 +1,548 @@
+/**
+ * The reconnecting gateway connection, for browsers (`WebSocket`) and Node (`ws`, injected).
+ *
+ * One socket at a time. On every open it re-subscribes each channel of its subscription set; on a
+ * close it asks the close-code table whether to reconnect, waits a full-jitter exponential backoff
+ * (reset by a successful open) and calls the token provider again, telling it when the server said
+ * the token expired (4010). Offered with plain callbacks (`make`) and as an Effect API (`connect`,
+ * `events`: a `Stream` of decoded events whose scope owns the connection).
+ */
+import {
+  Data,
+  Effect,
+  Either,
+  Exit,
+  FiberId,
+  FiberSet,
+  Mailbox,
+  Runtime,
+  Schema,
+  Stream,
+  SubscriptionRef
+} from "effect"
+import type { Scope } from "effect"
+import { needsFreshToken, shouldReconnect } from "../protocol/CloseCodes.js"
+import { MessageCreatePayload, SubscribePayload } from "../protocol/Commands.js"
+import { MAX_EVENT_BYTES, PROTOCOL_VERSION } from "../protocol/Envelope.js"
+import { decodeFrame } from "./Decode.js"
+import type { ClientEvent, FrameDropped } from "./Decode.js"
+import { makeDispatcher } from "./Dispatch.js"
+import type { CompatibilityCounterKey, Handlers } from "./Dispatch.js"
+
+export const GATEWAY_PATH = "/gateway/ws"
+
+/**
+ * Bounded by default below the gateway's 60 frames / 10 s ingress window, so the re-subscribe burst
+ * on open can never trip `ingress_rate_limited` and loop.
+ */
+export const DEFAULT_MAX_SUBSCRIPTIONS = 50
+
+// ---------------------------------------------------------------------------------------------
+// WebSocket seam
+// ---------------------------------------------------------------------------------------------
+
+// Method-style signature: parameters are checked bivariantly, so both the DOM `WebSocket` (handlers
+// take a DOM `MessageEvent`) and `ws` (its own event classes) satisfy `WebSocketLike`.
+type EventHandler<E> = { bivarianceHack(event: E): void }["bivarianceHack"]
+
+/** The part of the WebSocket API the client uses: the browser's `WebSocket` and `ws` both have it. */
+export interface WebSocketLike {
+  onopen: EventHandler<unknown> | null
+  onmessage: EventHandler<{ readonly data: unknown }> | null
+  onclose: EventHandler<{ readonly code: number; readonly reason: string }> | null
+  onerror: EventHandler<unknown> | null
+  send(data: string): void
+  close(code?: number, reason?: string): void
+}
+
+export type WebSocketConstructor = new (url: string) => WebSocketLike
+
+// ---------------------------------------------------------------------------------------------
+// Backoff
+// ---------------------------------------------------------------------------------------------
+
+export interface BackoffPolicy {
+  /** Base delay; the ceiling doubles before each retry, as the web client's does (retry 1: 2×). */
+  readonly initialDelayMs: number
+  /** Cap on the ceiling. */
+  readonly maxDelayMs: number
+  /** Consecutive failed attempts before giving up; reset by a successful open. */
+  readonly maxRetries: number
+}
+
+export const DEFAULT_BACKOFF: BackoffPolicy = {
+  initialDelayMs: 1_000,
+  maxDelayMs: 30_000,
+  maxRetries: Number.POSITIVE_INFINITY
+}
+
+/** Upper bound of the delay before retry `retry` (1-based): `min(max, initial × 2^retry)`. */
+export const backoffCeiling = (retry: number, policy: BackoffPolicy): number =>
+  Math.min(policy.maxDelayMs, policy.initialDelayMs * 2 ** retry)
+
+/**
+ * Full jitter: a uniform delay in `[0, ceiling)`, so clients dropped together by one server restart
+ * spread their reconnects instead of arriving in waves.
+ */
+export const backoffDelay = (retry: number, policy: BackoffPolicy, random: () => number): number => {
+  const value = random()
+  // A broken random source must not turn into a reconnect storm: NaN counts as the ceiling.
+  const unit = Number.isNaN(value) ? 1 - Number.EPSILON : Math.min(Math.max(value, 0), 1 - Number.EPSILON)
+  return Math.floor(unit * backoffCeiling(retry, policy))
+}
+
+/** Schedules a callback; returns its cancellation. The default uses `setTimeout`. */
+export interface Timer {
+  readonly schedule: (callback: () => void, delayMs: number) => () => void
+}
+
+const systemTimer: Timer = {
+  schedule: (callback, delayMs) => {
+    const handle = setTimeout(callback, delayMs)
+    return () => clearTimeout(handle)
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client
+// ---------------------------------------------------------------------------------------------
+
+export class GatewayClientError extends Data.TaggedError("GatewayClientError")<{
+  readonly reason:
+    | "invalid_channel"
+    | "invalid_message"
+    | "too_many_subscriptions"
+    | "no_websocket"
+    | "retries_exhausted"
+    | "event_buffer_full"
+  readonly detail: string
+}> {
+  override get message(): string {
+    return `${this.reason}: ${this.detail}`
+  }
+}
+
+/** A channel of a guild, in the wire form of the `subscribe` command. Ids in any case. */
+export interface ChannelRef {
+  readonly guild_id: string
+  readonly channel_id: string
+}
+
+export interface TokenRequest {
+  /** The server closed with `token_expired` (4010): the previous token must not be reused. */
+  readonly refresh: boolean
+  /** Consecutive failed attempts so far (0 on the first connect and after an open). */
+  readonly retry: number
+}
+
+export type ConnectionState = "connecting" | "open" | "reconnecting" | "closed"
+
+export interface CloseInfo {
+  readonly code: number
+  readonly reason: string
+  /** Whether the client will reconnect; `delayMs` is then the backoff it waits. */
+  readonly reconnect: boolean
+  readonly delayMs?: number
+}
+
+export interface GatewayClientOptions {
+  /** The gateway origin (`wss://chat.example.com`, `https:` is mapped to `wss:`) or the full endpoint. */
+  readonly url: string | URL
+  /** Called before every (re)connect; may return a promise. */
+  readonly accessToken: (request: TokenRequest) => string | PromiseLike<string>
+  /** Defaults to `globalThis.WebSocket`; pass `WebSocket` from `ws` in Node. */
+  readonly WebSocket?: WebSocketConstructor
+  /** Initial subscription set. */
+  readonly channels?: Iterable<ChannelRef>
+  /** Handlers by event type, typed from the manifest. */
+  readonly on?: Handlers
+  /** Every decoded event, after its handler. */
+  readonly onEvent?: (event: ClientEvent) => void
+  /** Frames that did not become events (binary frames are ignored silently). */
+  readonly onDrop?: (dropped: FrameDropped) => void
+  readonly onOpenChange?: (open: boolean) => void
+  readonly onClose?: (close: CloseInfo) => void
+  /** A token provider that failed, a socket that could not be created, a handler that threw. */
+  readonly onError?: (error: unknown) => void
+  readonly backoff?: Partial<BackoffPolicy>
+  readonly maxSubscriptions?: number
+  readonly maxFrameBytes?: number
+  /** Injected for deterministic tests; default `setTimeout`. */
+  readonly timer?: Timer
+  /** Injected for deterministic tests; default `Math.random`. */
+  readonly random?: () => number
+}
+
+export interface GatewayClient {
+  readonly state: () => ConnectionState
+  readonly isOpen: () => boolean
+  /** Adds a channel to the subscription set (sent now if open, and on every later open). */
+  readonly subscribe: (guildId: string, channelId: string) => void
+  /** Removes a channel from the set (sends `unsubscribe` if open). */
+  readonly unsubscribe: (guildId: string, channelId: string) => void
+  /** Replaces the set: removed channels are unsubscribed, added ones subscribed (deduplicated). */
+  readonly setSubscribedChannels: (channels: Iterable<ChannelRef>) => void
+  /** The current subscription set, canonical uppercase ids, in insertion order. */
+  readonly subscribedChannels: () => ReadonlyArray<ChannelRef>
+  /** Sends `message_create`; `false` when not open (messages are not queued). */
+  readonly sendMessage: (
+    guildId: string,
+    channelId: string,
+    content: string,
+    attachmentIds?: ReadonlyArray<string>
+  ) => boolean
+  readonly compatibilityCounters: () => ReadonlyMap<CompatibilityCounterKey, number>
+  /** Closes for good (1000 `client_close`); no reconnect. */
+  readonly close: () => void
+}
+
+/** The endpoint URL with the token in `access_token`, as the gateway expects it. */
+export const gatewayUrl = (base: string | URL, token: string): string => {
+  const url = new URL(base)
+  if (url.protocol === "http:") url.protocol = "ws:"
+  else if (url.protocol === "https:") url.protocol = "wss:"
+  if (url.pathname === "/" || url.pathname === "") url.pathname = GATEWAY_PATH
+  url.searchParams.set("access_token", token)
+  return url.toString()
+}
+
+const decodeChannel = Schema.decodeUnknownEither(SubscribePayload, { onExcessProperty: "error" })
+const decodeMessage = Schema.decodeUnknownEither(MessageCreatePayload, { onExcessProperty: "error" })
+
+const channelKey = (channel: ChannelRef): string => `${channel.guild_id}:${channel.channel_id}`
+
+/** Canonical (uppercase) channel, or a typed error for ids the server would reject (and close for). */
+const canonicalChannel = (channel: ChannelRef): ChannelRef =>
+  Either.getOrThrowWith(
+    decodeChannel({ guild_id: channel.guild_id, channel_id: channel.channel_id }),
+    (error) => new GatewayClientError({ reason: "invalid_channel", detail: error.message })
+  )
+
+/** Creates a client and starts connecting. */
+export const make = (options: GatewayClientOptions): GatewayClient => {
+  const WebSocketImpl =
+    options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket ?? undefined
+  if (WebSocketImpl === undefined) {
+    throw new GatewayClientError({
+      reason: "no_websocket",
+      detail: "no global WebSocket: pass the `WebSocket` option (e.g. from `ws`)"
+    })
+  }
+  const policy: BackoffPolicy = { ...DEFAULT_BACKOFF, ...options.backoff }
+  const timer = options.timer ?? systemTimer
+  const random = options.random ?? Math.random
+  const maxSubscriptions = options.maxSubscriptions ?? DEFAULT_MAX_SUBSCRIPTIONS
+  const maxBytes = options.maxFrameBytes ?? MAX_EVENT_BYTES
+  const reportError = options.onError ?? ((error: unknown) => console.error("[filament-gateway]", error))
+  const dispatcher = makeDispatcher(options.on ?? {})
+
+  const channels = new Map<string, ChannelRef>()
+  let state: ConnectionState = "connecting"
+  let socket: WebSocketLike | undefined
+  let socketOpen = false
+  let retry = 0
+  let refreshToken = false
+  let cancelReconnect: (() => void) | undefined
+
+  const setChannels = (next: Map<string, ChannelRef>): void => {
+    if (next.size > maxSubscriptions) {
+      throw new GatewayClientError({
+        reason: "too_many_subscriptions",
+        detail: `${next.size} channels, over the limit of ${maxSubscriptions}`
+      })
+    }
+    for (const [key, channel] of channels) if (!next.has(key)) send("unsubscribe", channel)
+    for (const [key, channel] of next) if (!channels.has(key)) send("subscribe", channel)
+    channels.clear()
+    for (const [key, channel] of next) channels.set(key, channel)
+  }
+
+  const send = (type: string, payload: object): boolean => {
+    if (socket === undefined || !socketOpen) return false
+    socket.send(JSON.stringify({ v: PROTOCOL_VERSION, t: type, d: payload }))
+    return true
+  }
+
+  const safely = (callback: () => void): void => {
+    try {
+      callback()
+    } catch (error) {
+      reportError(error)
+    }
+  }
+
+  const onFrame = (data: unknown): void => {
+    if (typeof data !== "string") return
+    const result = decodeFrame(data, { maxBytes })
+    if (Either.isLeft(result)) {
+      if (options.onDrop !== undefined) safely(() => options.onDrop!(result.left))
+      return
+    }
+    const event = result.right
+    safely(() => dispatcher.dispatch(event))
+    if (options.onEvent !== undefined) safely(() => options.onEvent!(event))
+  }
+
+  const scheduleReconnect = (code: number, reason: string): void => {
+    if (!shouldReconnect(code) || retry >= policy.maxRetries) {
+      state = "closed"
+      options.onClose?.({ code, reason, reconnect: false })
+      return
+    }
+    if (needsFreshToken(code)) refreshToken = true
+    retry++
+    const delayMs = backoffDelay(retry, policy, random)
+    state = "reconnecting"
+    options.onClose?.({ code, reason, reconnect: true, delayMs })
+    cancelReconnect = timer.schedule(() => {
+      cancelReconnect = undefined
+      connect()
+    }, delayMs)
+  }
+
+  const openSocket = (token: string): void => {
+    let current: WebSocketLike
+    try {
+      current = new WebSocketImpl(gatewayUrl(options.url, token))
+    } catch (error) {
+      reportError(error)
+      scheduleReconnect(1006, "socket_error")
+      return
+    }
+    socket = current
+    current.onopen = () => {
+      if (socket !== current) return
+      socketOpen = true
+      state = "open"
+      retry = 0
+      for (const channel of channels.values()) send("subscribe", channel)
+      if (options.onOpenChange !== undefined) safely(() => options.onOpenChange!(true))
+    }
+    current.onmessage = (event) => {
+      if (socket === current) onFrame(event.data)
+    }
+    // Every failure ends in `close` (browser and `ws` alike); reconnecting is decided there.
+    current.onerror = () => {}
+    current.onclose = (event) => {
+      if (socket !== current) return
+      const wasOpen = socketOpen
+      socket = undefined
+      socketOpen = false
+      if (wasOpen && options.onOpenChange !== undefined) safely(() => options.onOpenChange!(false))
+      if (state === "closed") {
+        options.onClose?.({ code: event.code, reason: event.reason, reconnect: false })
+        return
+      }
+      scheduleReconnect(event.code, event.reason)
+    }
+  }
+
+  const connect = (): void => {
+    state = "connecting"
+    const request: TokenRequest = { refresh: refreshToken, retry }
+    refreshToken = false
+    let token: string | PromiseLike<string>
+    try {
+      token = options.accessToken(request)
+    } catch (error) {
+      reportError(error)
+      scheduleReconnect(1006, "token_unavailable")
+      return
+    }
+    Promise.resolve(token).then(
+      (value) => {
+        if (state === "connecting") openSocket(value)
+      },
+      (error: unknown) => {
+        if (state !== "connecting") return
+        reportError(error)
+        // A refresh that failed must be retried as a refresh.
+        refreshToken = request.refresh
+        scheduleReconnect(1006, "token_unavailable")
+      }
+    )
+  }
+
+  if (options.channels !== undefined) {
+    const initial = new Map<string, ChannelRef>()
+    for (const channel of options.channels) {
+      const canonical = canonicalChannel(channel)
+      initial.set(channelKey(canonical), canonical)
+    }
+    setChannels(initial)
+  }
+  connect()
+
+  return {
+    state: () => state,
+    isOpen: () => socketOpen,
+    subscribe: (guildId, channelId) => {
+      const channel = canonicalChannel({ guild_id: guildId, channel_id: channelId })
+      if (channels.has(channelKey(channel))) return
+      setChannels(new Map([...channels, [channelKey(channel), channel]]))
+    },
+    unsubscribe: (guildId, channelId) => {
+      const key = channelKey(canonicalChannel({ guild_id: guildId, channel_id: channelId }))
+      const next = new Map(channels)
+      next.delete(key)
+      setChannels(next)
+    },
+    setSubscribedChannels: (list) => {
+      const next = new Map<string, ChannelRef>()
+      for (const channel of list) {
+        const canonical = canonicalChannel(channel)
+        next.set(channelKey(canonical), canonical)
+      }
+      setChannels(next)
+    },
+    subscribedChannels: () => [...channels.values()],
+    sendMessage: (guildId, channelId, content, attachmentIds) => {
+      const message = Either.getOrThrowWith(
+        decodeMessage({
+          guild_id: guildId,
+          channel_id: channelId,
+          content,
+          ...(attachmentIds === undefined ? {} : { attachment_ids: attachmentIds })
+        }),
+        (error) => new GatewayClientError({ reason: "invalid_message", detail: error.message })
+      )
+      return send("message_create", message)
+    },
+    compatibilityCounters: dispatcher.compatibilityCounters,
+    close: () => {
+      if (state === "closed") return
+      state = "closed"
+      cancelReconnect?.()
+      cancelReconnect = undefined
+      if (socket === undefined) options.onClose?.({ code: 1000, reason: "client_close", reconnect: false })
+      else socket.close(1000, "client_close")
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Effect API
+// ---------------------------------------------------------------------------------------------
+
+export interface EffectClientOptions extends Omit<
+  GatewayClientOptions,
+  "accessToken" | "timer" | "random" | "onEvent" | "onOpenChange"
+> {
+  /** Run before every (re)connect; a failure is reported and retried with backoff. */
+  readonly accessToken: (request: TokenRequest) => Effect.Effect<string, unknown>
+  /**
+   * Decoded events buffered for the stream's consumer. A consumer that falls this far behind fails
+   * the stream with `event_buffer_full` rather than silently missing events.
+   */
+  readonly bufferSize?: number
+}
+
+export const DEFAULT_EVENT_BUFFER = 4_096
+
+export interface GatewayConnection {
+  /** Decoded events; ends when the connection closes for good, fails when retries are exhausted. */
+  readonly events: Stream.Stream<ClientEvent, GatewayClientError>
+  /** The open state and its changes. */
+  readonly open: SubscriptionRef.SubscriptionRef<boolean>
+  readonly subscribe: (guildId: string, channelId: string) => Effect.Effect<void, GatewayClientError>
+  readonly unsubscribe: (guildId: string, channelId: string) => Effect.Effect<void, GatewayClientError>
+  readonly setSubscribedChannels: (channels: Iterable<ChannelRef>) => Effect.Effect<void, GatewayClientError>
+  readonly sendMessage: (
+    guildId: string,
+    channelId: string,
+    content: string,
+    attachmentIds?: ReadonlyArray<string>
+  ) => Effect.Effect<boolean, GatewayClientError>
+  readonly compatibilityCounters: Effect.Effect<ReadonlyMap<CompatibilityCounterKey, number>>
+}
+
+/** Runs a client call; its typed errors fail the effect, anything else is a defect. */
+const attempt = <A>(f: () => A): Effect.Effect<A, GatewayClientError> =>
+  Effect.suspend(() => {
+    try {
+      return Effect.succeed(f())
+    } catch (error) {
+      return error instanceof GatewayClientError ? Effect.fail(error) : Effect.die(error)
+    }
+  })
+
+/**
+ * A connection owned by the current scope: closing the scope closes the socket (1000
+ * `client_close`). Backoff sleeps use the Effect `Clock` (so `TestClock` drives them) and jitter
+ * uses the `Random` service.
+ */
+export const connect = (
+  options: EffectClientOptions
+): Effect.Effect<GatewayConnection, GatewayClientError, Scope.Scope> =>
+  Effect.gen(function* () {
+    const runtime = yield* Effect.runtime<never>()
+    const runFork = yield* FiberSet.makeRuntime<never>()
+    const random = yield* Effect.random
+    const mailbox = yield* Mailbox.make<ClientEvent, GatewayClientError>({
+      capacity: options.bufferSize ?? DEFAULT_EVENT_BUFFER,
+      strategy: "dropping"
+    })
+    const open = yield* SubscriptionRef.make(false)
+    const runSync = Runtime.runSync(runtime)
+
+    const timer: Timer = {
+      schedule: (callback, delayMs) => {
+        const fiber = runFork(Effect.andThen(Effect.sleep(delayMs), Effect.sync(callback)))
+        return () => fiber.unsafeInterruptAsFork(FiberId.none)
+      }
+    }
+
+    const client = yield* Effect.acquireRelease(
+      attempt(() =>
+        make({
+          ...options,
+          accessToken: (request) => Runtime.runPromise(runtime)(options.accessToken(request)),
+          timer,
+          random: () => runSync(random.next),
+          onEvent: (event) => {
+            if (mailbox.unsafeOffer(event)) return
+            client.close()
+            mailbox.unsafeDone(
+              Exit.fail(
+                new GatewayClientError({
+                  reason: "event_buffer_full",
+                  detail: `consumer fell ${options.bufferSize ?? DEFAULT_EVENT_BUFFER} events behind`
+                })
+              )
+            )
+          },
+          onOpenChange: (isOpen) => runSync(SubscriptionRef.set(open, isOpen)),
+          onClose: (close) => {
+            options.onClose?.(close)
+            if (close.reconnect) return
+            mailbox.unsafeDone(
+              close.code === 1000
+                ? Exit.void
+                : Exit.fail(
+                    new GatewayClientError({
+                      reason: "retries_exhausted",
+                      detail: `closed with ${close.code} ${close.reason}`
+                    })
+                  )
+            )
+          }
+        })
+      ),
+      (client) => Effect.sync(() => client.close())
+    )
+
+    return {
+      events: Mailbox.toStream(mailbox),
+      open,
+      subscribe: (guildId, channelId) => attempt(() => client.subscribe(guildId, channelId)),
+      unsubscribe: (guildId, channelId) => attempt(() => client.unsubscribe(guildId, channelId)),
+      setSubscribedChannels: (channels) => attempt(() => client.setSubscribedChannels(channels)),
+      sendMessage: (guildId, channelId, content, attachmentIds) =>
+        attempt(() => client.sendMessage(guildId, channelId, content, attachmentIds)),
+      compatibilityCounters: Effect.sync(client.compatibilityCounters)
+    } satisfies GatewayConnection
+  })
+
+/** The decoded events of a connection that lives exactly as long as the stream. */
+export const events = (options: EffectClientOptions): Stream.Stream<ClientEvent, GatewayClientError> =>
+  Stream.unwrapScoped(Effect.map(connect(options), (connection) => connection.events))

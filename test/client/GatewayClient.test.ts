@@ -1,0 +1,399 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Chunk, Effect, Fiber, Random, Stream, SubscriptionRef, TestClock } from "effect"
+import * as fc from "fast-check"
+import { WebSocket } from "ws"
+import * as GatewayClient from "../../src/client/GatewayClient.js"
+import type { FrameDropped } from "../../src/client/Decode.js"
+import { startPeer } from "./peer.js"
+import type { TestPeer } from "./peer.js"
+
+const GUILD = "01ARZ3NDEKTSV4RRFFQ69G5FAV"
+const CHANNEL_A = "01ARZ3NDEKTSV4RRFFQ69G5FAW"
+const CHANNEL_B = "01ARZ3NDEKTSV4RRFFQ69G5FAX"
+const CHANNEL_C = "01ARZ3NDEKTSV4RRFFQ69G5FAY"
+const USER = "01ARZ3NDEKTSV4RRFFQ69G5FAZ"
+
+const subscribeFrame = (channel: string) => ({
+  v: 1,
+  t: "subscribe",
+  d: { guild_id: GUILD, channel_id: channel }
+})
+
+/** A timer the test fires by hand: records every scheduled delay and tells the peer to re-check. */
+const manualTimer = (peer: TestPeer) => {
+  const pending: Array<{ readonly delayMs: number; readonly run: () => void; cancelled: boolean }> = []
+  return {
+    pending,
+    timer: {
+      schedule: (run: () => void, delayMs: number) => {
+        const entry = { delayMs, run, cancelled: false }
+        pending.push(entry)
+        peer.notify()
+        return () => {
+          entry.cancelled = true
+        }
+      }
+    } satisfies GatewayClient.Timer,
+    fire: () => {
+      const entry = pending.shift()
+      if (entry === undefined || entry.cancelled) throw new Error("no pending reconnect to fire")
+      entry.run()
+    }
+  }
+}
+
+const withPeer = async (body: (peer: TestPeer) => Promise<void>) => {
+  const peer = await startPeer()
+  try {
+    await body(peer)
+  } finally {
+    await peer.stop()
+  }
+}
+
+describe("GatewayClient (callbacks, real ws peer)", () => {
+  it("subscribes every channel of its set on open and on every reconnect, deduplicated", () =>
+    withPeer(async (peer) => {
+      const clock = manualTimer(peer)
+      const openStates: Array<boolean> = []
+      const client = GatewayClient.make({
+        url: peer.url,
+        WebSocket,
+        accessToken: () => "token",
+        // The same channel twice (once lowercase) is one subscription.
+        channels: [
+          { guild_id: GUILD, channel_id: CHANNEL_A },
+          { guild_id: GUILD.toLowerCase(), channel_id: CHANNEL_A.toLowerCase() },
+          { guild_id: GUILD, channel_id: CHANNEL_B }
+        ],
+        timer: clock.timer,
+        random: () => 0.5,
+        onOpenChange: (open) => openStates.push(open)
+      })
+      try {
+        const first = await peer.waitFor("first connection with 2 frames", () => {
+          const connection = peer.connections[0]
+          return connection !== undefined && connection.frames.length >= 2 && connection
+        })
+        expect(first.frames).toEqual([subscribeFrame(CHANNEL_A), subscribeFrame(CHANNEL_B)])
+        expect(client.isOpen()).toBe(true)
+
+        client.subscribe(GUILD, CHANNEL_C)
+        client.subscribe(GUILD, CHANNEL_C.toLowerCase())
+        await peer.waitFor("subscribe C", () => first.frames.length >= 3)
+
+        first.close(1001, "going_away")
+        await peer.waitFor("reconnect scheduled", () => clock.pending.length === 1)
+        expect(client.state()).toBe("reconnecting")
+        clock.fire()
+        const second = await peer.waitFor("second connection with 3 frames", () => {
+          const connection = peer.connections[1]
+          return connection !== undefined && connection.frames.length >= 3 && connection
+        })
+        expect(second.frames).toEqual([
+          subscribeFrame(CHANNEL_A),
+          subscribeFrame(CHANNEL_B),
+          subscribeFrame(CHANNEL_C)
+        ])
+        expect(first.frames).toEqual([
+          subscribeFrame(CHANNEL_A),
+          subscribeFrame(CHANNEL_B),
+          subscribeFrame(CHANNEL_C)
+        ])
+        expect(openStates).toEqual([true, false, true])
+      } finally {
+        client.close()
+      }
+    }))
+
+  it("calls the token provider again after 4010 and connects with the fresh token", () =>
+    withPeer(async (peer) => {
+      const clock = manualTimer(peer)
+      const requests: Array<GatewayClient.TokenRequest> = []
+      const client = GatewayClient.make({
+        url: peer.url,
+        WebSocket,
+        accessToken: async (request) => {
+          requests.push(request)
+          return `token-${requests.length}`
+        },
+        timer: clock.timer,
+        random: () => 0
+      })
+      try {
+        const first = await peer.waitFor("first connection", () => peer.connections[0])
+        expect(first.token).toBe("token-1")
+        first.close(4010, "token_expired")
+        await peer.waitFor("reconnect scheduled", () => clock.pending.length === 1)
+        clock.fire()
+        const second = await peer.waitFor("second connection", () => peer.connections[1])
+        expect(second.token).toBe("token-2")
+        expect(requests).toEqual([
+          { refresh: false, retry: 0 },
+          { refresh: true, retry: 1 }
+        ])
+      } finally {
+        client.close()
+      }
+    }))
+
+  it("does not reconnect after a 1000 close", () =>
+    withPeer(async (peer) => {
+      const clock = manualTimer(peer)
+      const closes: Array<GatewayClient.CloseInfo> = []
+      const client = GatewayClient.make({
+        url: peer.url,
+        WebSocket,
+        accessToken: () => "token",
+        timer: clock.timer,
+        onOpenChange: peer.notify,
+        onClose: (close) => {
+          closes.push(close)
+          peer.notify()
+        }
+      })
+      const first = await peer.waitFor("first connection", () => peer.connections[0])
+      await peer.waitFor("client open", () => client.isOpen())
+      first.close(1000, "normal")
+      await peer.waitFor("client closed", () => client.state() === "closed")
+      expect(closes).toEqual([{ code: 1000, reason: "normal", reconnect: false }])
+      expect(clock.pending).toEqual([])
+      expect(client.isOpen()).toBe(false)
+    }))
+
+  it("backs off with full jitter while attempts fail before open, and resets after an open", () =>
+    withPeer(async (peer) => {
+      const clock = manualTimer(peer)
+      const closes: Array<GatewayClient.CloseInfo> = []
+      const client = GatewayClient.make({
+        url: peer.url,
+        WebSocket,
+        accessToken: () => "token",
+        timer: clock.timer,
+        random: () => 0.999,
+        onOpenChange: peer.notify,
+        onClose: (close) => closes.push(close)
+      })
+      try {
+        await peer.waitFor("first connection", () => peer.connections[0])
+        peer.refuse = true
+        peer.connections[0]!.close(1011, "internal_error")
+        await peer.waitFor("first reconnect scheduled", () => clock.pending.length === 1)
+        for (let refusals = 1; refusals <= 6; refusals++) {
+          clock.fire()
+          await peer.waitFor(`refusal ${refusals} scheduled`, () => clock.pending.length === 1)
+        }
+        expect(peer.refused).toBe(6)
+        // Ceilings 2 s, 4 s, ... capped at 30 s; 0.999 of each, floored.
+        expect(closes.map((close) => close.delayMs)).toEqual([1998, 3996, 7992, 15984, 29970, 29970, 29970])
+        expect(closes.every((close) => close.reconnect)).toBe(true)
+
+        peer.refuse = false
+        clock.fire()
+        const second = await peer.waitFor("second connection", () => peer.connections[1])
+        await peer.waitFor("client open", () => client.isOpen())
+        second.close(1011, "internal_error")
+        await peer.waitFor("reconnect scheduled after open", () => clock.pending.length === 1)
+        expect(closes.at(-1)).toEqual({
+          code: 1011,
+          reason: "internal_error",
+          reconnect: true,
+          delayMs: 1998
+        })
+      } finally {
+        client.close()
+      }
+    }))
+
+  it("ignores binary frames, drops invalid ones and keeps dispatching later valid ones", () =>
+    withPeer(async (peer) => {
+      const ready: Array<string> = []
+      const drops: Array<FrameDropped> = []
+      const client = GatewayClient.make({
+        url: peer.url,
+        WebSocket,
+        accessToken: () => "token",
+        on: {
+          ready: (payload) => {
+            ready.push(payload.user_id)
+            peer.notify()
+          }
+        },
+        onDrop: (dropped) => drops.push(dropped)
+      })
+      try {
+        const connection = await peer.waitFor("connection", () => peer.connections[0])
+        connection.socket.send(Buffer.from(JSON.stringify({ v: 1, t: "ready", d: { user_id: USER } })))
+        connection.send({ v: 1, t: "ready", d: { user_id: "not-a-ulid" } })
+        connection.send({ v: 1, t: "__proto__", d: {} })
+        connection.send("x".repeat(70 * 1024))
+        connection.send({ v: 1, t: "ready", d: { user_id: USER, added_later: true } })
+        await peer.waitFor("ready dispatched", () => ready.length === 1)
+        expect(ready).toEqual([USER])
+        expect(drops.map((dropped) => [dropped.reason, dropped.eventType])).toEqual([
+          ["invalid_payload", "ready"],
+          ["unknown_event", "__proto__"],
+          ["oversized", undefined]
+        ])
+      } finally {
+        client.close()
+      }
+    }))
+
+  it("sends unsubscribe, diffs setSubscribedChannels, sends messages and closes with 1000 client_close", () =>
+    withPeer(async (peer) => {
+      const closes: Array<GatewayClient.CloseInfo> = []
+      const client = GatewayClient.make({
+        url: peer.url,
+        WebSocket,
+        accessToken: () => "token",
+        channels: [{ guild_id: GUILD, channel_id: CHANNEL_A }],
+        onOpenChange: peer.notify,
+        onClose: (close) => {
+          closes.push(close)
+          peer.notify()
+        }
+      })
+      const connection = await peer.waitFor("connection", () => peer.connections[0])
+      await peer.waitFor("open", () => client.isOpen())
+      client.setSubscribedChannels([
+        { guild_id: GUILD, channel_id: CHANNEL_B },
+        { guild_id: GUILD, channel_id: CHANNEL_A },
+        { guild_id: GUILD, channel_id: CHANNEL_B }
+      ])
+      client.unsubscribe(GUILD, CHANNEL_A)
+      expect(client.sendMessage(GUILD, CHANNEL_B, "hello")).toBe(true)
+      expect(() => client.sendMessage(GUILD, CHANNEL_B, "")).toThrow(GatewayClient.GatewayClientError)
+      expect(() => client.subscribe("nope", CHANNEL_B)).toThrow(/ULID/)
+      await peer.waitFor("4 frames", () => connection.frames.length >= 4)
+      expect(connection.frames).toEqual([
+        subscribeFrame(CHANNEL_A),
+        subscribeFrame(CHANNEL_B),
+        { v: 1, t: "unsubscribe", d: { guild_id: GUILD, channel_id: CHANNEL_A } },
+        {
+          v: 1,
+          t: "message_create",
+          d: { guild_id: GUILD, channel_id: CHANNEL_B, content: "hello", attachment_ids: [] }
+        }
+      ])
+      expect(client.subscribedChannels()).toEqual([{ guild_id: GUILD, channel_id: CHANNEL_B }])
+      client.close()
+      await peer.waitFor("peer saw the close", () => connection.closed)
+      expect(connection.closed).toEqual({ code: 1000, reason: "client_close" })
+      await peer.waitFor("client closed", () => closes.length === 1)
+      expect(closes).toEqual([{ code: 1000, reason: "client_close", reconnect: false }])
+      expect(client.sendMessage(GUILD, CHANNEL_B, "late")).toBe(false)
+    }))
+
+  it("bounds the subscription set", () =>
+    withPeer(async (peer) => {
+      const client = GatewayClient.make({
+        url: peer.url,
+        WebSocket,
+        accessToken: () => "token",
+        maxSubscriptions: 1,
+        channels: [{ guild_id: GUILD, channel_id: CHANNEL_A }]
+      })
+      try {
+        expect(() => client.subscribe(GUILD, CHANNEL_B)).toThrow(/over the limit of 1/)
+        expect(client.subscribedChannels()).toEqual([{ guild_id: GUILD, channel_id: CHANNEL_A }])
+      } finally {
+        client.close()
+      }
+    }))
+})
+
+describe("backoff", () => {
+  const policy = GatewayClient.DEFAULT_BACKOFF
+
+  it("doubles the ceiling before each retry from 2 s and caps it at 30 s", () => {
+    expect([1, 2, 3, 4, 5, 6, 50, 5000].map((retry) => GatewayClient.backoffCeiling(retry, policy))).toEqual([
+      2000, 4000, 8000, 16000, 30000, 30000, 30000, 30000
+    ])
+  })
+
+  it("full jitter stays in [0, ceiling) for any random value", () =>
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 10_000 }), fc.double({ min: 0, max: 1 }), (retry, unit) => {
+        const delay = GatewayClient.backoffDelay(retry, policy, () => unit)
+        const ceiling = GatewayClient.backoffCeiling(retry, policy)
+        return Number.isInteger(delay) && delay >= 0 && delay < ceiling
+      }),
+      { numRuns: 200 }
+    ))
+})
+
+describe("GatewayClient (Effect API)", () => {
+  it.scoped("streams decoded events, reconnects on TestClock backoff, closes the socket with its scope", () =>
+    Effect.gen(function* () {
+      const peer = yield* Effect.acquireRelease(
+        Effect.promise(() => startPeer()),
+        (peer) => Effect.promise(() => peer.stop())
+      )
+      const tokens: Array<GatewayClient.TokenRequest> = []
+      const events = yield* Effect.gen(function* () {
+        const connection = yield* GatewayClient.connect({
+          url: peer.url,
+          WebSocket,
+          accessToken: (request) => Effect.sync(() => (tokens.push(request), `effect-${tokens.length}`)),
+          channels: [{ guild_id: GUILD, channel_id: CHANNEL_A }]
+        })
+        const collected = yield* Effect.fork(Stream.runCollect(Stream.take(connection.events, 2)))
+
+        const first = yield* Effect.promise(() => peer.waitFor("first connection", () => peer.connections[0]))
+        yield* Effect.promise(() => peer.waitFor("subscribe", () => first.frames.length === 1))
+        expect(yield* SubscriptionRef.get(connection.open)).toBe(true)
+        first.send({ v: 1, t: "ready", d: { user_id: USER } })
+        first.close(1001, "going_away")
+        // Full jitter with Random.fixed(0.5): retry 1 waits floor(0.5 × 2000) ms of TestClock time.
+        yield* Effect.promise(() => peer.waitFor("first closed", () => first.closed))
+        yield* TestClock.adjust(999)
+        expect(peer.connections.length).toBe(1)
+        yield* TestClock.adjust(1)
+        const second = yield* Effect.promise(() =>
+          peer.waitFor("second connection subscribed", () => {
+            const connection = peer.connections[1]
+            return connection !== undefined && connection.frames.length === 1 && connection
+          })
+        )
+        expect(second.frames).toEqual([subscribeFrame(CHANNEL_A)])
+        expect(second.token).toBe("effect-2")
+        second.send({ v: 1, t: "subscribed", d: { guild_id: GUILD, channel_id: CHANNEL_A } })
+        return Chunk.toReadonlyArray(yield* Fiber.join(collected))
+      }).pipe(Effect.scoped, Effect.withRandom(Random.fixed([0.5])))
+
+      expect(events).toEqual([
+        { type: "ready", payload: { user_id: USER } },
+        { type: "subscribed", payload: { guild_id: GUILD, channel_id: CHANNEL_A } }
+      ])
+      // The inner scope closed: the live socket was closed by the client.
+      const second = peer.connections[1]!
+      yield* Effect.promise(() => peer.waitFor("peer saw the close", () => second.closed))
+      expect(second.closed).toEqual({ code: 1000, reason: "client_close" })
+      expect(tokens).toEqual([
+        { refresh: false, retry: 0 },
+        { refresh: false, retry: 1 }
+      ])
+    })
+  )
+
+  it.scoped("GatewayClient.events ends the stream when the server closes with 1000", () =>
+    Effect.gen(function* () {
+      const peer = yield* Effect.acquireRelease(
+        Effect.promise(() => startPeer()),
+        (peer) => Effect.promise(() => peer.stop())
+      )
+      const fiber = yield* Effect.fork(
+        Stream.runCollect(
+          GatewayClient.events({ url: peer.url, WebSocket, accessToken: () => Effect.succeed("t") })
+        )
+      )
+      const connection = yield* Effect.promise(() => peer.waitFor("connection", () => peer.connections[0]))
+      connection.send({ v: 1, t: "ready", d: { user_id: USER } })
+      connection.send({ v: 1, t: "no_such_event", d: {} })
+      connection.close(1000, "normal")
+      const events = yield* Fiber.join(fiber)
+      expect(Chunk.toReadonlyArray(events)).toEqual([{ type: "ready", payload: { user_id: USER } }])
+    })
+  )
+})
