@@ -19,23 +19,35 @@ const ChannelTarget = {
 export const SubscribePayload = Schema.Struct(ChannelTarget)
 export const UnsubscribePayload = Schema.Struct(ChannelTarget)
 
+export const MESSAGE_CREATE_CONTENT_BYTES_RULE = `content is at most ${MAX_MESSAGE_CONTENT_BYTES} UTF-8 bytes`
+
 const MessageCreateWire = Schema.Struct({
   ...ChannelTarget,
-  content: Schema.String,
+  // The character bound is implied by the byte bound; it is here so the JSON Schema states it.
+  content: Schema.String.pipe(Schema.maxLength(MAX_MESSAGE_CONTENT_BYTES)),
   attachment_ids: Schema.optional(
     Schema.NullOr(Schema.Array(ingress(AttachmentId)).pipe(Schema.maxItems(MAX_ATTACHMENTS_PER_MESSAGE)))
   )
 }).pipe(
-  Schema.filter((message) => {
-    const bytes = utf8ByteLength(message.content)
-    if (bytes > MAX_MESSAGE_CONTENT_BYTES) {
-      return `content is ${bytes} UTF-8 bytes, over ${MAX_MESSAGE_CONTENT_BYTES}`
+  Schema.filter(
+    (message) => {
+      const bytes = utf8ByteLength(message.content)
+      if (bytes > MAX_MESSAGE_CONTENT_BYTES) {
+        return `content is ${bytes} UTF-8 bytes, over ${MAX_MESSAGE_CONTENT_BYTES}`
+      }
+      if (bytes === 0 && (message.attachment_ids ?? []).length === 0) {
+        return "content may be empty only when attachment_ids is non-empty"
+      }
+      return true
+    },
+    {
+      jsonSchema: {
+        $comment: "content may be empty only when attachment_ids is non-empty",
+        if: { properties: { content: { maxLength: 0 } }, required: ["content"] },
+        then: { properties: { attachment_ids: { type: "array", minItems: 1 } }, required: ["attachment_ids"] }
+      }
     }
-    if (bytes === 0 && (message.attachment_ids ?? []).length === 0) {
-      return "content may be empty only when attachment_ids is non-empty"
-    }
-    return true
-  })
+  )
 )
 
 /** `message_create`: null/absent attachments become `[]`; duplicates removed keeping first order. */
@@ -85,19 +97,22 @@ export const COMMANDS = [
     type: "subscribe",
     description: "Subscribe this connection to a channel of a guild.",
     payload: SubscribePayload,
-    rejection: "invalid_subscribe_payload"
+    rejection: "invalid_subscribe_payload",
+    unexpressible: []
   },
   {
     type: "unsubscribe",
     description: "Remove this connection's subscription to a channel (ours, additive).",
     payload: UnsubscribePayload,
-    rejection: "invalid_unsubscribe_payload"
+    rejection: "invalid_unsubscribe_payload",
+    unexpressible: []
   },
   {
     type: "message_create",
     description: "Create a message in a channel through the gateway's MessageHandler.",
     payload: MessageCreatePayload,
-    rejection: "invalid_message_create_payload"
+    rejection: "invalid_message_create_payload",
+    unexpressible: [MESSAGE_CREATE_CONTENT_BYTES_RULE]
   }
 ] as const
 

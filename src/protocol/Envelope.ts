@@ -17,8 +17,19 @@ export const EventType = Schema.String.pipe(
   Schema.pattern(EVENT_TYPE_PATTERN, { message: () => "event type must match ^[a-z0-9_.]{1,64}$" })
 )
 
-/** `d` must be a JSON object (not an array, not null). */
-export const EnvelopeData = Schema.Record({ key: Schema.String, value: Schema.Unknown })
+const isJsonObject = (input: unknown): input is { readonly [key: string]: unknown } =>
+  typeof input === "object" && input !== null && !Array.isArray(input)
+
+/**
+ * `d` must be a JSON object (not an array, not null). Passed through as parsed, not copied: a copy
+ * made by assignment would turn an own `"__proto__"` key into the object's prototype, hiding it from
+ * the payload decoder's unknown-key check (and exposing inherited values).
+ */
+export const EnvelopeData = Schema.declare(isJsonObject, {
+  identifier: "EnvelopeData",
+  description: "a JSON object",
+  jsonSchema: { type: "object" }
+})
 
 export const Envelope = Schema.Struct({
   v: Schema.Literal(PROTOCOL_VERSION),

@@ -18,7 +18,8 @@ const ulid = <const B extends string>(brand: B) =>
     Schema.pattern(ULID_PATTERN, {
       message: () => `expected a canonical uppercase ULID (${brand})`
     }),
-    Schema.brand(brand)
+    Schema.brand(brand),
+    Schema.annotations({ title: brand, description: "canonical uppercase ULID" })
   )
 
 export const Ulid = ulid("Ulid")

@@ -49,7 +49,12 @@ const NO_CONTROL_NOT_BLANK = /^[^\u0000-\u001f\u007f]*[^\s\u0000-\u001f\u007f][^
 
 /** A human-visible name: 1..max characters, no control characters, not only whitespace. */
 export const displayName = (max: number) =>
-  Schema.String.pipe(Schema.minLength(1), Schema.maxLength(max), Schema.pattern(NO_CONTROL_NOT_BLANK))
+  Schema.String.pipe(
+    Schema.minLength(1),
+    Schema.maxLength(max),
+    Schema.pattern(NO_CONTROL_NOT_BLANK),
+    Schema.annotations({ description: "no control characters, not blank" })
+  )
 
 export const Username = Schema.String.pipe(Schema.minLength(1), Schema.maxLength(MAX_USERNAME_CHARS))
 
@@ -88,7 +93,7 @@ export const PERMISSIONS = [
   "publish_screen_share",
   "subscribe_streams"
 ] as const
-export const Permission = Schema.Literal(...PERMISSIONS)
+export const Permission = Schema.Literal(...PERMISSIONS).annotations({ identifier: "Permission" })
 export type Permission = typeof Permission.Type
 
 /** Legacy guild role. */
@@ -205,7 +210,7 @@ export const MarkdownToken = Schema.Union(
   }),
   bareToken("soft_break"),
   bareToken("hard_break")
-)
+).annotations({ identifier: "MarkdownToken" })
 export type MarkdownToken = typeof MarkdownToken.Type
 
 export const FENCED_CODE_BLOCKS_RULE = `at most ${MAX_FENCED_CODE_BLOCKS} fenced_code tokens per token list`
@@ -228,7 +233,8 @@ export const AttachmentFilename = Schema.String.pipe(
   Schema.minLength(1),
   Schema.maxLength(MAX_ATTACHMENT_FILENAME_CHARS),
   // eslint-disable-next-line no-control-regex -- rejecting control characters is the point
-  Schema.pattern(/^[^\u0000-\u001f\u007f/\\]*[^\s\u0000-\u001f\u007f/\\][^\u0000-\u001f\u007f/\\]*$/)
+  Schema.pattern(/^[^\u0000-\u001f\u007f/\\]*[^\s\u0000-\u001f\u007f/\\][^\u0000-\u001f\u007f/\\]*$/),
+  Schema.annotations({ description: "no '/', '\\' or control characters, not blank" })
 )
 
 export const Attachment = Schema.Struct({
@@ -240,7 +246,7 @@ export const Attachment = Schema.Struct({
   mime_type: Schema.String.pipe(Schema.minLength(1), Schema.maxLength(MAX_MIME_TYPE_CHARS)),
   size_bytes: PositiveCount,
   sha256_hex: Schema.String.pipe(Schema.pattern(/^[0-9A-Fa-f]{64}$/))
-})
+}).annotations({ identifier: "Attachment" })
 export type Attachment = typeof Attachment.Type
 
 export const Emoji = Schema.String.pipe(
@@ -272,7 +278,9 @@ export const Reaction = Schema.Struct({
       return true
     },
     {
+      identifier: "Reaction",
       jsonSchema: {
+        $comment: "reacted_by_me: true requires count >= 1",
         if: { properties: { reacted_by_me: { const: true } }, required: ["reacted_by_me"] },
         then: { properties: { count: { minimum: 1 } } }
       }
@@ -282,6 +290,7 @@ export const Reaction = Schema.Struct({
 export type Reaction = typeof Reaction.Type
 
 export const EMPTY_CONTENT_RULE_JSON_SCHEMA = {
+  $comment: "content may be empty only when attachments is non-empty",
   if: { properties: { content: { maxLength: 0 } }, required: ["content"] },
   then: { properties: { attachments: { minItems: 1 } }, required: ["attachments"] }
 } as const
@@ -364,7 +373,7 @@ export const VoiceParticipant = Schema.Struct({
   is_speaking: Schema.Boolean,
   is_video_enabled: Schema.Boolean,
   is_screen_share_enabled: Schema.Boolean
-})
+}).annotations({ identifier: "VoiceParticipant" })
 export type VoiceParticipant = typeof VoiceParticipant.Type
 
 /** Voice participants of a snapshot, at most 512, duplicates by `identity` removed. */
@@ -388,14 +397,14 @@ export const WorkspaceRole = Schema.Struct({
   is_system: Schema.Boolean,
   permissions: Permissions,
   color_hex: Schema.optionalWith(Schema.NullOr(ColorHex), { exact: true })
-})
+}).annotations({ identifier: "WorkspaceRole" })
 export type WorkspaceRole = typeof WorkspaceRole.Type
 
 export const ChannelSummary = Schema.Struct({
   channel_id: ChannelId,
   name: displayName(MAX_CHANNEL_NAME_CHARS),
   kind: ChannelKind
-})
+}).annotations({ identifier: "ChannelSummary" })
 export type ChannelSummary = typeof ChannelSummary.Type
 
 /** `{key: [other]}` for each key of a pair: either both present or neither. */

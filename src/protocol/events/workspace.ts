@@ -264,7 +264,7 @@ export const WorkspaceChannelOverrideUpdate = defineEvent({
   lifecycle: "deprecated",
   description:
     "Legacy name that carried both override shapes (role shape from the role route, target shape " +
-    "from the permission route). Never emitted unless the dual-emit migration switch is on.",
+    "from the permission route). Emitted only during a dual-emit migration window (a server switch).",
   migration: {
     note:
       "Use workspace_channel_role_override_update for role payloads and " +
