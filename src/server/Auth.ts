@@ -1,0 +1,111 @@
+/**
+ * TokenVerifier: turns the access token of an upgrade request into a `Principal`. The default is a
+ * JWT HS256 verified with `GATEWAY_JWT_SECRET` (via `jose`): `sub` = user ULID and `exp` required,
+ * optional `guilds` claim mapping a guild ULID to a list of channel ULIDs or `"*"`. Time comes from
+ * the Effect `Clock`, so expiry is testable with `TestClock`.
+ */
+import { Clock, Context, Effect, Either, Layer, ParseResult, Redacted, Schema } from "effect"
+import { SignJWT, jwtVerify } from "jose"
+import { ChannelId, GuildId, UserId, ingress } from "../protocol/Ids.js"
+import { GatewayConfig } from "./Config.js"
+import { Unauthorized } from "./Errors.js"
+
+/** Channels of a guild the principal may use: all (`"*"`) or a listed set. */
+export type GuildGrant = "*" | ReadonlySet<ChannelId>
+
+export interface Principal {
+  readonly userId: UserId
+  /** Token expiry, epoch milliseconds (Effect `Clock` time). */
+  readonly expiresAt: number
+  readonly guilds: ReadonlyMap<GuildId, GuildGrant>
+}
+
+export interface TokenVerifierShape {
+  readonly verify: (token: string) => Effect.Effect<Principal, Unauthorized>
+}
+
+export class TokenVerifier extends Context.Tag("filament/TokenVerifier")<
+  TokenVerifier,
+  TokenVerifierShape
+>() {}
+
+const GuildsClaim = Schema.Record({
+  key: Schema.String,
+  value: Schema.Union(Schema.Literal("*"), Schema.Array(ingress(ChannelId)))
+})
+
+const Claims = Schema.Struct({
+  sub: ingress(UserId),
+  exp: Schema.Number,
+  guilds: Schema.optional(GuildsClaim)
+})
+
+const decodeClaims = Schema.decodeUnknownEither(Claims)
+const decodeGuildId = Schema.decodeUnknownEither(ingress(GuildId))
+
+const toPrincipal = (claims: unknown): Either.Either<Principal, string> =>
+  Either.gen(function* () {
+    const { exp, guilds, sub } = yield* Either.mapLeft(
+      decodeClaims(claims),
+      ParseResult.TreeFormatter.formatErrorSync
+    )
+    const grants = new Map<GuildId, GuildGrant>()
+    for (const [rawGuild, grant] of Object.entries(guilds ?? {})) {
+      const guild = yield* Either.mapLeft(
+        decodeGuildId(rawGuild),
+        () => `guilds claim: "${rawGuild}" is not a ULID`
+      )
+      grants.set(guild, grant === "*" ? "*" : new Set(grant))
+    }
+    return { userId: sub, expiresAt: exp * 1000, guilds: grants }
+  })
+
+const secretKey = (secret: Redacted.Redacted<string>) => new TextEncoder().encode(Redacted.value(secret))
+
+/** The default verifier: JWT HS256 with a shared secret. */
+export const makeJwt = (secret: Redacted.Redacted<string>): TokenVerifierShape => {
+  const key = secretKey(secret)
+  return {
+    verify: (token) =>
+      Effect.gen(function* () {
+        if (token.length === 0) {
+          return yield* new Unauthorized({ reason: "missing_token", detail: "no access token" })
+        }
+        const now = yield* Clock.currentTimeMillis
+        const verified = yield* Effect.tryPromise({
+          try: () =>
+            jwtVerify(token, key, {
+              algorithms: ["HS256"],
+              requiredClaims: ["exp", "sub"],
+              currentDate: new Date(now)
+            }),
+          catch: (error) => new Unauthorized({ reason: "invalid_token", detail: String(error) })
+        })
+        return yield* Either.mapLeft(
+          toPrincipal(verified.payload),
+          (detail) => new Unauthorized({ reason: "invalid_token", detail })
+        )
+      })
+  }
+}
+
+export const layerJwt: Layer.Layer<TokenVerifier, never, GatewayConfig> = Layer.effect(
+  TokenVerifier,
+  Effect.map(GatewayConfig, (config) => makeJwt(config.jwtSecret))
+)
+
+/** Mints an access token the default verifier accepts (dev-mode sample token, tests). */
+export const signToken = (options: {
+  readonly secret: Redacted.Redacted<string>
+  readonly userId: string
+  /** Expiry, epoch seconds. */
+  readonly expiresAt: number
+  readonly guilds?: Readonly<Record<string, "*" | ReadonlyArray<string>>>
+}): Effect.Effect<string> =>
+  Effect.promise(() =>
+    new SignJWT(options.guilds === undefined ? {} : { guilds: options.guilds })
+      .setProtectedHeader({ alg: "HS256" })
+      .setSubject(options.userId)
+      .setExpirationTime(options.expiresAt)
+      .sign(secretKey(options.secret))
+  )

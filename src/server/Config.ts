@@ -1,0 +1,129 @@
+/**
+ * Gateway configuration from the environment (effect `Config`). Every limit has a key and the
+ * original's default; an invalid value fails startup with a message naming the key. Without
+ * `GATEWAY_JWT_SECRET` the gateway runs in dev mode with a generated secret and publish key.
+ */
+import { randomBytes } from "node:crypto"
+import { Config, ConfigError, Context, Duration, Effect, Either, Layer, Option, Redacted } from "effect"
+import { MAX_EVENT_BYTES } from "../protocol/Envelope.js"
+
+export interface GatewayConfigShape {
+  readonly host: string
+  readonly port: number
+  readonly jwtSecret: Redacted.Redacted<string>
+  readonly publishKey: Redacted.Redacted<string>
+  /** True when the secret was generated because `GATEWAY_JWT_SECRET` is unset. */
+  readonly devMode: boolean
+  /** Inbound frame cap and outbound envelope cap (bytes), never above the protocol's 65536. */
+  readonly maxEventBytes: number
+  /** Per-connection outbox capacity (frames). */
+  readonly outboundQueue: number
+  /** Bytes buffered in a socket above which deliveries go to the outbox instead. */
+  readonly socketHighWaterBytes: number
+  readonly ingressEventsPerWindow: number
+  readonly ingressWindow: Duration.Duration
+  readonly pingInterval: Duration.Duration
+  readonly pongTimeout: Duration.Duration
+  /** How often the single heartbeat sweep runs (pong deadlines and token expiry resolution). */
+  readonly heartbeatSweep: Duration.Duration
+  readonly maxSubscriptionsPerConnection: number
+  readonly maxConnectionsPerUser: number
+  /** Publish API request body cap (bytes). */
+  readonly maxPublishBodyBytes: number
+  /** Recipients per user-scoped publish. */
+  readonly maxPublishUsers: number
+  /** Bound on a close handshake and on the shutdown flush. */
+  readonly closeGrace: Duration.Duration
+}
+
+export class GatewayConfig extends Context.Tag("filament/GatewayConfig")<
+  GatewayConfig,
+  GatewayConfigShape
+>() {}
+
+const positiveInt = (key: string, fallback: number, max = Number.MAX_SAFE_INTEGER) =>
+  Config.integer(key).pipe(
+    Config.withDefault(fallback),
+    Config.validate({
+      message: `must be an integer between 1 and ${max}`,
+      validation: (value) => value >= 1 && value <= max
+    })
+  )
+
+const seconds = (key: string, fallbackSeconds: number) =>
+  Config.number(key).pipe(
+    Config.withDefault(fallbackSeconds),
+    Config.validate({ message: "must be a positive number of seconds", validation: (value) => value > 0 }),
+    Config.map((value) => Duration.millis(Math.round(value * 1000)))
+  )
+
+const secret = (key: string) =>
+  Config.redacted(key).pipe(
+    Config.validate({
+      message: "must be at least 32 characters",
+      validation: (value) => Redacted.value(value).length >= 32
+    }),
+    Config.option
+  )
+
+const generated = () => Redacted.make(randomBytes(32).toString("base64url"))
+
+/** The configuration as an effect `Config`, read from the current `ConfigProvider`. */
+export const config: Config.Config<GatewayConfigShape> = Config.all({
+  host: Config.string("GATEWAY_HOST").pipe(Config.withDefault("127.0.0.1")),
+  port: Config.port("GATEWAY_PORT").pipe(
+    Config.orElse(() =>
+      Config.integer("GATEWAY_PORT").pipe(
+        Config.validate({ message: "must be 0 (any free port) or a port number", validation: (p) => p === 0 })
+      )
+    ),
+    Config.withDefault(8080)
+  ),
+  jwtSecret: secret("GATEWAY_JWT_SECRET"),
+  publishKey: secret("GATEWAY_PUBLISH_KEY"),
+  maxEventBytes: positiveInt("GATEWAY_MAX_EVENT_BYTES", MAX_EVENT_BYTES, MAX_EVENT_BYTES),
+  outboundQueue: positiveInt("GATEWAY_OUTBOUND_QUEUE", 256),
+  socketHighWaterBytes: positiveInt("GATEWAY_SOCKET_HIGH_WATER_BYTES", 1_048_576),
+  ingressEventsPerWindow: positiveInt("GATEWAY_INGRESS_EVENTS_PER_WINDOW", 60),
+  ingressWindow: seconds("GATEWAY_INGRESS_WINDOW_SECS", 10),
+  pingInterval: seconds("GATEWAY_PING_INTERVAL_SECS", 30),
+  pongTimeout: seconds("GATEWAY_PONG_TIMEOUT_SECS", 30),
+  heartbeatSweep: seconds("GATEWAY_HEARTBEAT_SWEEP_SECS", 1),
+  maxSubscriptionsPerConnection: positiveInt("GATEWAY_MAX_SUBSCRIPTIONS_PER_CONNECTION", 1024),
+  maxConnectionsPerUser: positiveInt("GATEWAY_MAX_CONNECTIONS_PER_USER", 32),
+  maxPublishBodyBytes: positiveInt("GATEWAY_MAX_PUBLISH_BODY_BYTES", 262_144),
+  maxPublishUsers: positiveInt("GATEWAY_MAX_PUBLISH_USERS", 10_000),
+  closeGrace: seconds("GATEWAY_CLOSE_GRACE_SECS", 5)
+}).pipe(
+  Config.mapOrFail(({ jwtSecret, publishKey, ...rest }) => {
+    // Outside dev mode the publish key must be configured: a generated key nobody knows locks the API.
+    if (Option.isSome(jwtSecret) && Option.isNone(publishKey)) {
+      return Either.left(
+        ConfigError.MissingData(
+          ["GATEWAY_PUBLISH_KEY"],
+          "GATEWAY_PUBLISH_KEY is required when GATEWAY_JWT_SECRET is set"
+        )
+      )
+    }
+    return Either.right({
+      ...rest,
+      devMode: Option.isNone(jwtSecret),
+      jwtSecret: Option.getOrElse(jwtSecret, generated),
+      publishKey: Option.getOrElse(publishKey, generated)
+    })
+  })
+)
+
+/** Reads the configuration; fails with a `ConfigError` naming the offending key. */
+export const make: Effect.Effect<GatewayConfigShape, ConfigError.ConfigError> = config
+
+export const layer: Layer.Layer<GatewayConfig, ConfigError.ConfigError> = Layer.effect(GatewayConfig, make)
+
+/** A layer with explicit values (hosts and tests); unspecified keys take their defaults. */
+export const layerWith = (
+  overrides: Partial<GatewayConfigShape>
+): Layer.Layer<GatewayConfig, ConfigError.ConfigError> =>
+  Layer.effect(
+    GatewayConfig,
+    Effect.map(make, (base) => ({ ...base, ...overrides }))
+  )

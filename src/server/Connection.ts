@@ -1,0 +1,162 @@
+/**
+ * One WebSocket connection: a plain record with its bounded outbox, socket writes, ingress rate
+ * window and close. No fiber lives per connection; everything here is synchronous and called from
+ * the fanout loop, the `ws` callbacks or the heartbeat sweep.
+ */
+import type { Socket } from "node:net"
+import { MutableQueue } from "effect"
+import type { WebSocket } from "ws"
+import { closeCodeFor, type CloseReason } from "../protocol/CloseCodes.js"
+import type { Command } from "../protocol/Commands.js"
+import type { Principal } from "./Auth.js"
+import type { Frame } from "./Outbound.js"
+
+export type ConnectionId = number
+
+/**
+ * `sent`: written to the socket. `queued`: in the outbox, written on drain. `evicted`: the outbox was
+ * full, the connection is now closing with 1008. `closed`: the connection was already closing.
+ */
+export type DeliveryResult = "sent" | "queued" | "evicted" | "closed"
+
+/** Why a connection ended: one of our close reasons, or what the peer / transport did. */
+export type DisconnectReason = CloseReason | "connection_closed" | "socket_error"
+
+export interface ConnectionLimits {
+  readonly outboundQueue: number
+  readonly socketHighWaterBytes: number
+  readonly ingressEventsPerWindow: number
+  readonly ingressWindowMillis: number
+}
+
+export class Connection {
+  readonly outbox: MutableQueue.MutableQueue<Frame>
+  /** Set once, at the moment the connection is decided to end. */
+  disconnectReason: DisconnectReason | undefined = undefined
+  /** Heartbeat state, driven by the sweep: when the unanswered ping was sent, if any. */
+  pingSentAt: number | undefined = undefined
+  lastPingAt: number
+  /** Commands awaiting execution, in arrival order (see Ingress). */
+  readonly pendingCommands: Array<Command> = []
+  commandsRunning = false
+  /** In the registry: commands may run and closing must clean the indexes. */
+  registered = false
+  private readonly highWaterBytes: number
+  private readonly rateLog: Float64Array
+  private rateHead = 0
+  private rateCount = 0
+
+  constructor(
+    readonly id: ConnectionId,
+    readonly principal: Principal,
+    readonly socket: WebSocket,
+    readonly transport: Socket,
+    private readonly limits: ConnectionLimits,
+    connectedAt: number,
+    /** Called exactly once, with the reason, when the connection ends (the one cleanup path). */
+    private readonly onDisconnect: (connection: Connection, reason: DisconnectReason) => void
+  ) {
+    this.outbox = MutableQueue.bounded(limits.outboundQueue)
+    this.lastPingAt = connectedAt
+    this.rateLog = new Float64Array(limits.ingressEventsPerWindow)
+    // Below the transport's own high-water mark `drain` would never fire for a partly full buffer.
+    this.highWaterBytes = Math.max(limits.socketHighWaterBytes, transport.writableHighWaterMark)
+    transport.on("drain", () => this.flush())
+  }
+
+  get userId() {
+    return this.principal.userId
+  }
+
+  get isOpen(): boolean {
+    return this.disconnectReason === undefined
+  }
+
+  /** Bytes accepted by `ws` but not yet handed to the kernel. */
+  get bufferedAmount(): number {
+    return this.socket.bufferedAmount
+  }
+
+  /**
+   * Offers a frame: straight to the socket while the outbox is empty and the socket is under its
+   * high-water mark, else into the outbox; a full outbox evicts this connection alone (1008).
+   */
+  deliver(frame: Frame): DeliveryResult {
+    if (this.disconnectReason !== undefined) return "closed"
+    if (MutableQueue.isEmpty(this.outbox) && this.socket.bufferedAmount < this.highWaterBytes) {
+      this.write(frame)
+      return "sent"
+    }
+    if (MutableQueue.offer(this.outbox, frame)) return "queued"
+    this.close("slow_consumer")
+    return "evicted"
+  }
+
+  /** Writes queued frames in order while the socket stays under its high-water mark. */
+  flush(): void {
+    while (this.disconnectReason === undefined && this.socket.bufferedAmount < this.highWaterBytes) {
+      const frame = MutableQueue.poll(this.outbox, undefined)
+      if (frame === undefined) return
+      this.write(frame)
+    }
+  }
+
+  /**
+   * Sliding-window log (reference §3.5): forget accepted frames older than the window (strictly),
+   * refuse when `limit` remain, else record this one.
+   */
+  admitFrame(now: number): boolean {
+    const log = this.rateLog
+    while (this.rateCount > 0 && now - log[this.rateHead]! > this.limits.ingressWindowMillis) {
+      this.rateHead = (this.rateHead + 1) % log.length
+      this.rateCount--
+    }
+    if (this.rateCount >= log.length) return false
+    log[(this.rateHead + this.rateCount) % log.length] = now
+    this.rateCount++
+    return true
+  }
+
+  /** Closes with our code and reason. Only the first close of a connection counts. */
+  close(reason: CloseReason): boolean {
+    if (!this.markDisconnected(reason)) return false
+    const { code } = closeCodeFor(reason)
+    this.socket.close(code, reason)
+    return true
+  }
+
+  /** Records an end the peer or the transport caused (the socket is already closing). */
+  closedByPeer(reason: DisconnectReason): boolean {
+    return this.markDisconnected(reason)
+  }
+
+  /** Sends a heartbeat ping; the sweep expects a pong before the timeout. */
+  ping(now: number): void {
+    this.pingSentAt = now
+    this.lastPingAt = now
+    this.socket.ping()
+  }
+
+  /** Ends the connection without a close handshake (shutdown grace exhausted). */
+  terminate(): void {
+    this.markDisconnected("going_away")
+    this.socket.terminate()
+  }
+
+  private markDisconnected(reason: DisconnectReason): boolean {
+    if (this.disconnectReason !== undefined) return false
+    this.disconnectReason = reason
+    // Whatever was queued will never be written: release it now, not when the socket finally dies.
+    while (MutableQueue.poll(this.outbox, undefined) !== undefined) {
+      /* drain */
+    }
+    this.onDisconnect(this, reason)
+    return true
+  }
+
+  private write(frame: Frame): void {
+    this.socket.send(frame.data, SEND_OPTIONS)
+  }
+}
+
+const SEND_OPTIONS = { binary: false, compress: false, fin: true } as const

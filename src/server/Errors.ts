@@ -1,0 +1,40 @@
+/**
+ * The gateway's typed errors. Each carries a `reason` literal: the value that ends up in a metric
+ * label, a close reason or an HTTP error body.
+ */
+import { Data } from "effect"
+
+/** Building an outbound frame failed: the payload does not encode with its schema, or `t` is invalid. */
+export class SerializeError extends Data.TaggedError("SerializeError")<{
+  readonly reason: "serialize_error"
+  readonly eventType: string
+  readonly detail: string
+}> {}
+
+/** The built envelope is larger than the cap: nobody receives it. */
+export class OversizedOutbound extends Data.TaggedError("OversizedOutbound")<{
+  readonly reason: "oversized_outbound"
+  readonly eventType: string
+  readonly bytes: number
+  readonly maxBytes: number
+}> {}
+
+export type OutboundError = SerializeError | OversizedOutbound
+
+/** The access token is missing, malformed, wrongly signed or expired. */
+export class Unauthorized extends Data.TaggedError("Unauthorized")<{
+  readonly reason: "missing_token" | "invalid_token"
+  readonly detail: string
+}> {}
+
+/** The MessageHandler refused an ingress `message_create` (close 4011). */
+export class MessageRejected extends Data.TaggedError("MessageRejected")<{
+  readonly reason: "forbidden" | "attachments_unsupported" | "handler_failed"
+  readonly detail: string
+}> {}
+
+/** A publish request that names no publishable event, or whose payload or recipients are invalid. */
+export class PublishRejected extends Data.TaggedError("PublishRejected")<{
+  readonly reason: "invalid_event"
+  readonly detail: string
+}> {}

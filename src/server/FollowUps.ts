@@ -1,0 +1,87 @@
+/**
+ * The seams where stateful behaviours (presence, voice snapshots, revocation) attach to the core
+ * gateway without it knowing them: what a follow-up may do (`Publisher`) and when it runs
+ * (`SubscriptionFollowUps`). The default does nothing.
+ */
+import { Context, Effect, Layer } from "effect"
+import type { EventDefinition, PayloadOf } from "../protocol/EventDefinition.js"
+import type { ChannelId, GuildId, UserId } from "../protocol/Ids.js"
+import type { Connection, DeliveryResult, DisconnectReason } from "./Connection.js"
+import type { OutboundError } from "./Errors.js"
+import type { DisconnectOutcome, SubscribeOutcome, UnsubscribeOutcome } from "./Registry.js"
+
+// `any` payloads: EventDefinition is invariant in its schema types; the payload type is recovered with PayloadOf.
+/* eslint-disable @typescript-eslint/no-explicit-any */
+export type RoutedEvent = EventDefinition<string, any, any, "channel" | "guild">
+export type UserEvent = EventDefinition<string, any, any, "user">
+export type ConnectionEvent = EventDefinition<string, any, any, "connection">
+/* eslint-enable @typescript-eslint/no-explicit-any */
+
+/** The publish path: encode once, route by scope through the registry's indexes, one delivery loop. */
+export interface Publisher {
+  /**
+   * Channel events go to `d.guild_id` + `d.channel_id`, guild events to `d.guild_id`. Succeeds with
+   * the number of local connections the frame was delivered to (written or queued).
+   */
+  readonly publish: <E extends RoutedEvent>(
+    event: E,
+    payload: PayloadOf<E>
+  ) => Effect.Effect<number, OutboundError>
+  /** A user-scoped event to every connection of each listed user (duplicates ignored). */
+  readonly publishToUsers: <E extends UserEvent>(
+    event: E,
+    payload: PayloadOf<E>,
+    userIds: Iterable<UserId>
+  ) => Effect.Effect<number, OutboundError>
+  /** A connection-scoped event to one connection. */
+  readonly send: <E extends ConnectionEvent>(
+    connection: Connection,
+    event: E,
+    payload: PayloadOf<E>
+  ) => Effect.Effect<DeliveryResult, OutboundError>
+}
+
+export interface SubscriptionChange<Outcome> {
+  readonly connection: Connection
+  readonly guildId: GuildId
+  readonly channelId: ChannelId
+  readonly outcome: Outcome
+}
+
+export type Subscribed = SubscriptionChange<Extract<SubscribeOutcome, { readonly _tag: "Subscribed" }>>
+
+export interface Disconnected extends DisconnectOutcome {
+  readonly connection: Connection
+  readonly reason: DisconnectReason
+}
+
+export interface SubscriptionFollowUpsShape {
+  /** After an authorized subscribe is in the registry, before the `subscribed` ack (presence). */
+  readonly beforeAck: (change: Subscribed, publisher: Publisher) => Effect.Effect<void>
+  /** After the `subscribed` ack (voice snapshot). */
+  readonly afterAck: (change: Subscribed, publisher: Publisher) => Effect.Effect<void>
+  /** After an unsubscribe, before its ack. */
+  readonly unsubscribed: (
+    change: SubscriptionChange<UnsubscribeOutcome>,
+    publisher: Publisher
+  ) => Effect.Effect<void>
+  /** After a closed connection left every index (the one cleanup path). */
+  readonly disconnected: (change: Disconnected, publisher: Publisher) => Effect.Effect<void>
+  /** After a routed or user event was delivered (revocation). */
+  readonly published: (event: EventDefinition, payload: unknown, publisher: Publisher) => Effect.Effect<void>
+}
+
+export class SubscriptionFollowUps extends Context.Tag("filament/SubscriptionFollowUps")<
+  SubscriptionFollowUps,
+  SubscriptionFollowUpsShape
+>() {}
+
+export const none: SubscriptionFollowUpsShape = {
+  beforeAck: () => Effect.void,
+  afterAck: () => Effect.void,
+  unsubscribed: () => Effect.void,
+  disconnected: () => Effect.void,
+  published: () => Effect.void
+}
+
+export const layerNone: Layer.Layer<SubscriptionFollowUps> = Layer.succeed(SubscriptionFollowUps, none)

@@ -1,0 +1,333 @@
+/**
+ * Gateway: the public service. It owns the `ws` WebSocketServer (noServer, `maxPayload` = the
+ * event cap, no compression) as a scoped resource, admits upgrades after the TokenVerifier,
+ * runs the single heartbeat sweep, and is the publish path (`publish`, `publishToUsers`) for the
+ * HTTP API and for a host app in-process. Closing its scope stops accepting, closes every socket
+ * with 1001 `going_away` and lets writers flush for a bounded grace.
+ */
+import type { IncomingMessage } from "node:http"
+import type { Socket } from "node:net"
+import type { Duplex } from "node:stream"
+import { Clock, Context, Duration, Effect, FiberSet, Layer, Schedule } from "effect"
+import { WebSocketServer, type ServerOptions, type WebSocket } from "ws"
+import type { PayloadOf } from "../protocol/EventDefinition.js"
+import { Ready } from "../protocol/events/connection.js"
+import { AccessPolicy } from "./Access.js"
+import * as Access from "./Access.js"
+import * as Auth from "./Auth.js"
+import { TokenVerifier, type Principal } from "./Auth.js"
+import { GatewayConfig } from "./Config.js"
+import { Connection, type DisconnectReason } from "./Connection.js"
+import * as Fanout from "./Fanout.js"
+import * as FollowUps from "./FollowUps.js"
+import { SubscriptionFollowUps, type Publisher, type RoutedEvent, type UserEvent } from "./FollowUps.js"
+import * as Ingress from "./Ingress.js"
+import { MessageHandler } from "./Messages.js"
+import * as Messages from "./Messages.js"
+import { GatewayMetrics } from "./Metrics.js"
+import * as Metrics from "./Metrics.js"
+import * as Outbound from "./Outbound.js"
+import { SubscriptionRegistry } from "./Registry.js"
+import * as Registry from "./Registry.js"
+
+export interface GatewayShape extends Publisher {
+  /**
+   * The `upgrade` listener for `GET /gateway/ws`: authenticates (401 `invalid_credentials`
+   * before any upgrade), enforces the per-user connection cap (429), then upgrades.
+   */
+  readonly handleUpgrade: (request: IncomingMessage, socket: Duplex, head: Buffer) => void
+  /** False once shutdown has begun (`/readyz`). */
+  readonly isAccepting: () => boolean
+  /** Open connections on this node. */
+  readonly connectionCount: () => number
+}
+
+export class Gateway extends Context.Tag("filament/Gateway")<Gateway, GatewayShape>() {}
+
+const WS_ERR_UNSUPPORTED_MESSAGE_LENGTH = "WS_ERR_UNSUPPORTED_MESSAGE_LENGTH"
+
+/** Token from `?access_token=` (wins, even when empty) or `Authorization: Bearer`. */
+export const accessToken = (request: IncomingMessage): string => {
+  const url = new URL(request.url ?? "/", "http://gateway.invalid")
+  const fromQuery = url.searchParams.get("access_token")
+  if (fromQuery !== null) return fromQuery
+  const header = request.headers.authorization
+  return header !== undefined && header.startsWith("Bearer ") ? header.slice("Bearer ".length) : ""
+}
+
+const STATUS_TEXT: Record<number, string> = {
+  401: "Unauthorized",
+  429: "Too Many Requests",
+  503: "Service Unavailable"
+}
+
+/** Answers an upgrade request with a plain JSON error and drops the socket: no upgrade. */
+const refuseUpgrade = (socket: Duplex, status: number, error: string) => {
+  const body = JSON.stringify({ error })
+  if (socket.writable) {
+    socket.end(
+      `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? "Error"}\r\n` +
+        "Content-Type: application/json\r\n" +
+        `Content-Length: ${Buffer.byteLength(body)}\r\n` +
+        "Connection: close\r\n\r\n" +
+        body
+    )
+  }
+  socket.destroy()
+}
+
+export const make = Effect.gen(function* () {
+  const config = yield* GatewayConfig
+  const metrics = yield* GatewayMetrics
+  const registry = yield* SubscriptionRegistry
+  const verifier = yield* TokenVerifier
+  const followUps = yield* SubscriptionFollowUps
+  const access = yield* AccessPolicy
+  const messages = yield* MessageHandler
+  const clock = yield* Effect.clock
+  const run = yield* FiberSet.makeRuntime<never, void, never>()
+
+  const maxBytes = config.maxEventBytes
+  const limits = {
+    outboundQueue: config.outboundQueue,
+    socketHighWaterBytes: config.socketHighWaterBytes,
+    ingressEventsPerWindow: config.ingressEventsPerWindow,
+    ingressWindowMillis: Duration.toMillis(config.ingressWindow)
+  }
+  /** Connections whose socket has not emitted `close` yet (heartbeat sweep and shutdown). */
+  const live = new Set<Connection>()
+  let onAllClosed: (() => void) | undefined
+  let accepting = true
+  let nextConnectionId = 1
+
+  /** Encodes once; an unbuildable frame is counted and logged, never delivered, never thrown. */
+  const build = <E extends RoutedEvent | UserEvent | FollowUps.ConnectionEvent>(
+    event: E,
+    payload: PayloadOf<E>
+  ) =>
+    Outbound.encode(event, payload, maxBytes).pipe(
+      Effect.tapError((error) =>
+        Effect.zipRight(
+          Effect.sync(() => metrics.dropped(event.scope, event.type, error.reason)),
+          Effect.logWarning(`gateway.${event.scope}_fanout.${error.reason}`).pipe(
+            Effect.annotateLogs({
+              event_type: event.type,
+              detail: "detail" in error ? error.detail : error.bytes
+            })
+          )
+        )
+      )
+    )
+
+  const publisher: Publisher = {
+    publish: (event, payload) =>
+      Effect.gen(function* () {
+        const frame = yield* build(event, payload)
+        const target = payload as { readonly guild_id: never; readonly channel_id: never }
+        const recipients =
+          event.scope === "channel"
+            ? yield* registry.channelMembers(target.guild_id, target.channel_id)
+            : yield* registry.guildMembers(target.guild_id)
+        const { delivered } = Fanout.broadcast(metrics, frame, recipients)
+        yield* followUps.published(event, payload, publisher)
+        return delivered
+      }),
+    publishToUsers: (event, payload, userIds) =>
+      Effect.gen(function* () {
+        const frame = yield* build(event, payload)
+        let delivered = 0
+        for (const userId of new Set(userIds)) {
+          delivered += Fanout.broadcast(metrics, frame, yield* registry.userMembers(userId)).delivered
+        }
+        yield* followUps.published(event, payload, publisher)
+        return delivered
+      }),
+    send: (connection, event, payload) =>
+      Effect.map(build(event, payload), (frame) => {
+        const result = connection.deliver(frame)
+        if (result === "sent" || result === "queued") metrics.emitted("connection", event.type, 1)
+        else metrics.dropped("connection", event.type, result === "evicted" ? "full_queue" : "closed")
+        return result
+      })
+  }
+
+  const ingress = Ingress.make({
+    maxEventBytes: maxBytes,
+    metrics,
+    registry,
+    access,
+    messages,
+    followUps,
+    publisher,
+    now: () => clock.unsafeCurrentTimeMillis(),
+    run: (effect) => run(effect)
+  })
+
+  /** The one cleanup path: leave every index in one update, then the follow-ups. */
+  const cleanup = (connection: Connection, reason: DisconnectReason) =>
+    Effect.gen(function* () {
+      const outcome = yield* registry.unregister(connection)
+      if (outcome.removed) yield* followUps.disconnected({ ...outcome, connection, reason }, publisher)
+    }).pipe(Effect.catchAllCause((cause) => Effect.logError("gateway.disconnect.cleanup_failed", cause)))
+
+  const onDisconnect = (connection: Connection, reason: DisconnectReason) => {
+    metrics.disconnect(reason)
+    metrics.connectionsChanged(-1)
+    if (connection.registered) run(cleanup(connection, reason))
+  }
+
+  const wss = yield* Effect.acquireRelease(
+    Effect.sync(() => {
+      const options: ServerOptions & { readonly closeTimeout: number } = {
+        noServer: true,
+        maxPayload: maxBytes,
+        perMessageDeflate: false,
+        clientTracking: false,
+        // ws 8.23 option, not yet in @types/ws: how long a close handshake may take.
+        closeTimeout: Duration.toMillis(config.closeGrace)
+      }
+      return new WebSocketServer(options)
+    }),
+    (server) => Effect.sync(() => server.close())
+  )
+
+  const attach = (socket: WebSocket, transport: Socket, principal: Principal): Connection => {
+    const connection = new Connection(
+      nextConnectionId++,
+      principal,
+      socket,
+      transport,
+      limits,
+      clock.unsafeCurrentTimeMillis(),
+      onDisconnect
+    )
+    metrics.connectionsChanged(1)
+    live.add(connection)
+    socket.on("message", (data, isBinary) => ingress.onFrame(connection, data, isBinary))
+    socket.on("pong", () => {
+      connection.pingSentAt = undefined
+    })
+    socket.on("error", (error: Error & { code?: string }) => {
+      // ws has already answered an oversized frame with close 1009, without buffering it.
+      connection.closedByPeer(
+        error.code === WS_ERR_UNSUPPORTED_MESSAGE_LENGTH ? "event_too_large" : "socket_error"
+      )
+    })
+    socket.on("close", (code) => {
+      connection.closedByPeer(code === 1006 ? "connection_closed" : "client_close")
+      live.delete(connection)
+      if (live.size === 0) onAllClosed?.()
+    })
+    return connection
+  }
+
+  const upgrade = (request: IncomingMessage, socket: Duplex, head: Buffer) =>
+    Effect.gen(function* () {
+      if (!accepting) {
+        metrics.connectionRejected("shutting_down")
+        return refuseUpgrade(socket, 503, "shutting_down")
+      }
+      const verified = yield* Effect.either(verifier.verify(accessToken(request)))
+      if (verified._tag === "Left") {
+        metrics.authFailure("unauthorized")
+        yield* Effect.logInfo(`gateway.auth.rejected: ${verified.left.reason}`)
+        return refuseUpgrade(socket, 401, "invalid_credentials")
+      }
+      const principal = verified.right
+      const existing = yield* registry.userMembers(principal.userId)
+      if (existing.length >= config.maxConnectionsPerUser) {
+        metrics.connectionRejected("too_many_connections")
+        return refuseUpgrade(socket, 429, "too_many_connections")
+      }
+      const connection = yield* Effect.async<Connection | undefined>((resume) => {
+        // ws drops a socket that closed meanwhile without calling back.
+        socket.once("close", () => resume(Effect.succeed(undefined)))
+        wss.handleUpgrade(request, socket, head, (ws) =>
+          resume(Effect.succeed(attach(ws, socket as Socket, principal)))
+        )
+      })
+      if (connection === undefined) return
+      // `ready` is the first text frame: it is written before any command can run.
+      yield* publisher
+        .send(connection, Ready, { user_id: principal.userId })
+        .pipe(Effect.catchAll(() => Effect.sync(() => connection.close("internal_error"))))
+      yield* registry.register(connection)
+      const open = yield* Effect.sync(() => {
+        connection.registered = true
+        return connection.isOpen
+      })
+      if (open) ingress.resume(connection)
+      else yield* cleanup(connection, connection.disconnectReason ?? "connection_closed")
+    }).pipe(
+      Effect.catchAllCause((cause) =>
+        Effect.zipRight(
+          Effect.sync(() => socket.destroy()),
+          Effect.logError("gateway.upgrade.failed", cause)
+        )
+      )
+    )
+
+  const pingIntervalMillis = Duration.toMillis(config.pingInterval)
+  const pongTimeoutMillis = Duration.toMillis(config.pongTimeout)
+
+  /** One pass over every connection: token expiry (4010), pong deadline (4009), pings. */
+  const sweep = Effect.flatMap(Clock.currentTimeMillis, (now) =>
+    Effect.sync(() => {
+      for (const connection of live) {
+        if (!connection.isOpen) continue
+        if (now >= connection.principal.expiresAt) connection.close("token_expired")
+        else if (connection.pingSentAt !== undefined) {
+          if (now - connection.pingSentAt >= pongTimeoutMillis) connection.close("heartbeat_timeout")
+        } else if (now - connection.lastPingAt >= pingIntervalMillis) connection.ping(now)
+      }
+    })
+  )
+  yield* Effect.forkScoped(Effect.repeat(sweep, Schedule.spaced(config.heartbeatSweep)))
+
+  const allClosed = Effect.async<void>((resume) => {
+    if (live.size === 0) return resume(Effect.void)
+    onAllClosed = () => resume(Effect.void)
+  })
+
+  // Drain on scope close: refuse new upgrades, close everyone with 1001, wait a bounded grace for the
+  // close handshakes (writers flush meanwhile), then drop whoever is left.
+  yield* Effect.addFinalizer(() =>
+    Effect.gen(function* () {
+      accepting = false
+      for (const connection of live) connection.close("going_away")
+      yield* Effect.timeout(allClosed, config.closeGrace).pipe(Effect.ignore)
+      for (const connection of live) connection.terminate()
+      live.clear()
+    })
+  )
+
+  const gateway: GatewayShape = {
+    ...publisher,
+    handleUpgrade: (request, socket, head) => {
+      // Until ws owns the socket, a reset must not become an unhandled 'error'.
+      socket.on("error", () => socket.destroy())
+      run(upgrade(request, socket, head))
+    },
+    isAccepting: () => accepting,
+    connectionCount: () => live.size
+  }
+  return gateway
+})
+
+/**
+ * The gateway with its services. Needs `GatewayConfig`, `GatewayMetrics`, `SubscriptionRegistry`,
+ * `TokenVerifier`, `AccessPolicy`, `MessageHandler` and `SubscriptionFollowUps`; `layerDefaults`
+ * provides all but the config.
+ */
+export const layer = Layer.scoped(Gateway, make)
+
+/** The default services: JWT verifier, claims policy, plain-text messages, no follow-ups. */
+export const layerDefaults = Layer.mergeAll(
+  Auth.layerJwt,
+  Messages.layerPlainText.pipe(Layer.provideMerge(Access.layerClaims)),
+  FollowUps.layerNone,
+  Registry.layer.pipe(Layer.provideMerge(Metrics.layer))
+)
+
+/** Gateway + default services; provide a `GatewayConfig` (e.g. `Config.layer`). */
+export const layerDefault = layer.pipe(Layer.provideMerge(layerDefaults))

@@ -1,0 +1,196 @@
+/**
+ * HTTP surface. The routes (`POST /v1/publish`, `GET /metrics`, `/healthz`, `/readyz`) are an
+ * `@effect/platform` router, exported as an `HttpApp` a host can mount. The standalone server owns
+ * the Node `http.Server` as a scoped resource: `request` goes to `NodeHttpServer.makeHandler`, and
+ * `upgrade` — exactly one party may handle it — goes to the Gateway for `/gateway/ws`.
+ */
+import { timingSafeEqual } from "node:crypto"
+import { createServer, type Server } from "node:http"
+import type { AddressInfo } from "node:net"
+import { HttpIncomingMessage, HttpRouter, HttpServerRequest, HttpServerResponse } from "@effect/platform"
+import { NodeHttpServer } from "@effect/platform-node"
+import { Context, Effect, Either, Layer, Option, ParseResult, Redacted, Schema } from "effect"
+import { decodePayload, type EventDefinition } from "../protocol/EventDefinition.js"
+import { ingress, UserId } from "../protocol/Ids.js"
+import { Manifest } from "../protocol/Manifest.js"
+import { GatewayConfig } from "./Config.js"
+import { PublishRejected } from "./Errors.js"
+import type { RoutedEvent, UserEvent } from "./FollowUps.js"
+import { Gateway } from "./Gateway.js"
+import { GatewayMetrics, PROMETHEUS_CONTENT_TYPE } from "./Metrics.js"
+
+export const GATEWAY_PATH = "/gateway/ws"
+
+const PublishBody = Schema.Struct({
+  t: Schema.String,
+  d: Schema.Unknown,
+  users: Schema.optional(Schema.Array(Schema.Unknown))
+})
+const decodeBody = Schema.decodeUnknownEither(PublishBody, { onExcessProperty: "error" })
+const decodeUserId = Schema.decodeUnknownEither(ingress(UserId))
+
+export type PublishRequest =
+  | { readonly _tag: "Routed"; readonly event: RoutedEvent; readonly payload: unknown }
+  | {
+      readonly _tag: "Users"
+      readonly event: UserEvent
+      readonly payload: unknown
+      readonly users: ReadonlyArray<UserId>
+    }
+
+const invalid = (detail: string) => Either.left(new PublishRejected({ reason: "invalid_event", detail }))
+
+/**
+ * Validates a publish body: a known, non-connection event type, a payload that passes its schema
+ * strictly, and `users` exactly when the event is user-scoped.
+ */
+export const decodePublishRequest = (
+  json: unknown,
+  maxUsers: number
+): Either.Either<PublishRequest, PublishRejected> => {
+  const body = decodeBody(json)
+  if (Either.isLeft(body)) return invalid(ParseResult.TreeFormatter.formatErrorSync(body.left))
+  const { d, t, users } = body.right
+  const event: EventDefinition | undefined = Manifest.lookup(t)
+  if (event === undefined) return invalid(`unknown event type "${t}"`)
+  if (event.scope === "connection") return invalid(`"${t}" is connection-scoped and cannot be published`)
+  const payload = decodePayload(event, d, { strict: true })
+  if (Either.isLeft(payload)) return invalid(ParseResult.TreeFormatter.formatErrorSync(payload.left))
+  if (event.scope !== "user") {
+    if (users !== undefined)
+      return invalid(`"users" is only for user-scoped events, "${t}" is ${event.scope}-scoped`)
+    return Either.right({ _tag: "Routed", event: event as RoutedEvent, payload: payload.right })
+  }
+  if (users === undefined || users.length === 0) return invalid(`"${t}" is user-scoped: "users" is required`)
+  if (users.length > maxUsers) return invalid(`"users" has ${users.length} entries, over ${maxUsers}`)
+  const ids: Array<UserId> = []
+  for (const user of users) {
+    const id = decodeUserId(user)
+    if (Either.isLeft(id)) return invalid(`"users" contains a value that is not a user ULID`)
+    ids.push(id.right)
+  }
+  return Either.right({ _tag: "Users", event: event as UserEvent, payload: payload.right, users: ids })
+}
+
+const keyMatches = (presented: string, expected: Redacted.Redacted<string>): boolean => {
+  const a = Buffer.from(presented)
+  const b = Buffer.from(Redacted.value(expected))
+  return a.length === b.length && timingSafeEqual(a, b)
+}
+
+const jsonResponse = (status: number, body: unknown) => HttpServerResponse.unsafeJson(body, { status })
+
+const publish = Effect.gen(function* () {
+  const request = yield* HttpServerRequest.HttpServerRequest
+  const config = yield* GatewayConfig
+  const gateway = yield* Gateway
+  const metrics = yield* GatewayMetrics
+  const authorization = request.headers["authorization"] ?? ""
+  if (!authorization.startsWith("Bearer ") || !keyMatches(authorization.slice(7), config.publishKey)) {
+    metrics.authFailure("unauthorized")
+    return jsonResponse(401, { error: "invalid_credentials" })
+  }
+  const declared = Number(request.headers["content-length"] ?? "0")
+  if (declared > config.maxPublishBodyBytes) return jsonResponse(413, { error: "payload_too_large" })
+  const text = yield* Effect.either(
+    HttpIncomingMessage.withMaxBodySize(request.text, Option.some(config.maxPublishBodyBytes))
+  )
+  if (Either.isLeft(text)) return jsonResponse(413, { error: "payload_too_large" })
+  let json: unknown
+  try {
+    json = JSON.parse(text.right)
+  } catch {
+    return jsonResponse(400, { error: "invalid_event", detail: "body is not JSON" })
+  }
+  const decoded = decodePublishRequest(json, config.maxPublishUsers)
+  if (Either.isLeft(decoded))
+    return jsonResponse(400, { error: "invalid_event", detail: decoded.left.detail })
+  const target = decoded.right
+  const published =
+    target._tag === "Routed"
+      ? gateway.publish(target.event, target.payload)
+      : gateway.publishToUsers(target.event, target.payload, target.users)
+  return yield* published.pipe(
+    Effect.map((recipients) => jsonResponse(202, { recipients })),
+    Effect.catchTags({
+      OversizedOutbound: (error) =>
+        Effect.succeed(
+          jsonResponse(413, { error: "event_too_large", bytes: error.bytes, max_bytes: error.maxBytes })
+        ),
+      SerializeError: (error) =>
+        Effect.succeed(jsonResponse(500, { error: "serialize_error", detail: error.detail }))
+    })
+  )
+})
+
+/** The gateway's HTTP routes as an `HttpApp` (the WebSocket upgrade itself is `Gateway.handleUpgrade`). */
+export const router = HttpRouter.empty.pipe(
+  HttpRouter.post("/v1/publish", publish),
+  HttpRouter.get(
+    "/metrics",
+    Effect.map(GatewayMetrics, (metrics) =>
+      HttpServerResponse.text(metrics.render(), { contentType: PROMETHEUS_CONTENT_TYPE })
+    )
+  ),
+  HttpRouter.get("/healthz", Effect.succeed(jsonResponse(200, { status: "ok" }))),
+  HttpRouter.get(
+    "/readyz",
+    Effect.map(Gateway, (gateway) =>
+      gateway.isAccepting()
+        ? jsonResponse(200, { status: "ready" })
+        : jsonResponse(503, { status: "draining" })
+    )
+  ),
+  // A plain GET on the WebSocket path: the original's framework answers 4xx without upgrade headers.
+  HttpRouter.get(GATEWAY_PATH, Effect.succeed(jsonResponse(426, { error: "upgrade_required" })))
+)
+
+export interface GatewayServerShape {
+  readonly host: string
+  readonly port: number
+}
+
+/** The listening standalone server (its bound address; port 0 resolves here). */
+export class GatewayServer extends Context.Tag("filament/GatewayServer")<
+  GatewayServer,
+  GatewayServerShape
+>() {}
+
+const listen = (server: Server, host: string, port: number) =>
+  Effect.async<void, Error>((resume) => {
+    const onError = (error: Error) => resume(Effect.fail(error))
+    server.once("error", onError)
+    server.listen(port, host, () => {
+      server.off("error", onError)
+      resume(Effect.void)
+    })
+  })
+
+export const make = Effect.gen(function* () {
+  const config = yield* GatewayConfig
+  const gateway = yield* Gateway
+  const handler = yield* NodeHttpServer.makeHandler(router)
+  const server = yield* Effect.acquireRelease(
+    Effect.sync(() => createServer()),
+    // Stop listening at once; upgraded sockets are the Gateway's to drain, idle HTTP ones go now.
+    (server) =>
+      Effect.sync(() => {
+        server.close()
+        server.closeAllConnections()
+      })
+  )
+  server.on("request", handler)
+  server.on("upgrade", (request, socket, head) => {
+    const path = new URL(request.url ?? "/", "http://gateway.invalid").pathname
+    if (path === GATEWAY_PATH) return gateway.handleUpgrade(request, socket, head)
+    socket.on("error", () => socket.destroy())
+    socket.end("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+  })
+  yield* listen(server, config.host, config.port)
+  const address = server.address() as AddressInfo
+  return { host: address.address, port: address.port }
+})
+
+/** The standalone HTTP + WebSocket server on `GATEWAY_HOST`:`GATEWAY_PORT`. */
+export const layer: Layer.Layer<GatewayServer, Error, GatewayConfig | Gateway | GatewayMetrics> =
+  Layer.scoped(GatewayServer, make)

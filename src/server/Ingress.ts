@@ -1,0 +1,193 @@
+/**
+ * Ingress: a client frame becomes a typed command, synchronously, inside the `ws` `message`
+ * callback — rate window, `decodeCommand`, and on failure the metric and the close code. Accepted
+ * commands of a connection run in arrival order as one short-lived effect per burst, so a slow
+ * AccessPolicy or MessageHandler call delays only that connection.
+ */
+import { Cause, Effect } from "effect"
+import type { RawData } from "ws"
+import type {
+  Command,
+  MessageCreateCommand,
+  SubscribeCommand,
+  UnsubscribeCommand
+} from "../protocol/Commands.js"
+import { decodeCommand } from "../protocol/Commands.js"
+import { Subscribed, Unsubscribed } from "../protocol/events/connection.js"
+import { MessageCreate } from "../protocol/events/message.js"
+import type { AccessPolicyShape } from "./Access.js"
+import type { Connection } from "./Connection.js"
+import type { Publisher, SubscriptionFollowUpsShape } from "./FollowUps.js"
+import type { MessageHandlerShape } from "./Messages.js"
+import type { GatewayMetricsShape } from "./Metrics.js"
+import type { SubscriptionRegistryShape } from "./Registry.js"
+
+export interface IngressOptions {
+  readonly maxEventBytes: number
+  readonly metrics: GatewayMetricsShape
+  readonly registry: SubscriptionRegistryShape
+  readonly access: AccessPolicyShape
+  readonly messages: MessageHandlerShape
+  readonly followUps: SubscriptionFollowUpsShape
+  readonly publisher: Publisher
+  /** Current time in ms from the Effect `Clock` the gateway runs with. */
+  readonly now: () => number
+  /** Forks a short-lived effect, owned by the gateway's scope. */
+  readonly run: (effect: Effect.Effect<void>) => void
+}
+
+export interface Ingress {
+  /** The `ws` `message` listener of a connection. */
+  readonly onFrame: (connection: Connection, data: RawData, isBinary: boolean) => void
+  /** Starts executing commands that arrived before the connection was registered. */
+  readonly resume: (connection: Connection) => void
+}
+
+const fatalUtf8 = new TextDecoder("utf-8", { fatal: true })
+
+const frameText = (data: RawData, isBinary: boolean): string | undefined => {
+  const bytes = Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data)
+  // ws has validated text frames; binary frames are parsed as JSON text like the original does.
+  if (!isBinary) return bytes.toString("utf8")
+  try {
+    return fatalUtf8.decode(bytes)
+  } catch {
+    return undefined
+  }
+}
+
+export const make = (options: IngressOptions): Ingress => {
+  const { access, followUps, metrics, publisher, registry } = options
+
+  const subscribe = (connection: Connection, command: SubscribeCommand) =>
+    Effect.gen(function* () {
+      const { channel_id: channelId, guild_id: guildId } = command
+      const allowed = yield* access.canSubscribe(connection.principal, guildId, channelId)
+      if (!allowed) {
+        metrics.subscribeRejected("forbidden")
+        return yield* Effect.logWarning("gateway.subscribe.rejected: forbidden_channel").pipe(
+          Effect.annotateLogs({ user_id: connection.userId, guild_id: guildId, channel_id: channelId })
+        )
+      }
+      const outcome = yield* registry.subscribe(connection, guildId, channelId)
+      if (outcome._tag === "NotConnected") return
+      if (outcome._tag === "SubscriptionLimit") {
+        metrics.subscribeRejected("subscription_limit")
+        return yield* Effect.logWarning("gateway.subscribe.rejected: subscription_limit").pipe(
+          Effect.annotateLogs({ user_id: connection.userId, guild_id: guildId, channel_id: channelId })
+        )
+      }
+      const change = { connection, guildId, channelId, outcome }
+      yield* followUps.beforeAck(change, publisher)
+      yield* publisher.send(connection, Subscribed, { guild_id: guildId, channel_id: channelId })
+      yield* followUps.afterAck(change, publisher)
+    })
+
+  const unsubscribe = (connection: Connection, command: UnsubscribeCommand) =>
+    Effect.gen(function* () {
+      const { channel_id: channelId, guild_id: guildId } = command
+      const outcome = yield* registry.unsubscribe(connection, guildId, channelId)
+      yield* followUps.unsubscribed({ connection, guildId, channelId, outcome }, publisher)
+      yield* publisher.send(connection, Unsubscribed, { guild_id: guildId, channel_id: channelId })
+    })
+
+  const messageCreate = (connection: Connection, command: MessageCreateCommand) =>
+    options.messages.create(connection.principal, command).pipe(
+      Effect.flatMap((message) => publisher.publish(MessageCreate, message)),
+      Effect.catchTags({
+        MessageRejected: (rejection) =>
+          Effect.sync(() => connection.close("message_rejected")).pipe(
+            Effect.zipRight(
+              Effect.logInfo(`gateway.message_create.rejected: ${rejection.reason}`).pipe(
+                Effect.annotateLogs({ user_id: connection.userId, detail: rejection.detail })
+              )
+            )
+          ),
+        // Counted and logged by the publish path; the sender stays connected (as after a REST create).
+        SerializeError: () => Effect.void,
+        OversizedOutbound: () => Effect.void
+      })
+    )
+
+  const execute = (connection: Connection, command: Command): Effect.Effect<void, unknown> => {
+    switch (command._tag) {
+      case "subscribe":
+        return subscribe(connection, command)
+      case "unsubscribe":
+        return unsubscribe(connection, command)
+      case "message_create":
+        return messageCreate(connection, command)
+    }
+  }
+
+  const takeNext = (connection: Connection) =>
+    Effect.sync(() => {
+      const next = connection.isOpen ? connection.pendingCommands.shift() : undefined
+      if (next === undefined) {
+        connection.pendingCommands.length = 0
+        connection.commandsRunning = false
+      }
+      return next
+    })
+
+  /** Runs the connection's queued commands in order until none is left; then the fiber ends. */
+  const drain = (connection: Connection): Effect.Effect<void> =>
+    Effect.gen(function* () {
+      for (;;) {
+        const command = yield* takeNext(connection)
+        if (command === undefined) return
+        yield* execute(connection, command).pipe(
+          Effect.catchAllCause((cause) =>
+            Effect.sync(() => connection.close("internal_error")).pipe(
+              Effect.zipRight(
+                Effect.logError("gateway.command.defect", Cause.pretty(cause)).pipe(
+                  Effect.annotateLogs({ user_id: connection.userId, command: command._tag })
+                )
+              )
+            )
+          )
+        )
+      }
+    })
+
+  const schedule = (connection: Connection) => {
+    if (connection.commandsRunning || !connection.registered || connection.pendingCommands.length === 0)
+      return
+    connection.commandsRunning = true
+    options.run(drain(connection))
+  }
+
+  return {
+    onFrame: (connection, data, isBinary) => {
+      if (!connection.isOpen) return
+      if (!connection.admitFrame(options.now())) {
+        connection.close("ingress_rate_limited")
+        return
+      }
+      const text = frameText(data, isBinary)
+      if (text === undefined) {
+        metrics.parseRejected("invalid_envelope")
+        connection.close("invalid_envelope")
+        return
+      }
+      const decoded = decodeCommand(text, options.maxEventBytes)
+      if (decoded._tag === "Right") {
+        connection.pendingCommands.push(decoded.right)
+        schedule(connection)
+        return
+      }
+      const rejection = decoded.left
+      switch (rejection.reason) {
+        case "event_too_large":
+          break
+        case "unknown_event":
+          metrics.unknownReceived(rejection.eventType ?? "")
+          break
+        default:
+          metrics.parseRejected(rejection.reason)
+      }
+      connection.close(rejection.reason)
+    },
+    resume: schedule
+  }
+}

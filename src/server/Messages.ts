@@ -1,0 +1,86 @@
+/**
+ * MessageHandler: what an ingress `message_create` becomes. The default checks the AccessPolicy and
+ * builds a plain-text message snapshot (new ULID, the sender as author, `created_at_unix` now,
+ * markdown tokens for plain text). It refuses attachments: it has no attachment store to resolve
+ * ids against. A host app replaces it with its own persistence.
+ */
+import { randomBytes } from "node:crypto"
+import { Clock, Context, Effect, Layer } from "effect"
+import type { MessageCreateCommand } from "../protocol/Commands.js"
+import type { MessageId } from "../protocol/Ids.js"
+import type { MarkdownToken, MessageSnapshot } from "../protocol/Shapes.js"
+import { AccessPolicy } from "./Access.js"
+import type { Principal } from "./Auth.js"
+import { MessageRejected } from "./Errors.js"
+
+export interface MessageHandlerShape {
+  readonly create: (
+    principal: Principal,
+    command: MessageCreateCommand
+  ) => Effect.Effect<MessageSnapshot, MessageRejected>
+}
+
+export class MessageHandler extends Context.Tag("filament/MessageHandler")<
+  MessageHandler,
+  MessageHandlerShape
+>() {}
+
+const CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+/** A new canonical ULID: 48-bit millisecond time, 80 random bits. */
+export const ulid = (timeMillis: number): string => {
+  let time = ""
+  let remaining = Math.max(0, Math.floor(timeMillis))
+  for (let i = 0; i < 10; i++) {
+    time = CROCKFORD[remaining % 32]! + time
+    remaining = Math.floor(remaining / 32)
+  }
+  const random = randomBytes(16)
+  let tail = ""
+  for (let i = 0; i < 16; i++) tail += CROCKFORD[random[i]! % 32]
+  return time + tail
+}
+
+/** Markdown tokens of plain text: one paragraph, a soft break per newline. */
+export const plainTextTokens = (content: string): ReadonlyArray<MarkdownToken> => {
+  const tokens: Array<MarkdownToken> = [{ type: "paragraph_start" }]
+  content.split(/\r?\n/).forEach((line, index) => {
+    if (index > 0) tokens.push({ type: "soft_break" })
+    if (line.length > 0) tokens.push({ type: "text", text: line })
+  })
+  tokens.push({ type: "paragraph_end" })
+  return tokens
+}
+
+export const makePlainText = Effect.map(AccessPolicy, (access): MessageHandlerShape => ({
+  create: (principal, command) =>
+    Effect.gen(function* () {
+      if (command.attachment_ids.length > 0) {
+        return yield* new MessageRejected({
+          reason: "attachments_unsupported",
+          detail: "the default message handler has no attachment store"
+        })
+      }
+      const allowed = yield* access.canPost(principal, command.guild_id, command.channel_id)
+      if (!allowed) {
+        return yield* new MessageRejected({ reason: "forbidden", detail: "channel not granted" })
+      }
+      const now = yield* Clock.currentTimeMillis
+      return {
+        message_id: ulid(now) as MessageId,
+        guild_id: command.guild_id,
+        channel_id: command.channel_id,
+        author_id: principal.userId,
+        content: command.content,
+        markdown_tokens: plainTextTokens(command.content),
+        attachments: [],
+        reactions: [],
+        created_at_unix: Math.floor(now / 1000)
+      }
+    })
+}))
+
+export const layerPlainText: Layer.Layer<MessageHandler, never, AccessPolicy> = Layer.effect(
+  MessageHandler,
+  makePlainText
+)

@@ -1,0 +1,233 @@
+/**
+ * GatewayMetrics: the original's metric families with their label names (reference §7.2), plus
+ * ours, on Effect `Metric`, and their Prometheus text exposition (format 0.0.4).
+ *
+ * Recording is synchronous (`unsafeModify`) because it happens inside the per-frame and per-broadcast
+ * plain-code paths; a fanout records once per broadcast, never once per recipient. Every label value
+ * comes from a closed set, except `event_type`, which is bounded by the manifest (see `ingressEventLabel`).
+ */
+import { Context, Layer, Metric, MetricBoundaries, MetricLabel } from "effect"
+import type { MetricPair } from "effect"
+import { COMMANDS } from "../protocol/Commands.js"
+import type { EventScope } from "../protocol/EventDefinition.js"
+import { Manifest } from "../protocol/Manifest.js"
+
+export type DeliveryScope = EventScope
+export type DropReason =
+  "full_queue" | "closed" | "oversized_outbound" | "serialize_error" | "dispatch_timeout"
+export type ParseRejectReason =
+  | "invalid_envelope"
+  | "invalid_subscribe_payload"
+  | "invalid_unsubscribe_payload"
+  | "invalid_message_create_payload"
+export type AuthFailureReason = "unauthorized" | "forbidden"
+export type ConnectionRejectReason = "too_many_connections" | "shutting_down"
+export type SubscribeRejectReason = "forbidden" | "subscription_limit"
+
+/** The label every ingress `t` outside the protocol's own names is counted under. */
+export const OTHER_EVENT_TYPE = "other"
+
+const commandNames = new Set<string>(COMMANDS.map((command) => command.type))
+
+/**
+ * Bounds the `event_type` label of unknown ingress frames: names the protocol defines count as
+ * themselves (a client sending `presence_sync` is worth seeing), anything else as `other`, so a
+ * client cannot grow the series set.
+ */
+export const ingressEventLabel = (type: string): string =>
+  Manifest.lookup(type) !== undefined || commandNames.has(type) ? type : OTHER_EVENT_TYPE
+
+interface Family {
+  readonly name: string
+  readonly help: string
+  readonly type: "counter" | "gauge" | "histogram"
+}
+
+/** Families in exposition order: the original's order (reference §7.1), then ours. */
+const FAMILIES = [
+  { name: "filament_auth_failures_total", help: "Authentication failures.", type: "counter" },
+  {
+    name: "filament_rate_limit_hits_total",
+    help: "HTTP rate limit hits (not used by the gateway).",
+    type: "counter"
+  },
+  { name: "filament_ws_disconnects_total", help: "WebSocket disconnects by reason.", type: "counter" },
+  {
+    name: "filament_gateway_events_emitted_total",
+    help: "Gateway events enqueued, per recipient.",
+    type: "counter"
+  },
+  { name: "filament_gateway_events_dropped_total", help: "Gateway events dropped.", type: "counter" },
+  {
+    name: "filament_gateway_events_unknown_received_total",
+    help: "Ingress frames with an unknown event type.",
+    type: "counter"
+  },
+  {
+    name: "filament_gateway_events_parse_rejected_total",
+    help: "Ingress frames rejected by the decoder.",
+    type: "counter"
+  },
+  {
+    name: "filament_voice_sync_repairs_total",
+    help: "voice_participant_sync snapshots sent.",
+    type: "counter"
+  },
+  {
+    name: "filament_gateway_connections_rejected_total",
+    help: "WebSocket upgrades refused after authentication.",
+    type: "counter"
+  },
+  {
+    name: "filament_gateway_subscribe_rejected_total",
+    help: "Subscribe commands refused with the connection kept.",
+    type: "counter"
+  },
+  { name: "filament_gateway_connections", help: "Open gateway connections.", type: "gauge" },
+  { name: "filament_gateway_subscriptions", help: "Channel subscriptions held.", type: "gauge" },
+  {
+    name: "filament_gateway_fanout_duration_seconds",
+    help: "Time of one broadcast's delivery loop.",
+    type: "histogram"
+  }
+] as const satisfies ReadonlyArray<Family>
+
+type FamilyName = (typeof FAMILIES)[number]["name"]
+
+const counter = (name: FamilyName) => Metric.counter(name, { incremental: true })
+const label = MetricLabel.make
+
+export interface GatewayMetricsShape {
+  readonly emitted: (scope: DeliveryScope, eventType: string, count: number) => void
+  readonly dropped: (scope: DeliveryScope, eventType: string, reason: DropReason, count?: number) => void
+  /** `eventType` is bounded here with `ingressEventLabel`. */
+  readonly unknownReceived: (eventType: string) => void
+  readonly parseRejected: (reason: ParseRejectReason) => void
+  readonly disconnect: (reason: string) => void
+  readonly authFailure: (reason: AuthFailureReason) => void
+  readonly voiceSyncRepair: (reason: "subscribe") => void
+  readonly connectionRejected: (reason: ConnectionRejectReason) => void
+  readonly subscribeRejected: (reason: SubscribeRejectReason) => void
+  readonly connectionsChanged: (delta: number) => void
+  readonly subscriptionsChanged: (delta: number) => void
+  readonly fanoutDuration: (scope: DeliveryScope, seconds: number) => void
+  /** Prometheus text exposition 0.0.4 of every family (HELP and TYPE even without series). */
+  readonly render: () => string
+}
+
+export class GatewayMetrics extends Context.Tag("filament/GatewayMetrics")<
+  GatewayMetrics,
+  GatewayMetricsShape
+>() {}
+
+export const PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+const escapeLabel = (value: string) => value.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n")
+
+const formatLabels = (labels: ReadonlyArray<readonly [string, string]>) =>
+  labels.length === 0 ? "" : `{${labels.map(([key, value]) => `${key}="${escapeLabel(value)}"`).join(",")}}`
+
+const formatNumber = (value: number | bigint) =>
+  typeof value === "bigint"
+    ? value.toString()
+    : Number.isFinite(value)
+      ? String(value)
+      : value > 0
+        ? "+Inf"
+        : value < 0
+          ? "-Inf"
+          : "NaN"
+
+const seriesLines = (family: Family, pair: MetricPair.MetricPair.Untyped): ReadonlyArray<string> => {
+  const labels = pair.metricKey.tags.map((tag) => [tag.key, tag.value] as const)
+  const state = pair.metricState as unknown as Record<string, unknown>
+  if (family.type === "histogram") {
+    const buckets = state["buckets"] as ReadonlyArray<readonly [number, number]>
+    const count = state["count"] as number
+    return [
+      ...buckets.map(
+        ([bound, cumulative]) =>
+          `${family.name}_bucket${formatLabels([...labels, ["le", String(bound)]])} ${cumulative}`
+      ),
+      `${family.name}_bucket${formatLabels([...labels, ["le", "+Inf"]])} ${count}`,
+      `${family.name}_sum${formatLabels(labels)} ${formatNumber(state["sum"] as number)}`,
+      `${family.name}_count${formatLabels(labels)} ${count}`
+    ]
+  }
+  const value = (family.type === "counter" ? state["count"] : state["value"]) as number | bigint
+  return [`${family.name}${formatLabels(labels)} ${formatNumber(value)}`]
+}
+
+/** Renders the given metric pairs (normally `Metric.unsafeSnapshot()`) as Prometheus text. */
+export const renderPrometheus = (pairs: ReadonlyArray<MetricPair.MetricPair.Untyped>): string => {
+  const byName = new Map<string, Array<MetricPair.MetricPair.Untyped>>()
+  for (const pair of pairs) {
+    const list = byName.get(pair.metricKey.name)
+    if (list === undefined) byName.set(pair.metricKey.name, [pair])
+    else list.push(pair)
+  }
+  const lines: Array<string> = []
+  for (const family of FAMILIES) {
+    lines.push(`# HELP ${family.name} ${family.help}`, `# TYPE ${family.name} ${family.type}`)
+    const series = (byName.get(family.name) ?? [])
+      .map((pair) => ({ key: pair.metricKey.tags.map((tag) => tag.value).join("\u0000"), pair }))
+      .sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))
+    for (const { pair } of series) lines.push(...seriesLines(family, pair))
+  }
+  return lines.join("\n") + "\n"
+}
+
+const FANOUT_BOUNDARIES = MetricBoundaries.fromIterable([
+  0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1
+])
+
+/**
+ * Builds the service on Effect's global metric registry: counters are process-wide (as the
+ * original's), so several gateways in one process add up.
+ */
+export const make = (): GatewayMetricsShape => {
+  const authFailures = counter("filament_auth_failures_total")
+  const disconnects = counter("filament_ws_disconnects_total")
+  const emitted = counter("filament_gateway_events_emitted_total")
+  const dropped = counter("filament_gateway_events_dropped_total")
+  const unknownReceived = counter("filament_gateway_events_unknown_received_total")
+  const parseRejected = counter("filament_gateway_events_parse_rejected_total")
+  const voiceSyncRepairs = counter("filament_voice_sync_repairs_total")
+  const connectionsRejected = counter("filament_gateway_connections_rejected_total")
+  const subscribeRejected = counter("filament_gateway_subscribe_rejected_total")
+  const connections = Metric.gauge("filament_gateway_connections")
+  const subscriptions = Metric.gauge("filament_gateway_subscriptions")
+  const fanoutDuration = Metric.histogram("filament_gateway_fanout_duration_seconds", FANOUT_BOUNDARIES)
+  return {
+    emitted: (scope, eventType, count) => {
+      if (count > 0) emitted.unsafeModify(count, [label("scope", scope), label("event_type", eventType)])
+    },
+    dropped: (scope, eventType, reason, count = 1) => {
+      if (count > 0) {
+        dropped.unsafeModify(count, [
+          label("scope", scope),
+          label("event_type", eventType),
+          label("reason", reason)
+        ])
+      }
+    },
+    unknownReceived: (eventType) =>
+      unknownReceived.unsafeModify(1, [
+        label("scope", "ingress"),
+        label("event_type", ingressEventLabel(eventType))
+      ]),
+    parseRejected: (reason) =>
+      parseRejected.unsafeModify(1, [label("scope", "ingress"), label("reason", reason)]),
+    disconnect: (reason) => disconnects.unsafeModify(1, [label("reason", reason)]),
+    authFailure: (reason) => authFailures.unsafeModify(1, [label("reason", reason)]),
+    voiceSyncRepair: (reason) => voiceSyncRepairs.unsafeModify(1, [label("reason", reason)]),
+    connectionRejected: (reason) => connectionsRejected.unsafeModify(1, [label("reason", reason)]),
+    subscribeRejected: (reason) => subscribeRejected.unsafeModify(1, [label("reason", reason)]),
+    connectionsChanged: (delta) => connections.unsafeModify(delta, []),
+    subscriptionsChanged: (delta) => subscriptions.unsafeModify(delta, []),
+    fanoutDuration: (scope, seconds) => fanoutDuration.unsafeUpdate(seconds, [label("scope", scope)]),
+    render: () => renderPrometheus(Metric.unsafeSnapshot())
+  }
+}
+
+export const layer: Layer.Layer<GatewayMetrics> = Layer.sync(GatewayMetrics, make)

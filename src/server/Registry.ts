@@ -1,0 +1,286 @@
+/**
+ * SubscriptionRegistry: who receives what. Persistent indexes in one `Ref` — channel key ->
+ * connections, guild -> connections, user -> connections, connection -> its subscriptions (with a
+ * per-guild channel count) — so every change is a single `Ref.modify` and the indexes never
+ * disagree. Member lists are copy-on-write arrays: subscribes are rare, fanouts are hot, and a
+ * fanout then loops over a plain array snapshot that later changes cannot disturb.
+ */
+import { Context, Effect, HashMap, HashSet, Layer, Option, Ref } from "effect"
+import type { ChannelId, GuildId, UserId } from "../protocol/Ids.js"
+import type { Connection, ConnectionId } from "./Connection.js"
+import { GatewayConfig } from "./Config.js"
+import { GatewayMetrics } from "./Metrics.js"
+
+export type ChannelKey = `${string}:${string}`
+
+export const channelKey = (guildId: GuildId, channelId: ChannelId): ChannelKey => `${guildId}:${channelId}`
+
+export interface ConnectionEntry {
+  readonly connection: Connection
+  readonly channels: HashSet.HashSet<ChannelKey>
+  /** Guild -> number of this connection's channels in it (an entry exists iff the count is > 0). */
+  readonly guilds: HashMap.HashMap<GuildId, number>
+}
+
+export interface RegistryState {
+  readonly connections: HashMap.HashMap<ConnectionId, ConnectionEntry>
+  readonly channels: HashMap.HashMap<ChannelKey, ReadonlyArray<Connection>>
+  readonly guilds: HashMap.HashMap<GuildId, ReadonlyArray<Connection>>
+  readonly users: HashMap.HashMap<UserId, ReadonlyArray<Connection>>
+}
+
+export const emptyState: RegistryState = {
+  connections: HashMap.empty(),
+  channels: HashMap.empty(),
+  guilds: HashMap.empty(),
+  users: HashMap.empty()
+}
+
+export type SubscribeOutcome =
+  | {
+      readonly _tag: "Subscribed"
+      /** False when the connection already held this channel (idempotent re-subscribe). */
+      readonly added: boolean
+      /** This connection had no channel of the guild before. */
+      readonly connectionJoinedGuild: boolean
+      /** No connection of the user had a channel of the guild before (presence: online). */
+      readonly userJoinedGuild: boolean
+    }
+  | { readonly _tag: "SubscriptionLimit" }
+  | { readonly _tag: "NotConnected" }
+
+export interface UnsubscribeOutcome {
+  readonly removed: boolean
+  readonly connectionLeftGuild: boolean
+  /** The user's last channel in the guild went (presence: offline). */
+  readonly userLeftGuild: boolean
+}
+
+export interface DisconnectOutcome {
+  readonly removed: boolean
+  /** Guilds where the user now holds no subscription on any connection (presence: offline). */
+  readonly userLeftGuilds: ReadonlyArray<GuildId>
+}
+
+const without = (members: ReadonlyArray<Connection>, connection: Connection) =>
+  members.filter((member) => member !== connection)
+
+const removeMember = <K>(
+  index: HashMap.HashMap<K, ReadonlyArray<Connection>>,
+  key: K,
+  connection: Connection
+): HashMap.HashMap<K, ReadonlyArray<Connection>> => {
+  const members = HashMap.get(index, key)
+  if (Option.isNone(members)) return index
+  const rest = without(members.value, connection)
+  return rest.length === 0 ? HashMap.remove(index, key) : HashMap.set(index, key, rest)
+}
+
+const addMember = <K>(
+  index: HashMap.HashMap<K, ReadonlyArray<Connection>>,
+  key: K,
+  connection: Connection
+): HashMap.HashMap<K, ReadonlyArray<Connection>> =>
+  HashMap.set(index, key, [...Option.getOrElse(HashMap.get(index, key), () => []), connection])
+
+/** Whether a connection of `userId` other than `except` holds a channel of `guildId`. */
+const userHoldsGuild = (
+  state: RegistryState,
+  userId: UserId,
+  guildId: GuildId,
+  except: Connection
+): boolean => {
+  const members = Option.getOrElse(HashMap.get(state.users, userId), () => [])
+  return members.some((member) => {
+    if (member === except) return false
+    const entry = HashMap.get(state.connections, member.id)
+    return Option.isSome(entry) && HashMap.has(entry.value.guilds, guildId)
+  })
+}
+
+/** Pure state transitions; the service applies each with one `Ref.modify`. */
+export const transitions = {
+  register: (state: RegistryState, connection: Connection): RegistryState =>
+    HashMap.has(state.connections, connection.id)
+      ? state
+      : {
+          ...state,
+          connections: HashMap.set(state.connections, connection.id, {
+            connection,
+            channels: HashSet.empty(),
+            guilds: HashMap.empty()
+          }),
+          users: addMember(state.users, connection.userId, connection)
+        },
+
+  subscribe: (
+    state: RegistryState,
+    connection: Connection,
+    guildId: GuildId,
+    channelId: ChannelId,
+    maxSubscriptions: number
+  ): [SubscribeOutcome, RegistryState] => {
+    const entry = HashMap.get(state.connections, connection.id)
+    if (Option.isNone(entry)) return [{ _tag: "NotConnected" }, state]
+    const key = channelKey(guildId, channelId)
+    const heldInGuild = Option.getOrElse(HashMap.get(entry.value.guilds, guildId), () => 0)
+    if (HashSet.has(entry.value.channels, key)) {
+      return [
+        { _tag: "Subscribed", added: false, connectionJoinedGuild: false, userJoinedGuild: false },
+        state
+      ]
+    }
+    if (HashSet.size(entry.value.channels) >= maxSubscriptions) return [{ _tag: "SubscriptionLimit" }, state]
+    const connectionJoinedGuild = heldInGuild === 0
+    const userJoinedGuild =
+      connectionJoinedGuild && !userHoldsGuild(state, connection.userId, guildId, connection)
+    return [
+      { _tag: "Subscribed", added: true, connectionJoinedGuild, userJoinedGuild },
+      {
+        ...state,
+        connections: HashMap.set(state.connections, connection.id, {
+          connection,
+          channels: HashSet.add(entry.value.channels, key),
+          guilds: HashMap.set(entry.value.guilds, guildId, heldInGuild + 1)
+        }),
+        channels: addMember(state.channels, key, connection),
+        guilds: connectionJoinedGuild ? addMember(state.guilds, guildId, connection) : state.guilds
+      }
+    ]
+  },
+
+  unsubscribe: (
+    state: RegistryState,
+    connection: Connection,
+    guildId: GuildId,
+    channelId: ChannelId
+  ): [UnsubscribeOutcome, RegistryState] => {
+    const entry = HashMap.get(state.connections, connection.id)
+    const key = channelKey(guildId, channelId)
+    if (Option.isNone(entry) || !HashSet.has(entry.value.channels, key)) {
+      return [{ removed: false, connectionLeftGuild: false, userLeftGuild: false }, state]
+    }
+    const heldInGuild = Option.getOrElse(HashMap.get(entry.value.guilds, guildId), () => 1)
+    const connectionLeftGuild = heldInGuild <= 1
+    const userLeftGuild =
+      connectionLeftGuild && !userHoldsGuild(state, connection.userId, guildId, connection)
+    return [
+      { removed: true, connectionLeftGuild, userLeftGuild },
+      {
+        ...state,
+        connections: HashMap.set(state.connections, connection.id, {
+          connection,
+          channels: HashSet.remove(entry.value.channels, key),
+          guilds: connectionLeftGuild
+            ? HashMap.remove(entry.value.guilds, guildId)
+            : HashMap.set(entry.value.guilds, guildId, heldInGuild - 1)
+        }),
+        channels: removeMember(state.channels, key, connection),
+        guilds: connectionLeftGuild ? removeMember(state.guilds, guildId, connection) : state.guilds
+      }
+    ]
+  },
+
+  unregister: (
+    state: RegistryState,
+    connection: Connection
+  ): [DisconnectOutcome & { channels: number }, RegistryState] => {
+    const entry = HashMap.get(state.connections, connection.id)
+    if (Option.isNone(entry)) return [{ removed: false, userLeftGuilds: [], channels: 0 }, state]
+    let channels = state.channels
+    for (const key of entry.value.channels) channels = removeMember(channels, key, connection)
+    let guilds = state.guilds
+    const userLeftGuilds: Array<GuildId> = []
+    for (const guildId of HashMap.keys(entry.value.guilds)) {
+      guilds = removeMember(guilds, guildId, connection)
+      if (!userHoldsGuild(state, connection.userId, guildId, connection)) userLeftGuilds.push(guildId)
+    }
+    return [
+      { removed: true, userLeftGuilds, channels: HashSet.size(entry.value.channels) },
+      {
+        connections: HashMap.remove(state.connections, connection.id),
+        channels,
+        guilds,
+        users: removeMember(state.users, connection.userId, connection)
+      }
+    ]
+  }
+}
+
+const NONE: ReadonlyArray<Connection> = []
+
+export interface SubscriptionRegistryShape {
+  readonly register: (connection: Connection) => Effect.Effect<void>
+  readonly subscribe: (
+    connection: Connection,
+    guildId: GuildId,
+    channelId: ChannelId
+  ) => Effect.Effect<SubscribeOutcome>
+  readonly unsubscribe: (
+    connection: Connection,
+    guildId: GuildId,
+    channelId: ChannelId
+  ) => Effect.Effect<UnsubscribeOutcome>
+  /** Removes the connection from every index in one update. */
+  readonly unregister: (connection: Connection) => Effect.Effect<DisconnectOutcome>
+  /** Index lookups (never scans): the recipients of a channel, guild or user broadcast. */
+  readonly channelMembers: (
+    guildId: GuildId,
+    channelId: ChannelId
+  ) => Effect.Effect<ReadonlyArray<Connection>>
+  readonly guildMembers: (guildId: GuildId) => Effect.Effect<ReadonlyArray<Connection>>
+  readonly userMembers: (userId: UserId) => Effect.Effect<ReadonlyArray<Connection>>
+  readonly state: Effect.Effect<RegistryState>
+}
+
+export class SubscriptionRegistry extends Context.Tag("filament/SubscriptionRegistry")<
+  SubscriptionRegistry,
+  SubscriptionRegistryShape
+>() {}
+
+export const make = Effect.gen(function* () {
+  const metrics = yield* GatewayMetrics
+  const { maxSubscriptionsPerConnection } = yield* GatewayConfig
+  const ref = yield* Ref.make(emptyState)
+  const lookup = <K>(
+    select: (state: RegistryState) => HashMap.HashMap<K, ReadonlyArray<Connection>>,
+    key: K
+  ) => Effect.map(Ref.get(ref), (state) => Option.getOrElse(HashMap.get(select(state), key), () => NONE))
+  const registry: SubscriptionRegistryShape = {
+    register: (connection) => Ref.update(ref, (state) => transitions.register(state, connection)),
+    subscribe: (connection, guildId, channelId) =>
+      Effect.tap(
+        Ref.modify(ref, (state) =>
+          transitions.subscribe(state, connection, guildId, channelId, maxSubscriptionsPerConnection)
+        ),
+        (outcome) => {
+          if (outcome._tag === "Subscribed" && outcome.added) metrics.subscriptionsChanged(1)
+        }
+      ),
+    unsubscribe: (connection, guildId, channelId) =>
+      Effect.tap(
+        Ref.modify(ref, (state) => transitions.unsubscribe(state, connection, guildId, channelId)),
+        (outcome) => {
+          if (outcome.removed) metrics.subscriptionsChanged(-1)
+        }
+      ),
+    unregister: (connection) =>
+      Effect.map(
+        Ref.modify(ref, (state) => transitions.unregister(state, connection)),
+        ({ channels, ...outcome }) => {
+          metrics.subscriptionsChanged(-channels)
+          return outcome
+        }
+      ),
+    channelMembers: (guildId, channelId) => lookup((state) => state.channels, channelKey(guildId, channelId)),
+    guildMembers: (guildId) => lookup((state) => state.guilds, guildId),
+    userMembers: (userId) => lookup((state) => state.users, userId),
+    state: Ref.get(ref)
+  }
+  return registry
+})
+
+export const layer: Layer.Layer<SubscriptionRegistry, never, GatewayMetrics | GatewayConfig> = Layer.effect(
+  SubscriptionRegistry,
+  make
+)

@@ -1,0 +1,263 @@
+/**
+ * Test harness: a real gateway (HTTP + ws on 127.0.0.1 port 0) inside the test's Effect scope, so
+ * it runs on the test's Clock (TestClock under `it.scoped`), plus real `ws` clients that wait for
+ * frames and closes with a real-time deadline (never a fixed sleep).
+ */
+import { Context, Effect, Layer, Redacted, TestClock } from "effect"
+import type { Scope } from "effect"
+import WebSocket from "ws"
+import type { GatewayConfigShape } from "../../src/server/Config.js"
+import * as Config from "../../src/server/Config.js"
+import * as Auth from "../../src/server/Auth.js"
+import * as Gateway from "../../src/server/Gateway.js"
+import * as Http from "../../src/server/Http.js"
+import { SubscriptionRegistry } from "../../src/server/Registry.js"
+import type { Connection } from "../../src/server/Connection.js"
+import { ulid } from "../../src/server/Messages.js"
+
+export const SECRET = Redacted.make("test-secret-0123456789-0123456789-abcdef")
+export const PUBLISH_KEY = Redacted.make("test-publish-key-0123456789-0123456789")
+/** Real-time deadline for any awaited socket condition. */
+export const DEADLINE_MS = 5_000
+
+let idSeed = Date.now()
+/** A fresh canonical ULID. */
+export const newId = (): string => ulid(idSeed++)
+
+export interface Frame {
+  readonly v: number
+  readonly t: string
+  readonly d: Record<string, unknown>
+}
+
+export interface Closed {
+  readonly code: number
+  readonly reason: string
+}
+
+const withDeadline = <A>(label: string, register: (resolve: (value: A) => void) => () => void) =>
+  Effect.promise(
+    () =>
+      new Promise<A>((resolve, reject) => {
+        const timer = setTimeout(() => {
+          unregister()
+          reject(new Error(`deadline: ${label} within ${DEADLINE_MS} ms`))
+        }, DEADLINE_MS)
+        const unregister = register((value) => {
+          clearTimeout(timer)
+          unregister()
+          resolve(value)
+        })
+      })
+  )
+
+/** A real `ws` client that records every text frame and its close. */
+export class TestClient {
+  readonly frames: Array<Frame> = []
+  closed: Closed | undefined
+  private readonly listeners = new Set<() => void>()
+  private cursor = 0
+
+  constructor(readonly socket: WebSocket) {
+    socket.on("message", (data, isBinary) => {
+      if (!isBinary) this.frames.push(JSON.parse(data.toString()) as Frame)
+      this.notify()
+    })
+    socket.on("close", (code, reason) => {
+      this.closed = { code, reason: reason.toString() }
+      this.notify()
+    })
+  }
+
+  private notify() {
+    for (const listener of [...this.listeners]) listener()
+  }
+
+  private waitUntil<A>(label: string, check: () => A | undefined) {
+    return withDeadline<A>(label, (resolve) => {
+      const listener = () => {
+        const value = check()
+        if (value !== undefined) resolve(value)
+      }
+      this.listeners.add(listener)
+      queueMicrotask(listener)
+      return () => this.listeners.delete(listener)
+    })
+  }
+
+  send(frame: unknown) {
+    this.socket.send(typeof frame === "string" ? frame : JSON.stringify(frame))
+  }
+
+  /** The next frame not yet consumed by `next` (in order). */
+  next(label = "next frame"): Effect.Effect<Frame> {
+    return this.waitUntil(label, () =>
+      this.cursor < this.frames.length ? this.frames[this.cursor++] : undefined
+    )
+  }
+
+  /** Consumes frames until one of type `t`; fails if a frame of another type comes first and `strict`. */
+  nextOfType(t: string): Effect.Effect<Frame> {
+    return Effect.flatMap(this.next(`frame "${t}"`), (frame) =>
+      frame.t === t
+        ? Effect.succeed(frame)
+        : Effect.die(new Error(`expected "${t}", got ${JSON.stringify(frame)}`))
+    )
+  }
+
+  waitClosed(): Effect.Effect<Closed> {
+    return this.waitUntil("close", () => this.closed)
+  }
+
+  subscribe(guildId: string, channelId: string): Effect.Effect<Frame> {
+    this.send({ v: 1, t: "subscribe", d: { guild_id: guildId, channel_id: channelId } })
+    return this.nextOfType("subscribed")
+  }
+}
+
+export interface Harness {
+  readonly port: number
+  readonly config: GatewayConfigShape
+  readonly gateway: Gateway.GatewayShape
+  readonly registry: Context.Tag.Service<typeof SubscriptionRegistry>
+  readonly token: (options: {
+    readonly userId: string
+    readonly guilds?: Readonly<Record<string, "*" | ReadonlyArray<string>>>
+    readonly expiresInSeconds?: number
+  }) => Effect.Effect<string>
+  /** Opens a client; fails with the HTTP status when the upgrade is refused. */
+  readonly connect: (
+    token: string | undefined,
+    options?: WebSocket.ClientOptions & { readonly query?: boolean }
+  ) => Effect.Effect<TestClient, { readonly status: number; readonly body: string }, Scope.Scope>
+  /** Connects and waits for `ready`. */
+  readonly connectReady: (
+    userId: string,
+    guilds?: Readonly<Record<string, "*" | ReadonlyArray<string>>>
+  ) => Effect.Effect<TestClient, never, Scope.Scope>
+  readonly metrics: () => Effect.Effect<string>
+  /** Value of one series in the current `/metrics` (0 when absent). */
+  readonly metric: (name: string, labels?: Readonly<Record<string, string>>) => Effect.Effect<number>
+  readonly http: (path: string, init?: RequestInit) => Effect.Effect<{ status: number; body: string }>
+  /** The server-side connections of a user. */
+  readonly serverConnections: (userId: string) => Effect.Effect<ReadonlyArray<Connection>>
+}
+
+export const seriesValue = (
+  text: string,
+  name: string,
+  labels: Readonly<Record<string, string>> = {}
+): number => {
+  const wanted = Object.entries(labels)
+  for (const line of text.split("\n")) {
+    if (!line.startsWith(name)) continue
+    const match = /^([a-z_]+)(\{(.*)\})? (\S+)$/.exec(line)
+    if (match === null || match[1] !== name) continue
+    const present = new Map<string, string>()
+    for (const pair of (match[3] ?? "").matchAll(/([a-z_]+)="((?:[^"\\]|\\.)*)"/g))
+      present.set(pair[1]!, pair[2]!)
+    if (present.size === wanted.length && wanted.every(([key, value]) => present.get(key) === value)) {
+      return Number(match[4])
+    }
+  }
+  return 0
+}
+
+/**
+ * Starts a gateway in the current scope. The Clock is set to the wall clock first so that tokens and
+ * message timestamps are realistic; under `it.scoped` it then stays still until the test adjusts it.
+ */
+export const startGateway = (overrides: Partial<GatewayConfigShape> = {}) =>
+  Effect.gen(function* () {
+    yield* TestClock.setTime(Date.now())
+    const configLayer = Config.layerWith({
+      host: "127.0.0.1",
+      port: 0,
+      jwtSecret: SECRET,
+      publishKey: PUBLISH_KEY,
+      devMode: false,
+      ...overrides
+    })
+    const context = yield* Layer.build(
+      Http.layer.pipe(Layer.provideMerge(Gateway.layerDefault), Layer.provideMerge(configLayer))
+    )
+    const server = Context.get(context, Http.GatewayServer)
+    const config = Context.get(context, Config.GatewayConfig)
+    const gateway = Context.get(context, Gateway.Gateway)
+    const registry = Context.get(context, SubscriptionRegistry)
+    const base = `127.0.0.1:${server.port}`
+
+    const token: Harness["token"] = ({ expiresInSeconds = 3600, guilds, userId }) =>
+      Effect.flatMap(
+        Effect.clockWith((clock) => clock.currentTimeMillis),
+        (now) =>
+          Auth.signToken({
+            secret: SECRET,
+            userId,
+            expiresAt: Math.floor(now / 1000) + expiresInSeconds,
+            ...(guilds === undefined ? {} : { guilds })
+          })
+      )
+
+    const connect: Harness["connect"] = (accessToken, options = {}) =>
+      Effect.acquireRelease(
+        Effect.async<TestClient, { status: number; body: string }>((resume) => {
+          const { query = true, ...clientOptions } = options
+          const url =
+            accessToken !== undefined && query
+              ? `ws://${base}/gateway/ws?access_token=${encodeURIComponent(accessToken)}`
+              : `ws://${base}/gateway/ws`
+          const socket = new WebSocket(url, clientOptions)
+          // Frames may arrive right after the upgrade: record from the start.
+          const client = new TestClient(socket)
+          socket.once("open", () => resume(Effect.succeed(client)))
+          socket.once("unexpected-response", (_request, response) => {
+            let body = ""
+            response.on("data", (chunk: Buffer) => (body += chunk.toString()))
+            response.on("end", () => resume(Effect.fail({ status: response.statusCode ?? 0, body })))
+          })
+          socket.on("error", () => undefined)
+        }),
+        (client) => Effect.sync(() => client.socket.terminate())
+      )
+
+    const connectReady: Harness["connectReady"] = (userId, guilds) =>
+      Effect.gen(function* () {
+        const client = yield* connect(
+          yield* token({ userId, ...(guilds === undefined ? {} : { guilds }) })
+        ).pipe(Effect.orDie)
+        yield* client.nextOfType("ready")
+        return client
+      })
+
+    const http: Harness["http"] = (path, init) =>
+      Effect.promise(async () => {
+        const response = await fetch(`http://${base}${path}`, init)
+        return { status: response.status, body: await response.text() }
+      })
+
+    const metrics = () => Effect.map(http("/metrics"), (response) => response.body)
+
+    const harness: Harness = {
+      port: server.port,
+      config,
+      gateway,
+      registry,
+      token,
+      connect,
+      connectReady,
+      metrics,
+      metric: (name, labels) => Effect.map(metrics(), (text) => seriesValue(text, name, labels)),
+      http,
+      serverConnections: (userId) => registry.userMembers(userId as never)
+    }
+    return harness
+  })
+
+/** Publishes through the HTTP API with the test publish key. */
+export const publishHttp = (harness: Harness, body: unknown, key: string = Redacted.value(PUBLISH_KEY)) =>
+  harness.http("/v1/publish", {
+    method: "POST",
+    headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+    body: typeof body === "string" ? body : JSON.stringify(body)
+  })
