@@ -43,7 +43,7 @@ const MessageCreateWire = Schema.Struct({
     {
       jsonSchema: {
         $comment: "content may be empty only when attachment_ids is non-empty",
-        if: { properties: { content: { maxLength: 0 } }, required: ["content"] },
+        if: { properties: { content: { type: "string", maxLength: 0 } }, required: ["content"] },
         then: { properties: { attachment_ids: { type: "array", minItems: 1 } }, required: ["attachment_ids"] }
       }
     }

@@ -187,6 +187,8 @@ export interface JsonManifest {
   readonly protocol_version: typeof PROTOCOL_VERSION
   readonly max_event_bytes: number
   readonly event_type_pattern: string
+  /** How `minLength`/`maxLength` count: our decoders, like the web client, use JavaScript lengths. */
+  readonly string_length_unit: "utf16_code_unit"
   readonly events: ReadonlyArray<JsonManifestEvent>
   readonly commands: ReadonlyArray<JsonManifestCommand>
   readonly close_codes: ReadonlyArray<CloseCode>
@@ -214,6 +216,7 @@ export const toJsonManifest = (registry: Registry<EventDefinition> = Manifest): 
   protocol_version: PROTOCOL_VERSION,
   max_event_bytes: MAX_EVENT_BYTES,
   event_type_pattern: EVENT_TYPE_PATTERN.source,
+  string_length_unit: "utf16_code_unit",
   events: registry.events.map((event) => ({
     event_type: event.type,
     schema_version: event.version,

@@ -281,8 +281,8 @@ export const Reaction = Schema.Struct({
       identifier: "Reaction",
       jsonSchema: {
         $comment: "reacted_by_me: true requires count >= 1",
-        if: { properties: { reacted_by_me: { const: true } }, required: ["reacted_by_me"] },
-        then: { properties: { count: { minimum: 1 } } }
+        if: { properties: { reacted_by_me: { type: "boolean", const: true } }, required: ["reacted_by_me"] },
+        then: { properties: { count: { type: "integer", minimum: 1 } } }
       }
     }
   )
@@ -291,8 +291,8 @@ export type Reaction = typeof Reaction.Type
 
 export const EMPTY_CONTENT_RULE_JSON_SCHEMA = {
   $comment: "content may be empty only when attachments is non-empty",
-  if: { properties: { content: { maxLength: 0 } }, required: ["content"] },
-  then: { properties: { attachments: { minItems: 1 } }, required: ["attachments"] }
+  if: { properties: { content: { type: "string", maxLength: 0 } }, required: ["content"] },
+  then: { properties: { attachments: { type: "array", minItems: 1 } }, required: ["attachments"] }
 } as const
 
 const messageSnapshotFields = {
