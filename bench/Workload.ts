@@ -9,19 +9,21 @@ export const nowUs = (): number => Number(process.hrtime.bigint()) / 1000
 
 const CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
+const KIND_LETTER = { guild: "G", channel: "C", user: "A", message: "M" } as const
+
 /** A deterministic canonical ULID: `01` + a kind letter + `index` in base 32, 26 characters. */
-export const benchUlid = (kind: "G" | "C" | "U" | "M", index: number): string => {
+export const benchUlid = (kind: keyof typeof KIND_LETTER, index: number): string => {
   let digits = ""
   let rest = index
   do {
     digits = CROCKFORD[rest % 32] + digits
     rest = Math.floor(rest / 32)
   } while (rest > 0)
-  return `01${kind}${digits.padStart(23, "0")}`
+  return `01${KIND_LETTER[kind]}${digits.padStart(23, "0")}`
 }
 
-export const HOT_GUILD = benchUlid("G", 0)
-export const HOT_CHANNEL = benchUlid("C", 0)
+export const HOT_GUILD = benchUlid("guild", 0)
+export const HOT_CHANNEL = benchUlid("channel", 0)
 
 /** Idle channels of the registry-scaling runs are grouped into guilds of this many channels. */
 export const IDLE_CHANNELS_PER_GUILD = 20
@@ -33,8 +35,8 @@ export interface ChannelTarget {
 
 /** Idle channel number `room` (0-based); never receives traffic, it only grows the registry. */
 export const idleChannel = (room: number): ChannelTarget => ({
-  guild_id: benchUlid("G", 1 + Math.floor(room / IDLE_CHANNELS_PER_GUILD)),
-  channel_id: benchUlid("C", 1 + room)
+  guild_id: benchUlid("guild", 1 + Math.floor(room / IDLE_CHANNELS_PER_GUILD)),
+  channel_id: benchUlid("channel", 1 + room)
 })
 
 /**
@@ -53,14 +55,14 @@ export const channelsFor = (i: number, idleRooms: number, subsPerConn: number): 
 /** Every guild a connection may subscribe to in a run with `idleRooms` idle channels. */
 export const guildsOf = (idleRooms: number): Array<string> => {
   const guilds = [HOT_GUILD]
-  for (let g = 0; g * IDLE_CHANNELS_PER_GUILD < idleRooms; g++) guilds.push(benchUlid("G", 1 + g))
+  for (let g = 0; g * IDLE_CHANNELS_PER_GUILD < idleRooms; g++) guilds.push(benchUlid("guild", 1 + g))
   return guilds
 }
 
 export const subscribeFrame = (target: ChannelTarget): string =>
   JSON.stringify({ v: 1, t: "subscribe", d: { guild_id: target.guild_id, channel_id: target.channel_id } })
 
-export const AUTHOR = benchUlid("U", 0)
+export const AUTHOR = benchUlid("user", 0)
 const CONTENT = "hello from the fanout bench"
 
 /**
@@ -71,7 +73,7 @@ const CONTENT = "hello from the fanout bench"
 export const messageSnapshot = (seq: number) => {
   const content = `${Math.round(nowUs())} ${CONTENT}`
   return {
-    message_id: benchUlid("M", seq),
+    message_id: benchUlid("message", seq),
     guild_id: HOT_GUILD,
     channel_id: HOT_CHANNEL,
     author_id: AUTHOR,

@@ -103,7 +103,7 @@ const mintToken = async (i: number): Promise<string | null> => {
   const guilds = Object.fromEntries(guildsOf(cfg.idleRooms).map((guild) => [guild, "*"]))
   return new SignJWT({ guilds })
     .setProtectedHeader({ alg: "HS256" })
-    .setSubject(benchUlid("U", i % cfg.users))
+    .setSubject(benchUlid("user", i % cfg.users))
     .setIssuedAt()
     .setExpirationTime("1h")
     .sign(new TextEncoder().encode(cfg.jwtSecret))

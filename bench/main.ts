@@ -210,7 +210,7 @@ const main = async () => {
     try {
       dispatch = (await runMicro(
         "dispatch.ts",
-        smoke ? ["--iterations", "8"] : [],
+        smoke ? ["--listeners", "64", "--iterations", "8", "--rounds", "1"] : [],
         Path.join(dir, "micro-dispatch.json")
       )) as DispatchResult
     } catch (error) {

@@ -31,7 +31,7 @@ const CASES: ReadonlyArray<Case> = [
     frame: envelope("message_create", {
       ...target,
       content: "x".repeat(120),
-      attachment_ids: [benchUlid("M", 1), benchUlid("M", 2)]
+      attachment_ids: [benchUlid("message", 1), benchUlid("message", 2)]
     }),
     rejection: null
   },

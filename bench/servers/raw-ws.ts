@@ -6,7 +6,7 @@
  * practical ceiling of a Node process. The runner forces ws' pure-JS paths here and in the gateway.
  */
 import { WebSocketServer, type WebSocket } from "ws"
-import { HOT_CHANNEL, HOT_GUILD, messageSnapshot } from "../Workload.js"
+import { AUTHOR, HOT_CHANNEL, HOT_GUILD, messageSnapshot } from "../Workload.js"
 import { startControl } from "./Control.js"
 
 const MAX_FRAME_BYTES = 65_536
@@ -34,7 +34,7 @@ const wss = new WebSocketServer({
 wss.on("connection", (socket) => {
   connections++
   const mine: Array<string> = []
-  socket.send(JSON.stringify({ v: 1, t: "ready", d: { user_id: "01U00000000000000000000000" } }))
+  socket.send(JSON.stringify({ v: 1, t: "ready", d: { user_id: AUTHOR } }))
   socket.on("message", (data) => {
     try {
       const frame = JSON.parse(String(data)) as {
