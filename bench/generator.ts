@@ -257,12 +257,14 @@ const main = async () => {
   }
 
   const { shape } = cfg
+  const measuredFromUs = nowUs()
   const warmup = await runPhase("warmup", Math.max(10, Math.ceil(shape.warmupDeliveries / cfg.n)), 0)
   await sleep(300)
   const eventRate = shape.rateDeliveriesPerSec / cfg.n
   const rate = await runPhase("rate", Math.max(1, Math.round(eventRate * shape.rateSeconds)), eventRate)
   await sleep(300)
   const burst = await runPhase("burst", Math.max(10, Math.ceil(shape.burstDeliveries / cfg.n)), 0)
+  const measuredToUs = nowUs()
   const cpu = Os.cpus()
   const result = {
     meta: {
@@ -282,6 +284,8 @@ const main = async () => {
       unexpectedCloses,
       closeReasons: Object.fromEntries(closeReasons),
       totalS: (nowUs() - t0) / 1e6,
+      /** CLOCK_MONOTONIC µs around warmup..burst: a server CPU profile is cut to this window. */
+      measuredWindowUs: [measuredFromUs, measuredToUs],
       serverInfo: idle.info
     },
     connect: { seconds: connectS, perSec: cfg.n / connectS, failures: connectFailures },

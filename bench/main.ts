@@ -232,7 +232,7 @@ const main = async () => {
     mkdirSync(profileDir, { recursive: true })
     const gateway = SERVERS["gateway"]!
     try {
-      await runOne({
+      const profiled = await runOne({
         server: gateway,
         rep: 0,
         n: smoke ? 20 : 1000,
@@ -244,7 +244,10 @@ const main = async () => {
       })
       const file = readdirSync(profileDir).find((f) => f.endsWith(".cpuprofile"))
       if (file === undefined) throw new Error("no .cpuprofile written")
-      profile = summarizeProfile(Path.join(profileDir, file))
+      const { meta } = JSON.parse(readFileSync(profiled, "utf8")) as {
+        meta: { measuredWindowUs: [number, number] }
+      }
+      profile = summarizeProfile(Path.join(profileDir, file), meta.measuredWindowUs)
     } catch (error) {
       failures.push(`profile: ${(error as Error).message}`)
     }
