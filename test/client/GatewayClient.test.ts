@@ -1,4 +1,4 @@
-import { describe, expect, it } from "@effect/vitest"
+import { describe, expect, expectTypeOf, it } from "@effect/vitest"
 import * as fc from "fast-check"
 import { WebSocket } from "ws"
 import * as GatewayClient from "../../src/client/GatewayClient.js"
@@ -320,4 +320,36 @@ describe("backoff", () => {
       }),
       { numRuns: 200 }
     ))
+})
+
+describe("endpoint and WebSocket seam", () => {
+  it("builds /gateway/ws?access_token=... from an origin or keeps a full endpoint", () => {
+    expect(GatewayClient.gatewayUrl("https://chat.example.com", "a b&c")).toBe(
+      "wss://chat.example.com/gateway/ws?access_token=a+b%26c"
+    )
+    expect(GatewayClient.gatewayUrl("http://127.0.0.1:8080/", "t")).toBe(
+      "ws://127.0.0.1:8080/gateway/ws?access_token=t"
+    )
+    expect(GatewayClient.gatewayUrl("wss://edge.example.com/realtime/gateway/ws?region=eu", "t")).toBe(
+      "wss://edge.example.com/realtime/gateway/ws?region=eu&access_token=t"
+    )
+  })
+
+  it("accepts the browser WebSocket and the ws WebSocket as constructors", () => {
+    expectTypeOf(WebSocket).toMatchTypeOf<GatewayClient.WebSocketConstructor>()
+    expectTypeOf<typeof globalThis.WebSocket>().toMatchTypeOf<GatewayClient.WebSocketConstructor>()
+  })
+
+  it("fails with no_websocket when there is neither an injected nor a global WebSocket", () => {
+    const global = globalThis as { WebSocket?: unknown }
+    const saved = global.WebSocket
+    delete global.WebSocket
+    try {
+      expect(() => GatewayClient.make({ url: "ws://127.0.0.1:1", accessToken: () => "t" })).toThrow(
+        /no_websocket/
+      )
+    } finally {
+      if (saved !== undefined) global.WebSocket = saved
+    }
+  })
 })
