@@ -21,6 +21,16 @@ export const UnsubscribePayload = Schema.Struct(ChannelTarget)
 
 export const MESSAGE_CREATE_CONTENT_BYTES_RULE = `content is at most ${MAX_MESSAGE_CONTENT_BYTES} UTF-8 bytes`
 
+/** The §3.2 content rule, shared by the wire and the decoded form. */
+const contentRule = (content: string, attachmentCount: number): true | string => {
+  const bytes = utf8ByteLength(content)
+  if (bytes > MAX_MESSAGE_CONTENT_BYTES)
+    return `content is ${bytes} UTF-8 bytes, over ${MAX_MESSAGE_CONTENT_BYTES}`
+  if (bytes === 0 && attachmentCount === 0)
+    return "content may be empty only when attachment_ids is non-empty"
+  return true
+}
+
 const MessageCreateWire = Schema.Struct({
   ...ChannelTarget,
   // The character bound is implied by the byte bound; it is here so the JSON Schema states it.
@@ -29,36 +39,30 @@ const MessageCreateWire = Schema.Struct({
     Schema.NullOr(Schema.Array(ingress(AttachmentId)).pipe(Schema.maxItems(MAX_ATTACHMENTS_PER_MESSAGE)))
   )
 }).pipe(
-  Schema.filter(
-    (message) => {
-      const bytes = utf8ByteLength(message.content)
-      if (bytes > MAX_MESSAGE_CONTENT_BYTES) {
-        return `content is ${bytes} UTF-8 bytes, over ${MAX_MESSAGE_CONTENT_BYTES}`
-      }
-      if (bytes === 0 && (message.attachment_ids ?? []).length === 0) {
-        return "content may be empty only when attachment_ids is non-empty"
-      }
-      return true
-    },
-    {
-      jsonSchema: {
-        $comment: "content may be empty only when attachment_ids is non-empty",
-        if: { properties: { content: { type: "string", maxLength: 0 } }, required: ["content"] },
-        then: { properties: { attachment_ids: { type: "array", minItems: 1 } }, required: ["attachment_ids"] }
-      }
+  Schema.filter((message) => contentRule(message.content, message.attachment_ids?.length ?? 0), {
+    jsonSchema: {
+      $comment: "content may be empty only when attachment_ids is non-empty",
+      if: { properties: { content: { type: "string", maxLength: 0 } }, required: ["content"] },
+      then: { properties: { attachment_ids: { type: "array", minItems: 1 } }, required: ["attachment_ids"] }
     }
-  )
+  })
 )
 
-/** `message_create`: null/absent attachments become `[]`; duplicates removed keeping first order. */
+/**
+ * `message_create`: null/absent attachments become `[]`; duplicates removed keeping first order.
+ * The decoded form carries the same rules, so only valid commands can be constructed.
+ */
 export const MessageCreatePayload = Schema.transform(
   MessageCreateWire,
   Schema.Struct({
     guild_id: Schema.typeSchema(GuildId),
     channel_id: Schema.typeSchema(ChannelId),
-    content: Schema.String,
-    attachment_ids: Schema.Array(Schema.typeSchema(AttachmentId))
-  }),
+    content: Schema.String.pipe(Schema.maxLength(MAX_MESSAGE_CONTENT_BYTES)),
+    attachment_ids: Schema.Array(Schema.typeSchema(AttachmentId)).pipe(
+      Schema.maxItems(MAX_ATTACHMENTS_PER_MESSAGE),
+      Schema.filter((ids) => new Set(ids).size === ids.length || "attachment_ids must be unique")
+    )
+  }).pipe(Schema.filter((command) => contentRule(command.content, command.attachment_ids.length))),
   {
     strict: true,
     decode: (wire) => ({
