@@ -96,6 +96,7 @@ const systemTimer: Timer = {
 
 export class GatewayClientError extends Data.TaggedError("GatewayClientError")<{
   readonly reason:
+    | "invalid_url"
     | "invalid_channel"
     | "invalid_message"
     | "too_many_subscriptions"
@@ -215,6 +216,12 @@ export const make = (options: GatewayClientOptions): GatewayClient => {
       detail: "no global WebSocket: pass the `WebSocket` option (e.g. from `ws`)"
     })
   }
+  try {
+    // Checked once here: a URL that cannot be built would otherwise fail every reconnect forever.
+    gatewayUrl(options.url, "")
+  } catch (error) {
+    throw new GatewayClientError({ reason: "invalid_url", detail: String(error) })
+  }
   const policy: BackoffPolicy = { ...DEFAULT_BACKOFF, ...options.backoff }
   const timer = options.timer ?? systemTimer
   const random = options.random ?? Math.random
@@ -258,6 +265,10 @@ export const make = (options: GatewayClientOptions): GatewayClient => {
     }
   }
 
+  const notifyClose = (close: CloseInfo): void => {
+    if (options.onClose !== undefined) safely(() => options.onClose!(close))
+  }
+
   const onFrame = (data: unknown): void => {
     if (typeof data !== "string") return
     const result = decodeFrame(data, { maxBytes })
@@ -273,18 +284,18 @@ export const make = (options: GatewayClientOptions): GatewayClient => {
   const scheduleReconnect = (code: number, reason: string): void => {
     if (!shouldReconnect(code) || retry >= policy.maxRetries) {
       state = "closed"
-      options.onClose?.({ code, reason, reconnect: false })
+      notifyClose({ code, reason, reconnect: false })
       return
     }
     if (needsFreshToken(code)) refreshToken = true
     retry++
     const delayMs = backoffDelay(retry, policy, random)
     state = "reconnecting"
-    options.onClose?.({ code, reason, reconnect: true, delayMs })
     cancelReconnect = timer.schedule(() => {
       cancelReconnect = undefined
       connect()
     }, delayMs)
+    notifyClose({ code, reason, reconnect: true, delayMs })
   }
 
   const openSocket = (token: string): void => {
@@ -317,7 +328,7 @@ export const make = (options: GatewayClientOptions): GatewayClient => {
       socketOpen = false
       if (wasOpen && options.onOpenChange !== undefined) safely(() => options.onOpenChange!(false))
       if (state === "closed") {
-        options.onClose?.({ code: event.code, reason: event.reason, reconnect: false })
+        notifyClose({ code: event.code, reason: event.reason, reconnect: false })
         return
       }
       scheduleReconnect(event.code, event.reason)
@@ -401,7 +412,7 @@ export const make = (options: GatewayClientOptions): GatewayClient => {
       state = "closed"
       cancelReconnect?.()
       cancelReconnect = undefined
-      if (socket === undefined) options.onClose?.({ code: 1000, reason: "client_close", reconnect: false })
+      if (socket === undefined) notifyClose({ code: 1000, reason: "client_close", reconnect: false })
       else socket.close(1000, "client_close")
     }
   }

@@ -284,6 +284,36 @@ describe("GatewayClient (callbacks, real ws peer)", () => {
       expect(client.sendMessage(GUILD, CHANNEL_B, "late")).toBe(false)
     }))
 
+  it("reports a throwing handler and keeps dispatching", () =>
+    withPeer(async (peer) => {
+      const errors: Array<unknown> = []
+      const ready: Array<string> = []
+      const client = GatewayClient.make({
+        url: peer.url,
+        WebSocket,
+        accessToken: () => "token",
+        on: {
+          ready: (payload) => {
+            ready.push(payload.user_id)
+            peer.notify()
+            if (ready.length === 1) throw new Error("handler bug")
+          }
+        },
+        onError: (error) => errors.push(error)
+      })
+      try {
+        const connection = await peer.waitFor("connection", () => peer.connections[0])
+        connection.send({ v: 1, t: "ready", d: { user_id: USER } })
+        connection.send({ v: 1, t: "ready", d: { user_id: GUILD } })
+        await peer.waitFor("both dispatched", () => ready.length === 2)
+        expect(ready).toEqual([USER, GUILD])
+        expect(errors).toEqual([new Error("handler bug")])
+        expect(client.isOpen()).toBe(true)
+      } finally {
+        client.close()
+      }
+    }))
+
   it("bounds the subscription set", () =>
     withPeer(async (peer) => {
       const client = GatewayClient.make({
@@ -338,6 +368,12 @@ describe("endpoint and WebSocket seam", () => {
   it("accepts the browser WebSocket and the ws WebSocket as constructors", () => {
     expectTypeOf(WebSocket).toMatchTypeOf<GatewayClient.WebSocketConstructor>()
     expectTypeOf<typeof globalThis.WebSocket>().toMatchTypeOf<GatewayClient.WebSocketConstructor>()
+  })
+
+  it("fails with invalid_url at construction instead of retrying a URL that cannot be built", () => {
+    expect(() => GatewayClient.make({ url: "not a url", WebSocket, accessToken: () => "t" })).toThrow(
+      /invalid_url/
+    )
   })
 
   it("fails with no_websocket when there is neither an injected nor a global WebSocket", () => {
