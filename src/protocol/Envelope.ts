@@ -61,12 +61,45 @@ export const utf8ByteLength = (text: string): number => {
   return bytes
 }
 
+const isJsonWhitespace = (unit: number) => unit === 0x20 || unit === 0x0a || unit === 0x0d || unit === 0x09
+
+/**
+ * Whether a JSON text (one that `JSON.parse` accepted) has an object with a repeated key, which
+ * `JSON.parse` would silently resolve to the last value. Strict ingress refuses such frames, as the
+ * original server's decoder does: `{"guild_id":A,"guild_id":B}` must not mean B to us and A to a proxy.
+ */
+export const hasDuplicateKeys = (text: string): boolean => {
+  // One entry per open container: the keys seen so far for an object, `undefined` for an array.
+  const open: Array<Set<string> | undefined> = []
+  for (let i = 0; i < text.length; i++) {
+    const unit = text.charCodeAt(i)
+    if (unit === 0x7b) open.push(new Set())
+    else if (unit === 0x5b) open.push(undefined)
+    else if (unit === 0x7d || unit === 0x5d) open.pop()
+    else if (unit === 0x22) {
+      const start = i
+      for (i++; i < text.length && text.charCodeAt(i) !== 0x22; i++) if (text.charCodeAt(i) === 0x5c) i++
+      let next = i + 1
+      while (isJsonWhitespace(text.charCodeAt(next))) next++
+      const keys = open[open.length - 1]
+      // In valid JSON a string followed by `:` is an object key; values are followed by `,` `}` `]`.
+      if (keys !== undefined && text.charCodeAt(next) === 0x3a) {
+        const raw = text.slice(start, i + 1)
+        const key = raw.includes("\\") ? (JSON.parse(raw) as string) : raw.slice(1, -1)
+        if (keys.has(key)) return true
+        keys.add(key)
+      }
+    }
+  }
+  return false
+}
+
 const decodeStrict = Schema.decodeUnknownEither(Envelope, { onExcessProperty: "error" })
 const decodeTolerant = Schema.decodeUnknownEither(Envelope, { onExcessProperty: "ignore" })
 
 /**
- * Parses a text frame into an envelope. `strict` (ingress) rejects unknown top-level keys;
- * otherwise (client) they are ignored. Never throws.
+ * Parses a text frame into an envelope. `strict` (ingress) rejects unknown top-level keys and
+ * duplicate keys anywhere; otherwise (client) unknown keys are ignored. Never throws.
  */
 export const parseEnvelope = (
   text: string,
@@ -85,6 +118,9 @@ export const parseEnvelope = (
   }
   if (typeof json !== "object" || json === null || Array.isArray(json)) {
     return Either.left({ reason: "invalid_envelope", detail: "frame is not a JSON object" })
+  }
+  if (options.strict && hasDuplicateKeys(text)) {
+    return Either.left({ reason: "invalid_envelope", detail: "frame has a duplicate object key" })
   }
   const decoded = (options.strict ? decodeStrict : decodeTolerant)(json)
   return Either.mapLeft(decoded, (error) => ({ reason: "invalid_envelope" as const, detail: error.message }))

@@ -2,7 +2,12 @@
 import { Either } from "effect"
 import { describe, expect, it } from "vitest"
 import { decodeCommand } from "../../src/protocol/Commands.js"
-import { MAX_EVENT_BYTES, parseEnvelope, utf8ByteLength } from "../../src/protocol/Envelope.js"
+import {
+  hasDuplicateKeys,
+  MAX_EVENT_BYTES,
+  parseEnvelope,
+  utf8ByteLength
+} from "../../src/protocol/Envelope.js"
 import { decodeEvent } from "../../src/protocol/Manifest.js"
 
 const both = [{ strict: true }, { strict: false }] as const
@@ -82,6 +87,32 @@ describe("parseEnvelope", () => {
     expect(rejection(proto, true)).toBe("invalid_envelope")
     expect(rejection(proto, false)).toBe("accepted")
     expect(({} as Record<string, unknown>).polluted).toBeUndefined()
+  })
+
+  it("ingress rejects duplicate keys anywhere in the frame; client decoding takes JSON.parse's view", () => {
+    const duplicates = [
+      '{"v":1,"t":"subscribe","d":{},"d":{}}',
+      '{"v":1,"t":"subscribe","d":{"guild_id":"A","guild_id":"B"}}',
+      '{"v":1,"t":"x","d":{"a":{"b":1, "b" :2}}}',
+      '{"v":1,"t":"x","d":{"list":[{"k":1},{"k":2,"k":3}]}}',
+      '{"v":1,"t":"x","d":{"a":1,"\\u0061":2}}',
+      '{"v":1,"\\u0076":1,"t":"x","d":{}}'
+    ]
+    for (const text of duplicates) {
+      expect(hasDuplicateKeys(text), text).toBe(true)
+      expect(rejection(text, true), text).toBe("invalid_envelope")
+    }
+    expect(rejection(duplicates[1]!, false)).toBe("accepted")
+    const distinct = [
+      '{"v":1,"t":"x","d":{"a":{"a":1},"b":[{"a":1},{"a":2}]}}',
+      '{"v":1,"t":"x","d":{"s":"\\"a\\":1,\\"a\\":2","a":"{\\"a\\":1}"}}',
+      '{"v":1,"t":"x","d":{"a":"a","b":["a","a"]}}',
+      '{ "v" : 1 , "t" : "x" , "d" : { "A" : 1 , "a" : 2 } }'
+    ]
+    for (const text of distinct) {
+      expect(hasDuplicateKeys(text), text).toBe(false)
+      expect(rejection(text, true), text).toBe("accepted")
+    }
   })
 
   it("keeps an own __proto__ key of d visible to the payload decoders", () => {
