@@ -213,7 +213,7 @@ const eventSection = (event: EventDefinition): string => {
     "",
     event.description,
     "",
-    `Delivery: ${SCOPE_RULES[event.scope]}`
+    `Delivery: ${event.delivery ?? SCOPE_RULES[event.scope]}`
   ]
   if (event.migration !== undefined) {
     lines.push(

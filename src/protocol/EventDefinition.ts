@@ -40,6 +40,8 @@ export interface EventDefinition<
   readonly origin: EventOrigin
   readonly migration?: EventMigration
   readonly description: string
+  /** Who receives the event, when that differs from the scope's default routing (e.g. snapshots). */
+  readonly delivery?: string
   /** Decoded (`A`, branded ids) and wire (`I`) forms of `d`. */
   readonly payload: Schema.Schema<A, I>
   /**
@@ -57,6 +59,7 @@ export const defineEvent = <const T extends string, A, I, const S extends EventS
   readonly origin?: EventOrigin
   readonly migration?: EventMigration
   readonly description: string
+  readonly delivery?: string
   readonly payload: Schema.Schema<A, I>
   readonly unexpressible?: ReadonlyArray<string>
 }): EventDefinition<T, A, I, S> => ({

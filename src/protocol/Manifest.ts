@@ -167,6 +167,7 @@ export interface JsonManifestEvent {
   readonly lifecycle: EventLifecycle
   readonly origin: EventDefinition["origin"]
   readonly description: string
+  readonly delivery?: string
   readonly migration?: { readonly note: string; readonly replaced_by: ReadonlyArray<string> }
   /** JSON Schema (draft-07) of the wire form of `d`. */
   readonly payload_schema: JSONSchema.JsonSchema7Root
@@ -224,6 +225,7 @@ export const toJsonManifest = (registry: Registry<EventDefinition> = Manifest): 
     lifecycle: event.lifecycle,
     origin: event.origin,
     description: event.description,
+    ...(event.delivery === undefined ? {} : { delivery: event.delivery }),
     ...(event.migration === undefined
       ? {}
       : { migration: { note: event.migration.note, replaced_by: event.migration.replacedBy } }),

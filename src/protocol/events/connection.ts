@@ -16,6 +16,7 @@ export const Subscribed = defineEvent({
   version: 1,
   scope: "connection",
   description: "Acknowledges an authorized subscribe, echoing its canonical ids.",
+  delivery: "The connection that subscribed; a forbidden subscribe gets no ack.",
   payload: Schema.Struct({ guild_id: GuildId, channel_id: ChannelId })
 })
 
@@ -25,5 +26,6 @@ export const Unsubscribed = defineEvent({
   scope: "connection",
   origin: "extension",
   description: "Acknowledges an unsubscribe (ours, additive: original clients ignore it).",
+  delivery: "The connection that unsubscribed.",
   payload: Schema.Struct({ guild_id: GuildId, channel_id: ChannelId })
 })

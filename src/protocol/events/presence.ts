@@ -11,6 +11,7 @@ export const PresenceSync = defineEvent({
   description:
     "Snapshot of the users online in a guild, sent only to the subscribing connection. At most " +
     `${MAX_PRESENCE_SYNC_USER_IDS} ids; duplicates are removed keeping the first occurrence.`,
+  delivery: "Only the connection that subscribed, right after an authorized subscribe (before `subscribed`).",
   payload: Schema.Struct({
     guild_id: GuildId,
     user_ids: dedupedArray(UserId, {

@@ -19,6 +19,7 @@ export const VoiceParticipantSync = defineEvent({
   description:
     "Snapshot of a voice channel's participants, sent on every authorized subscribe. At most " +
     `${MAX_VOICE_PARTICIPANTS}; duplicates by \`identity\` are removed keeping the first.`,
+  delivery: "Only the connection that subscribed, right after its `subscribed` ack (also for text channels).",
   payload: Schema.Struct({
     guild_id: GuildId,
     channel_id: ChannelId,

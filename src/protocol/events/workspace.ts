@@ -249,6 +249,7 @@ export const WorkspaceIpBanSync = defineEvent({
   description:
     "The guild's IP bans changed. Redacted by design: a summary only, never addresses. `upsert` " +
     "counts the created entries; `remove` always counts 1.",
+  delivery: "Every connection subscribed in the guild, members included (not only moderators).",
   payload: Schema.Struct({
     guild_id: GuildId,
     summary: Schema.Struct({ action: IpBanAction, changed_count: NonNegativeCount }),
