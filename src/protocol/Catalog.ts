@@ -389,7 +389,7 @@ export const renderEventCatalog = (registry: Registry<EventDefinition> = Manifes
     "## Events",
     "",
     "Types: ids are canonical uppercase ULIDs (`^[0-9A-HJKMNP-TV-Z]{26}$`); lengths count JavaScript " +
-      "characters (UTF-16 code units); `safe integer` means an integer up to 2^53 − 1; timestamps are " +
+      "characters (UTF-16 code units); integers are JSON integers within ±(2^53 − 1); timestamps are " +
       "unix seconds.",
     "",
     active.map(eventSection).join("\n\n"),
