@@ -17,7 +17,8 @@ import { parseEnvelope } from "../../src/protocol/Envelope.js"
 import { decodePayload, encodePayload, type EventDefinition } from "../../src/protocol/EventDefinition.js"
 import { commandJsonSchema, decodeEvent, Manifest } from "../../src/protocol/Manifest.js"
 import { ajvAccepts, ajvAcceptsEvent, effectAccepts, viaJson } from "./support.js"
-import { EVENT_VECTORS } from "./vectors.js"
+import { PresenceSync } from "../../src/protocol/events/presence.js"
+import { EVENT_VECTORS, ulids } from "./vectors.js"
 
 const events = Manifest.events.map((event) => [event.type, event as EventDefinition] as const)
 const modes = [{ strict: true }, { strict: false }] as const
@@ -67,6 +68,19 @@ describe.each(events)("%s properties", (_type, event) => {
         }
       ),
       { numRuns: 40 }
+    )
+  })
+})
+
+describe("normalization properties", () => {
+  it("presence_sync keeps exactly the first occurrence of each id, in order", () => {
+    const pool = ulids(8)
+    fc.assert(
+      fc.property(fc.array(fc.constantFrom(...pool), { maxLength: 60 }), (ids) => {
+        const decoded = decodePayload(PresenceSync, { guild_id: pool[0], user_ids: ids }, { strict: false })
+        expect(decoded).toEqual(Either.right({ guild_id: pool[0], user_ids: [...new Set(ids)] }))
+      }),
+      { numRuns: 100 }
     )
   })
 })
