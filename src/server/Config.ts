@@ -45,7 +45,7 @@ const positiveInt = (key: string, fallback: number, max = Number.MAX_SAFE_INTEGE
   Config.integer(key).pipe(
     Config.withDefault(fallback),
     Config.validate({
-      message: `must be an integer between 1 and ${max}`,
+      message: `${key} must be ${max === Number.MAX_SAFE_INTEGER ? "a positive integer" : `an integer between 1 and ${max}`}`,
       validation: (value) => value >= 1 && value <= max
     })
   )
@@ -53,14 +53,17 @@ const positiveInt = (key: string, fallback: number, max = Number.MAX_SAFE_INTEGE
 const seconds = (key: string, fallbackSeconds: number) =>
   Config.number(key).pipe(
     Config.withDefault(fallbackSeconds),
-    Config.validate({ message: "must be a positive number of seconds", validation: (value) => value > 0 }),
+    Config.validate({
+      message: `${key} must be a positive number of seconds`,
+      validation: (value) => value > 0
+    }),
     Config.map((value) => Duration.millis(Math.round(value * 1000)))
   )
 
 const secret = (key: string) =>
   Config.redacted(key).pipe(
     Config.validate({
-      message: "must be at least 32 characters",
+      message: `${key} must be at least 32 characters`,
       validation: (value) => Redacted.value(value).length >= 32
     }),
     Config.option
@@ -74,7 +77,10 @@ export const config: Config.Config<GatewayConfigShape> = Config.all({
   port: Config.port("GATEWAY_PORT").pipe(
     Config.orElse(() =>
       Config.integer("GATEWAY_PORT").pipe(
-        Config.validate({ message: "must be 0 (any free port) or a port number", validation: (p) => p === 0 })
+        Config.validate({
+          message: "GATEWAY_PORT must be 0 (any free port) or a port number (1-65535)",
+          validation: (p) => p === 0
+        })
       )
     ),
     Config.withDefault(8080)

@@ -295,7 +295,8 @@ export const make = Effect.gen(function* () {
     Effect.gen(function* () {
       accepting = false
       for (const connection of live) connection.close("going_away")
-      yield* Effect.timeout(allClosed, config.closeGrace).pipe(Effect.ignore)
+      // Finalizers are uninterruptible: only an interruptible wait lets the grace timeout win.
+      yield* Effect.timeout(Effect.interruptible(allClosed), config.closeGrace).pipe(Effect.ignore)
       for (const connection of live) connection.terminate()
       live.clear()
     })

@@ -51,6 +51,19 @@ const withDeadline = <A>(label: string, register: (resolve: (value: A) => void) 
       })
   )
 
+/**
+ * Waits until `count` fibers sleep on the TestClock, so that an adjustment reaches a timer that is
+ * about to start (yields, bounded; no real time passes).
+ */
+export const awaitSleeps = (count: number) =>
+  Effect.gen(function* () {
+    for (let i = 0; i < 10_000; i++) {
+      if ((yield* TestClock.sleeps()).length >= count) return
+      yield* Effect.yieldNow()
+    }
+    return yield* Effect.die(new Error(`expected ${count} pending TestClock sleeps`))
+  })
+
 /** A real `ws` client that records every text frame and its close. */
 export class TestClient {
   readonly frames: Array<Frame> = []
@@ -217,6 +230,8 @@ export const startGateway = (overrides: Partial<GatewayConfigShape> = {}) =>
             response.on("end", () => resume(Effect.fail({ status: response.statusCode ?? 0, body })))
           })
           socket.on("error", () => undefined)
+          // Refused before any HTTP response (e.g. nothing listens any more).
+          socket.once("close", () => resume(Effect.fail({ status: 0, body: "" })))
         }),
         (client) => Effect.sync(() => client.socket.terminate())
       )

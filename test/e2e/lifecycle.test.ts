@@ -1,0 +1,134 @@
+/**
+ * Connection lifecycle on the gateway's Clock (TestClock): heartbeat pong deadline (4009), token
+ * expiry while connected (4010), and the drain on shutdown (1001 going_away, bounded grace).
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Duration, Effect, Exit, Fiber, Metric, Scope, TestClock } from "effect"
+import { renderPrometheus } from "../../src/server/Metrics.js"
+import { awaitSleeps, newId, seriesValue, startGateway } from "../server/harness.js"
+
+/** Listens now (eagerly, before the clock moves); the returned effect waits with a real deadline. */
+const nextEvent = (emitter: { once: (event: string, listener: () => void) => unknown }, event: string) => {
+  const happened = new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`deadline: ${event}`)), 5_000)
+    emitter.once(event, () => {
+      clearTimeout(timer)
+      resolve()
+    })
+  })
+  return Effect.promise(() => happened)
+}
+
+describe("heartbeat", () => {
+  it.scoped("a silent client (no pong) is closed 4009 heartbeat_timeout after interval + timeout", () =>
+    Effect.gen(function* () {
+      const harness = yield* startGateway({
+        pingInterval: Duration.seconds(30),
+        pongTimeout: Duration.seconds(10)
+      })
+      const user = newId()
+      const client = yield* harness.connect(yield* harness.token({ userId: user }), { autoPong: false })
+      yield* client.nextOfType("ready")
+      const pinged = nextEvent(client.socket, "ping")
+      const before = yield* harness.metric("filament_ws_disconnects_total", { reason: "heartbeat_timeout" })
+      yield* TestClock.adjust(Duration.seconds(30))
+      yield* pinged
+      const [connection] = yield* harness.serverConnections(user)
+      yield* TestClock.adjust(Duration.seconds(9))
+      expect(connection?.isOpen).toBe(true)
+      yield* TestClock.adjust(Duration.seconds(1))
+      expect(yield* client.waitClosed()).toEqual({ code: 4009, reason: "heartbeat_timeout" })
+      expect(yield* harness.metric("filament_ws_disconnects_total", { reason: "heartbeat_timeout" })).toBe(
+        before + 1
+      )
+    })
+  )
+
+  it.scoped("a client that answers pings stays connected across many intervals", () =>
+    Effect.gen(function* () {
+      const harness = yield* startGateway({
+        pingInterval: Duration.seconds(30),
+        pongTimeout: Duration.seconds(10)
+      })
+      const [user, guild] = [newId(), newId()]
+      const client = yield* harness.connectReady(user, { [guild]: "*" })
+      const [connection] = yield* harness.serverConnections(user)
+      // Each adjustment ends on the sweep that pings; the pong then arrives over the socket.
+      for (let round = 0; round < 3; round++) {
+        const pong = nextEvent(connection!.socket, "pong")
+        yield* TestClock.adjust(Duration.seconds(30))
+        yield* pong
+        expect(connection!.pingSentAt).toBeUndefined()
+      }
+      expect((yield* client.subscribe(guild, newId())).t).toBe("subscribed")
+      expect(client.closed).toBeUndefined()
+    })
+  )
+})
+
+describe("token expiry while connected", () => {
+  it.scoped("the connection is closed 4010 token_expired when exp is reached", () =>
+    Effect.gen(function* () {
+      // No pings in this test: a pong cannot arrive in the middle of one clock adjustment.
+      const harness = yield* startGateway({ pingInterval: Duration.seconds(600) })
+      const [user, guild] = [newId(), newId()]
+      const client = yield* harness.connect(
+        yield* harness.token({ userId: user, guilds: { [guild]: "*" }, expiresInSeconds: 120 })
+      )
+      yield* client.nextOfType("ready")
+      const before = yield* harness.metric("filament_ws_disconnects_total", { reason: "token_expired" })
+      yield* TestClock.adjust(Duration.seconds(118))
+      // Still served just before expiry.
+      expect((yield* client.subscribe(guild, newId())).t).toBe("subscribed")
+      yield* TestClock.adjust(Duration.seconds(2))
+      expect(yield* client.waitClosed()).toEqual({ code: 4010, reason: "token_expired" })
+      expect(yield* harness.metric("filament_ws_disconnects_total", { reason: "token_expired" })).toBe(
+        before + 1
+      )
+    })
+  )
+})
+
+describe("shutdown", () => {
+  it.scoped("closing the gateway's scope stops accepting and closes every socket with 1001 going_away", () =>
+    Effect.gen(function* () {
+      const scope = yield* Scope.make()
+      const harness = yield* startGateway().pipe(Scope.extend(scope))
+      const clients = [yield* harness.connectReady(newId()), yield* harness.connectReady(newId())]
+      expect((yield* harness.http("/readyz")).status).toBe(200)
+      const goingAway = () =>
+        seriesValue(renderPrometheus(Metric.unsafeSnapshot()), "filament_ws_disconnects_total", {
+          reason: "going_away"
+        })
+      const before = goingAway()
+      yield* Scope.close(scope, Exit.void)
+      for (const client of clients)
+        expect(yield* client.waitClosed()).toEqual({ code: 1001, reason: "going_away" })
+      expect(harness.gateway.isAccepting()).toBe(false)
+      expect(harness.gateway.connectionCount()).toBe(0)
+      expect(goingAway()).toBe(before + 2)
+      // The listener is gone: a new connection is refused at the TCP level.
+      const refused = yield* Effect.either(harness.connect(yield* harness.token({ userId: newId() })))
+      expect(refused._tag).toBe("Left")
+    })
+  )
+
+  it.scoped("a peer that never completes the close handshake is dropped after the grace period", () =>
+    Effect.gen(function* () {
+      const scope = yield* Scope.make()
+      // ws's own close-handshake timer uses the same (real-time) bound: keep it out of reach.
+      const harness = yield* startGateway({ closeGrace: Duration.seconds(60) }).pipe(Scope.extend(scope))
+      const client = yield* harness.connectReady(newId())
+      client.socket.pause()
+      const sleeping = (yield* TestClock.sleeps()).length
+      const closing = yield* Effect.fork(Scope.close(scope, Exit.void))
+      yield* awaitSleeps(sleeping + 1)
+      yield* TestClock.adjust(Duration.seconds(60))
+      yield* Fiber.join(closing)
+      expect(harness.gateway.connectionCount()).toBe(0)
+      // The close frame was written before the drop; the connection then ends without a handshake.
+      client.socket.resume()
+      expect(yield* client.waitClosed()).toEqual({ code: 1001, reason: "going_away" })
+    })
+  )
+})

@@ -1,0 +1,99 @@
+/** GatewayConfig from the environment: defaults, validation naming the key, dev mode. */
+import { describe, expect, it } from "@effect/vitest"
+import { ConfigProvider, Duration, Effect, Either, Redacted } from "effect"
+import * as Config from "../../src/server/Config.js"
+
+const load = (env: Record<string, string>) =>
+  Effect.either(Effect.withConfigProvider(Config.make, ConfigProvider.fromMap(new Map(Object.entries(env)))))
+
+const SECRET = "s".repeat(32)
+const KEY = "k".repeat(32)
+
+describe("GatewayConfig", () => {
+  it.effect("defaults are the original's limits", () =>
+    Effect.gen(function* () {
+      const config = Either.getOrThrow(yield* load({ GATEWAY_JWT_SECRET: SECRET, GATEWAY_PUBLISH_KEY: KEY }))
+      expect(config).toMatchObject({
+        host: "127.0.0.1",
+        port: 8080,
+        devMode: false,
+        maxEventBytes: 65536,
+        outboundQueue: 256,
+        ingressEventsPerWindow: 60,
+        socketHighWaterBytes: 1_048_576,
+        maxSubscriptionsPerConnection: 1024,
+        maxConnectionsPerUser: 32
+      })
+      expect(Duration.toSeconds(config.ingressWindow)).toBe(10)
+      expect(Duration.toSeconds(config.pingInterval)).toBe(30)
+      expect(Duration.toSeconds(config.pongTimeout)).toBe(30)
+      expect(Redacted.value(config.jwtSecret)).toBe(SECRET)
+    })
+  )
+
+  it.effect("every limit is read from its key", () =>
+    Effect.gen(function* () {
+      const config = Either.getOrThrow(
+        yield* load({
+          GATEWAY_JWT_SECRET: SECRET,
+          GATEWAY_PUBLISH_KEY: KEY,
+          GATEWAY_PORT: "0",
+          GATEWAY_MAX_EVENT_BYTES: "1024",
+          GATEWAY_OUTBOUND_QUEUE: "8",
+          GATEWAY_INGRESS_EVENTS_PER_WINDOW: "5",
+          GATEWAY_INGRESS_WINDOW_SECS: "2.5",
+          GATEWAY_PONG_TIMEOUT_SECS: "7"
+        })
+      )
+      expect(config).toMatchObject({
+        port: 0,
+        maxEventBytes: 1024,
+        outboundQueue: 8,
+        ingressEventsPerWindow: 5
+      })
+      expect(Duration.toMillis(config.ingressWindow)).toBe(2500)
+      expect(Duration.toSeconds(config.pongTimeout)).toBe(7)
+    })
+  )
+
+  it.effect("invalid values fail with an error naming the key", () =>
+    Effect.gen(function* () {
+      const cases: ReadonlyArray<readonly [string, string]> = [
+        ["GATEWAY_MAX_EVENT_BYTES", "65537"],
+        ["GATEWAY_OUTBOUND_QUEUE", "0"],
+        ["GATEWAY_INGRESS_EVENTS_PER_WINDOW", "many"],
+        ["GATEWAY_INGRESS_WINDOW_SECS", "0"],
+        ["GATEWAY_PORT", "70000"],
+        ["GATEWAY_JWT_SECRET", "short"]
+      ]
+      for (const [key, value] of cases) {
+        const result = yield* load({ GATEWAY_JWT_SECRET: SECRET, GATEWAY_PUBLISH_KEY: KEY, [key]: value })
+        expect(Either.isLeft(result), key).toBe(true)
+        expect(
+          String(Either.getLeft(result).pipe((left) => (left._tag === "Some" ? left.value : ""))),
+          key
+        ).toContain(key)
+      }
+    })
+  )
+
+  it.effect("without a JWT secret: dev mode with generated secret and publish key", () =>
+    Effect.gen(function* () {
+      const config = Either.getOrThrow(yield* load({}))
+      expect(config.devMode).toBe(true)
+      expect(Redacted.value(config.jwtSecret).length).toBeGreaterThanOrEqual(32)
+      expect(Redacted.value(config.publishKey).length).toBeGreaterThanOrEqual(32)
+      expect(Redacted.value(config.publishKey)).not.toBe(Redacted.value(config.jwtSecret))
+    })
+  )
+
+  it.effect("a JWT secret without a publish key fails naming GATEWAY_PUBLISH_KEY", () =>
+    Effect.gen(function* () {
+      const result = yield* load({ GATEWAY_JWT_SECRET: SECRET })
+      expect(Either.isLeft(result)).toBe(true)
+      expect(
+        String(Either.getLeft(result).pipe((left) => (left._tag === "Some" ? left.value : "")))
+      ).toContain("GATEWAY_PUBLISH_KEY")
+    })
+  )
+})

@@ -1,0 +1,196 @@
+/**
+ * SubscriptionRegistry: after any sequence of connect / subscribe / unsubscribe / disconnect the
+ * channel, guild and user indexes agree with a plain reference model (and with each other), the
+ * presence flags in the outcomes are right, and once every connection is gone every index is empty.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Effect, HashMap, HashSet, Layer, Option } from "effect"
+import fc from "fast-check"
+import type { ChannelId, GuildId, UserId } from "../../src/protocol/Ids.js"
+import * as Config from "../../src/server/Config.js"
+import type { Connection } from "../../src/server/Connection.js"
+import * as Metrics from "../../src/server/Metrics.js"
+import * as Registry from "../../src/server/Registry.js"
+import { channelKey, type RegistryState } from "../../src/server/Registry.js"
+
+const USERS = ["U0", "U1"].map((id) => id as UserId)
+const GUILDS = ["G0", "G1"].map((id) => id as GuildId)
+const CHANNELS = ["C0", "C1"].map((id) => id as ChannelId)
+const CONNECTIONS = 4
+const MAX_SUBSCRIPTIONS = 3
+
+/** The registry only uses a connection's identity, id and user. */
+const connections: ReadonlyArray<Connection> = Array.from(
+  { length: CONNECTIONS },
+  (_, id) => ({ id, userId: USERS[id % USERS.length]! }) as unknown as Connection
+)
+
+type Op =
+  | { readonly op: "connect" | "disconnect"; readonly conn: number }
+  | {
+      readonly op: "subscribe" | "unsubscribe"
+      readonly conn: number
+      readonly guild: number
+      readonly channel: number
+    }
+
+const opArb: fc.Arbitrary<Op> = fc.oneof(
+  fc.record({
+    op: fc.constantFrom("connect" as const, "disconnect" as const),
+    conn: fc.nat(CONNECTIONS - 1)
+  }),
+  fc.record({
+    op: fc.constantFrom("subscribe" as const, "unsubscribe" as const),
+    conn: fc.nat(CONNECTIONS - 1),
+    guild: fc.nat(GUILDS.length - 1),
+    channel: fc.nat(CHANNELS.length - 1)
+  })
+)
+
+/** Reference model: connected connections and their channel keys. */
+type Model = Map<number, Set<string>>
+
+const sorted = (members: ReadonlyArray<Connection>) => members.map((member) => member.id).sort()
+
+const userHolds = (model: Model, user: UserId, guild: GuildId, except?: number) =>
+  [...model].some(
+    ([id, keys]) =>
+      id !== except &&
+      connections[id]!.userId === user &&
+      [...keys].some((key) => key.startsWith(`${guild}:`))
+  )
+
+const expectAgrees = (state: RegistryState, model: Model) => {
+  expect(sorted([...HashMap.values(state.connections)].map((entry) => entry.connection))).toEqual(
+    [...model.keys()].sort()
+  )
+  for (const [id, keys] of model) {
+    const entry = Option.getOrThrow(HashMap.get(state.connections, id))
+    expect([...HashSet.values(entry.channels)].sort()).toEqual([...keys].sort())
+    for (const guild of GUILDS) {
+      const count = [...keys].filter((key) => key.startsWith(`${guild}:`)).length
+      expect(Option.getOrElse(HashMap.get(entry.guilds, guild), () => 0)).toBe(count)
+    }
+  }
+  for (const guild of GUILDS) {
+    const holders = [...model].filter(([, keys]) => [...keys].some((key) => key.startsWith(`${guild}:`)))
+    expect(sorted(Option.getOrElse(HashMap.get(state.guilds, guild), () => []))).toEqual(
+      holders.map(([id]) => id).sort()
+    )
+    for (const channel of CHANNELS) {
+      const key = channelKey(guild, channel)
+      const members = [...model].filter(([, keys]) => keys.has(key)).map(([id]) => id)
+      expect(sorted(Option.getOrElse(HashMap.get(state.channels, key), () => []))).toEqual(members.sort())
+    }
+  }
+  for (const user of USERS) {
+    const members = [...model.keys()].filter((id) => connections[id]!.userId === user)
+    expect(sorted(Option.getOrElse(HashMap.get(state.users, user), () => []))).toEqual(members.sort())
+  }
+  // Pruned: no index keeps an empty member list.
+  for (const index of [state.channels, state.guilds, state.users] as const) {
+    for (const members of HashMap.values(index as HashMap.HashMap<unknown, ReadonlyArray<Connection>>)) {
+      expect(members.length).toBeGreaterThan(0)
+    }
+  }
+}
+
+const TestLayer = Registry.layer.pipe(
+  Layer.provide(Metrics.layer),
+  Layer.provide(Config.layerWith({ maxSubscriptionsPerConnection: MAX_SUBSCRIPTIONS }))
+)
+
+describe("SubscriptionRegistry", () => {
+  it.effect("indexes agree with the model under random operation sequences; empty after all disconnect", () =>
+    Effect.promise(() =>
+      fc.assert(
+        fc.asyncProperty(fc.array(opArb, { minLength: 20, maxLength: 80 }), (ops) =>
+          Effect.runPromise(
+            Effect.gen(function* () {
+              const registry = yield* Registry.SubscriptionRegistry
+              const model: Model = new Map()
+              for (const step of ops) {
+                const connection = connections[step.conn]!
+                switch (step.op) {
+                  case "connect":
+                    yield* registry.register(connection)
+                    if (!model.has(step.conn)) model.set(step.conn, new Set())
+                    break
+                  case "disconnect": {
+                    const held = model.get(step.conn)
+                    const expectedLeft = held
+                      ? GUILDS.filter(
+                          (guild) =>
+                            [...held].some((key) => key.startsWith(`${guild}:`)) &&
+                            !userHolds(model, connection.userId, guild, step.conn)
+                        )
+                      : []
+                    const outcome = yield* registry.unregister(connection)
+                    expect(outcome.removed).toBe(held !== undefined)
+                    expect([...outcome.userLeftGuilds].sort()).toEqual(expectedLeft)
+                    model.delete(step.conn)
+                    break
+                  }
+                  case "subscribe": {
+                    const [guild, channel] = [GUILDS[step.guild]!, CHANNELS[step.channel]!]
+                    const held = model.get(step.conn)
+                    const wasOnline = userHolds(model, connection.userId, guild)
+                    const outcome = yield* registry.subscribe(connection, guild, channel)
+                    if (held === undefined) expect(outcome._tag).toBe("NotConnected")
+                    else if (held.has(channelKey(guild, channel))) {
+                      expect(outcome).toMatchObject({ _tag: "Subscribed", added: false })
+                    } else if (held.size >= MAX_SUBSCRIPTIONS) expect(outcome._tag).toBe("SubscriptionLimit")
+                    else {
+                      expect(outcome).toMatchObject({
+                        _tag: "Subscribed",
+                        added: true,
+                        userJoinedGuild: !wasOnline
+                      })
+                      held.add(channelKey(guild, channel))
+                    }
+                    break
+                  }
+                  case "unsubscribe": {
+                    const [guild, channel] = [GUILDS[step.guild]!, CHANNELS[step.channel]!]
+                    const held = model.get(step.conn)
+                    const removed = held?.delete(channelKey(guild, channel)) ?? false
+                    const outcome = yield* registry.unsubscribe(connection, guild, channel)
+                    expect(outcome.removed).toBe(removed)
+                    if (removed)
+                      expect(outcome.userLeftGuild).toBe(!userHolds(model, connection.userId, guild))
+                    break
+                  }
+                }
+                expectAgrees(yield* registry.state, model)
+              }
+              for (const connection of connections) yield* registry.unregister(connection)
+              const state = yield* registry.state
+              expect(HashMap.size(state.connections)).toBe(0)
+              expect(HashMap.size(state.channels)).toBe(0)
+              expect(HashMap.size(state.guilds)).toBe(0)
+              expect(HashMap.size(state.users)).toBe(0)
+            }).pipe(Effect.provide(TestLayer))
+          )
+        ),
+        { numRuns: 200 }
+      )
+    )
+  )
+
+  it.effect(
+    "guild lookups are index reads: unrelated subscriptions do not change a guild's member list",
+    () =>
+      Effect.gen(function* () {
+        const registry = yield* Registry.SubscriptionRegistry
+        const [a, b] = [connections[0]!, connections[1]!]
+        yield* registry.register(a)
+        yield* registry.register(b)
+        yield* registry.subscribe(a, GUILDS[0]!, CHANNELS[0]!)
+        yield* registry.subscribe(a, GUILDS[0]!, CHANNELS[1]!)
+        const members = yield* registry.guildMembers(GUILDS[0]!)
+        yield* registry.subscribe(b, GUILDS[1]!, CHANNELS[0]!)
+        expect(yield* registry.guildMembers(GUILDS[0]!)).toBe(members)
+        expect(sorted(members)).toEqual([a.id])
+      }).pipe(Effect.provide(TestLayer))
+  )
+})
