@@ -7,7 +7,7 @@
  *     channels (spread over idle guilds), compared with the run without, same rep.
  *  3. Micro-benchmarks on one pinned core: in-process dispatch (512 listeners × 128 iterations on
  *     the channel / guild / user paths, enqueue only) and ingress decode rate.
- *  4. Optionally (`--profile`) one extra gateway run under `node --cpu-prof`, summarized.
+ *  4. Optionally (`--profile`) one extra run per server at N=1000 under `node --cpu-prof`, summarized.
  *
  * Output: bench/results/<batch>/{results.json,results.md} plus every raw run file. Smoke mode runs
  * tiny sizes in seconds and fails (exit 1) if any part of the harness breaks; it asserts no speed.
@@ -226,30 +226,42 @@ const main = async () => {
       failures.push(`ingress micro-benchmark: ${(error as Error).message}`)
     }
   }
-  let profile: ProfileSummary | null = null
+  const profiles: Array<{
+    readonly server: string
+    readonly deliveries: number
+    readonly summary: ProfileSummary
+  }> = []
   if (hasFlag("profile")) {
-    const profileDir = Path.join(dir, "profile")
-    mkdirSync(profileDir, { recursive: true })
-    const gateway = SERVERS["gateway"]!
-    try {
-      const profiled = await runOne({
-        server: gateway,
-        rep: 0,
-        n: smoke ? 20 : 1000,
-        shape,
-        idleRooms: 0,
-        subsPerConn: 0,
-        out: Path.join(profileDir, "gateway-profiled.json"),
-        serverNodeFlags: ["--cpu-prof", `--cpu-prof-dir=${profileDir}`]
-      })
-      const file = readdirSync(profileDir).find((f) => f.endsWith(".cpuprofile"))
-      if (file === undefined) throw new Error("no .cpuprofile written")
-      const { meta } = JSON.parse(readFileSync(profiled, "utf8")) as {
-        meta: { measuredWindowUs: [number, number] }
+    // One extra run per server under `node --cpu-prof`, so the gateway's profile reads against the baseline's.
+    for (const server of servers) {
+      const profileDir = Path.join(dir, "profile", server.name)
+      rmSync(profileDir, { recursive: true, force: true })
+      mkdirSync(profileDir, { recursive: true })
+      try {
+        const profiled = await runOne({
+          server,
+          rep: 0,
+          n: smoke ? 20 : 1000,
+          shape,
+          idleRooms: 0,
+          subsPerConn: 0,
+          out: Path.join(profileDir, "profiled-run.json"),
+          serverNodeFlags: ["--cpu-prof", `--cpu-prof-dir=${profileDir}`]
+        })
+        const file = readdirSync(profileDir).find((f) => f.endsWith(".cpuprofile"))
+        if (file === undefined) throw new Error("no .cpuprofile written")
+        const run = JSON.parse(readFileSync(profiled, "utf8")) as RunResult & {
+          meta: { measuredWindowUs: [number, number] }
+        }
+        const { warmup, rate, burst } = run.phases
+        profiles.push({
+          server: server.name,
+          deliveries: warmup.delivered + rate.delivered + burst.delivered,
+          summary: summarizeProfile(Path.join(profileDir, file), run.meta.measuredWindowUs)
+        })
+      } catch (error) {
+        failures.push(`profile ${server.name}: ${(error as Error).message}`)
       }
-      profile = summarizeProfile(Path.join(profileDir, file), meta.measuredWindowUs)
-    } catch (error) {
-      failures.push(`profile: ${(error as Error).message}`)
     }
   }
 
@@ -308,7 +320,12 @@ const main = async () => {
           `| **mix of valid frames** | | ${Math.round(ingress.valid.perSec).toLocaleString("en-US")} | |`,
           `| **mix of rejected frames** | | ${Math.round(ingress.rejected.perSec).toLocaleString("en-US")} | |`
         ]),
-    ...(profile === null ? [] : ["", "## Server CPU profile (gateway)", "", profileMarkdown(profile)]),
+    ...profiles.flatMap((p) => [
+      "",
+      `## Server CPU profile: ${p.server} (N=${smoke ? 20 : 1000})`,
+      "",
+      profileMarkdown(p.summary, p.deliveries)
+    ]),
     ...(targets.length === 0 ? [] : ["", "## Targets (issue 6)", "", ...targets]),
     ...(failures.length === 0 ? [] : ["", "## FAILURES", "", ...failures.map((f) => `- ${f}`)]),
     ""
@@ -316,7 +333,7 @@ const main = async () => {
   writeFileSync(
     Path.join(dir, "results.json"),
     JSON.stringify(
-      { batch, smoke, machine, shape, reps, rows, registry, dispatch, ingress, profile, targets, failures },
+      { batch, smoke, machine, shape, reps, rows, registry, dispatch, ingress, profiles, targets, failures },
       null,
       2
     )

@@ -103,16 +103,20 @@ export const summarizeProfile = (
   }
 }
 
-export const profileMarkdown = (summary: ProfileSummary): string => {
+/** `deliveries` in the profiled window turns milliseconds into µs per delivery. */
+export const profileMarkdown = (summary: ProfileSummary, deliveries: number): string => {
   const pct = (share: number) => `${(share * 100).toFixed(1)}%`
+  const perDelivery = (ms: number) => ((ms * 1000) / deliveries).toFixed(3)
   const lines = [
-    `Profile of the measured phases (warmup, 10k/s, burst): ${summary.busyMs.toFixed(0)} ms busy of ${summary.totalMs.toFixed(0)} ms sampled; shares are of busy time.`,
+    `Measured phases (warmup, 10k/s, burst; ${deliveries.toLocaleString("en-US")} deliveries): ` +
+      `${summary.busyMs.toFixed(0)} ms busy of ${summary.totalMs.toFixed(0)} ms sampled = ` +
+      `${perDelivery(summary.busyMs)} µs per delivery; shares are of busy time.`,
     "",
-    "| bucket | ms | share |",
-    "|---|---:|---:|",
+    "| bucket | ms | µs/delivery | share |",
+    "|---|---:|---:|---:|",
     ...summary.buckets
       .filter((b) => b.share >= 0.002)
-      .map((b) => `| ${b.bucket} | ${b.ms.toFixed(0)} | ${pct(b.share)} |`),
+      .map((b) => `| ${b.bucket} | ${b.ms.toFixed(0)} | ${perDelivery(b.ms)} | ${pct(b.share)} |`),
     "",
     "| self time: function | where | ms | share |",
     "|---|---|---:|---:|",
