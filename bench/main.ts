@@ -15,7 +15,7 @@
  * flags: --smoke  --ns 100,1000,5000  --reps 3  --servers raw-ws,gateway  --skip fanout,registry,micro
  *        --profile  --batch <name>
  */
-import { spawn } from "node:child_process"
+import { spawn, spawnSync } from "node:child_process"
 import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
@@ -277,11 +277,19 @@ const main = async () => {
     kernel: `${Os.type()} ${Os.release()}`,
     pinning: PINNING
   }
+  const git = (...args: Array<string>) =>
+    spawnSync("git", args, { cwd: REPO_DIR, encoding: "utf8" }).stdout.trim()
+  // What was measured: the commit, and any uncommitted change under src/ (the server is built from it).
+  const code = {
+    commit: git("rev-parse", "--short", "HEAD"),
+    uncommittedInSrc: git("status", "--porcelain", "--", "src").split("\n").filter(Boolean)
+  }
   const targets = smoke ? [] : targetLines(rows, registry, dispatch)
   const md = [
     `# Benchmark batch \`${batch}\`${smoke ? " (smoke: tiny sizes, numbers mean nothing)" : ""}`,
     "",
     `Machine: ${machine.nproc} CPUs (${machine.cpuModel}), ${machine.memGB} GB, ${machine.kernel}, Node ${machine.node}; pinning ${machine.pinning}.`,
+    `Code: commit ${code.commit}${code.uncommittedInSrc.length > 0 ? ` plus uncommitted changes in ${code.uncommittedInSrc.length} file(s) under src/` : ""}.`,
     `Shape: warmup ${shape.warmupDeliveries} deliveries, ${shape.rateDeliveriesPerSec}/s for ${shape.rateSeconds} s, burst ${shape.burstDeliveries} deliveries; reps ${reps}.`,
     "",
     "## Fanout",
@@ -333,7 +341,21 @@ const main = async () => {
   writeFileSync(
     Path.join(dir, "results.json"),
     JSON.stringify(
-      { batch, smoke, machine, shape, reps, rows, registry, dispatch, ingress, profiles, targets, failures },
+      {
+        batch,
+        smoke,
+        machine,
+        code,
+        shape,
+        reps,
+        rows,
+        registry,
+        dispatch,
+        ingress,
+        profiles,
+        targets,
+        failures
+      },
       null,
       2
     )
