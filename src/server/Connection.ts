@@ -3,15 +3,32 @@
  * window and close. No fiber lives per connection; everything here is synchronous and called from
  * the fanout loop, the `ws` callbacks or the heartbeat sweep.
  */
-import type { Socket } from "node:net"
 import { MutableQueue } from "effect"
-import type { WebSocket } from "ws"
 import { closeCodeFor, type CloseReason } from "../protocol/CloseCodes.js"
 import type { Command } from "../protocol/Commands.js"
 import type { Principal } from "./Auth.js"
 import type { Frame } from "./Outbound.js"
 
 export type ConnectionId = number
+
+/** What a connection uses of its `ws` WebSocket (narrow, so it can be driven in-process too). */
+export interface ConnectionSocket {
+  readonly readyState: number
+  /** Bytes accepted but not yet handed to the kernel. */
+  readonly bufferedAmount: number
+  close(code: number, reason: string): void
+  ping(): void
+  terminate(): void
+}
+
+/** What a connection uses of the TCP socket under it: prebuilt frames are written here directly. */
+export interface ConnectionTransport {
+  readonly writableHighWaterMark: number
+  write(chunk: Buffer): boolean
+  on(event: "drain", listener: () => void): unknown
+}
+
+const OPEN = 1
 
 /**
  * `sent`: written to the socket. `queued`: in the outbox, written on drain. `evicted`: the outbox was
@@ -49,8 +66,8 @@ export class Connection {
   constructor(
     readonly id: ConnectionId,
     readonly principal: Principal,
-    readonly socket: WebSocket,
-    readonly transport: Socket,
+    readonly socket: ConnectionSocket,
+    readonly transport: ConnectionTransport,
     private readonly limits: ConnectionLimits,
     connectedAt: number,
     /** Called exactly once, with the reason, when the connection ends (the one cleanup path). */
@@ -82,7 +99,8 @@ export class Connection {
    * high-water mark, else into the outbox; a full outbox evicts this connection alone (1008).
    */
   deliver(frame: Frame): DeliveryResult {
-    if (this.disconnectReason !== undefined) return "closed"
+    // Not OPEN: the peer's close frame arrived and ws has answered it; nothing may follow.
+    if (this.disconnectReason !== undefined || this.socket.readyState !== OPEN) return "closed"
     if (MutableQueue.isEmpty(this.outbox) && this.socket.bufferedAmount < this.highWaterBytes) {
       this.write(frame)
       return "sent"
@@ -94,7 +112,11 @@ export class Connection {
 
   /** Writes queued frames in order while the socket stays under its high-water mark. */
   flush(): void {
-    while (this.disconnectReason === undefined && this.socket.bufferedAmount < this.highWaterBytes) {
+    while (
+      this.disconnectReason === undefined &&
+      this.socket.readyState === OPEN &&
+      this.socket.bufferedAmount < this.highWaterBytes
+    ) {
       const frame = MutableQueue.poll(this.outbox, undefined)
       if (frame === undefined) return
       this.write(frame)
@@ -154,9 +176,11 @@ export class Connection {
     return true
   }
 
+  /**
+   * The frame is complete and ws writes only complete frames (no compression), so writing the
+   * shared bytes to the transport cannot interleave with ws's own pings and close frames.
+   */
   private write(frame: Frame): void {
-    this.socket.send(frame.data, SEND_OPTIONS)
+    this.transport.write(frame.wire)
   }
 }
-
-const SEND_OPTIONS = { binary: false, compress: false, fin: true } as const

@@ -1,6 +1,7 @@
 /**
- * Outbound frames: an event is encoded with its schema, serialized and size-checked exactly once
- * per broadcast; the resulting `Frame` (one UTF-8 buffer) is handed to every recipient.
+ * Outbound frames: an event is encoded with its schema, serialized, size-checked and framed as a
+ * complete WebSocket text frame exactly once per broadcast. Every recipient's socket is handed the
+ * same bytes: no per-recipient serialization, copy or frame header.
  */
 import { Either, ParseResult } from "effect"
 import { EVENT_TYPE_PATTERN, PROTOCOL_VERSION } from "../protocol/Envelope.js"
@@ -15,13 +16,35 @@ import { OversizedOutbound, SerializeError, type OutboundError } from "./Errors.
 export interface Frame {
   readonly eventType: string
   readonly scope: EventScope
-  /** The compact JSON envelope `{"v":1,"t":...,"d":...}`, shared by every recipient. */
-  readonly data: Buffer
+  /** UTF-8 bytes of the envelope `{"v":1,"t":...,"d":...}` (what the size cap applies to). */
+  readonly bytes: number
+  /** The whole WebSocket frame: FIN + text opcode, unmasked length header (server side), envelope. */
+  readonly wire: Buffer
+}
+
+const FIN_TEXT = 0x81
+
+/** Frames UTF-8 text as one unmasked, unfragmented, uncompressed text frame (RFC 6455 §5.2). */
+export const textFrame = (text: string, byteLength: number = Buffer.byteLength(text)): Buffer => {
+  const header = byteLength < 126 ? 2 : byteLength < 65_536 ? 4 : 10
+  const wire = Buffer.allocUnsafe(header + byteLength)
+  wire[0] = FIN_TEXT
+  if (header === 2) wire[1] = byteLength
+  else if (header === 4) {
+    wire[1] = 126
+    wire.writeUInt16BE(byteLength, 2)
+  } else {
+    wire[1] = 127
+    wire.writeUInt32BE(Math.floor(byteLength / 2 ** 32), 2)
+    wire.writeUInt32BE(byteLength >>> 0, 6)
+  }
+  wire.write(text, header, "utf8")
+  return wire
 }
 
 /**
- * Encodes `payload` as `event`'s wire payload inside the envelope. Synchronous; the result is also
- * an `Effect<Frame, SerializeError | OversizedOutbound>`.
+ * Encodes `payload` as `event`'s wire payload inside the envelope and frames it. Synchronous; the
+ * result is also an `Effect<Frame, SerializeError | OversizedOutbound>`.
  */
 export const encode = <E extends EventDefinition>(
   event: E,
@@ -51,16 +74,11 @@ export const encode = <E extends EventDefinition>(
       new SerializeError({ reason: "serialize_error", eventType: event.type, detail: String(error) })
     )
   }
-  const data = Buffer.from(text, "utf8")
-  if (data.length > maxBytes) {
+  const bytes = Buffer.byteLength(text)
+  if (bytes > maxBytes) {
     return Either.left(
-      new OversizedOutbound({
-        reason: "oversized_outbound",
-        eventType: event.type,
-        bytes: data.length,
-        maxBytes
-      })
+      new OversizedOutbound({ reason: "oversized_outbound", eventType: event.type, bytes, maxBytes })
     )
   }
-  return Either.right({ eventType: event.type, scope: event.scope, data })
+  return Either.right({ eventType: event.type, scope: event.scope, bytes, wire: textFrame(text, bytes) })
 }

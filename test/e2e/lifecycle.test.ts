@@ -3,6 +3,7 @@
  * expiry while connected (4010), and the drain on shutdown (1001 going_away, bounded grace).
  */
 import { describe, expect, it } from "@effect/vitest"
+import type { WebSocket } from "ws"
 import { Duration, Effect, Exit, Fiber, Metric, Scope, TestClock } from "effect"
 import { renderPrometheus } from "../../src/server/Metrics.js"
 import { awaitSleeps, newId, seriesValue, startGateway } from "../server/harness.js"
@@ -55,7 +56,8 @@ describe("heartbeat", () => {
       const [connection] = yield* harness.serverConnections(user)
       // Each adjustment ends on the sweep that pings; the pong then arrives over the socket.
       for (let round = 0; round < 3; round++) {
-        const pong = nextEvent(connection!.socket, "pong")
+        // The server side of this connection is a real ws WebSocket.
+        const pong = nextEvent(connection!.socket as unknown as WebSocket, "pong")
         yield* TestClock.adjust(Duration.seconds(30))
         yield* pong
         expect(connection!.pingSentAt).toBeUndefined()
