@@ -9,7 +9,7 @@ import type { IncomingMessage } from "node:http"
 import type { Socket } from "node:net"
 import type { Duplex } from "node:stream"
 import { Clock, Context, Duration, Effect, FiberSet, Layer, Schedule } from "effect"
-import { WebSocketServer, type ServerOptions, type WebSocket } from "ws"
+import { WebSocket, WebSocketServer, type ServerOptions } from "ws"
 import type { PayloadOf } from "../protocol/EventDefinition.js"
 import { Ready } from "../protocol/events/connection.js"
 import { AccessPolicy } from "./Access.js"
@@ -45,6 +45,16 @@ export interface GatewayShape extends Publisher {
 export class Gateway extends Context.Tag("filament/Gateway")<Gateway, GatewayShape>() {}
 
 const WS_ERR_UNSUPPORTED_MESSAGE_LENGTH = "WS_ERR_UNSUPPORTED_MESSAGE_LENGTH"
+
+/**
+ * ws refuses an oversized frame itself (from the frame header, before buffering it) and closes
+ * with a bare 1009; this gives that close the documented reason.
+ */
+class GatewaySocket extends WebSocket {
+  override close(code?: number, data?: string | Buffer): void {
+    super.close(code, code === 1009 && data === undefined ? "event_too_large" : data)
+  }
+}
 
 /** Token from `?access_token=` (wins, even when empty) or `Authorization: Bearer`. */
 export const accessToken = (request: IncomingMessage): string => {
@@ -178,7 +188,8 @@ export const make = Effect.gen(function* () {
 
   const wss = yield* Effect.acquireRelease(
     Effect.sync(() => {
-      const options: ServerOptions & { readonly closeTimeout: number } = {
+      const options: ServerOptions<typeof GatewaySocket> & { readonly closeTimeout: number } = {
+        WebSocket: GatewaySocket,
         noServer: true,
         maxPayload: maxBytes,
         perMessageDeflate: false,

@@ -124,7 +124,7 @@ const publish = Effect.gen(function* () {
 })
 
 /** The gateway's HTTP routes as an `HttpApp` (the WebSocket upgrade itself is `Gateway.handleUpgrade`). */
-export const router = HttpRouter.empty.pipe(
+export const httpApp = HttpRouter.empty.pipe(
   HttpRouter.post("/v1/publish", publish),
   HttpRouter.get(
     "/metrics",
@@ -169,7 +169,7 @@ const listen = (server: Server, host: string, port: number) =>
 export const make = Effect.gen(function* () {
   const config = yield* GatewayConfig
   const gateway = yield* Gateway
-  const handler = yield* NodeHttpServer.makeHandler(router)
+  const handler = yield* NodeHttpServer.makeHandler(httpApp)
   const server = yield* Effect.acquireRelease(
     Effect.sync(() => createServer()),
     // Stop listening at once; upgraded sockets are the Gateway's to drain, idle HTTP ones go now.

@@ -136,7 +136,7 @@ describe("ingress rejections", () => {
       const client = yield* harness.connectReady(newId())
       const before = yield* harness.metric("filament_ws_disconnects_total", { reason: "event_too_large" })
       client.send(JSON.stringify({ v: 1, t: "subscribe", d: { pad: "x".repeat(1100) } }))
-      expect((yield* client.waitClosed()).code).toBe(1009)
+      expect(yield* client.waitClosed()).toEqual({ code: 1009, reason: "event_too_large" })
       expect(yield* harness.metric("filament_ws_disconnects_total", { reason: "event_too_large" })).toBe(
         before + 1
       )

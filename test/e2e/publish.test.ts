@@ -56,7 +56,7 @@ describe("POST /v1/publish", () => {
     "400 invalid_event: unknown type, connection scope, schema failure, excess key, users misuse, not JSON",
     () =>
       Effect.gen(function* () {
-        const harness = yield* startGateway()
+        const harness = yield* startGateway({ maxPublishUsers: 2 })
         const guild = newId()
         const profile = {
           user_id: newId(),
@@ -73,6 +73,10 @@ describe("POST /v1/publish", () => {
           ["user event without users", { t: "profile_update", d: profile }],
           ["user event with empty users", { t: "profile_update", d: profile, users: [] }],
           ["users not ULIDs", { t: "profile_update", d: profile, users: ["bob"] }],
+          [
+            "more users than GATEWAY_MAX_PUBLISH_USERS",
+            { t: "profile_update", d: profile, users: [newId(), newId(), newId()] }
+          ],
           ["not JSON", "{nope"],
           ["d missing", { t: "channel_create" }]
         ]
