@@ -336,7 +336,8 @@ export const layer = Layer.scoped(Gateway, make)
 /** The default services: JWT verifier, claims policy, plain-text messages, no follow-ups. */
 export const layerDefaults = Layer.mergeAll(
   Auth.layerJwt,
-  Messages.layerPlainText.pipe(Layer.provideMerge(Access.layerClaims)),
+  Access.layerClaims,
+  Messages.layerPlainText,
   FollowUps.layerNone,
   Registry.layer.pipe(Layer.provideMerge(Metrics.layer))
 )

@@ -16,6 +16,7 @@ import { decodeCommand } from "../protocol/Commands.js"
 import { Subscribed, Unsubscribed } from "../protocol/events/connection.js"
 import { MessageCreate } from "../protocol/events/message.js"
 import type { AccessPolicyShape } from "./Access.js"
+import { MessageRejected } from "./Errors.js"
 import type { Connection } from "./Connection.js"
 import type { Publisher, SubscriptionFollowUpsShape } from "./FollowUps.js"
 import type { MessageHandlerShape } from "./Messages.js"
@@ -92,7 +93,15 @@ export const make = (options: IngressOptions): Ingress => {
     })
 
   const messageCreate = (connection: Connection, command: MessageCreateCommand) =>
-    options.messages.create(connection.principal, command).pipe(
+    access.canPost(connection.principal, command.guild_id, command.channel_id).pipe(
+      Effect.flatMap((allowed) =>
+        allowed
+          ? options.messages.create(connection.principal, command)
+          : new MessageRejected({
+              reason: "forbidden",
+              detail: "the AccessPolicy does not allow this channel"
+            })
+      ),
       Effect.flatMap((message) => publisher.publish(MessageCreate, message)),
       Effect.catchTags({
         MessageRejected: (rejection) =>

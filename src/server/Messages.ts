@@ -1,6 +1,6 @@
 /**
- * MessageHandler: what an ingress `message_create` becomes. The default checks the AccessPolicy and
- * builds a plain-text message snapshot (new ULID, the sender as author, `created_at_unix` now,
+ * MessageHandler: what an ingress `message_create` becomes, once the AccessPolicy has allowed the
+ * channel (Ingress checks `canPost` for every handler). The default builds a plain-text message snapshot (new ULID, the sender as author, `created_at_unix` now,
  * markdown tokens for plain text). It refuses attachments: it has no attachment store to resolve
  * ids against. A host app replaces it with its own persistence.
  */
@@ -9,7 +9,6 @@ import { Clock, Context, Effect, Layer } from "effect"
 import type { MessageCreateCommand } from "../protocol/Commands.js"
 import type { MessageId } from "../protocol/Ids.js"
 import type { MarkdownToken, MessageSnapshot } from "../protocol/Shapes.js"
-import { AccessPolicy } from "./Access.js"
 import type { Principal } from "./Auth.js"
 import { MessageRejected } from "./Errors.js"
 
@@ -52,7 +51,7 @@ export const plainTextTokens = (content: string): ReadonlyArray<MarkdownToken> =
   return tokens
 }
 
-export const makePlainText = Effect.map(AccessPolicy, (access): MessageHandlerShape => ({
+export const plainText: MessageHandlerShape = {
   create: (principal, command) =>
     Effect.gen(function* () {
       if (command.attachment_ids.length > 0) {
@@ -60,10 +59,6 @@ export const makePlainText = Effect.map(AccessPolicy, (access): MessageHandlerSh
           reason: "attachments_unsupported",
           detail: "the default message handler has no attachment store"
         })
-      }
-      const allowed = yield* access.canPost(principal, command.guild_id, command.channel_id)
-      if (!allowed) {
-        return yield* new MessageRejected({ reason: "forbidden", detail: "channel not granted" })
       }
       const now = yield* Clock.currentTimeMillis
       return {
@@ -78,9 +73,6 @@ export const makePlainText = Effect.map(AccessPolicy, (access): MessageHandlerSh
         created_at_unix: Math.floor(now / 1000)
       }
     })
-}))
+}
 
-export const layerPlainText: Layer.Layer<MessageHandler, never, AccessPolicy> = Layer.effect(
-  MessageHandler,
-  makePlainText
-)
+export const layerPlainText: Layer.Layer<MessageHandler> = Layer.succeed(MessageHandler, plainText)

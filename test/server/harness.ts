@@ -180,7 +180,11 @@ export const seriesValue = (
  * Starts a gateway in the current scope. The Clock is set to the wall clock first so that tokens and
  * message timestamps are realistic; under `it.scoped` it then stays still until the test adjusts it.
  */
-export const startGateway = (overrides: Partial<GatewayConfigShape> = {}) =>
+export const startGateway = <HostServices = never>(
+  overrides: Partial<GatewayConfigShape> = {},
+  /** Services a host app provides instead of the defaults (e.g. its own AccessPolicy). */
+  host: Layer.Layer<HostServices> = Layer.empty as Layer.Layer<HostServices>
+) =>
   Effect.gen(function* () {
     yield* TestClock.setTime(Date.now())
     const configLayer = Config.layerWith({
@@ -192,7 +196,12 @@ export const startGateway = (overrides: Partial<GatewayConfigShape> = {}) =>
       ...overrides
     })
     const context = yield* Layer.build(
-      Http.layer.pipe(Layer.provideMerge(Gateway.layerDefault), Layer.provideMerge(configLayer))
+      Http.layer.pipe(
+        Layer.provideMerge(
+          Gateway.layer.pipe(Layer.provideMerge(host), Layer.provideMerge(Gateway.layerDefaults))
+        ),
+        Layer.provideMerge(configLayer)
+      )
     )
     const server = Context.get(context, Http.GatewayServer)
     const config = Context.get(context, Config.GatewayConfig)

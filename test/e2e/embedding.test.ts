@@ -1,0 +1,52 @@
+/** A host app replaces default services with its own layers; the gateway uses them. */
+import { describe, expect, it } from "@effect/vitest"
+import { Clock, Effect, Layer } from "effect"
+import type { MessageId } from "../../src/protocol/Ids.js"
+import { AccessPolicy } from "../../src/server/Access.js"
+import { MessageHandler } from "../../src/server/Messages.js"
+import { newId, startGateway } from "../server/harness.js"
+
+const OpenPolicy = Layer.succeed(AccessPolicy, {
+  canSubscribe: () => Effect.succeed(true),
+  canPost: (_principal, _guild, channelId) => Effect.succeed(!channelId.startsWith("0000"))
+})
+
+const ShoutingMessages = Layer.succeed(MessageHandler, {
+  create: (principal, command) =>
+    Effect.map(Clock.currentTimeMillis, (now) => ({
+      message_id: newId() as MessageId,
+      guild_id: command.guild_id,
+      channel_id: command.channel_id,
+      author_id: principal.userId,
+      content: command.content.toUpperCase(),
+      markdown_tokens: [{ type: "text" as const, text: command.content.toUpperCase() }],
+      attachments: [],
+      reactions: [],
+      created_at_unix: Math.floor(now / 1000)
+    }))
+})
+
+describe("embedding", () => {
+  it.scoped("a host AccessPolicy and MessageHandler replace the defaults", () =>
+    Effect.gen(function* () {
+      const harness = yield* startGateway({}, Layer.merge(OpenPolicy, ShoutingMessages))
+      const [guild, channel] = [newId(), newId()]
+      // No guilds claim at all: only the host policy can allow this.
+      const client = yield* harness.connectReady(newId())
+      yield* client.subscribe(guild, channel)
+      client.send({
+        v: 1,
+        t: "message_create",
+        d: { guild_id: guild, channel_id: channel, content: "hello" }
+      })
+      expect((yield* client.nextOfType("message_create")).d["content"]).toBe("HELLO")
+      // The host policy refuses posting here: 4011 even though the handler would accept.
+      client.send({
+        v: 1,
+        t: "message_create",
+        d: { guild_id: guild, channel_id: "0000" + channel.slice(4), content: "x" }
+      })
+      expect(yield* client.waitClosed()).toEqual({ code: 4011, reason: "message_rejected" })
+    })
+  )
+})
