@@ -156,7 +156,8 @@ export class Connection {
   ping(now: number): void {
     this.pingSentAt = now
     this.lastPingAt = now
-    this.socket.ping()
+    // ws throws when not OPEN (the peer's close may be in flight); the pong deadline still applies.
+    if (this.socket.readyState === OPEN) this.socket.ping()
   }
 
   /** Ends the connection without a close handshake (shutdown grace exhausted). */

@@ -214,7 +214,15 @@ export const make = Effect.gen(function* () {
     )
     metrics.connectionsChanged(1)
     live.add(connection)
-    socket.on("message", (data, isBinary) => ingress.onFrame(connection, data, isBinary))
+    socket.on("message", (data, isBinary) => {
+      // A bug must cost this connection (1011), never the process that serves all the others.
+      try {
+        ingress.onFrame(connection, data, isBinary)
+      } catch (defect) {
+        connection.close("internal_error")
+        run(Effect.logError("gateway.frame.defect", defect))
+      }
+    })
     socket.on("pong", () => {
       connection.pingSentAt = undefined
     })
@@ -293,7 +301,12 @@ export const make = Effect.gen(function* () {
       }
     })
   )
-  yield* Effect.forkScoped(Effect.repeat(sweep, Schedule.spaced(config.heartbeatSweep)))
+  yield* Effect.forkScoped(
+    Effect.repeat(
+      sweep.pipe(Effect.catchAllDefect((defect) => Effect.logError("gateway.heartbeat.defect", defect))),
+      Schedule.spaced(config.heartbeatSweep)
+    )
+  )
 
   const allClosed = Effect.async<void>((resume) => {
     if (live.size === 0) return resume(Effect.void)
