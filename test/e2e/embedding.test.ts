@@ -1,6 +1,6 @@
 /** A host app replaces default services with its own layers; the gateway uses them. */
 import { describe, expect, it } from "@effect/vitest"
-import { Clock, Effect, Layer } from "effect"
+import { Clock, Deferred, Effect, Layer } from "effect"
 import type { MessageId } from "../../src/protocol/Ids.js"
 import { AccessPolicy } from "../../src/server/Access.js"
 import { MessageHandler } from "../../src/server/Messages.js"
@@ -47,6 +47,33 @@ describe("embedding", () => {
         d: { guild_id: guild, channel_id: "0000" + channel.slice(4), content: "x" }
       })
       expect(yield* client.waitClosed()).toEqual({ code: 4011, reason: "message_rejected" })
+    })
+  )
+})
+
+describe("command isolation", () => {
+  it.scoped("a slow AccessPolicy call delays only its own connection, whose commands stay in order", () =>
+    Effect.gen(function* () {
+      const release = yield* Deferred.make<void>()
+      const [slowUser, guild, first, second] = [newId(), newId(), newId(), newId()]
+      const SlowForOneUser = Layer.succeed(AccessPolicy, {
+        canSubscribe: (principal, _guild, channelId) =>
+          principal.userId === slowUser && channelId === first
+            ? Effect.as(Deferred.await(release), true)
+            : Effect.succeed(true),
+        canPost: () => Effect.succeed(true)
+      })
+      const harness = yield* startGateway({}, SlowForOneUser)
+      const slow = yield* harness.connectReady(slowUser)
+      const other = yield* harness.connectReady(newId())
+      slow.send({ v: 1, t: "subscribe", d: { guild_id: guild, channel_id: first } })
+      slow.send({ v: 1, t: "subscribe", d: { guild_id: guild, channel_id: second } })
+      // The other connection is served while the slow one waits on its policy.
+      expect((yield* other.subscribe(guild, first)).d["channel_id"]).toBe(first)
+      expect(slow.frames.map((frame) => frame.t)).toEqual(["ready"])
+      yield* Deferred.succeed(release, undefined)
+      expect((yield* slow.nextOfType("subscribed")).d["channel_id"]).toBe(first)
+      expect((yield* slow.nextOfType("subscribed")).d["channel_id"]).toBe(second)
     })
   )
 })
