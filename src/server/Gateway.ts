@@ -12,6 +12,7 @@ import { Clock, Context, Duration, Effect, FiberSet, Layer, Schedule } from "eff
 import { WebSocket, WebSocketServer, type ServerOptions } from "ws"
 import type { PayloadOf } from "../protocol/EventDefinition.js"
 import { Ready } from "../protocol/events/connection.js"
+import type { ChannelId, GuildId } from "../protocol/Ids.js"
 import { AccessPolicy } from "./Access.js"
 import * as Access from "./Access.js"
 import * as Auth from "./Auth.js"
@@ -133,7 +134,8 @@ export const make = Effect.gen(function* () {
     publish: (event, payload) =>
       Effect.gen(function* () {
         const frame = yield* build(event, payload)
-        const target = payload as { readonly guild_id: never; readonly channel_id: never }
+        // Every channel / guild event carries its routing ids (the manifest's scope contract).
+        const target = payload as unknown as { readonly guild_id: GuildId; readonly channel_id: ChannelId }
         const recipients =
           event.scope === "channel"
             ? yield* registry.channelMembers(target.guild_id, target.channel_id)
@@ -145,10 +147,10 @@ export const make = Effect.gen(function* () {
     publishToUsers: (event, payload, userIds) =>
       Effect.gen(function* () {
         const frame = yield* build(event, payload)
-        let delivered = 0
-        for (const userId of new Set(userIds)) {
-          delivered += Fanout.broadcast(metrics, frame, yield* registry.userMembers(userId)).delivered
-        }
+        // A connection belongs to one user: the users' member lists are disjoint, one loop serves all.
+        const recipients: Array<Connection> = []
+        for (const userId of new Set(userIds)) recipients.push(...(yield* registry.userMembers(userId)))
+        const { delivered } = Fanout.broadcast(metrics, frame, recipients)
         yield* followUps.published(event, payload, publisher)
         return delivered
       }),
