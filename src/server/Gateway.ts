@@ -251,7 +251,7 @@ export const make = Effect.gen(function* () {
       const verified = yield* Effect.either(verifier.verify(accessToken(request)))
       if (verified._tag === "Left") {
         metrics.authFailure("unauthorized")
-        yield* Effect.logInfo(`gateway.auth.rejected: ${verified.left.reason}`)
+        yield* Effect.logDebug(`gateway.auth.rejected: ${verified.left.reason}`)
         return refuseUpgrade(socket, 401, "invalid_credentials")
       }
       const principal = verified.right
