@@ -222,6 +222,7 @@ const runPhase = async (name: string, events: number, rate: number) => {
       cpuUtil: serverCpuUs / (s1.tUs - s0.tUs),
       cpuUsPerDelivery: serverCpuUs / Math.max(1, phase.received),
       publishLoopMs: published.publishLoopMs,
+      publishCallP50Us: published.publishCallP50Us,
       publishLagP99Ms: published.lagP99Ms,
       publishLagMaxMs: published.lagMaxMs
     },

@@ -42,6 +42,7 @@ const METRICS = {
   rateDps: (r: RunResult) => r.phases.rate.deliveriesPerSec,
   rateCpuUtil: (r: RunResult) => r.phases.rate.server.cpuUtil,
   rateLagP99: (r: RunResult) => r.phases.rate.server.publishLagP99Ms ?? NaN,
+  ratePublishCallUs: (r: RunResult) => r.phases.rate.server.publishCallP50Us,
   heapPerConnKB: (r: RunResult) => r.memory.heapPerConnKB,
   rssPerConnKB: (r: RunResult) => r.memory.rssPerConnKB,
   connectCpuUs: (r: RunResult) => r.memory.connectCpuUsPerConn,
@@ -194,15 +195,15 @@ export const fanoutMarkdown = (rows: ReadonlyArray<Row>): string => {
   }
   lines.push(
     "",
-    "Context per cell (medians): server/generator CPU share in the burst, kernel share of server CPU, achieved rate and publisher lag in the 10k/s phase, connect cost, payload size, lost deliveries (sum).",
+    "Context per cell (medians): server/generator CPU share in the burst, kernel share of server CPU, achieved rate, publisher lag and the wall time of one publish call (per-event work + send loop) in the 10k/s phase, connect cost, payload size, lost deliveries (sum).",
     "",
-    "| N | server | rooms M×S | srv CPU (burst) | gen CPU (burst) | srv sys% | achieved/s @10k | srv CPU @10k/s | pub lag p99 ms | connect CPU µs/conn | payload B | lost |",
-    "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    "| N | server | rooms M×S | srv CPU (burst) | gen CPU (burst) | srv sys% | achieved/s @10k | srv CPU @10k/s | pub lag p99 ms | publish call p50 µs @10k/s | connect CPU µs/conn | payload B | lost |",
+    "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   )
   for (const r of rows) {
     const v = r.value
     lines.push(
-      `| ${r.n} | ${r.server} | ${r.idleRooms > 0 ? `${r.idleRooms}×${r.subsPerConn}` : "–"} | ${pct(v.burstSrvUtil)} | ${pct(v.burstGenUtil)} | ${pct(v.burstSysShare)} | ${f0(v.rateDps)} | ${pct(v.rateCpuUtil)} | ${f1(v.rateLagP99)} | ${f0(v.connectCpuUs)} | ${f0(v.payloadBytes)} | ${r.lost} |`
+      `| ${r.n} | ${r.server} | ${r.idleRooms > 0 ? `${r.idleRooms}×${r.subsPerConn}` : "–"} | ${pct(v.burstSrvUtil)} | ${pct(v.burstGenUtil)} | ${pct(v.burstSysShare)} | ${f0(v.rateDps)} | ${pct(v.rateCpuUtil)} | ${f1(v.rateLagP99)} | ${f0(v.ratePublishCallUs)} | ${f0(v.connectCpuUs)} | ${f0(v.payloadBytes)} | ${r.lost} |`
     )
   }
   return lines.join("\n")
