@@ -53,15 +53,14 @@ export class Connection {
   /** Heartbeat state, driven by the sweep: when the unanswered ping was sent, if any. */
   pingSentAt: number | undefined = undefined
   lastPingAt: number
-  /** Commands awaiting execution, in arrival order (see Ingress). */
-  readonly pendingCommands: Array<Command> = []
+  /** Commands awaiting execution, in arrival order (see Ingress); allocated only while there are some. */
+  pendingCommands: Array<Command> | undefined = undefined
   commandsRunning = false
   /** In the registry: commands may run and closing must clean the indexes. */
   registered = false
   private readonly highWaterBytes: number
-  private readonly rateLog: Float64Array
-  private rateHead = 0
-  private rateCount = 0
+  /** Accept times of the frames inside the window, oldest first (at most the limit); lazily made. */
+  private rateLog: Array<number> | undefined = undefined
 
   constructor(
     readonly id: ConnectionId,
@@ -75,7 +74,6 @@ export class Connection {
   ) {
     this.outbox = MutableQueue.bounded(limits.outboundQueue)
     this.lastPingAt = connectedAt
-    this.rateLog = new Float64Array(limits.ingressEventsPerWindow)
     // Below the transport's own high-water mark `drain` would never fire for a partly full buffer.
     this.highWaterBytes = Math.max(limits.socketHighWaterBytes, transport.writableHighWaterMark)
     transport.on("drain", () => this.flush())
@@ -129,13 +127,13 @@ export class Connection {
    */
   admitFrame(now: number): boolean {
     const log = this.rateLog
-    while (this.rateCount > 0 && now - log[this.rateHead]! > this.limits.ingressWindowMillis) {
-      this.rateHead = (this.rateHead + 1) % log.length
-      this.rateCount--
+    if (log === undefined) {
+      this.rateLog = [now]
+      return true
     }
-    if (this.rateCount >= log.length) return false
-    log[(this.rateHead + this.rateCount) % log.length] = now
-    this.rateCount++
+    while (log.length > 0 && now - log[0]! > this.limits.ingressWindowMillis) log.shift()
+    if (log.length >= this.limits.ingressEventsPerWindow) return false
+    log.push(now)
     return true
   }
 

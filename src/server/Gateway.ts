@@ -9,7 +9,7 @@ import type { IncomingMessage } from "node:http"
 import type { Socket } from "node:net"
 import type { Duplex } from "node:stream"
 import { Clock, Context, Duration, Effect, FiberSet, Layer, Schedule } from "effect"
-import { WebSocket, WebSocketServer, type ServerOptions } from "ws"
+import { WebSocket, WebSocketServer, type RawData, type ServerOptions } from "ws"
 import type { PayloadOf } from "../protocol/EventDefinition.js"
 import { Ready } from "../protocol/events/connection.js"
 import type { ChannelId, GuildId } from "../protocol/Ids.js"
@@ -47,11 +47,17 @@ export class Gateway extends Context.Tag("filament/Gateway")<Gateway, GatewaySha
 
 const WS_ERR_UNSUPPORTED_MESSAGE_LENGTH = "WS_ERR_UNSUPPORTED_MESSAGE_LENGTH"
 
+/** The connection of a socket the gateway attached (its listeners only exist after attach). */
+const connectionOf = (socket: WebSocket): Connection => (socket as GatewaySocket).connection!
+
 /**
  * ws refuses an oversized frame itself (from the frame header, before buffering it) and closes
  * with a bare 1009; this gives that close the documented reason.
  */
 class GatewaySocket extends WebSocket {
+  /** Set on attach; lets one set of listener functions serve every socket (no closures per connection). */
+  connection: Connection | undefined
+
   override close(code?: number, data?: string | Buffer): void {
     super.close(code, code === 1009 && data === undefined ? "event_too_large" : data)
   }
@@ -204,7 +210,34 @@ export const make = Effect.gen(function* () {
     (server) => Effect.sync(() => server.close())
   )
 
-  const attach = (socket: WebSocket, transport: Socket, principal: Principal): Connection => {
+  // Shared by every socket: ws calls them with `this` = the socket.
+  function onMessage(this: WebSocket, data: RawData, isBinary: boolean) {
+    const connection = connectionOf(this)
+    // A bug must cost this connection (1011), never the process that serves all the others.
+    try {
+      ingress.onFrame(connection, data, isBinary)
+    } catch (defect) {
+      connection.close("internal_error")
+      run(Effect.logError("gateway.frame.defect", defect))
+    }
+  }
+  function onPong(this: WebSocket) {
+    connectionOf(this).pingSentAt = undefined
+  }
+  function onError(this: WebSocket, error: Error & { code?: string }) {
+    // ws has already answered an oversized frame with close 1009, without buffering it.
+    connectionOf(this).closedByPeer(
+      error.code === WS_ERR_UNSUPPORTED_MESSAGE_LENGTH ? "event_too_large" : "socket_error"
+    )
+  }
+  function onClose(this: WebSocket, code: number) {
+    const connection = connectionOf(this)
+    connection.closedByPeer(code === 1006 ? "connection_closed" : "client_close")
+    live.delete(connection)
+    if (live.size === 0) onAllClosed?.()
+  }
+
+  const attach = (socket: GatewaySocket, transport: Socket, principal: Principal): Connection => {
     const connection = new Connection(
       nextConnectionId++,
       principal,
@@ -214,31 +247,13 @@ export const make = Effect.gen(function* () {
       clock.unsafeCurrentTimeMillis(),
       onDisconnect
     )
+    socket.connection = connection
     metrics.connectionsChanged(1)
     live.add(connection)
-    socket.on("message", (data, isBinary) => {
-      // A bug must cost this connection (1011), never the process that serves all the others.
-      try {
-        ingress.onFrame(connection, data, isBinary)
-      } catch (defect) {
-        connection.close("internal_error")
-        run(Effect.logError("gateway.frame.defect", defect))
-      }
-    })
-    socket.on("pong", () => {
-      connection.pingSentAt = undefined
-    })
-    socket.on("error", (error: Error & { code?: string }) => {
-      // ws has already answered an oversized frame with close 1009, without buffering it.
-      connection.closedByPeer(
-        error.code === WS_ERR_UNSUPPORTED_MESSAGE_LENGTH ? "event_too_large" : "socket_error"
-      )
-    })
-    socket.on("close", (code) => {
-      connection.closedByPeer(code === 1006 ? "connection_closed" : "client_close")
-      live.delete(connection)
-      if (live.size === 0) onAllClosed?.()
-    })
+    socket.on("message", onMessage)
+    socket.on("pong", onPong)
+    socket.on("error", onError)
+    socket.on("close", onClose)
     return connection
   }
 
@@ -262,10 +277,13 @@ export const make = Effect.gen(function* () {
       }
       const connection = yield* Effect.async<Connection | undefined>((resume) => {
         // ws drops a socket that closed meanwhile without calling back.
-        socket.once("close", () => resume(Effect.succeed(undefined)))
-        wss.handleUpgrade(request, socket, head, (ws) =>
+        const closedFirst = () => resume(Effect.succeed(undefined))
+        socket.once("close", closedFirst)
+        wss.handleUpgrade(request, socket, head, (ws) => {
+          // Not kept for the connection's lifetime: it would retain this finished fiber.
+          socket.off("close", closedFirst)
           resume(Effect.succeed(attach(ws, socket as Socket, principal)))
-        )
+        })
       })
       if (connection === undefined) return
       // `ready` is the first text frame: it is written before any command can run.

@@ -131,9 +131,9 @@ export const make = (options: IngressOptions): Ingress => {
 
   const takeNext = (connection: Connection) =>
     Effect.sync(() => {
-      const next = connection.isOpen ? connection.pendingCommands.shift() : undefined
+      const next = connection.isOpen ? connection.pendingCommands?.shift() : undefined
       if (next === undefined) {
-        connection.pendingCommands.length = 0
+        connection.pendingCommands = undefined
         connection.commandsRunning = false
       }
       return next
@@ -160,7 +160,7 @@ export const make = (options: IngressOptions): Ingress => {
     })
 
   const schedule = (connection: Connection) => {
-    if (connection.commandsRunning || !connection.registered || connection.pendingCommands.length === 0)
+    if (connection.commandsRunning || !connection.registered || connection.pendingCommands === undefined)
       return
     connection.commandsRunning = true
     options.run(drain(connection))
@@ -181,7 +181,7 @@ export const make = (options: IngressOptions): Ingress => {
       }
       const decoded = decodeCommand(text, options.maxEventBytes)
       if (decoded._tag === "Right") {
-        connection.pendingCommands.push(decoded.right)
+        ;(connection.pendingCommands ??= []).push(decoded.right)
         schedule(connection)
         return
       }

@@ -5,7 +5,7 @@
  * disagree. Member lists are copy-on-write arrays: subscribes are rare, fanouts are hot, and a
  * fanout then loops over a plain array snapshot that later changes cannot disturb.
  */
-import { Context, Effect, HashMap, HashSet, Layer, Option, Ref } from "effect"
+import { Context, Effect, HashMap, Layer, Option, Ref } from "effect"
 import type { ChannelId, GuildId, UserId } from "../protocol/Ids.js"
 import type { Connection, ConnectionId } from "./Connection.js"
 import { GatewayConfig } from "./Config.js"
@@ -17,9 +17,10 @@ export const channelKey = (guildId: GuildId, channelId: ChannelId): ChannelKey =
 
 export interface ConnectionEntry {
   readonly connection: Connection
-  readonly channels: HashSet.HashSet<ChannelKey>
+  /** Copied on write, never mutated: a connection holds few channels and changes them rarely. */
+  readonly channels: ReadonlySet<ChannelKey>
   /** Guild -> number of this connection's channels in it (an entry exists iff the count is > 0). */
-  readonly guilds: HashMap.HashMap<GuildId, number>
+  readonly guilds: ReadonlyMap<GuildId, number>
 }
 
 export interface RegistryState {
@@ -62,6 +63,21 @@ export interface DisconnectOutcome {
   readonly userLeftGuilds: ReadonlyArray<GuildId>
 }
 
+const NO_CHANNELS: ReadonlySet<ChannelKey> = new Set()
+const NO_GUILDS: ReadonlyMap<GuildId, number> = new Map()
+
+const setWithout = <K>(set: ReadonlySet<K>, key: K): ReadonlySet<K> => {
+  const copy = new Set(set)
+  copy.delete(key)
+  return copy
+}
+
+const mapWithout = <K, V>(map: ReadonlyMap<K, V>, key: K): ReadonlyMap<K, V> => {
+  const copy = new Map(map)
+  copy.delete(key)
+  return copy
+}
+
 const without = (members: ReadonlyArray<Connection>, connection: Connection) =>
   members.filter((member) => member !== connection)
 
@@ -94,7 +110,7 @@ const userHoldsGuild = (
   return members.some((member) => {
     if (member === except) return false
     const entry = HashMap.get(state.connections, member.id)
-    return Option.isSome(entry) && HashMap.has(entry.value.guilds, guildId)
+    return Option.isSome(entry) && entry.value.guilds.has(guildId)
   })
 }
 
@@ -107,8 +123,8 @@ export const transitions = {
           ...state,
           connections: HashMap.set(state.connections, connection.id, {
             connection,
-            channels: HashSet.empty(),
-            guilds: HashMap.empty()
+            channels: NO_CHANNELS,
+            guilds: NO_GUILDS
           }),
           users: addMember(state.users, connection.userId, connection)
         },
@@ -123,14 +139,14 @@ export const transitions = {
     const entry = HashMap.get(state.connections, connection.id)
     if (Option.isNone(entry)) return [{ _tag: "NotConnected" }, state]
     const key = channelKey(guildId, channelId)
-    const heldInGuild = Option.getOrElse(HashMap.get(entry.value.guilds, guildId), () => 0)
-    if (HashSet.has(entry.value.channels, key)) {
+    const heldInGuild = entry.value.guilds.get(guildId) ?? 0
+    if (entry.value.channels.has(key)) {
       return [
         { _tag: "Subscribed", added: false, connectionJoinedGuild: false, userJoinedGuild: false },
         state
       ]
     }
-    if (HashSet.size(entry.value.channels) >= maxSubscriptions) return [{ _tag: "SubscriptionLimit" }, state]
+    if (entry.value.channels.size >= maxSubscriptions) return [{ _tag: "SubscriptionLimit" }, state]
     const connectionJoinedGuild = heldInGuild === 0
     const userJoinedGuild =
       connectionJoinedGuild && !userHoldsGuild(state, connection.userId, guildId, connection)
@@ -140,8 +156,8 @@ export const transitions = {
         ...state,
         connections: HashMap.set(state.connections, connection.id, {
           connection,
-          channels: HashSet.add(entry.value.channels, key),
-          guilds: HashMap.set(entry.value.guilds, guildId, heldInGuild + 1)
+          channels: new Set(entry.value.channels).add(key),
+          guilds: new Map(entry.value.guilds).set(guildId, heldInGuild + 1)
         }),
         channels: addMember(state.channels, key, connection),
         guilds: connectionJoinedGuild ? addMember(state.guilds, guildId, connection) : state.guilds
@@ -157,10 +173,10 @@ export const transitions = {
   ): [UnsubscribeOutcome, RegistryState] => {
     const entry = HashMap.get(state.connections, connection.id)
     const key = channelKey(guildId, channelId)
-    if (Option.isNone(entry) || !HashSet.has(entry.value.channels, key)) {
+    if (Option.isNone(entry) || !entry.value.channels.has(key)) {
       return [{ removed: false, connectionLeftGuild: false, userLeftGuild: false }, state]
     }
-    const heldInGuild = Option.getOrElse(HashMap.get(entry.value.guilds, guildId), () => 1)
+    const heldInGuild = entry.value.guilds.get(guildId) ?? 1
     const connectionLeftGuild = heldInGuild <= 1
     const userLeftGuild =
       connectionLeftGuild && !userHoldsGuild(state, connection.userId, guildId, connection)
@@ -170,10 +186,10 @@ export const transitions = {
         ...state,
         connections: HashMap.set(state.connections, connection.id, {
           connection,
-          channels: HashSet.remove(entry.value.channels, key),
+          channels: setWithout(entry.value.channels, key),
           guilds: connectionLeftGuild
-            ? HashMap.remove(entry.value.guilds, guildId)
-            : HashMap.set(entry.value.guilds, guildId, heldInGuild - 1)
+            ? mapWithout(entry.value.guilds, guildId)
+            : new Map(entry.value.guilds).set(guildId, heldInGuild - 1)
         }),
         channels: removeMember(state.channels, key, connection),
         guilds: connectionLeftGuild ? removeMember(state.guilds, guildId, connection) : state.guilds
@@ -191,12 +207,12 @@ export const transitions = {
     for (const key of entry.value.channels) channels = removeMember(channels, key, connection)
     let guilds = state.guilds
     const userLeftGuilds: Array<GuildId> = []
-    for (const guildId of HashMap.keys(entry.value.guilds)) {
+    for (const guildId of entry.value.guilds.keys()) {
       guilds = removeMember(guilds, guildId, connection)
       if (!userHoldsGuild(state, connection.userId, guildId, connection)) userLeftGuilds.push(guildId)
     }
     return [
-      { removed: true, userLeftGuilds, channels: HashSet.size(entry.value.channels) },
+      { removed: true, userLeftGuilds, channels: entry.value.channels.size },
       {
         connections: HashMap.remove(state.connections, connection.id),
         channels,
