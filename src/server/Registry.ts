@@ -57,6 +57,15 @@ export interface UnsubscribeOutcome {
   readonly userLeftGuild: boolean
 }
 
+export interface RevokeOutcome {
+  /** The user's connections that lost subscriptions. */
+  readonly connections: ReadonlyArray<Connection>
+  /** The user held the guild before (presence: offline). */
+  readonly userLeftGuild: boolean
+  /** Channel subscriptions removed. */
+  readonly channels: number
+}
+
 export interface DisconnectOutcome {
   readonly removed: boolean
   /** Guilds where the user now holds no subscription on any connection (presence: offline). */
@@ -220,6 +229,36 @@ export const transitions = {
         users: removeMember(state.users, connection.userId, connection)
       }
     ]
+  },
+
+  /** Every subscription of every connection of `userId` in `guildId` goes, in one step. */
+  revoke: (state: RegistryState, userId: UserId, guildId: GuildId): [RevokeOutcome, RegistryState] => {
+    const prefix = `${guildId}:`
+    let { channels, connections, guilds } = state
+    const affected: Array<Connection> = []
+    let removed = 0
+    for (const connection of Option.getOrElse(HashMap.get(state.users, userId), () => NONE)) {
+      const entry = HashMap.get(connections, connection.id)
+      if (Option.isNone(entry) || !entry.value.guilds.has(guildId)) continue
+      const kept = new Set<ChannelKey>()
+      for (const key of entry.value.channels) {
+        if (key.startsWith(prefix)) {
+          channels = removeMember(channels, key, connection)
+          removed++
+        } else kept.add(key)
+      }
+      connections = HashMap.set(connections, connection.id, {
+        connection,
+        channels: kept,
+        guilds: mapWithout(entry.value.guilds, guildId)
+      })
+      guilds = removeMember(guilds, guildId, connection)
+      affected.push(connection)
+    }
+    return [
+      { connections: affected, userLeftGuild: affected.length > 0, channels: removed },
+      affected.length === 0 ? state : { connections, channels, guilds, users: state.users }
+    ]
   }
 }
 
@@ -237,6 +276,8 @@ export interface SubscriptionRegistryShape {
     guildId: GuildId,
     channelId: ChannelId
   ) => Effect.Effect<UnsubscribeOutcome>
+  /** Removes every subscription the user's connections hold in the guild, in one update (revocation). */
+  readonly revoke: (userId: UserId, guildId: GuildId) => Effect.Effect<RevokeOutcome>
   /** Removes the connection from every index in one update. */
   readonly unregister: (connection: Connection) => Effect.Effect<DisconnectOutcome>
   /** Index lookups (never scans): the recipients of a channel, guild or user broadcast. */
@@ -287,6 +328,11 @@ export const make = Effect.gen(function* () {
           metrics.subscriptionsChanged(-channels)
           return outcome
         }
+      ),
+    revoke: (userId, guildId) =>
+      Effect.tap(
+        Ref.modify(ref, (state) => transitions.revoke(state, userId, guildId)),
+        (outcome) => metrics.subscriptionsChanged(-outcome.channels)
       ),
     channelMembers: (guildId, channelId) => lookup((state) => state.channels, channelKey(guildId, channelId)),
     guildMembers: (guildId) => lookup((state) => state.guilds, guildId),

@@ -27,6 +27,7 @@ const connections: ReadonlyArray<Connection> = Array.from(
 
 type Op =
   | { readonly op: "connect" | "disconnect"; readonly conn: number }
+  | { readonly op: "revoke"; readonly user: number; readonly guild: number }
   | {
       readonly op: "subscribe" | "unsubscribe"
       readonly conn: number
@@ -35,6 +36,11 @@ type Op =
     }
 
 const opArb: fc.Arbitrary<Op> = fc.oneof(
+  fc.record({
+    op: fc.constant("revoke" as const),
+    user: fc.nat(USERS.length - 1),
+    guild: fc.nat(GUILDS.length - 1)
+  }),
   fc.record({
     op: fc.constantFrom("connect" as const, "disconnect" as const),
     conn: fc.nat(CONNECTIONS - 1)
@@ -110,6 +116,23 @@ describe("SubscriptionRegistry", () => {
               const registry = yield* Registry.SubscriptionRegistry
               const model: Model = new Map()
               for (const step of ops) {
+                if (step.op === "revoke") {
+                  const [user, guild] = [USERS[step.user]!, GUILDS[step.guild]!]
+                  const holders = [...model].filter(
+                    ([id, keys]) =>
+                      connections[id]!.userId === user && [...keys].some((key) => key.startsWith(`${guild}:`))
+                  )
+                  const outcome = yield* registry.revoke(user, guild)
+                  expect(outcome.connections.map((c) => c.id).sort()).toEqual(
+                    holders.map(([id]) => id).sort()
+                  )
+                  expect(outcome.userLeftGuild).toBe(holders.length > 0)
+                  for (const [, keys] of holders) {
+                    for (const key of [...keys]) if (key.startsWith(`${guild}:`)) keys.delete(key)
+                  }
+                  expectAgrees(yield* registry.state, model)
+                  continue
+                }
                 const connection = connections[step.conn]!
                 switch (step.op) {
                   case "connect":
