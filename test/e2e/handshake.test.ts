@@ -24,6 +24,25 @@ describe("handshake", () => {
     })
   )
 
+  it.scoped(
+    "a subscribe sent the moment the socket opens (as the web client does) is acked after ready",
+    () =>
+      Effect.gen(function* () {
+        const gateway = yield* startGateway()
+        const [user, guild, channel] = [newId(), newId(), newId()]
+        const token = yield* gateway.token({ userId: user, guilds: { [guild]: [channel] } })
+        const client = yield* gateway.connect(token)
+        // Sent from the open callback's turn: before the test could have seen `ready`.
+        client.send({ v: 1, t: "subscribe", d: { guild_id: guild, channel_id: channel } })
+        expect((yield* client.next()).t).toBe("ready")
+        expect(yield* client.next()).toEqual({
+          v: 1,
+          t: "subscribed",
+          d: { guild_id: guild, channel_id: channel }
+        })
+      })
+  )
+
   it.scoped("token via Authorization: Bearer when no access_token query parameter", () =>
     Effect.gen(function* () {
       const gateway = yield* startGateway()
