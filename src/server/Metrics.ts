@@ -95,7 +95,24 @@ const FAMILIES = [
 type FamilyName = (typeof FAMILIES)[number]["name"]
 
 const counter = (name: FamilyName) => Metric.counter(name, { incremental: true })
-const label = MetricLabel.make
+
+/**
+ * Label sets by value, built once: Effect resolves a metric's series by the identity of the label
+ * array, so a reused array makes recording a map lookup instead of hashing a new key. The value sets
+ * are closed (see the module comment), so the cache is bounded.
+ */
+const labelSets = <const Names extends ReadonlyArray<string>>(...names: Names) => {
+  const cache = new Map<string, ReadonlyArray<MetricLabel.MetricLabel>>()
+  return (...values: { readonly [K in keyof Names]: string }): ReadonlyArray<MetricLabel.MetricLabel> => {
+    const key = values.join("\u0000")
+    let labels = cache.get(key)
+    if (labels === undefined) {
+      labels = names.map((name, i) => MetricLabel.make(name, values[i]!))
+      cache.set(key, labels)
+    }
+    return labels
+  }
+}
 
 export interface GatewayMetricsShape {
   readonly emitted: (scope: DeliveryScope, eventType: string, count: number) => void
@@ -198,34 +215,29 @@ export const make = (): GatewayMetricsShape => {
   const connections = Metric.gauge("filament_gateway_connections")
   const subscriptions = Metric.gauge("filament_gateway_subscriptions")
   const fanoutDuration = Metric.histogram("filament_gateway_fanout_duration_seconds", FANOUT_BOUNDARIES)
+  const scopeType = labelSets("scope", "event_type")
+  const scopeTypeReason = labelSets("scope", "event_type", "reason")
+  const scopeReason = labelSets("scope", "reason")
+  const reason = labelSets("reason")
+  const scope = labelSets("scope")
   return {
-    emitted: (scope, eventType, count) => {
-      if (count > 0) emitted.unsafeModify(count, [label("scope", scope), label("event_type", eventType)])
+    emitted: (eventScope, eventType, count) => {
+      if (count > 0) emitted.unsafeModify(count, scopeType(eventScope, eventType))
     },
-    dropped: (scope, eventType, reason, count = 1) => {
-      if (count > 0) {
-        dropped.unsafeModify(count, [
-          label("scope", scope),
-          label("event_type", eventType),
-          label("reason", reason)
-        ])
-      }
+    dropped: (eventScope, eventType, why, count = 1) => {
+      if (count > 0) dropped.unsafeModify(count, scopeTypeReason(eventScope, eventType, why))
     },
     unknownReceived: (eventType) =>
-      unknownReceived.unsafeModify(1, [
-        label("scope", "ingress"),
-        label("event_type", ingressEventLabel(eventType))
-      ]),
-    parseRejected: (reason) =>
-      parseRejected.unsafeModify(1, [label("scope", "ingress"), label("reason", reason)]),
-    disconnect: (reason) => disconnects.unsafeModify(1, [label("reason", reason)]),
-    authFailure: (reason) => authFailures.unsafeModify(1, [label("reason", reason)]),
-    voiceSyncRepair: (reason) => voiceSyncRepairs.unsafeModify(1, [label("reason", reason)]),
-    connectionRejected: (reason) => connectionsRejected.unsafeModify(1, [label("reason", reason)]),
-    subscribeRejected: (reason) => subscribeRejected.unsafeModify(1, [label("reason", reason)]),
+      unknownReceived.unsafeModify(1, scopeType("ingress", ingressEventLabel(eventType))),
+    parseRejected: (why) => parseRejected.unsafeModify(1, scopeReason("ingress", why)),
+    disconnect: (why) => disconnects.unsafeModify(1, reason(why)),
+    authFailure: (why) => authFailures.unsafeModify(1, reason(why)),
+    voiceSyncRepair: (why) => voiceSyncRepairs.unsafeModify(1, reason(why)),
+    connectionRejected: (why) => connectionsRejected.unsafeModify(1, reason(why)),
+    subscribeRejected: (why) => subscribeRejected.unsafeModify(1, reason(why)),
     connectionsChanged: (delta) => connections.unsafeModify(delta, []),
     subscriptionsChanged: (delta) => subscriptions.unsafeModify(delta, []),
-    fanoutDuration: (scope, seconds) => fanoutDuration.unsafeUpdate(seconds, [label("scope", scope)]),
+    fanoutDuration: (eventScope, seconds) => fanoutDuration.unsafeUpdate(seconds, scope(eventScope)),
     render: () => renderPrometheus(Metric.unsafeSnapshot())
   }
 }
