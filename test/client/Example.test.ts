@@ -24,11 +24,15 @@ describe("docs/CLIENT.md quick start", () => {
     await peer.stop()
   })
 
-  it("is example.ts verbatim, but for the package import", () => {
-    const doc = /## Quick start[\s\S]*?```ts\n([\s\S]*?)```/.exec(read("../../docs/CLIENT.md"))?.[1]
+  it("is example.ts verbatim, but for the package import, in docs/CLIENT.md and the README", () => {
     const example = read("./example.ts")
-    const body = example.slice(example.indexOf("import {"), example.indexOf("// end of quick start"))
-    expect(doc).toBe(body.replace('"../../src/client/index.js"', '"filament-gateway/client"'))
+    const body = example
+      .slice(example.indexOf("import {"), example.indexOf("// end of quick start"))
+      .replace('"../../src/client/index.js"', '"filament-gateway/client"')
+    const quickStart = /## Quick start[\s\S]*?```ts\n([\s\S]*?)```/.exec(read("../../docs/CLIENT.md"))?.[1]
+    const readme = /## Client[\s\S]*?```ts\n([\s\S]*?)```/.exec(read("../../README.md"))?.[1]
+    expect(quickStart).toBe(body)
+    expect(readme).toBe(body)
   })
 
   it("connects, subscribes and logs dispatched events when run", async () => {
