@@ -6,6 +6,7 @@
 import { randomBytes } from "node:crypto"
 import { Config, ConfigError, Context, Duration, Effect, Either, Layer, Option, Redacted } from "effect"
 import { MAX_EVENT_BYTES } from "../protocol/Envelope.js"
+import { parseCidrs, type Cidr } from "./HttpLimits.js"
 
 export interface GatewayConfigShape {
   readonly host: string
@@ -34,6 +35,16 @@ export interface GatewayConfigShape {
   readonly maxPublishUsers: number
   /** Bound on a close handshake and on the shutdown flush. */
   readonly closeGrace: Duration.Duration
+  /** Time a request (upgrade or HTTP, headers and body) may take to arrive before 408. */
+  readonly requestTimeout: Duration.Duration
+  /** Upgrades plus publish calls per client IP per minute (token bucket); 0 = no limit. */
+  readonly rateLimitPerMinute: number
+  /** Open gateway connections per client IP; 0 = no cap. */
+  readonly maxConnectionsPerIp: number
+  /** Peers whose `cf-connecting-ip` / `x-forwarded-for` is believed for the client IP. */
+  readonly trustedProxies: ReadonlyArray<Cidr>
+  /** Access tokens longer than this are refused before verification. */
+  readonly maxTokenBytes: number
 }
 
 export class GatewayConfig extends Context.Tag("filament/GatewayConfig")<
@@ -47,6 +58,15 @@ const positiveInt = (key: string, fallback: number, max = Number.MAX_SAFE_INTEGE
     Config.validate({
       message: `${key} must be ${max === Number.MAX_SAFE_INTEGER ? "a positive integer" : `an integer between 1 and ${max}`}`,
       validation: (value) => value >= 1 && value <= max
+    })
+  )
+
+const nonNegativeInt = (key: string, fallback: number) =>
+  Config.integer(key).pipe(
+    Config.withDefault(fallback),
+    Config.validate({
+      message: `${key} must be 0 (off) or a positive integer`,
+      validation: (value) => value >= 0
     })
   )
 
@@ -99,7 +119,25 @@ export const config: Config.Config<GatewayConfigShape> = Config.all({
   maxConnectionsPerUser: positiveInt("GATEWAY_MAX_CONNECTIONS_PER_USER", 32),
   maxPublishBodyBytes: positiveInt("GATEWAY_MAX_PUBLISH_BODY_BYTES", 262_144),
   maxPublishUsers: positiveInt("GATEWAY_MAX_PUBLISH_USERS", 10_000),
-  closeGrace: seconds("GATEWAY_CLOSE_GRACE_SECS", 5)
+  closeGrace: seconds("GATEWAY_CLOSE_GRACE_SECS", 5),
+  requestTimeout: seconds("GATEWAY_REQUEST_TIMEOUT_SECS", 10),
+  rateLimitPerMinute: nonNegativeInt("GATEWAY_RATE_LIMIT_REQUESTS_PER_MINUTE", 0),
+  maxConnectionsPerIp: nonNegativeInt("GATEWAY_MAX_CONNECTIONS_PER_IP", 0),
+  trustedProxies: Config.string("GATEWAY_TRUSTED_PROXY_CIDRS").pipe(
+    Config.withDefault(""),
+    Config.mapOrFail((text) => {
+      const parsed = parseCidrs(text)
+      return parsed.ok
+        ? Either.right(parsed.cidrs)
+        : Either.left(
+            ConfigError.InvalidData(
+              ["GATEWAY_TRUSTED_PROXY_CIDRS"],
+              `GATEWAY_TRUSTED_PROXY_CIDRS: "${parsed.entry}" is not an IP address or CIDR block`
+            )
+          )
+    })
+  ),
+  maxTokenBytes: positiveInt("GATEWAY_MAX_TOKEN_BYTES", 4096)
 }).pipe(
   Config.mapOrFail(({ jwtSecret, publishKey, ...rest }) => {
     // Outside dev mode the publish key must be configured: a generated key nobody knows locks the API.

@@ -19,6 +19,7 @@ import * as Auth from "./Auth.js"
 import { TokenVerifier, type Principal } from "./Auth.js"
 import { GatewayConfig } from "./Config.js"
 import { Connection, type DisconnectReason } from "./Connection.js"
+import { Unauthorized } from "./Errors.js"
 import * as Fanout from "./Fanout.js"
 import * as FollowUps from "./FollowUps.js"
 import { SubscriptionFollowUps, type Publisher, type RoutedEvent, type UserEvent } from "./FollowUps.js"
@@ -263,7 +264,13 @@ export const make = Effect.gen(function* () {
         metrics.connectionRejected("shutting_down")
         return refuseUpgrade(socket, 503, "shutting_down")
       }
-      const verified = yield* Effect.either(verifier.verify(accessToken(request)))
+      const token = accessToken(request)
+      // Bounded before any verifier sees it: a huge token costs nothing but this comparison.
+      const verified = yield* Effect.either(
+        token.length > config.maxTokenBytes
+          ? new Unauthorized({ reason: "invalid_token", detail: "token over GATEWAY_MAX_TOKEN_BYTES" })
+          : verifier.verify(token)
+      )
       if (verified._tag === "Left") {
         metrics.authFailure("unauthorized")
         yield* Effect.logDebug(`gateway.auth.rejected: ${verified.left.reason}`)

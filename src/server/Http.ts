@@ -9,7 +9,7 @@ import { createServer, type Server } from "node:http"
 import type { AddressInfo } from "node:net"
 import { HttpIncomingMessage, HttpRouter, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { NodeHttpServer } from "@effect/platform-node"
-import { Context, Effect, Either, Layer, Option, ParseResult, Redacted, Schema } from "effect"
+import { Context, Duration, Effect, Either, Layer, Option, ParseResult, Redacted, Schema } from "effect"
 import { decodePayload, type EventDefinition } from "../protocol/EventDefinition.js"
 import { ingress, UserId } from "../protocol/Ids.js"
 import { Manifest } from "../protocol/Manifest.js"
@@ -17,9 +17,11 @@ import { GatewayConfig } from "./Config.js"
 import { PublishRejected } from "./Errors.js"
 import type { RoutedEvent, UserEvent } from "./FollowUps.js"
 import { Gateway } from "./Gateway.js"
+import * as HttpLimits from "./HttpLimits.js"
 import { GatewayMetrics, PROMETHEUS_CONTENT_TYPE } from "./Metrics.js"
 
 export const GATEWAY_PATH = "/gateway/ws"
+const PUBLISH_PATH = "/v1/publish"
 
 const PublishBody = Schema.Struct({
   t: Schema.String,
@@ -90,12 +92,25 @@ const publish = Effect.gen(function* () {
     metrics.authFailure("unauthorized")
     return jsonResponse(401, { error: "invalid_credentials" })
   }
-  const declared = Number(request.headers["content-length"] ?? "0")
-  if (declared > config.maxPublishBodyBytes) return jsonResponse(413, { error: "payload_too_large" })
+  // A body must declare its length (Node holds it to that), so the cap is decided before reading:
+  // refusing a body midway (chunked) would have to reset the connection instead of answering 413.
+  const length = request.headers["content-length"]
+  if (length === undefined && request.headers["transfer-encoding"] !== undefined) {
+    metrics.httpRejected("publish", "length_required")
+    return jsonResponse(411, { error: "length_required" })
+  }
+  const declared = Number(length ?? "0")
+  if (declared > config.maxPublishBodyBytes) {
+    metrics.httpRejected("publish", "body_too_large")
+    return jsonResponse(413, { error: "payload_too_large" })
+  }
   const text = yield* Effect.either(
     HttpIncomingMessage.withMaxBodySize(request.text, Option.some(config.maxPublishBodyBytes))
   )
-  if (Either.isLeft(text)) return jsonResponse(413, { error: "payload_too_large" })
+  // The declared length is within the cap; a body that never completes is the request timeout's
+  // (already answered 408 and counted).
+  if (Either.isLeft(text))
+    return jsonResponse(400, { error: "invalid_event", detail: "the request body could not be read" })
   let json: unknown
   try {
     json = JSON.parse(text.right)
@@ -125,7 +140,7 @@ const publish = Effect.gen(function* () {
 
 /** The gateway's HTTP routes as an `HttpApp` (the WebSocket upgrade itself is `Gateway.handleUpgrade`). */
 export const httpApp = HttpRouter.empty.pipe(
-  HttpRouter.post("/v1/publish", publish),
+  HttpRouter.post(PUBLISH_PATH, publish),
   HttpRouter.get(
     "/metrics",
     Effect.map(GatewayMetrics, (metrics) =>
@@ -148,6 +163,8 @@ export const httpApp = HttpRouter.empty.pipe(
 export interface GatewayServerShape {
   readonly host: string
   readonly port: number
+  /** The HTTP-layer limits' state (per-IP buckets and connection counts). */
+  readonly limits: HttpLimits.HttpLimits
 }
 
 /** The listening standalone server (its bound address; port 0 resolves here). */
@@ -169,9 +186,27 @@ const listen = (server: Server, host: string, port: number) =>
 export const make = Effect.gen(function* () {
   const config = yield* GatewayConfig
   const gateway = yield* Gateway
+  const metrics = yield* GatewayMetrics
+  const clock = yield* Effect.clock
   const handler = yield* NodeHttpServer.makeHandler(httpApp)
+  const limits = HttpLimits.make({
+    requestsPerMinute: config.rateLimitPerMinute,
+    maxConnectionsPerIp: config.maxConnectionsPerIp,
+    trustedProxies: config.trustedProxies,
+    metrics,
+    now: () => clock.unsafeCurrentTimeMillis()
+  })
+  const requestTimeout = Duration.toMillis(config.requestTimeout)
   const server = yield* Effect.acquireRelease(
-    Effect.sync(() => createServer()),
+    Effect.sync(() =>
+      createServer({
+        // Node's own 408 machinery: headers and body must both arrive within the timeout (checked
+        // every quarter of it, at most every second); upgraded sockets are out of its reach.
+        requestTimeout,
+        headersTimeout: requestTimeout,
+        connectionsCheckingInterval: Math.max(10, Math.min(1000, Math.floor(requestTimeout / 4)))
+      })
+    ),
     // Stop listening at once; upgraded sockets are the Gateway's to drain, idle HTTP ones go now.
     (server) =>
       Effect.sync(() => {
@@ -179,16 +214,26 @@ export const make = Effect.gen(function* () {
         server.closeAllConnections()
       })
   )
-  server.on("request", handler)
+  server.on("request", (request, response) => {
+    if (request.method === "POST" && request.url?.startsWith(PUBLISH_PATH) === true) {
+      limits.track(request, "publish")
+      if (!limits.admitPublish(request, response)) return
+    }
+    handler(request, response)
+  })
+  server.on("clientError", limits.onClientError)
   server.on("upgrade", (request, socket, head) => {
     const path = new URL(request.url ?? "/", "http://gateway.invalid").pathname
-    if (path === GATEWAY_PATH) return gateway.handleUpgrade(request, socket, head)
+    if (path === GATEWAY_PATH) {
+      if (!limits.admitUpgrade(request, socket)) return
+      return gateway.handleUpgrade(request, socket, head)
+    }
     socket.on("error", () => socket.destroy())
     socket.end("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
   })
   yield* listen(server, config.host, config.port)
   const address = server.address() as AddressInfo
-  return { host: address.address, port: address.port }
+  return { host: address.address, port: address.port, limits }
 })
 
 /** The standalone HTTP + WebSocket server on `GATEWAY_HOST`:`GATEWAY_PORT`. */

@@ -23,6 +23,10 @@ export type ParseRejectReason =
 export type AuthFailureReason = "unauthorized" | "forbidden"
 export type ConnectionRejectReason = "too_many_connections" | "shutting_down"
 export type SubscribeRejectReason = "forbidden" | "subscription_limit"
+/** Where an HTTP-layer refusal happened; `other` when the request never named its path in time. */
+export type HttpSurface = "upgrade" | "publish" | "other"
+export type HttpRejectReason =
+  "request_timeout" | "rate_limited" | "ip_connection_limit" | "body_too_large" | "length_required"
 
 /** The label every ingress `t` outside the protocol's own names is counted under. */
 export const OTHER_EVENT_TYPE = "other"
@@ -83,6 +87,11 @@ const FAMILIES = [
     help: "Subscribe commands refused with the connection kept.",
     type: "counter"
   },
+  {
+    name: "filament_gateway_http_rejected_total",
+    help: "HTTP requests refused by the HTTP-layer limits.",
+    type: "counter"
+  },
   { name: "filament_gateway_connections", help: "Open gateway connections.", type: "gauge" },
   { name: "filament_gateway_subscriptions", help: "Channel subscriptions held.", type: "gauge" },
   {
@@ -125,6 +134,7 @@ export interface GatewayMetricsShape {
   readonly voiceSyncRepair: (reason: "subscribe") => void
   readonly connectionRejected: (reason: ConnectionRejectReason) => void
   readonly subscribeRejected: (reason: SubscribeRejectReason) => void
+  readonly httpRejected: (surface: HttpSurface, reason: HttpRejectReason) => void
   readonly connectionsChanged: (delta: number) => void
   readonly subscriptionsChanged: (delta: number) => void
   readonly fanoutDuration: (scope: DeliveryScope, seconds: number) => void
@@ -212,12 +222,14 @@ export const make = (): GatewayMetricsShape => {
   const voiceSyncRepairs = counter("filament_voice_sync_repairs_total")
   const connectionsRejected = counter("filament_gateway_connections_rejected_total")
   const subscribeRejected = counter("filament_gateway_subscribe_rejected_total")
+  const httpRejected = counter("filament_gateway_http_rejected_total")
   const connections = Metric.gauge("filament_gateway_connections")
   const subscriptions = Metric.gauge("filament_gateway_subscriptions")
   const fanoutDuration = Metric.histogram("filament_gateway_fanout_duration_seconds", FANOUT_BOUNDARIES)
   const scopeType = labelSets("scope", "event_type")
   const scopeTypeReason = labelSets("scope", "event_type", "reason")
   const scopeReason = labelSets("scope", "reason")
+  const surfaceReason = labelSets("surface", "reason")
   const reason = labelSets("reason")
   const scope = labelSets("scope")
   return {
@@ -235,6 +247,7 @@ export const make = (): GatewayMetricsShape => {
     voiceSyncRepair: (why) => voiceSyncRepairs.unsafeModify(1, reason(why)),
     connectionRejected: (why) => connectionsRejected.unsafeModify(1, reason(why)),
     subscribeRejected: (why) => subscribeRejected.unsafeModify(1, reason(why)),
+    httpRejected: (surface, why) => httpRejected.unsafeModify(1, surfaceReason(surface, why)),
     connectionsChanged: (delta) => connections.unsafeModify(delta, []),
     subscriptionsChanged: (delta) => subscriptions.unsafeModify(delta, []),
     fanoutDuration: (eventScope, seconds) => fanoutDuration.unsafeUpdate(seconds, scope(eventScope)),

@@ -130,6 +130,7 @@ export class TestClient {
 
 export interface Harness {
   readonly port: number
+  readonly server: Http.GatewayServerShape
   readonly config: GatewayConfigShape
   readonly gateway: Gateway.GatewayShape
   readonly registry: Context.Tag.Service<typeof SubscriptionRegistry>
@@ -264,6 +265,7 @@ export const startGateway = <HostServices = never>(
 
     const harness: Harness = {
       port: server.port,
+      server,
       config,
       gateway,
       registry,
