@@ -6,6 +6,7 @@
 import { randomBytes } from "node:crypto"
 import { Config, ConfigError, Context, Duration, Effect, Either, Layer, Option, Redacted } from "effect"
 import { MAX_EVENT_BYTES } from "../protocol/Envelope.js"
+import { MAX_PRESENCE_SYNC_USER_IDS, MAX_VOICE_PARTICIPANTS } from "../protocol/Shapes.js"
 import { parseCidrs, type Cidr } from "./HttpLimits.js"
 
 export interface GatewayConfigShape {
@@ -45,6 +46,18 @@ export interface GatewayConfigShape {
   readonly trustedProxies: ReadonlyArray<Cidr>
   /** Access tokens longer than this are refused before verification. */
   readonly maxTokenBytes: number
+  /** Ids per `presence_sync` (the contract's 1024 at most); above it the snapshot is truncated. */
+  readonly presenceSyncMaxUsers: number
+  /** Voice channels the participant projection tracks; a join into one more is refused. */
+  readonly maxVoiceChannels: number
+  /** Participants per tracked voice channel (the contract's 512 at most); one more is refused. */
+  readonly maxVoiceParticipantsPerChannel: number
+  /** A voice participant expires this long after its last join or update. */
+  readonly voiceParticipantLifetime: Duration.Duration
+  /** How often the single voice expiry sweep runs. */
+  readonly voiceSweep: Duration.Duration
+  /** Migration window: also emit the deprecated `workspace_channel_override_update` (legacy first). */
+  readonly dualEmitLegacyOverride: boolean
 }
 
 export class GatewayConfig extends Context.Tag("filament/GatewayConfig")<
@@ -137,7 +150,21 @@ export const config: Config.Config<GatewayConfigShape> = Config.all({
           )
     })
   ),
-  maxTokenBytes: positiveInt("GATEWAY_MAX_TOKEN_BYTES", 4096)
+  maxTokenBytes: positiveInt("GATEWAY_MAX_TOKEN_BYTES", 4096),
+  presenceSyncMaxUsers: positiveInt(
+    "GATEWAY_PRESENCE_SYNC_MAX_USERS",
+    MAX_PRESENCE_SYNC_USER_IDS,
+    MAX_PRESENCE_SYNC_USER_IDS
+  ),
+  maxVoiceChannels: positiveInt("GATEWAY_MAX_VOICE_CHANNELS", 1024),
+  maxVoiceParticipantsPerChannel: positiveInt(
+    "GATEWAY_MAX_VOICE_PARTICIPANTS_PER_CHANNEL",
+    MAX_VOICE_PARTICIPANTS,
+    MAX_VOICE_PARTICIPANTS
+  ),
+  voiceParticipantLifetime: seconds("GATEWAY_VOICE_PARTICIPANT_TTL_SECS", 300),
+  voiceSweep: seconds("GATEWAY_VOICE_SWEEP_SECS", 15),
+  dualEmitLegacyOverride: Config.boolean("GATEWAY_DUAL_EMIT_LEGACY_OVERRIDE").pipe(Config.withDefault(false))
 }).pipe(
   Config.mapOrFail(({ jwtSecret, publishKey, ...rest }) => {
     // Outside dev mode the publish key must be configured: a generated key nobody knows locks the API.

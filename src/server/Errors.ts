@@ -38,3 +38,23 @@ export class PublishRejected extends Data.TaggedError("PublishRejected")<{
   readonly reason: "invalid_event"
   readonly detail: string
 }> {}
+
+/**
+ * The gateway refuses to deliver a published event because it would take a bounded projection over
+ * its cap (a `voice_participant_join` over the tracked voice channels or participants per channel).
+ * Nothing is delivered; the publish API answers 409.
+ */
+export class PublishRefused extends Data.TaggedError("PublishRefused")<{
+  readonly reason: "voice_channel_limit" | "voice_participant_limit"
+  readonly limit: number
+  readonly detail: string
+}> {}
+
+/** Why a publish delivered nothing. */
+export type PublishError = OutboundError | PublishRefused
+
+/** The cluster bus (Redis) could not be reached within its timeout at startup. */
+export class BusUnavailable extends Data.TaggedError("BusUnavailable")<{
+  readonly reason: "bus_unavailable"
+  readonly detail: string
+}> {}

@@ -7,7 +7,7 @@ import { Context, Effect, Layer } from "effect"
 import type { EventDefinition, PayloadOf } from "../protocol/EventDefinition.js"
 import type { ChannelId, GuildId, UserId } from "../protocol/Ids.js"
 import type { Connection, DeliveryResult, DisconnectReason } from "./Connection.js"
-import type { OutboundError } from "./Errors.js"
+import type { OutboundError, PublishError, PublishRefused } from "./Errors.js"
 import type { DisconnectOutcome, SubscribeOutcome, UnsubscribeOutcome } from "./Registry.js"
 
 // `any` payloads: EventDefinition is invariant in its schema types; the payload type is recovered with PayloadOf.
@@ -21,20 +21,25 @@ export type ConnectionEvent = EventDefinition<string, any, any, "connection">
 export interface Publisher {
   /**
    * Channel events go to `d.guild_id` + `d.channel_id`, guild events to `d.guild_id`. Succeeds with
-   * the number of local connections the frame was delivered to (written or queued).
+   * the number of local connections the frame was delivered to (written or queued). Fails, with
+   * nothing delivered, when the frame cannot be built or a follow-up refuses the event.
    */
   readonly publish: <E extends RoutedEvent>(
     event: E,
     payload: PayloadOf<E>
-  ) => Effect.Effect<number, OutboundError>
+  ) => Effect.Effect<number, PublishError>
   /** A user-scoped event to every connection of each listed user (duplicates ignored). */
   readonly publishToUsers: <E extends UserEvent>(
     event: E,
     payload: PayloadOf<E>,
     userIds: Iterable<UserId>
-  ) => Effect.Effect<number, OutboundError>
-  /** A connection-scoped event to one connection. */
-  readonly send: <E extends ConnectionEvent>(
+  ) => Effect.Effect<number, PublishError>
+  /**
+   * An event to one connection: the connection-scoped ones, and the snapshots the manifest files
+   * under their guild / channel but that only the subscribing connection receives (`presence_sync`,
+   * `voice_participant_sync`). Counted under `scope="connection"`.
+   */
+  readonly send: <E extends EventDefinition>(
     connection: Connection,
     event: E,
     payload: PayloadOf<E>
@@ -67,8 +72,20 @@ export interface SubscriptionFollowUpsShape {
   ) => Effect.Effect<void>
   /** After a closed connection left every index (the one cleanup path). */
   readonly disconnected: (change: Disconnected, publisher: Publisher) => Effect.Effect<void>
+  /**
+   * After a routed or user event's frame was built, before it is delivered: may publish events that
+   * must arrive first (dual emit: the legacy event) or refuse the event (voice caps), in which case
+   * nobody receives it.
+   */
+  readonly publishing: (
+    event: EventDefinition,
+    payload: unknown,
+    publisher: Publisher
+  ) => Effect.Effect<void, PublishRefused>
   /** After a routed or user event was delivered (revocation). */
   readonly published: (event: EventDefinition, payload: unknown, publisher: Publisher) => Effect.Effect<void>
+  /** Background work (the voice expiry sweep), forked once in the gateway's scope. */
+  readonly start: (publisher: Publisher) => Effect.Effect<void>
 }
 
 export class SubscriptionFollowUps extends Context.Tag("filament/SubscriptionFollowUps")<
@@ -81,7 +98,9 @@ export const none: SubscriptionFollowUpsShape = {
   afterAck: () => Effect.void,
   unsubscribed: () => Effect.void,
   disconnected: () => Effect.void,
-  published: () => Effect.void
+  publishing: () => Effect.void,
+  published: () => Effect.void,
+  start: () => Effect.void
 }
 
 export const layerNone: Layer.Layer<SubscriptionFollowUps> = Layer.succeed(SubscriptionFollowUps, none)

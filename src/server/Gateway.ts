@@ -10,7 +10,7 @@ import type { Socket } from "node:net"
 import type { Duplex } from "node:stream"
 import { Clock, Context, Duration, Effect, FiberSet, Layer, Schedule } from "effect"
 import { WebSocket, WebSocketServer, type RawData, type ServerOptions } from "ws"
-import type { PayloadOf } from "../protocol/EventDefinition.js"
+import type { EventDefinition, PayloadOf } from "../protocol/EventDefinition.js"
 import { Ready } from "../protocol/events/connection.js"
 import type { ChannelId, GuildId } from "../protocol/Ids.js"
 import { AccessPolicy } from "./Access.js"
@@ -21,8 +21,8 @@ import { GatewayConfig } from "./Config.js"
 import { Connection, type DisconnectReason } from "./Connection.js"
 import { Unauthorized } from "./Errors.js"
 import * as Fanout from "./Fanout.js"
-import * as FollowUps from "./FollowUps.js"
-import { SubscriptionFollowUps, type Publisher, type RoutedEvent, type UserEvent } from "./FollowUps.js"
+import * as ChatFollowUps from "./ChatFollowUps.js"
+import { SubscriptionFollowUps, type Publisher } from "./FollowUps.js"
 import * as Ingress from "./Ingress.js"
 import { MessageHandler } from "./Messages.js"
 import * as Messages from "./Messages.js"
@@ -30,7 +30,9 @@ import { GatewayMetrics } from "./Metrics.js"
 import * as Metrics from "./Metrics.js"
 import * as Outbound from "./Outbound.js"
 import { SubscriptionRegistry } from "./Registry.js"
+import * as Presence from "./Presence.js"
 import * as Registry from "./Registry.js"
+import * as Voice from "./Voice.js"
 
 export interface GatewayShape extends Publisher {
   /**
@@ -119,10 +121,7 @@ export const make = Effect.gen(function* () {
   let nextConnectionId = 1
 
   /** Encodes once; an unbuildable frame is counted and logged, never delivered, never thrown. */
-  const build = <E extends RoutedEvent | UserEvent | FollowUps.ConnectionEvent>(
-    event: E,
-    payload: PayloadOf<E>
-  ) =>
+  const build = <E extends EventDefinition>(event: E, payload: PayloadOf<E>) =>
     Outbound.encode(event, payload, maxBytes).pipe(
       Effect.tapError((error) =>
         Effect.zipRight(
@@ -141,6 +140,7 @@ export const make = Effect.gen(function* () {
     publish: (event, payload) =>
       Effect.gen(function* () {
         const frame = yield* build(event, payload)
+        yield* followUps.publishing(event, payload, publisher)
         // Every channel / guild event carries its routing ids (the manifest's scope contract).
         const target = payload as unknown as { readonly guild_id: GuildId; readonly channel_id: ChannelId }
         const recipients =
@@ -154,6 +154,7 @@ export const make = Effect.gen(function* () {
     publishToUsers: (event, payload, userIds) =>
       Effect.gen(function* () {
         const frame = yield* build(event, payload)
+        yield* followUps.publishing(event, payload, publisher)
         // A connection belongs to one user: the users' member lists are disjoint, one loop serves all.
         const recipients: Array<Connection> = []
         for (const userId of new Set(userIds)) recipients.push(...(yield* registry.userMembers(userId)))
@@ -334,6 +335,8 @@ export const make = Effect.gen(function* () {
       Schedule.spaced(config.heartbeatSweep)
     )
   )
+  // The follow-ups' own background work (the voice expiry sweep) lives as long as the gateway.
+  yield* Effect.forkScoped(followUps.start(publisher))
 
   const allClosed = Effect.async<void>((resume) => {
     if (live.size === 0) return resume(Effect.void)
@@ -373,13 +376,18 @@ export const make = Effect.gen(function* () {
  */
 export const layer = Layer.scoped(Gateway, make)
 
-/** The default services: JWT verifier, claims policy, plain-text messages, no follow-ups. */
+/**
+ * The default services: JWT verifier, claims policy, plain-text messages, and the chat follow-ups
+ * (presence, voice snapshots, revocation, dual emit) over in-memory `Presence` / `VoiceParticipants`.
+ */
 export const layerDefaults = Layer.mergeAll(
   Auth.layerJwt,
   Access.layerClaims,
   Messages.layerPlainText,
-  FollowUps.layerNone,
-  Registry.layer.pipe(Layer.provideMerge(Metrics.layer))
+  ChatFollowUps.layer.pipe(
+    Layer.provideMerge(Layer.mergeAll(Presence.layerMemory, Voice.layerMemory, Registry.layer)),
+    Layer.provideMerge(Metrics.layer)
+  )
 )
 
 /** Gateway + default services; provide a `GatewayConfig` (e.g. `Config.layer`). */

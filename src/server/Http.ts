@@ -133,7 +133,9 @@ const publish = Effect.gen(function* () {
           jsonResponse(413, { error: "event_too_large", bytes: error.bytes, max_bytes: error.maxBytes })
         ),
       SerializeError: (error) =>
-        Effect.succeed(jsonResponse(500, { error: "serialize_error", detail: error.detail }))
+        Effect.succeed(jsonResponse(500, { error: "serialize_error", detail: error.detail })),
+      PublishRefused: (error) =>
+        Effect.succeed(jsonResponse(409, { error: error.reason, limit: error.limit, detail: error.detail }))
     })
   )
 })

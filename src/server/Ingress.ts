@@ -114,7 +114,9 @@ export const make = (options: IngressOptions): Ingress => {
           ),
         // Counted and logged by the publish path; the sender stays connected (as after a REST create).
         SerializeError: () => Effect.void,
-        OversizedOutbound: () => Effect.void
+        OversizedOutbound: () => Effect.void,
+        // Only voice joins can be refused; a message never is.
+        PublishRefused: () => Effect.void
       })
     )
 

@@ -23,6 +23,11 @@ export type ParseRejectReason =
 export type AuthFailureReason = "unauthorized" | "forbidden"
 export type ConnectionRejectReason = "too_many_connections" | "shutting_down"
 export type SubscribeRejectReason = "forbidden" | "subscription_limit"
+/** Dual-emit migration paths and modes (reference §8.4). */
+export type CompatibilityPath = "channel_role_override_migration" | "channel_permission_override_migration"
+export type CompatibilityMode = "legacy_emit" | "explicit_emit"
+export type RevocationEvent = "workspace_member_remove" | "workspace_member_ban"
+export type VoiceRefusalReason = "voice_channel_limit" | "voice_participant_limit"
 /** Where an HTTP-layer refusal happened; `other` when the request never named its path in time. */
 export type HttpSurface = "upgrade" | "publish" | "other"
 export type HttpRejectReason =
@@ -92,6 +97,26 @@ const FAMILIES = [
     help: "HTTP requests refused by the HTTP-layer limits.",
     type: "counter"
   },
+  {
+    name: "filament_gateway_compatibility_events_total",
+    help: "Count of temporary dual-path compatibility events",
+    type: "counter"
+  },
+  {
+    name: "filament_gateway_revocations_total",
+    help: "Connections that lost their subscriptions in a guild on a member removal or ban.",
+    type: "counter"
+  },
+  {
+    name: "filament_voice_publish_refused_total",
+    help: "Voice joins refused over the voice projection caps.",
+    type: "counter"
+  },
+  {
+    name: "filament_presence_sync_truncated_total",
+    help: "presence_sync snapshots cut at the id bound.",
+    type: "counter"
+  },
   { name: "filament_gateway_connections", help: "Open gateway connections.", type: "gauge" },
   { name: "filament_gateway_subscriptions", help: "Channel subscriptions held.", type: "gauge" },
   {
@@ -132,6 +157,11 @@ export interface GatewayMetricsShape {
   readonly disconnect: (reason: string) => void
   readonly authFailure: (reason: AuthFailureReason) => void
   readonly voiceSyncRepair: (reason: "subscribe") => void
+  readonly compatibilityEvent: (path: CompatibilityPath, mode: CompatibilityMode) => void
+  /** `connections` = how many of the user's connections lost subscriptions. */
+  readonly revocation: (eventType: RevocationEvent, connections: number) => void
+  readonly voicePublishRefused: (reason: VoiceRefusalReason) => void
+  readonly presenceSyncTruncated: () => void
   readonly connectionRejected: (reason: ConnectionRejectReason) => void
   readonly subscribeRejected: (reason: SubscribeRejectReason) => void
   readonly httpRejected: (surface: HttpSurface, reason: HttpRejectReason) => void
@@ -223,6 +253,10 @@ export const make = (): GatewayMetricsShape => {
   const connectionsRejected = counter("filament_gateway_connections_rejected_total")
   const subscribeRejected = counter("filament_gateway_subscribe_rejected_total")
   const httpRejected = counter("filament_gateway_http_rejected_total")
+  const compatibilityEvents = counter("filament_gateway_compatibility_events_total")
+  const revocations = counter("filament_gateway_revocations_total")
+  const voicePublishRefused = counter("filament_voice_publish_refused_total")
+  const presenceSyncTruncated = counter("filament_presence_sync_truncated_total")
   const connections = Metric.gauge("filament_gateway_connections")
   const subscriptions = Metric.gauge("filament_gateway_subscriptions")
   const fanoutDuration = Metric.histogram("filament_gateway_fanout_duration_seconds", FANOUT_BOUNDARIES)
@@ -231,6 +265,8 @@ export const make = (): GatewayMetricsShape => {
   const scopeReason = labelSets("scope", "reason")
   const surfaceReason = labelSets("surface", "reason")
   const reason = labelSets("reason")
+  const surfacePathMode = labelSets("surface", "path", "mode")
+  const eventTypeOnly = labelSets("event_type")
   const scope = labelSets("scope")
   return {
     emitted: (eventScope, eventType, count) => {
@@ -245,6 +281,13 @@ export const make = (): GatewayMetricsShape => {
     disconnect: (why) => disconnects.unsafeModify(1, reason(why)),
     authFailure: (why) => authFailures.unsafeModify(1, reason(why)),
     voiceSyncRepair: (why) => voiceSyncRepairs.unsafeModify(1, reason(why)),
+    compatibilityEvent: (path, mode) =>
+      compatibilityEvents.unsafeModify(1, surfacePathMode("server", path, mode)),
+    revocation: (eventType, count) => {
+      if (count > 0) revocations.unsafeModify(count, eventTypeOnly(eventType))
+    },
+    voicePublishRefused: (why) => voicePublishRefused.unsafeModify(1, reason(why)),
+    presenceSyncTruncated: () => presenceSyncTruncated.unsafeModify(1, []),
     connectionRejected: (why) => connectionsRejected.unsafeModify(1, reason(why)),
     subscribeRejected: (why) => subscribeRejected.unsafeModify(1, reason(why)),
     httpRejected: (surface, why) => httpRejected.unsafeModify(1, surfaceReason(surface, why)),

@@ -9,6 +9,7 @@ import WebSocket from "ws"
 import type { GatewayConfigShape } from "../../src/server/Config.js"
 import * as Config from "../../src/server/Config.js"
 import * as Auth from "../../src/server/Auth.js"
+import * as FollowUps from "../../src/server/FollowUps.js"
 import * as Gateway from "../../src/server/Gateway.js"
 import * as Http from "../../src/server/Http.js"
 import { SubscriptionRegistry } from "../../src/server/Registry.js"
@@ -184,7 +185,12 @@ export const seriesValue = (
 export const startGateway = <HostServices = never>(
   overrides: Partial<GatewayConfigShape> = {},
   /** Services a host app provides instead of the defaults (e.g. its own AccessPolicy). */
-  host: Layer.Layer<HostServices> = Layer.empty as Layer.Layer<HostServices>
+  host: Layer.Layer<HostServices> = Layer.empty as Layer.Layer<HostServices>,
+  /**
+   * `"none"` (default): the bare pub/sub core, so core tests see only the frames they cause.
+   * `"chat"`: the production follow-ups (presence, voice snapshots, revocation, dual emit).
+   */
+  followUps: "none" | "chat" = "none"
 ) =>
   Effect.gen(function* () {
     yield* TestClock.setTime(Date.now())
@@ -199,7 +205,11 @@ export const startGateway = <HostServices = never>(
     const context = yield* Layer.build(
       Http.layer.pipe(
         Layer.provideMerge(
-          Gateway.layer.pipe(Layer.provideMerge(host), Layer.provideMerge(Gateway.layerDefaults))
+          Gateway.layer.pipe(
+            Layer.provideMerge(host),
+            Layer.provideMerge(followUps === "none" ? FollowUps.layerNone : Layer.empty),
+            Layer.provideMerge(Gateway.layerDefaults)
+          )
         ),
         Layer.provideMerge(configLayer)
       )

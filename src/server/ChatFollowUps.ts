@@ -1,0 +1,236 @@
+/**
+ * The default `SubscriptionFollowUps`: what makes the gateway a chat gateway rather than a pub/sub
+ * pipe. On the core's seams it adds
+ *
+ * - presence (reference §5.5, §5.7): `presence_sync` to the subscriber, `presence_update` online
+ *   once when a user comes online in a guild and offline once when their last subscription there
+ *   goes (unsubscribe, disconnect, revocation);
+ * - voice snapshots (§5.8): the `VoiceParticipants` projection follows the published voice events,
+ *   refuses joins over its caps, sends `voice_participant_sync` after every authorized subscribe, and
+ *   announces expired participants (lazily on subscribe and join, and from one periodic sweep);
+ * - revocation (ours): after `workspace_member_remove` / `workspace_member_ban` for user U in guild G
+ *   is delivered, U's connections lose every subscription in G, U leaves G's voice channels and goes
+ *   offline there;
+ * - the migration lifecycle (§8.3, §8.4): with `GATEWAY_DUAL_EMIT_LEGACY_OVERRIDE`, every channel
+ *   override event is preceded by the deprecated `workspace_channel_override_update`, both counted.
+ *
+ * Follow-up events are announcements: one that cannot be built is counted and logged by the publish
+ * path and never fails the command or publish that caused it.
+ */
+import { Clock, Effect, Layer, Schedule } from "effect"
+import type { EventDefinition, PayloadOf } from "../protocol/EventDefinition.js"
+import { PresenceSync, PresenceUpdate } from "../protocol/events/presence.js"
+import {
+  VoiceParticipantJoin,
+  VoiceParticipantLeave,
+  VoiceParticipantSync,
+  VoiceStreamUnpublish
+} from "../protocol/events/voice.js"
+import {
+  WorkspaceChannelOverrideUpdate,
+  WorkspaceChannelPermissionOverrideUpdate,
+  WorkspaceChannelRoleOverrideUpdate,
+  WorkspaceMemberBan,
+  WorkspaceMemberRemove
+} from "../protocol/events/workspace.js"
+import type { GuildId, UserId } from "../protocol/Ids.js"
+import { GatewayConfig } from "./Config.js"
+import type { Connection } from "./Connection.js"
+import type { PublishError } from "./Errors.js"
+import { SubscriptionFollowUps, type Publisher, type SubscriptionFollowUpsShape } from "./FollowUps.js"
+import { GatewayMetrics, type CompatibilityPath, type RevocationEvent } from "./Metrics.js"
+import { Presence } from "./Presence.js"
+import { SubscriptionRegistry } from "./Registry.js"
+import { VoiceParticipants, voiceChange, type VoiceRemoval } from "./Voice.js"
+
+/** The explicit override events and the compatibility path each is counted under (reference §8.4). */
+const MIGRATION_PATHS: ReadonlyMap<string, CompatibilityPath> = new Map([
+  [WorkspaceChannelRoleOverrideUpdate.type, "channel_role_override_migration"],
+  [WorkspaceChannelPermissionOverrideUpdate.type, "channel_permission_override_migration"]
+])
+
+const REVOKING_EVENTS: ReadonlySet<string> = new Set([WorkspaceMemberRemove.type, WorkspaceMemberBan.type])
+
+/** Both revoking events carry the member and the guild. */
+type Membership = PayloadOf<typeof WorkspaceMemberRemove> | PayloadOf<typeof WorkspaceMemberBan>
+
+const unixSeconds = Effect.map(Clock.currentTimeMillis, (millis) => Math.max(1, Math.floor(millis / 1000)))
+
+export const make = Effect.gen(function* () {
+  const config = yield* GatewayConfig
+  const metrics = yield* GatewayMetrics
+  const registry = yield* SubscriptionRegistry
+  const presence = yield* Presence
+  const voice = yield* VoiceParticipants
+
+  /** A follow-up event: its failure is already counted and logged by the publish path. */
+  const announce = (published: Effect.Effect<unknown, PublishError>) =>
+    Effect.catchAll(published, (error) =>
+      Effect.logDebug(`gateway.follow_up.not_published: ${error.reason}`)
+    ).pipe(Effect.asVoid)
+
+  /** Reference §4.5: one unpublish per published stream, then the leave, all with one timestamp. */
+  const announceRemovals = (publisher: Publisher, removals: ReadonlyArray<VoiceRemoval>) =>
+    Effect.gen(function* () {
+      if (removals.length === 0) return
+      const at = yield* unixSeconds
+      for (const removal of removals) {
+        const who = {
+          guild_id: removal.guildId,
+          channel_id: removal.channelId,
+          user_id: removal.userId,
+          identity: removal.identity
+        }
+        for (const stream of removal.streams) {
+          yield* announce(
+            publisher.publish(VoiceStreamUnpublish, { ...who, stream, unpublished_at_unix: at })
+          )
+        }
+        yield* announce(publisher.publish(VoiceParticipantLeave, { ...who, left_at_unix: at }))
+      }
+    })
+
+  const announceOffline = (publisher: Publisher, guildId: GuildId, userId: UserId) =>
+    Effect.flatMap(presence.leave(guildId, userId), (wentOffline) =>
+      wentOffline
+        ? announce(
+            publisher.publish(PresenceUpdate, { guild_id: guildId, user_id: userId, status: "offline" })
+          )
+        : Effect.void
+    )
+
+  const sendSnapshot = <E extends EventDefinition>(
+    publisher: Publisher,
+    connection: Connection,
+    event: E,
+    payload: PayloadOf<E>
+  ) =>
+    publisher.send(connection, event, payload).pipe(
+      Effect.catchAll(() => Effect.succeed("closed" as const)),
+      Effect.map((result) => result === "sent" || result === "queued")
+    )
+
+  const revoke = (publisher: Publisher, eventType: RevocationEvent, { guild_id, user_id }: Membership) =>
+    Effect.gen(function* () {
+      const outcome = yield* registry.revoke(user_id, guild_id)
+      metrics.revocation(eventType, outcome.connections.length)
+      if (outcome.connections.length > 0) {
+        yield* Effect.logInfo("gateway.revocation").pipe(
+          Effect.annotateLogs({
+            event_type: eventType,
+            user_id,
+            guild_id,
+            connections: outcome.connections.length,
+            channels: outcome.channels
+          })
+        )
+      }
+      // As a kick or ban does in the original (§5.8), then presence (U no longer receives either).
+      yield* announceRemovals(publisher, yield* voice.removeUser(user_id, guild_id))
+      if (outcome.userLeftGuild) yield* announceOffline(publisher, guild_id, user_id)
+    })
+
+  /** Dual emit (reference §8.3): the legacy name first, same payload, then the explicit event. */
+  const dualEmit = (publisher: Publisher, path: CompatibilityPath, payload: unknown) =>
+    Effect.gen(function* () {
+      const legacy = yield* Effect.either(
+        publisher.publish(
+          WorkspaceChannelOverrideUpdate,
+          payload as PayloadOf<typeof WorkspaceChannelOverrideUpdate>
+        )
+      )
+      if (legacy._tag === "Right") metrics.compatibilityEvent(path, "legacy_emit")
+      // The explicit event's frame is already built when this runs.
+      metrics.compatibilityEvent(path, "explicit_emit")
+    })
+
+  const sweep = (publisher: Publisher) =>
+    Effect.flatMap(voice.expire(), (removals) => announceRemovals(publisher, removals)).pipe(
+      Effect.catchAllCause((cause) => Effect.logError("gateway.voice_sweep.failed", cause))
+    )
+
+  const followUps: SubscriptionFollowUpsShape = {
+    beforeAck: ({ connection, guildId, outcome }, publisher) =>
+      Effect.gen(function* () {
+        const userId = connection.userId
+        const cameOnline = outcome.userJoinedGuild ? yield* presence.join(guildId, userId) : false
+        const snapshot = yield* presence.snapshot(guildId, userId, config.presenceSyncMaxUsers)
+        if (snapshot.total > snapshot.userIds.length) metrics.presenceSyncTruncated()
+        yield* sendSnapshot(publisher, connection, PresenceSync, {
+          guild_id: guildId,
+          user_ids: snapshot.userIds
+        })
+        if (cameOnline) {
+          yield* announce(
+            publisher.publish(PresenceUpdate, { guild_id: guildId, user_id: userId, status: "online" })
+          )
+        }
+      }),
+
+    afterAck: ({ channelId, connection, guildId }, publisher) =>
+      Effect.gen(function* () {
+        // Lazy expiry first, so the snapshot never shows a participant whose leave is still due.
+        yield* announceRemovals(publisher, yield* voice.expire({ guildId, channelId }))
+        const participants = yield* voice.snapshot(guildId, channelId)
+        const sent = yield* sendSnapshot(publisher, connection, VoiceParticipantSync, {
+          guild_id: guildId,
+          channel_id: channelId,
+          participants,
+          synced_at_unix: yield* unixSeconds
+        })
+        if (sent) metrics.voiceSyncRepair("subscribe")
+      }),
+
+    unsubscribed: ({ connection, guildId, outcome }, publisher) =>
+      outcome.userLeftGuild ? announceOffline(publisher, guildId, connection.userId) : Effect.void,
+
+    disconnected: ({ connection, userLeftGuilds }, publisher) =>
+      Effect.gen(function* () {
+        // Reference §5.7: a user with no connection left leaves every voice channel; then offline.
+        if ((yield* registry.userMembers(connection.userId)).length === 0) {
+          yield* announceRemovals(publisher, yield* voice.removeUser(connection.userId))
+        }
+        for (const guildId of userLeftGuilds) yield* announceOffline(publisher, guildId, connection.userId)
+      }),
+
+    publishing: (event, payload, publisher) =>
+      Effect.gen(function* () {
+        const change = voiceChange(event, payload)
+        if (change !== undefined) {
+          if (change._tag === "join") {
+            const { channel_id: channelId, guild_id: guildId } = change.payload
+            // The original prunes before every registration (§5.8): the expiries go out first.
+            yield* announceRemovals(publisher, yield* voice.expire({ guildId, channelId }))
+          }
+          yield* voice.apply(change).pipe(
+            Effect.tapError((refused) =>
+              Effect.zipRight(
+                Effect.sync(() => metrics.voicePublishRefused(refused.reason)),
+                Effect.logWarning(`gateway.voice.refused: ${refused.reason}`).pipe(
+                  Effect.annotateLogs({ event_type: VoiceParticipantJoin.type, detail: refused.detail })
+                )
+              )
+            )
+          )
+          return
+        }
+        const path = MIGRATION_PATHS.get(event.type)
+        if (path !== undefined && config.dualEmitLegacyOverride) yield* dualEmit(publisher, path, payload)
+      }),
+
+    published: (event, payload, publisher) =>
+      REVOKING_EVENTS.has(event.type)
+        ? revoke(publisher, event.type as RevocationEvent, payload as Membership)
+        : Effect.void,
+
+    start: (publisher) => Effect.asVoid(Effect.repeat(sweep(publisher), Schedule.spaced(config.voiceSweep)))
+  }
+  return followUps
+})
+
+/** Needs the registry, `Presence` and `VoiceParticipants` (e.g. their in-memory layers). */
+export const layer: Layer.Layer<
+  SubscriptionFollowUps,
+  never,
+  GatewayConfig | GatewayMetrics | SubscriptionRegistry | Presence | VoiceParticipants
+> = Layer.effect(SubscriptionFollowUps, make)

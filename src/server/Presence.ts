@@ -1,0 +1,72 @@
+/**
+ * Presence: which users are online in which guild (reference §5.5). A user is online in guild G
+ * while at least one of their connections holds a subscription in G.
+ *
+ * The registry decides, atomically, when a node gains or loses a user in a guild (its subscribe /
+ * unsubscribe / disconnect / revoke outcomes); this service turns those node-level transitions into
+ * guild-level ones. It counts holdings instead of keeping a set so that the transitions commute: a
+ * cleanup that runs after a newer subscribe of the same user (two fibers) still ends online, and
+ * each announcement is made exactly once. A cluster-wide store replaces `layerMemory` with the same
+ * contract (count per node that holds the user, `join` true on 0 -> 1, `leave` true on 1 -> 0).
+ */
+import { Context, Effect, Layer } from "effect"
+import type { GuildId, UserId } from "../protocol/Ids.js"
+
+export interface PresenceSnapshot {
+  /** At most the requested limit; the asking user first when online. */
+  readonly userIds: ReadonlyArray<UserId>
+  /** Users online in the guild (may exceed `userIds.length`). */
+  readonly total: number
+}
+
+export interface PresenceShape {
+  /** This node now holds `userId` in `guildId`. True when the user just came online in the guild. */
+  readonly join: (guildId: GuildId, userId: UserId) => Effect.Effect<boolean>
+  /** This node no longer holds `userId` in `guildId`. True when the user just went offline there. */
+  readonly leave: (guildId: GuildId, userId: UserId) => Effect.Effect<boolean>
+  /** The guild's online users for `presence_sync`: `first` leads the list when online; at most `limit`. */
+  readonly snapshot: (guildId: GuildId, first: UserId, limit: number) => Effect.Effect<PresenceSnapshot>
+}
+
+export class Presence extends Context.Tag("filament/Presence")<Presence, PresenceShape>() {}
+
+/** In-memory presence of one node: guild -> user -> holdings, insertion-ordered (who came first). */
+export const makeMemory = (): PresenceShape => {
+  const guilds = new Map<GuildId, Map<UserId, number>>()
+  return {
+    join: (guildId, userId) =>
+      Effect.sync(() => {
+        let users = guilds.get(guildId)
+        if (users === undefined) guilds.set(guildId, (users = new Map()))
+        const held = users.get(userId) ?? 0
+        users.set(userId, held + 1)
+        return held === 0
+      }),
+    leave: (guildId, userId) =>
+      Effect.sync(() => {
+        const users = guilds.get(guildId)
+        const held = users?.get(userId)
+        if (users === undefined || held === undefined) return false
+        if (held > 1) {
+          users.set(userId, held - 1)
+          return false
+        }
+        users.delete(userId)
+        if (users.size === 0) guilds.delete(guildId)
+        return true
+      }),
+    snapshot: (guildId, first, limit) =>
+      Effect.sync(() => {
+        const users = guilds.get(guildId)
+        if (users === undefined || limit <= 0) return { userIds: [], total: users?.size ?? 0 }
+        const userIds: Array<UserId> = users.has(first) ? [first] : []
+        for (const userId of users.keys()) {
+          if (userIds.length >= limit) break
+          if (userId !== first) userIds.push(userId)
+        }
+        return { userIds, total: users.size }
+      })
+  }
+}
+
+export const layerMemory: Layer.Layer<Presence> = Layer.sync(Presence, makeMemory)

@@ -1,0 +1,159 @@
+/**
+ * Presence over real sockets (reference §3.1, §5.5, §5.7): the exact subscribe order on first and
+ * repeated subscribes, online once and offline once for multi-connection users, offline on
+ * disconnect and on unsubscribe of the guild's last channel, and the presence_sync bound.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Effect } from "effect"
+import { newId } from "../server/harness.js"
+import { eventually, expectNextIsMarker, metricDelta, startChatGateway, subscribeInOrder } from "./chat.js"
+
+describe("presence", () => {
+  it.scoped(
+    "first subscribe: presence_sync, presence_update online, subscribed, voice_participant_sync",
+    () =>
+      Effect.gen(function* () {
+        const harness = yield* startChatGateway()
+        const [guild, channel, other] = [newId(), newId(), newId()]
+        const user = newId()
+        const repairs = yield* metricDelta(harness, "filament_voice_sync_repairs_total", {
+          reason: "subscribe"
+        })
+        const client = yield* harness.connectReady(user, { [guild]: "*" })
+        const first = yield* subscribeInOrder(client, guild, channel, { online: true })
+        expect(first.presenceSync.d).toEqual({ guild_id: guild, user_ids: [user] })
+        expect(first.presenceUpdate!.d).toEqual({ guild_id: guild, user_id: user, status: "online" })
+        // A text channel: the snapshot is sent anyway, empty.
+        expect(first.voiceSync.d["participants"]).toEqual([])
+        expect(first.voiceSync.d["synced_at_unix"]).toBeGreaterThan(0)
+        // Repeated (same channel) and another channel of the online guild: no presence_update.
+        yield* subscribeInOrder(client, guild, channel, { online: false })
+        const again = yield* subscribeInOrder(client, guild, other, { online: false })
+        expect(again.presenceSync.d).toEqual({ guild_id: guild, user_ids: [user] })
+        expect(yield* repairs).toBe(3)
+        yield* expectNextIsMarker(harness, guild, [client])
+      })
+  )
+
+  it.scoped(
+    "a second connection of the same user does not re-announce; offline once, when the last one leaves",
+    () =>
+      Effect.gen(function* () {
+        const harness = yield* startChatGateway()
+        const [guild, channel] = [newId(), newId()]
+        const [user, watcherId] = [newId(), newId()]
+        const watcher = yield* harness.connectReady(watcherId, { [guild]: "*" })
+        yield* subscribeInOrder(watcher, guild, channel, { online: true })
+        const first = yield* harness.connectReady(user, { [guild]: "*" })
+        const firstSync = yield* subscribeInOrder(first, guild, channel, { online: true })
+        expect(new Set(firstSync.presenceSync.d["user_ids"] as Array<string>)).toEqual(
+          new Set([user, watcherId])
+        )
+        // The subscriber itself leads the snapshot.
+        expect((firstSync.presenceSync.d["user_ids"] as Array<string>)[0]).toBe(user)
+        expect((yield* watcher.nextOfType("presence_update")).d).toEqual({
+          guild_id: guild,
+          user_id: user,
+          status: "online"
+        })
+        const second = yield* harness.connectReady(user, { [guild]: "*" })
+        yield* subscribeInOrder(second, guild, channel, { online: false })
+        // Nobody heard a second online.
+        yield* expectNextIsMarker(harness, guild, [watcher, first, second])
+
+        first.socket.close()
+        yield* first.waitClosed()
+        // Still online through the second connection: no offline (the marker comes next).
+        yield* eventually(
+          "first connection cleaned up",
+          harness.serverConnections(user),
+          (c) => c.length === 1
+        )
+        yield* expectNextIsMarker(harness, guild, [watcher, second])
+
+        second.socket.close()
+        expect((yield* watcher.nextOfType("presence_update")).d).toEqual({
+          guild_id: guild,
+          user_id: user,
+          status: "offline"
+        })
+        yield* expectNextIsMarker(harness, guild, [watcher])
+      })
+  )
+
+  it.scoped("unsubscribe of the guild's last channel sends offline; of another channel, nothing", () =>
+    Effect.gen(function* () {
+      const harness = yield* startChatGateway()
+      const [guild, a, b] = [newId(), newId(), newId()]
+      const [user, watcherId] = [newId(), newId()]
+      const watcher = yield* harness.connectReady(watcherId, { [guild]: "*" })
+      yield* subscribeInOrder(watcher, guild, a, { online: true })
+      const client = yield* harness.connectReady(user, { [guild]: "*" })
+      yield* subscribeInOrder(client, guild, a, { online: true })
+      yield* subscribeInOrder(client, guild, b, { online: false })
+      yield* watcher.nextOfType("presence_update")
+
+      client.send({ v: 1, t: "unsubscribe", d: { guild_id: guild, channel_id: a } })
+      yield* client.nextOfType("unsubscribed")
+      yield* expectNextIsMarker(harness, guild, [watcher, client])
+
+      client.send({ v: 1, t: "unsubscribe", d: { guild_id: guild, channel_id: b } })
+      // The offline goes to the guild before the ack; the unsubscriber is out of the guild already.
+      yield* client.nextOfType("unsubscribed")
+      expect((yield* watcher.nextOfType("presence_update")).d).toEqual({
+        guild_id: guild,
+        user_id: user,
+        status: "offline"
+      })
+      // A later subscribe announces online again.
+      yield* subscribeInOrder(client, guild, a, { online: true })
+      expect((yield* watcher.nextOfType("presence_update")).d["status"]).toBe("online")
+    })
+  )
+
+  it.scoped("disconnect sends offline to each guild the user leaves, not to guilds where they stay", () =>
+    Effect.gen(function* () {
+      const harness = yield* startChatGateway()
+      const [g1, g2, channel] = [newId(), newId(), newId()]
+      const user = newId()
+      const w1 = yield* harness.connectReady(newId(), { [g1]: "*" })
+      const w2 = yield* harness.connectReady(newId(), { [g2]: "*" })
+      yield* subscribeInOrder(w1, g1, channel, { online: true })
+      yield* subscribeInOrder(w2, g2, channel, { online: true })
+      const leaving = yield* harness.connectReady(user, { [g1]: "*", [g2]: "*" })
+      const staying = yield* harness.connectReady(user, { [g2]: "*" })
+      yield* subscribeInOrder(leaving, g1, channel, { online: true })
+      yield* subscribeInOrder(leaving, g2, channel, { online: true })
+      yield* subscribeInOrder(staying, g2, channel, { online: false })
+      yield* w1.nextOfType("presence_update")
+      yield* w2.nextOfType("presence_update")
+
+      leaving.socket.terminate()
+      expect((yield* w1.nextOfType("presence_update")).d).toEqual({
+        guild_id: g1,
+        user_id: user,
+        status: "offline"
+      })
+      yield* expectNextIsMarker(harness, g2, [w2, staying])
+    })
+  )
+
+  it.scoped("presence_sync is cut at GATEWAY_PRESENCE_SYNC_MAX_USERS, subscriber first, counted", () =>
+    Effect.gen(function* () {
+      const harness = yield* startChatGateway({ presenceSyncMaxUsers: 2 })
+      const [guild, channel] = [newId(), newId()]
+      const users = [newId(), newId(), newId()]
+      const truncated = yield* metricDelta(harness, "filament_presence_sync_truncated_total")
+      const clients = []
+      for (const user of users) {
+        const client = yield* harness.connectReady(user, { [guild]: "*" })
+        clients.push(client)
+        const { presenceSync } = yield* subscribeInOrder(client, guild, channel, { online: true })
+        const ids = presenceSync.d["user_ids"] as Array<string>
+        expect(ids[0]).toBe(user)
+        expect(ids.length).toBe(Math.min(2, clients.length))
+      }
+      expect(yield* truncated).toBe(1)
+    })
+  )
+})
