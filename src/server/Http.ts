@@ -92,6 +92,8 @@ const publish = Effect.gen(function* () {
     metrics.authFailure("unauthorized")
     return jsonResponse(401, { error: "invalid_credentials" })
   }
+  const mediaType = (request.headers["content-type"] ?? "").split(";")[0]!.trim().toLowerCase()
+  if (mediaType !== "application/json") return jsonResponse(415, { error: "unsupported_media_type" })
   // A body must declare its length (Node holds it to that), so the cap is decided before reading:
   // refusing a body midway (chunked) would have to reset the connection instead of answering 413.
   const length = request.headers["content-length"]
