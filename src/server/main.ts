@@ -38,7 +38,6 @@ const printDevBanner = Effect.gen(function* () {
       `  then send: {"v":1,"t":"subscribe","d":{"guild_id":"${guild}","channel_id":"${channel}"}}`,
       `  publish:   curl -X POST http://${base}/v1/publish -H 'Authorization: Bearer ${Redacted.value(config.publishKey)}' \\`,
       `               -H 'Content-Type: application/json' \\`,
-      `               -H 'Content-Type: application/json' \\`,
       `               -d '{"t":"channel_create","d":{"guild_id":"${guild}","channel":{"channel_id":"${ulid(now)}","name":"general","kind":"text"}}}'`
     ].join("\n")
   )
