@@ -4,6 +4,7 @@
  * `GATEWAY_JWT_SECRET` the gateway runs in dev mode with a generated secret and publish key.
  */
 import { randomBytes } from "node:crypto"
+import { availableParallelism } from "node:os"
 import { Config, ConfigError, Context, Duration, Effect, Either, Layer, Option, Redacted } from "effect"
 import { MAX_EVENT_BYTES } from "../protocol/Envelope.js"
 import { MAX_PRESENCE_SYNC_USER_IDS, MAX_VOICE_PARTICIPANTS } from "../protocol/Shapes.js"
@@ -36,6 +37,23 @@ export interface GatewayConfigShape {
   readonly maxPublishUsers: number
   /** Bound on a close handshake and on the shutdown flush. */
   readonly closeGrace: Duration.Duration
+  /** The cluster bus (`GATEWAY_REDIS_URL` + `GATEWAY_BUS_SECRET`); none: one node, in-memory bus. */
+  readonly redis: Option.Option<{
+    readonly url: Redacted.Redacted<string>
+    readonly busSecret: Redacted.Redacted<string>
+  }>
+  /** A bus message (signature, routing header, envelope) larger than this is dropped. */
+  readonly busMaxMessageBytes: number
+  /** A bus message published longer ago than this is dropped as stale (bounds replays too). */
+  readonly busMaxLag: Duration.Duration
+  /** Cap of the bus reconnect backoff. */
+  readonly busReconnectMax: Duration.Duration
+  /** Bound on connecting to Redis at startup and on a `subscribed` ack waiting for the bus. */
+  readonly busTimeout: Duration.Duration
+  /** Frames received from other nodes awaiting local delivery; beyond it they are dropped. */
+  readonly busBacklog: number
+  /** Worker processes sharing the port (`GATEWAY_WORKERS`: a number or `auto` = one per core). */
+  readonly workers: number
   /** Time a request (upgrade or HTTP, headers and body) may take to arrive before 408. */
   readonly requestTimeout: Duration.Duration
   /** Upgrades plus publish calls per client IP per minute (token bucket); 0 = no limit. */
@@ -133,6 +151,28 @@ export const config: Config.Config<GatewayConfigShape> = Config.all({
   maxPublishBodyBytes: positiveInt("GATEWAY_MAX_PUBLISH_BODY_BYTES", 262_144),
   maxPublishUsers: positiveInt("GATEWAY_MAX_PUBLISH_USERS", 10_000),
   closeGrace: seconds("GATEWAY_CLOSE_GRACE_SECS", 5),
+  redisUrl: Config.redacted("GATEWAY_REDIS_URL").pipe(Config.option),
+  busSecret: secret("GATEWAY_BUS_SECRET"),
+  busMaxMessageBytes: positiveInt("GATEWAY_BUS_MAX_MESSAGE_BYTES", 98_304),
+  busMaxLag: seconds("GATEWAY_BUS_MAX_LAG_SECS", 30),
+  busReconnectMax: seconds("GATEWAY_BUS_RECONNECT_MAX_SECS", 5),
+  busTimeout: seconds("GATEWAY_BUS_TIMEOUT_SECS", 5),
+  busBacklog: positiveInt("GATEWAY_BUS_BACKLOG", 10_000),
+  workers: Config.string("GATEWAY_WORKERS").pipe(
+    Config.withDefault("1"),
+    Config.mapOrFail((text) =>
+      text === "auto"
+        ? Either.right(availableParallelism())
+        : /^[1-9][0-9]{0,3}$/.test(text)
+          ? Either.right(Number(text))
+          : Either.left(
+              ConfigError.InvalidData(
+                ["GATEWAY_WORKERS"],
+                'GATEWAY_WORKERS must be a positive integer or "auto"'
+              )
+            )
+    )
+  ),
   requestTimeout: seconds("GATEWAY_REQUEST_TIMEOUT_SECS", 10),
   rateLimitPerMinute: nonNegativeInt("GATEWAY_RATE_LIMIT_REQUESTS_PER_MINUTE", 0),
   maxConnectionsPerIp: nonNegativeInt("GATEWAY_MAX_CONNECTIONS_PER_IP", 0),
@@ -166,7 +206,31 @@ export const config: Config.Config<GatewayConfigShape> = Config.all({
   voiceSweep: seconds("GATEWAY_VOICE_SWEEP_SECS", 15),
   dualEmitLegacyOverride: Config.boolean("GATEWAY_DUAL_EMIT_LEGACY_OVERRIDE").pipe(Config.withDefault(false))
 }).pipe(
-  Config.mapOrFail(({ jwtSecret, publishKey, ...rest }) => {
+  Config.mapOrFail(({ busSecret, jwtSecret, publishKey, redisUrl, ...rest }) => {
+    if (Option.isSome(redisUrl) && Option.isNone(busSecret)) {
+      return Either.left(
+        ConfigError.MissingData(
+          ["GATEWAY_BUS_SECRET"],
+          "GATEWAY_BUS_SECRET is required when GATEWAY_REDIS_URL is set (bus messages are HMAC-signed)"
+        )
+      )
+    }
+    if (rest.workers > 1 && Option.isNone(redisUrl)) {
+      return Either.left(
+        ConfigError.InvalidData(
+          ["GATEWAY_WORKERS"],
+          `GATEWAY_WORKERS=${rest.workers} needs GATEWAY_REDIS_URL: worker processes reach each other's connections only over the Redis bus`
+        )
+      )
+    }
+    if (rest.workers > 1 && Option.isNone(jwtSecret)) {
+      return Either.left(
+        ConfigError.MissingData(
+          ["GATEWAY_JWT_SECRET"],
+          `GATEWAY_WORKERS=${rest.workers} needs GATEWAY_JWT_SECRET: every worker must accept the same tokens`
+        )
+      )
+    }
     // Outside dev mode the publish key must be configured: a generated key nobody knows locks the API.
     if (Option.isSome(jwtSecret) && Option.isNone(publishKey)) {
       return Either.left(
@@ -178,6 +242,7 @@ export const config: Config.Config<GatewayConfigShape> = Config.all({
     }
     return Either.right({
       ...rest,
+      redis: Option.zipWith(redisUrl, busSecret, (url, busSecret) => ({ url, busSecret })),
       devMode: Option.isNone(jwtSecret),
       jwtSecret: Option.getOrElse(jwtSecret, generated),
       publishKey: Option.getOrElse(publishKey, generated)

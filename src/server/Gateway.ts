@@ -8,7 +8,7 @@
 import type { IncomingMessage } from "node:http"
 import type { Socket } from "node:net"
 import type { Duplex } from "node:stream"
-import { Clock, Context, Duration, Effect, FiberSet, Layer, Schedule } from "effect"
+import { Clock, Context, Duration, Effect, FiberSet, Layer, Queue, Schedule } from "effect"
 import { WebSocket, WebSocketServer, type RawData, type ServerOptions } from "ws"
 import type { EventDefinition, PayloadOf } from "../protocol/EventDefinition.js"
 import { Ready } from "../protocol/events/connection.js"
@@ -19,6 +19,7 @@ import * as Auth from "./Auth.js"
 import { TokenVerifier, type Principal } from "./Auth.js"
 import { GatewayConfig } from "./Config.js"
 import { Connection, type DisconnectReason } from "./Connection.js"
+import * as Bus from "./EventBus.js"
 import { Unauthorized } from "./Errors.js"
 import * as Fanout from "./Fanout.js"
 import * as ChatFollowUps from "./ChatFollowUps.js"
@@ -42,6 +43,8 @@ export interface GatewayShape extends Publisher {
   readonly handleUpgrade: (request: IncomingMessage, socket: Duplex, head: Buffer) => void
   /** False once shutdown has begun (`/readyz`). */
   readonly isAccepting: () => boolean
+  /** False while the cluster bus is down: cross-node delivery is interrupted (`/readyz`). */
+  readonly busHealthy: () => boolean
   /** Open connections on this node. */
   readonly connectionCount: () => number
 }
@@ -102,6 +105,7 @@ export const make = Effect.gen(function* () {
   const registry = yield* SubscriptionRegistry
   const verifier = yield* TokenVerifier
   const followUps = yield* SubscriptionFollowUps
+  const bus = yield* Bus.EventBus
   const access = yield* AccessPolicy
   const messages = yield* MessageHandler
   const clock = yield* Effect.clock
@@ -148,6 +152,12 @@ export const make = Effect.gen(function* () {
             ? yield* registry.channelMembers(target.guild_id, target.channel_id)
             : yield* registry.guildMembers(target.guild_id)
         const { delivered } = Fanout.broadcast(metrics, frame, recipients)
+        bus.publish(
+          event.scope === "channel"
+            ? { scope: "channel", guildId: target.guild_id, channelId: target.channel_id }
+            : { scope: "guild", guildId: target.guild_id },
+          frame
+        )
         yield* followUps.published(event, payload, publisher)
         return delivered
       }),
@@ -157,8 +167,10 @@ export const make = Effect.gen(function* () {
         yield* followUps.publishing(event, payload, publisher)
         // A connection belongs to one user: the users' member lists are disjoint, one loop serves all.
         const recipients: Array<Connection> = []
-        for (const userId of new Set(userIds)) recipients.push(...(yield* registry.userMembers(userId)))
+        const users = new Set(userIds)
+        for (const userId of users) recipients.push(...(yield* registry.userMembers(userId)))
         const { delivered } = Fanout.broadcast(metrics, frame, recipients)
+        bus.publish({ scope: "user", userIds: [...users] }, frame)
         yield* followUps.published(event, payload, publisher)
         return delivered
       }),
@@ -338,6 +350,27 @@ export const make = Effect.gen(function* () {
   // The follow-ups' own background work (the voice expiry sweep) lives as long as the gateway.
   yield* Effect.forkScoped(followUps.start(publisher))
 
+  /** Another node's frame to this node's recipients: already built, so only the lookup and the loop. */
+  const deliverRemote = ({ frame, publishedAt, route }: Bus.Delivery) =>
+    Effect.gen(function* () {
+      metrics.busLag(Math.max(0, clock.unsafeCurrentTimeMillis() - publishedAt) / 1000)
+      const recipients =
+        route.scope === "channel"
+          ? yield* registry.channelMembers(route.guildId, route.channelId)
+          : route.scope === "guild"
+            ? yield* registry.guildMembers(route.guildId)
+            : yield* registry.userMembers(route.userIds[0]!)
+      Fanout.broadcast(metrics, frame, recipients)
+    })
+  // One fiber per node delivers the bus's frames in arrival order (per publisher: publish order).
+  yield* Effect.forkScoped(
+    Effect.forever(
+      Effect.flatMap(Queue.take(bus.deliveries), deliverRemote).pipe(
+        Effect.catchAllDefect((defect) => Effect.logError("gateway.bus_delivery.defect", defect))
+      )
+    )
+  )
+
   const allClosed = Effect.async<void>((resume) => {
     if (live.size === 0) return resume(Effect.void)
     onAllClosed = () => resume(Effect.void)
@@ -364,6 +397,7 @@ export const make = Effect.gen(function* () {
       run(upgrade(request, socket, head))
     },
     isAccepting: () => accepting,
+    busHealthy: bus.healthy,
     connectionCount: () => live.size
   }
   return gateway
@@ -386,6 +420,8 @@ export const layerDefaults = Layer.mergeAll(
   Messages.layerPlainText,
   ChatFollowUps.layer.pipe(
     Layer.provideMerge(Layer.mergeAll(Presence.layerMemory, Voice.layerMemory, Registry.layer)),
+    // The bus follows the registry's interest: built from the config (Redis or in-memory).
+    Layer.provideMerge(Bus.layer),
     Layer.provideMerge(Metrics.layer)
   )
 )

@@ -155,9 +155,12 @@ export const httpApp = HttpRouter.empty.pipe(
   HttpRouter.get(
     "/readyz",
     Effect.map(Gateway, (gateway) =>
-      gateway.isAccepting()
-        ? jsonResponse(200, { status: "ready" })
-        : jsonResponse(503, { status: "draining" })
+      !gateway.isAccepting()
+        ? jsonResponse(503, { status: "draining" })
+        : gateway.busHealthy()
+          ? jsonResponse(200, { status: "ready" })
+          : // Partitioned from the cluster: its clients would miss other nodes' events.
+            jsonResponse(503, { status: "bus_unavailable" })
     )
   ),
   // A plain GET on the WebSocket path: the original's framework answers 4xx without upgrade headers.

@@ -28,6 +28,9 @@ export type CompatibilityPath = "channel_role_override_migration" | "channel_per
 export type CompatibilityMode = "legacy_emit" | "explicit_emit"
 export type RevocationEvent = "workspace_member_remove" | "workspace_member_ban"
 export type VoiceRefusalReason = "voice_channel_limit" | "voice_participant_limit"
+/** Why a bus message was not published or not delivered (see EventBus). */
+export type BusDropReason =
+  "bad_signature" | "oversized" | "malformed" | "stale" | "misrouted" | "backlog_full" | "unavailable"
 /** Where an HTTP-layer refusal happened; `other` when the request never named its path in time. */
 export type HttpSurface = "upgrade" | "publish" | "other"
 export type HttpRejectReason =
@@ -123,6 +126,32 @@ const FAMILIES = [
     name: "filament_gateway_fanout_duration_seconds",
     help: "Time of one broadcast's delivery loop.",
     type: "histogram"
+  },
+  { name: "filament_gateway_bus_published_total", help: "Bus messages published to Redis.", type: "counter" },
+  {
+    name: "filament_gateway_bus_received_total",
+    help: "Bus messages from other nodes accepted for local delivery.",
+    type: "counter"
+  },
+  {
+    name: "filament_gateway_bus_dropped_total",
+    help: "Bus messages not published (unavailable) or refused on receipt, by reason.",
+    type: "counter"
+  },
+  {
+    name: "filament_gateway_bus_reconnects_total",
+    help: "Bus reconnections after an outage.",
+    type: "counter"
+  },
+  {
+    name: "filament_gateway_bus_outage_seconds_total",
+    help: "Time the bus was down (cross-node delivery gap), counted when it reconnects.",
+    type: "counter"
+  },
+  {
+    name: "filament_gateway_bus_lag_seconds",
+    help: "From publish on another node to the start of local delivery.",
+    type: "histogram"
   }
 ] as const satisfies ReadonlyArray<Family>
 
@@ -168,6 +197,12 @@ export interface GatewayMetricsShape {
   readonly connectionsChanged: (delta: number) => void
   readonly subscriptionsChanged: (delta: number) => void
   readonly fanoutDuration: (scope: DeliveryScope, seconds: number) => void
+  readonly busPublished: () => void
+  readonly busReceived: () => void
+  readonly busDropped: (reason: BusDropReason) => void
+  /** The bus is connected again after `outageSeconds` down. */
+  readonly busReconnected: (outageSeconds: number) => void
+  readonly busLag: (seconds: number) => void
   /** Prometheus text exposition 0.0.4 of every family (HELP and TYPE even without series). */
   readonly render: () => string
 }
@@ -260,6 +295,12 @@ export const make = (): GatewayMetricsShape => {
   const connections = Metric.gauge("filament_gateway_connections")
   const subscriptions = Metric.gauge("filament_gateway_subscriptions")
   const fanoutDuration = Metric.histogram("filament_gateway_fanout_duration_seconds", FANOUT_BOUNDARIES)
+  const busPublished = counter("filament_gateway_bus_published_total")
+  const busReceived = counter("filament_gateway_bus_received_total")
+  const busDropped = counter("filament_gateway_bus_dropped_total")
+  const busReconnects = counter("filament_gateway_bus_reconnects_total")
+  const busOutage = counter("filament_gateway_bus_outage_seconds_total")
+  const busLag = Metric.histogram("filament_gateway_bus_lag_seconds", FANOUT_BOUNDARIES)
   const scopeType = labelSets("scope", "event_type")
   const scopeTypeReason = labelSets("scope", "event_type", "reason")
   const scopeReason = labelSets("scope", "reason")
@@ -294,6 +335,14 @@ export const make = (): GatewayMetricsShape => {
     connectionsChanged: (delta) => connections.unsafeModify(delta, []),
     subscriptionsChanged: (delta) => subscriptions.unsafeModify(delta, []),
     fanoutDuration: (eventScope, seconds) => fanoutDuration.unsafeUpdate(seconds, scope(eventScope)),
+    busPublished: () => busPublished.unsafeModify(1, []),
+    busReceived: () => busReceived.unsafeModify(1, []),
+    busDropped: (why) => busDropped.unsafeModify(1, reason(why)),
+    busReconnected: (outageSeconds) => {
+      busReconnects.unsafeModify(1, [])
+      busOutage.unsafeModify(outageSeconds, [])
+    },
+    busLag: (seconds) => busLag.unsafeUpdate(seconds, []),
     render: () => renderPrometheus(Metric.unsafeSnapshot())
   }
 }

@@ -24,8 +24,14 @@ export interface Frame {
 
 const FIN_TEXT = 0x81
 
-/** Frames UTF-8 text as one unmasked, unfragmented, uncompressed text frame (RFC 6455 §5.2). */
-export const textFrame = (text: string, byteLength: number = Buffer.byteLength(text)): Buffer => {
+/**
+ * Frames UTF-8 text (a string, or its bytes as another node sent them) as one unmasked,
+ * unfragmented, uncompressed text frame (RFC 6455 §5.2).
+ */
+export const textFrame = (
+  text: string | Uint8Array,
+  byteLength: number = typeof text === "string" ? Buffer.byteLength(text) : text.length
+): Buffer => {
   const header = byteLength < 126 ? 2 : byteLength < 65_536 ? 4 : 10
   const wire = Buffer.allocUnsafe(header + byteLength)
   wire[0] = FIN_TEXT
@@ -38,7 +44,8 @@ export const textFrame = (text: string, byteLength: number = Buffer.byteLength(t
     wire.writeUInt32BE(Math.floor(byteLength / 2 ** 32), 2)
     wire.writeUInt32BE(byteLength >>> 0, 6)
   }
-  wire.write(text, header, "utf8")
+  if (typeof text === "string") wire.write(text, header, "utf8")
+  else wire.set(text, header)
   return wire
 }
 

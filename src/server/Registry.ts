@@ -9,6 +9,7 @@ import { Context, Effect, HashMap, Layer, Option, Ref } from "effect"
 import type { ChannelId, GuildId, UserId } from "../protocol/Ids.js"
 import type { Connection, ConnectionId } from "./Connection.js"
 import { GatewayConfig } from "./Config.js"
+import { EventBus, guildTopic, userTopic, type EventBusShape } from "./EventBus.js"
 import { GatewayMetrics } from "./Metrics.js"
 
 export type ChannelKey = `${string}:${string}`
@@ -295,35 +296,97 @@ export class SubscriptionRegistry extends Context.Tag("filament/SubscriptionRegi
   SubscriptionRegistryShape
 >() {}
 
+/**
+ * Tells the bus where this node's interest begins and ends: a guild topic while any local connection
+ * holds a channel of the guild, a user topic while the user has a local connection. Called with the
+ * states before and after each update, inside that update, so the bus sees the changes in their order.
+ */
+const followInterest = (
+  bus: EventBusShape,
+  before: RegistryState,
+  after: RegistryState,
+  guildIds: Iterable<GuildId>,
+  userId?: UserId
+) => {
+  if (before === after) return
+  for (const guildId of guildIds) {
+    const interested = HashMap.has(after.guilds, guildId)
+    if (HashMap.has(before.guilds, guildId) !== interested) bus.setInterest(guildTopic(guildId), interested)
+  }
+  if (userId === undefined) return
+  const interested = HashMap.has(after.users, userId)
+  if (HashMap.has(before.users, userId) !== interested) bus.setInterest(userTopic(userId), interested)
+}
+
 export const make = Effect.gen(function* () {
   const metrics = yield* GatewayMetrics
   const { maxSubscriptionsPerConnection } = yield* GatewayConfig
+  // Without a bus (a registry used on its own) there is no other node to be interested for.
+  const bus = Option.getOrUndefined(yield* Effect.serviceOption(EventBus))
   const ref = yield* Ref.make(emptyState)
+  /** One `Ref.modify` whose interest changes reach the bus in the same step. */
+  const modify = <A>(
+    transition: (state: RegistryState) => readonly [A, RegistryState],
+    touched: (before: RegistryState, outcome: A) => { guilds: Iterable<GuildId>; user?: UserId }
+  ) =>
+    Ref.modify(ref, (before) => {
+      const [outcome, after] = transition(before)
+      if (bus !== undefined && before !== after) {
+        const { guilds, user } = touched(before, outcome)
+        followInterest(bus, before, after, guilds, user)
+      }
+      return [outcome, after]
+    })
+  const awaitBus = (topic: string) => (bus === undefined ? Effect.void : bus.awaitActive(topic))
   const lookup = <K>(
     select: (state: RegistryState) => HashMap.HashMap<K, ReadonlyArray<Connection>>,
     key: K
   ) => Effect.map(Ref.get(ref), (state) => Option.getOrElse(HashMap.get(select(state), key), () => NONE))
   const registry: SubscriptionRegistryShape = {
-    register: (connection) => Ref.update(ref, (state) => transitions.register(state, connection)),
+    register: (connection) =>
+      Effect.zipRight(
+        modify(
+          (state) => [undefined, transitions.register(state, connection)] as const,
+          () => ({ guilds: [], user: connection.userId })
+        ),
+        awaitBus(userTopic(connection.userId))
+      ),
     subscribe: (connection, guildId, channelId) =>
       Effect.tap(
-        Ref.modify(ref, (state) =>
-          transitions.subscribe(state, connection, guildId, channelId, maxSubscriptionsPerConnection)
+        modify(
+          (state) =>
+            transitions.subscribe(state, connection, guildId, channelId, maxSubscriptionsPerConnection),
+          () => ({ guilds: [guildId] })
         ),
         (outcome) => {
-          if (outcome._tag === "Subscribed" && outcome.added) metrics.subscriptionsChanged(1)
+          if (outcome._tag !== "Subscribed") return Effect.void
+          if (outcome.added) metrics.subscriptionsChanged(1)
+          // The ack follows once other nodes' events for the guild reach this node.
+          return awaitBus(guildTopic(guildId))
         }
       ),
     unsubscribe: (connection, guildId, channelId) =>
       Effect.tap(
-        Ref.modify(ref, (state) => transitions.unsubscribe(state, connection, guildId, channelId)),
+        modify(
+          (state) => transitions.unsubscribe(state, connection, guildId, channelId),
+          () => ({ guilds: [guildId] })
+        ),
         (outcome) => {
           if (outcome.removed) metrics.subscriptionsChanged(-1)
         }
       ),
     unregister: (connection) =>
       Effect.map(
-        Ref.modify(ref, (state) => transitions.unregister(state, connection)),
+        modify(
+          (state) => transitions.unregister(state, connection),
+          (before) => ({
+            guilds: Option.match(HashMap.get(before.connections, connection.id), {
+              onNone: () => [],
+              onSome: (entry) => entry.guilds.keys()
+            }),
+            user: connection.userId
+          })
+        ),
         ({ channels, ...outcome }) => {
           metrics.subscriptionsChanged(-channels)
           return outcome
@@ -331,7 +394,10 @@ export const make = Effect.gen(function* () {
       ),
     revoke: (userId, guildId) =>
       Effect.tap(
-        Ref.modify(ref, (state) => transitions.revoke(state, userId, guildId)),
+        modify(
+          (state) => transitions.revoke(state, userId, guildId),
+          () => ({ guilds: [guildId] })
+        ),
         (outcome) => metrics.subscriptionsChanged(-outcome.channels)
       ),
     channelMembers: (guildId, channelId) => lookup((state) => state.channels, channelKey(guildId, channelId)),

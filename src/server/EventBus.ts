@@ -1,0 +1,471 @@
+/**
+ * EventBus: how a frame published on one node reaches the connections of the others. The gateway
+ * always delivers to its own connections first; the bus only carries the already-built frame with
+ * its routing key to the other nodes, which deliver it to their local recipients without encoding it
+ * again.
+ *
+ * Two layers: `layerMemory` (one node: nothing to carry) and `layerRedis` (Redis pub/sub, sharded
+ * `SSUBSCRIBE`/`SPUBLISH` on Redis >= 7). A node subscribes only to the topics it has local interest
+ * in — one per guild with a local subscription, one per locally connected user — so its bus traffic
+ * follows its interest, not the cluster's size. Every message is HMAC-signed with the bus secret and
+ * size-capped; whatever fails a check is dropped and counted, so a foreign Redis client cannot put
+ * events into sockets. Redis pub/sub is at-most-once: during an outage local delivery goes on,
+ * cross-node delivery stops, the node reconnects with backoff, re-subscribes its interest and counts
+ * the gap.
+ */
+import { createHmac, randomBytes, timingSafeEqual } from "node:crypto"
+import {
+  Context,
+  Deferred,
+  Duration,
+  Effect,
+  Either,
+  Exit,
+  FiberId,
+  Layer,
+  Option,
+  Queue,
+  Redacted,
+  Schema
+} from "effect"
+import type { Scope } from "effect"
+import { Redis } from "ioredis"
+import { ChannelId, GuildId, UserId } from "../protocol/Ids.js"
+import { Manifest } from "../protocol/Manifest.js"
+import { GatewayConfig } from "./Config.js"
+import { BusUnavailable } from "./Errors.js"
+import { GatewayMetrics, type BusDropReason } from "./Metrics.js"
+import { textFrame, type Frame } from "./Outbound.js"
+
+/** Who receives a frame: the routing key of a published event. */
+export type Route =
+  | { readonly scope: "channel"; readonly guildId: GuildId; readonly channelId: ChannelId }
+  | { readonly scope: "guild"; readonly guildId: GuildId }
+  | { readonly scope: "user"; readonly userIds: ReadonlyArray<UserId> }
+
+/** A frame another node published, for this node's local recipients. */
+export interface Delivery {
+  readonly route: Route
+  readonly frame: Frame
+  /** The publishing node's clock when it published (lag histogram). */
+  readonly publishedAt: number
+}
+
+export type Topic = string
+
+export const guildTopic = (guildId: GuildId): Topic => `filament:g:${guildId}`
+export const userTopic = (userId: UserId): Topic => `filament:u:${userId}`
+const USER_TOPIC_PREFIX = "filament:u:"
+
+export interface EventBusShape {
+  /** Carries a frame this node has delivered locally to the other nodes (at most once, never blocks). */
+  readonly publish: (route: Route, frame: Frame) => void
+  /** Other nodes' frames, in arrival order, for the gateway's single delivery fiber. */
+  readonly deliveries: Queue.Dequeue<Delivery>
+  /** This node gained (`true`) or lost (`false`) its last local interest in a topic. */
+  readonly setInterest: (topic: Topic, interested: boolean) => void
+  /**
+   * Waits, bounded by `GATEWAY_BUS_TIMEOUT_SECS`, until the subscription to an interesting topic is
+   * active, so a `subscribed` ack means other nodes' events reach the connection. Returns at once
+   * when the bus is down (the gap is counted, the ack is not held hostage by Redis).
+   */
+  readonly awaitActive: (topic: Topic) => Effect.Effect<void>
+  /** False while the broker is unreachable (`/readyz`). */
+  readonly healthy: () => boolean
+}
+
+export class EventBus extends Context.Tag("filament/EventBus")<EventBus, EventBusShape>() {}
+
+/** One node: local delivery is all there is. */
+export const makeMemory: Effect.Effect<EventBusShape> = Effect.map(
+  Queue.bounded<Delivery>(1),
+  (deliveries) => ({
+    publish: () => undefined,
+    deliveries,
+    setInterest: () => undefined,
+    awaitActive: () => Effect.void,
+    healthy: () => true
+  })
+)
+
+// ---------------------------------------------------------------------------------------------
+// Wire format of a bus message (binary):
+//   [0]       format version (1)
+//   [1..33)   HMAC-SHA256 over everything after it, keyed with GATEWAY_BUS_SECRET
+//   [33..35)  header length (uint16 BE)
+//   header    JSON: publishing node, publish time, scope, event type, routing ids
+//   envelope  the UTF-8 envelope `{"v":1,"t":...,"d":...}` exactly as the publisher encoded it
+// ---------------------------------------------------------------------------------------------
+
+const FORMAT_VERSION = 1
+const MAC_BYTES = 32
+const PREFIX_BYTES = 1 + MAC_BYTES + 2
+/** Users per signed user-scoped message: keeps the header small and bounded (one HMAC per batch). */
+export const USERS_PER_MESSAGE = 256
+
+const BusHeader = Schema.Struct({
+  node: Schema.String.pipe(Schema.pattern(/^[0-9a-f]{32}$/)),
+  at: Schema.Number.pipe(Schema.finite()),
+  scope: Schema.Literal("channel", "guild", "user"),
+  type: Schema.String,
+  guild: Schema.optional(GuildId),
+  channel: Schema.optional(ChannelId),
+  users: Schema.optional(Schema.Array(UserId).pipe(Schema.minItems(1), Schema.maxItems(USERS_PER_MESSAGE)))
+})
+export type BusHeader = typeof BusHeader.Type
+const decodeHeader = Schema.decodeUnknownEither(Schema.parseJson(BusHeader), { onExcessProperty: "error" })
+
+const mac = (secret: Buffer, body: Uint8Array) => createHmac("sha256", secret).update(body).digest()
+
+/** Signs and frames one bus message. */
+export const encodeMessage = (secret: Buffer, header: BusHeader, envelope: Uint8Array): Buffer => {
+  const headerBytes = Buffer.from(JSON.stringify(header))
+  const message = Buffer.allocUnsafe(PREFIX_BYTES + headerBytes.length + envelope.length)
+  message[0] = FORMAT_VERSION
+  message.writeUInt16BE(headerBytes.length, 1 + MAC_BYTES)
+  headerBytes.copy(message, PREFIX_BYTES)
+  message.set(envelope, PREFIX_BYTES + headerBytes.length)
+  mac(secret, message.subarray(1 + MAC_BYTES)).copy(message, 1)
+  return message
+}
+
+export interface DecodedMessage {
+  readonly header: BusHeader
+  readonly envelope: Buffer
+}
+
+/**
+ * Checks one received message: size, signature, header shape, a known event whose scope matches the
+ * routing ids, an envelope within the event cap. Nothing after the signature is trusted before it.
+ */
+export const decodeMessage = (
+  secret: Buffer,
+  message: Buffer,
+  limits: { readonly maxMessageBytes: number; readonly maxEventBytes: number }
+): Either.Either<DecodedMessage, BusDropReason> => {
+  if (message.length > limits.maxMessageBytes) return Either.left("oversized")
+  if (message.length < PREFIX_BYTES || message[0] !== FORMAT_VERSION) return Either.left("malformed")
+  const expected = mac(secret, message.subarray(1 + MAC_BYTES))
+  if (!timingSafeEqual(expected, message.subarray(1, 1 + MAC_BYTES))) return Either.left("bad_signature")
+  const headerEnd = PREFIX_BYTES + message.readUInt16BE(1 + MAC_BYTES)
+  if (headerEnd > message.length) return Either.left("malformed")
+  const header = decodeHeader(message.toString("utf8", PREFIX_BYTES, headerEnd))
+  if (Either.isLeft(header)) return Either.left("malformed")
+  const { channel, guild, scope, type, users } = header.right
+  const event = Manifest.lookup(type)
+  const routed =
+    scope === "user"
+      ? users !== undefined && guild === undefined && channel === undefined
+      : guild !== undefined && users === undefined && (scope === "channel") === (channel !== undefined)
+  if (event === undefined || event.scope !== scope || !routed) return Either.left("malformed")
+  const envelope = message.subarray(headerEnd)
+  if (envelope.length === 0 || envelope.length > limits.maxEventBytes) return Either.left("malformed")
+  return Either.right({ header: header.right, envelope })
+}
+
+/** The route a verified message has on the topic it arrived on, or undefined when it does not belong there. */
+const routeOn = (topic: Topic, header: BusHeader): Route | undefined => {
+  if (header.scope === "user") {
+    if (!topic.startsWith(USER_TOPIC_PREFIX)) return undefined
+    const user = topic.slice(USER_TOPIC_PREFIX.length) as UserId
+    // One signed batch goes to each of its users' topics; here it is for that user alone.
+    return header.users!.includes(user) ? { scope: "user", userIds: [user] } : undefined
+  }
+  const guildId = header.guild!
+  if (topic !== guildTopic(guildId)) return undefined
+  return header.scope === "channel"
+    ? { scope: "channel", guildId, channelId: header.channel! }
+    : { scope: "guild", guildId }
+}
+
+export interface RedisBusOptions {
+  readonly url: Redacted.Redacted<string>
+  readonly secret: Redacted.Redacted<string>
+  readonly maxMessageBytes: number
+  readonly maxEventBytes: number
+  /** Messages published longer ago than this (by the sender's clock) are dropped as stale. */
+  readonly maxLag: Duration.Duration
+  /** Cap of the reconnect backoff. */
+  readonly reconnectMax: Duration.Duration
+  /** Bound on connecting at startup and on waiting for a subscription. */
+  readonly timeout: Duration.Duration
+  /** Received frames awaiting local delivery; beyond it they are dropped (`backlog_full`). */
+  readonly backlog: number
+}
+
+const RECONNECT_BASE_MILLIS = 50
+
+/** Pub/sub command set: sharded on Redis >= 7 (a Redis Cluster spreads topics over shards). */
+interface Dialect {
+  readonly subscribe: "ssubscribe" | "subscribe"
+  readonly unsubscribe: "sunsubscribe" | "unsubscribe"
+  readonly publish: "spublish" | "publish"
+  readonly message: "smessageBuffer" | "messageBuffer"
+}
+const SHARDED: Dialect = {
+  subscribe: "ssubscribe",
+  unsubscribe: "sunsubscribe",
+  publish: "spublish",
+  message: "smessageBuffer"
+}
+const CLASSIC: Dialect = {
+  subscribe: "subscribe",
+  unsubscribe: "unsubscribe",
+  publish: "publish",
+  message: "messageBuffer"
+}
+
+export const redisMajorVersion = (info: string): number => {
+  const match = /^redis_version:(\d+)/m.exec(info)
+  return match === null ? 0 : Number(match[1])
+}
+
+/** A Redis connection that fails commands at once while disconnected (no stale replay later). */
+const connect = (url: string, options: RedisBusOptions, name: string) =>
+  Effect.acquireRelease(
+    Effect.sync(
+      () =>
+        new Redis(url, {
+          lazyConnect: true,
+          connectionName: name,
+          enableOfflineQueue: false,
+          autoResubscribe: false,
+          maxRetriesPerRequest: 0,
+          connectTimeout: Duration.toMillis(options.timeout),
+          retryStrategy: (attempt) =>
+            Math.min(
+              RECONNECT_BASE_MILLIS * 2 ** Math.min(attempt, 16),
+              Duration.toMillis(options.reconnectMax)
+            )
+        })
+    ),
+    (redis) => Effect.sync(() => redis.disconnect(false))
+  )
+
+export const makeRedis = (
+  options: RedisBusOptions
+): Effect.Effect<EventBusShape, BusUnavailable, Scope.Scope | GatewayMetrics> =>
+  Effect.gen(function* () {
+    const metrics = yield* GatewayMetrics
+    const clock = yield* Effect.clock
+    const secret = Buffer.from(Redacted.value(options.secret))
+    const node = randomBytes(16).toString("hex")
+    const url = Redacted.value(options.url)
+    const publisher = yield* connect(url, options, `filament-pub-${node}`)
+    const subscriber = yield* connect(url, options, `filament-sub-${node}`)
+    const deliveries = yield* Queue.dropping<Delivery>(options.backlog)
+    const maxLagMillis = Duration.toMillis(options.maxLag)
+
+    const fail = (error: unknown) => new BusUnavailable({ reason: "bus_unavailable", detail: String(error) })
+    yield* Effect.tryPromise({
+      try: () => Promise.all([publisher.connect(), subscriber.connect()]),
+      catch: fail
+    }).pipe(Effect.timeoutFail({ duration: options.timeout, onTimeout: () => fail("connect timed out") }))
+    const info = yield* Effect.tryPromise({ try: () => publisher.info("server"), catch: fail })
+    const dialect = redisMajorVersion(info) >= 7 ? SHARDED : CLASSIC
+
+    /** Topics this node has local interest in, and those the subscriber connection holds now. */
+    const wanted = new Set<Topic>()
+    const active = new Set<Topic>()
+    const changed = new Set<Topic>()
+    const waiters = new Map<Topic, Deferred.Deferred<void>>()
+    const reconcile = yield* Queue.sliding<void>(1)
+    let subscriberConnected = true
+    let publisherConnected = true
+    /** After a reconnect, until every wanted topic is subscribed again. */
+    let restoring = false
+    let downSince: number | undefined
+
+    const releaseWaiters = (topic?: Topic) => {
+      for (const [key, waiter] of waiters) {
+        if (topic !== undefined && key !== topic) continue
+        waiters.delete(key)
+        Deferred.unsafeDone(waiter, Exit.void)
+      }
+    }
+
+    const healthy = () => subscriberConnected && publisherConnected && !restoring
+
+    /** Counts the gap once the bus is whole again: both connections up, interest restored. */
+    const onChange = () => {
+      if (!healthy()) {
+        if (downSince === undefined) downSince = clock.unsafeCurrentTimeMillis()
+      } else if (downSince !== undefined) {
+        metrics.busReconnected((clock.unsafeCurrentTimeMillis() - downSince) / 1000)
+        downSince = undefined
+      }
+    }
+
+    subscriber.on("close", () => {
+      if (!subscriberConnected) return
+      subscriberConnected = false
+      // The subscriptions died with the connection: everything wanted is to be subscribed again.
+      active.clear()
+      for (const topic of wanted) changed.add(topic)
+      releaseWaiters()
+      onChange()
+    })
+    subscriber.on("ready", () => {
+      if (subscriberConnected) return
+      subscriberConnected = true
+      restoring = true
+      onChange()
+      Queue.unsafeOffer(reconcile, undefined)
+    })
+    publisher.on("close", () => {
+      if (!publisherConnected) return
+      publisherConnected = false
+      onChange()
+    })
+    publisher.on("ready", () => {
+      if (publisherConnected) return
+      publisherConnected = true
+      onChange()
+    })
+    // Connection errors are reconnected by the client and show in health and metrics; never thrown.
+    subscriber.on("error", () => undefined)
+    publisher.on("error", () => undefined)
+
+    const limits = { maxMessageBytes: options.maxMessageBytes, maxEventBytes: options.maxEventBytes }
+    subscriber.on(dialect.message, (channel: Buffer, message: Buffer) => {
+      const decoded = decodeMessage(secret, message, limits)
+      if (Either.isLeft(decoded)) return metrics.busDropped(decoded.left)
+      const { envelope, header } = decoded.right
+      if (header.node === node) return // our own publish, already delivered locally
+      const now = clock.unsafeCurrentTimeMillis()
+      if (Math.abs(now - header.at) > maxLagMillis) return metrics.busDropped("stale")
+      const route = routeOn(channel.toString(), header)
+      if (route === undefined) return metrics.busDropped("misrouted")
+      const frame: Frame = {
+        eventType: header.type,
+        scope: header.scope,
+        bytes: envelope.length,
+        wire: textFrame(envelope)
+      }
+      if (!Queue.unsafeOffer(deliveries, { route, frame, publishedAt: header.at })) {
+        return metrics.busDropped("backlog_full")
+      }
+      metrics.busReceived()
+    })
+
+    /** Brings the subscriber connection's topics in line with the wanted set (one pass over changes). */
+    const syncSubscriptions = Effect.suspend(() => {
+      if (!subscriberConnected) return Effect.void
+      const add: Array<Topic> = []
+      const remove: Array<Topic> = []
+      for (const topic of changed) {
+        if (wanted.has(topic) && !active.has(topic)) add.push(topic)
+        else if (!wanted.has(topic) && active.has(topic)) remove.push(topic)
+      }
+      changed.clear()
+      // One topic per command: sharded channels of one command must share a hash slot.
+      const run = (command: Dialect["subscribe"] | Dialect["unsubscribe"], topic: Topic) =>
+        Effect.tryPromise(() => subscriber[command](topic)).pipe(
+          Effect.match({
+            onFailure: () => {
+              changed.add(topic) // retried on the next change or reconnect
+            },
+            onSuccess: () => {
+              if (command === dialect.subscribe) {
+                active.add(topic)
+                releaseWaiters(topic)
+              } else active.delete(topic)
+            }
+          })
+        )
+      return Effect.all(
+        [
+          ...add.map((topic) => run(dialect.subscribe, topic)),
+          ...remove.map((topic) => run(dialect.unsubscribe, topic))
+        ],
+        { concurrency: "unbounded", discard: true }
+      ).pipe(
+        Effect.zipRight(
+          Effect.sync(() => {
+            if (!restoring || !subscriberConnected) return
+            // A failed command (the connection dropped meanwhile) left its topic in `changed`: the
+            // next reconnect retries it, and health waits for that.
+            if (changed.size > 0) return
+            restoring = false
+            onChange()
+          })
+        )
+      )
+    })
+    yield* Effect.forkScoped(Effect.forever(Effect.zipRight(Queue.take(reconcile), syncSubscriptions)))
+
+    const send = (topic: Topic, message: Buffer) => {
+      publisher[dialect.publish](topic, message).then(
+        () => metrics.busPublished(),
+        () => metrics.busDropped("unavailable")
+      )
+    }
+
+    const bus: EventBusShape = {
+      publish: (route, frame) => {
+        const envelope = frame.wire.subarray(frame.wire.length - frame.bytes)
+        const base = { node, at: clock.unsafeCurrentTimeMillis(), scope: route.scope, type: frame.eventType }
+        if (!publisherConnected) {
+          metrics.busDropped("unavailable")
+          return
+        }
+        if (route.scope !== "user") {
+          const header: BusHeader =
+            route.scope === "channel"
+              ? { ...base, guild: route.guildId, channel: route.channelId }
+              : { ...base, guild: route.guildId }
+          return send(guildTopic(route.guildId), encodeMessage(secret, header, envelope))
+        }
+        for (let i = 0; i < route.userIds.length; i += USERS_PER_MESSAGE) {
+          const users = route.userIds.slice(i, i + USERS_PER_MESSAGE)
+          const message = encodeMessage(secret, { ...base, users }, envelope)
+          for (const user of users) send(userTopic(user), message)
+        }
+      },
+      deliveries,
+      setInterest: (topic, interested) => {
+        if (interested) wanted.add(topic)
+        else {
+          wanted.delete(topic)
+          releaseWaiters(topic)
+        }
+        changed.add(topic)
+        Queue.unsafeOffer(reconcile, undefined)
+      },
+      awaitActive: (topic) =>
+        Effect.suspend(() => {
+          if (!subscriberConnected || !wanted.has(topic) || active.has(topic)) return Effect.void
+          let waiter = waiters.get(topic)
+          if (waiter === undefined) {
+            waiter = Deferred.unsafeMake<void>(FiberId.none)
+            waiters.set(topic, waiter)
+          }
+          return Deferred.await(waiter).pipe(Effect.timeout(options.timeout), Effect.ignore)
+        }),
+      healthy
+    }
+    return bus
+  })
+
+/** Whatever the configuration says: Redis when `GATEWAY_REDIS_URL` is set, else the in-memory bus. */
+export const layer: Layer.Layer<EventBus, BusUnavailable, GatewayConfig | GatewayMetrics> = Layer.scoped(
+  EventBus,
+  Effect.flatMap(GatewayConfig, (config) =>
+    Option.match(config.redis, {
+      onNone: () => makeMemory,
+      onSome: (redis) =>
+        makeRedis({
+          url: redis.url,
+          secret: redis.busSecret,
+          maxMessageBytes: config.busMaxMessageBytes,
+          maxEventBytes: config.maxEventBytes,
+          maxLag: config.busMaxLag,
+          reconnectMax: config.busReconnectMax,
+          timeout: config.busTimeout,
+          backlog: config.busBacklog
+        })
+    })
+  )
+)
+
+export const layerMemory: Layer.Layer<EventBus> = Layer.effect(EventBus, makeMemory)

@@ -1,0 +1,354 @@
+/**
+ * The Redis event bus with a real `redis-server` and real sockets: several gateway nodes in this
+ * process (each its own layer, HTTP server and bus connections on port 0), joined only by Redis.
+ *
+ * "Exactly once" is proven by order: Redis delivers one publisher's messages to a subscriber in
+ * publish order, so a duplicate or a loss would show before the publisher's end marker.
+ */
+import { createHmac } from "node:crypto"
+import { describe, expect, it } from "@effect/vitest"
+import { Clock, Duration, Effect, Either, Option, Redacted, TestClock } from "effect"
+import { decodePayload, type EventDefinition, type PayloadOf } from "../../src/protocol/EventDefinition.js"
+import { MessageCreate } from "../../src/protocol/events/message.js"
+import { ProfileUpdate } from "../../src/protocol/events/profile.js"
+import { ChannelCreate } from "../../src/protocol/events/workspace.js"
+import type { GuildId, UserId } from "../../src/protocol/Ids.js"
+import type { GatewayConfigShape } from "../../src/server/Config.js"
+import { encodeMessage, guildTopic, userTopic, type BusHeader } from "../../src/server/EventBus.js"
+import * as Outbound from "../../src/server/Outbound.js"
+import {
+  DEADLINE_MS,
+  newId,
+  startGateway,
+  type Frame,
+  type Harness,
+  type TestClient
+} from "../server/harness.js"
+import { hasRedisServer, startRedis, type RedisServer } from "./redis.js"
+
+const BUS_SECRET = "bus-secret-0123456789-0123456789-abcdef"
+const BASE_UNIX = 1_700_000_000
+
+const typed = <E extends EventDefinition>(event: E, wire: unknown): PayloadOf<E> =>
+  Either.getOrThrow(decodePayload(event, wire, { strict: true })) as PayloadOf<E>
+
+const message = (guild: string, channel: string, content: string) =>
+  typed(MessageCreate, {
+    message_id: newId(),
+    guild_id: guild,
+    channel_id: channel,
+    author_id: newId(),
+    content,
+    markdown_tokens: [
+      { type: "paragraph_start" },
+      { type: "text", text: content },
+      { type: "paragraph_end" }
+    ],
+    attachments: [],
+    reactions: [],
+    created_at_unix: BASE_UNIX
+  })
+
+const channelCreate = (guild: string, name: string) =>
+  typed(ChannelCreate, { guild_id: guild, channel: { channel_id: newId(), name, kind: "text" } })
+
+const profile = (user: string, about: string) =>
+  typed(ProfileUpdate, {
+    user_id: user,
+    updated_fields: { about_markdown: about },
+    updated_at_unix: BASE_UNIX
+  })
+
+const clusterConfig = (redis: RedisServer, overrides: Partial<GatewayConfigShape> = {}) => ({
+  redis: Option.some({ url: Redacted.make(redis.url), busSecret: Redacted.make(BUS_SECRET) }),
+  busReconnectMax: Duration.millis(200),
+  ...overrides
+})
+
+const startNode = (redis: RedisServer, overrides: Partial<GatewayConfigShape> = {}) =>
+  startGateway(clusterConfig(redis, overrides))
+
+/** Consumes frames until `done` holds for those seen so far (each wait bounded by the deadline). */
+const collectUntil = (client: TestClient, done: (frames: ReadonlyArray<Frame>) => boolean) =>
+  Effect.gen(function* () {
+    const seen: Array<Frame> = []
+    while (!done(seen)) seen.push(yield* client.next())
+    return seen
+  })
+
+const field = (frames: ReadonlyArray<Frame>, t: string, read: (d: Record<string, unknown>) => unknown) =>
+  frames.filter((frame) => frame.t === t).map((frame) => read(frame.d))
+
+const content = (d: Record<string, unknown>) => d["content"]
+const channelName = (d: Record<string, unknown>) => (d["channel"] as { name: string }).name
+const about = (d: Record<string, unknown>) =>
+  (d["updated_fields"] as { about_markdown: string }).about_markdown
+
+/** Polls a condition (each probe is a real round trip) until it holds, within the deadline. */
+const waitFor = <E, R>(label: string, probe: Effect.Effect<boolean, E, R>) =>
+  Effect.gen(function* () {
+    const deadline = Date.now() + DEADLINE_MS
+    while (!(yield* probe)) {
+      if (Date.now() > deadline) return yield* Effect.die(new Error(`deadline: ${label}`))
+      yield* Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve)))
+    }
+  })
+
+const readyStatus = (node: Harness) => Effect.map(node.http("/readyz"), (response) => response.status)
+
+const busDropped = (node: Harness, reason: string) =>
+  node.metric("filament_gateway_bus_dropped_total", { reason })
+
+describe.skipIf(!hasRedisServer)("cluster bus over Redis", () => {
+  it.scoped(
+    "three nodes: channel, guild and user events from every node reach every subscriber exactly once, in publish order",
+    () =>
+      Effect.gen(function* () {
+        const redis = yield* startRedis
+        const a = yield* startNode(redis)
+        const b = yield* startNode(redis)
+        const c = yield* startNode(redis)
+        const [guild, channel, other] = [newId(), newId(), newId()]
+        const user = newId() as UserId
+        const access = { [guild]: "*" as const }
+        const onA = yield* a.connectReady(newId(), access)
+        const onB = yield* b.connectReady(user, access)
+        const twoChannelsOnB = yield* b.connectReady(newId(), access)
+        const onC = yield* c.connectReady(user, access)
+        for (const client of [onA, onB, twoChannelsOnB, onC]) yield* client.subscribe(guild, channel)
+        yield* twoChannelsOnB.subscribe(guild, other)
+
+        const N = 20
+        for (let i = 0; i < N; i++) {
+          // Local recipients only: the others are reached over the bus.
+          expect(yield* a.gateway.publish(MessageCreate, message(guild, channel, `A${i}`))).toBe(1)
+          expect(yield* b.gateway.publish(ChannelCreate, channelCreate(guild, `B${i}`))).toBe(2)
+          expect(yield* c.gateway.publishToUsers(ProfileUpdate, profile(user, `C${i}`), [user])).toBe(1)
+        }
+        yield* a.gateway.publish(MessageCreate, message(guild, channel, "A-end"))
+        yield* b.gateway.publish(ChannelCreate, channelCreate(guild, "B-end"))
+        yield* c.gateway.publishToUsers(ProfileUpdate, profile(user, "C-end"), [user])
+        yield* c.gateway.publish(ChannelCreate, channelCreate(guild, "C-end"))
+
+        const expected = (prefix: string) => [
+          ...Array.from({ length: N }, (_, i) => `${prefix}${i}`),
+          `${prefix}-end`
+        ]
+        for (const [client, isUser] of [
+          [onA, false],
+          [onB, true],
+          [twoChannelsOnB, false],
+          [onC, true]
+        ] as const) {
+          const frames = yield* collectUntil(client, (seen) => {
+            const names = field(seen, "channel_create", channelName)
+            return (
+              field(seen, "message_create", content).includes("A-end") &&
+              names.includes("B-end") &&
+              names.includes("C-end")
+            )
+          })
+          expect(field(frames, "message_create", content)).toEqual(expected("A"))
+          // A guild event once per connection, however many of the guild's channels it holds.
+          const names = field(frames, "channel_create", channelName) as Array<string>
+          expect(names.filter((name) => name.startsWith("B"))).toEqual(expected("B"))
+          expect(names.filter((name) => name.startsWith("C"))).toEqual(["C-end"])
+          expect(field(frames, "profile_update", about)).toEqual(isUser ? expected("C") : [])
+        }
+      })
+  )
+
+  it.scoped(
+    "a node subscribes to a topic while it has local interest and leaves it with the last connection",
+    () =>
+      Effect.gen(function* () {
+        const redis = yield* startRedis
+        const probe = yield* redis.client()
+        const a = yield* startNode(redis)
+        const b = yield* startNode(redis)
+        const [guild, channel, other] = [newId(), newId(), newId()] as const
+        const user = newId()
+        const subscribers = (topic: string) =>
+          Effect.map(
+            Effect.promise(() => probe.call("PUBSUB", "SHARDNUMSUB", topic) as Promise<[string, number]>),
+            ([, count]) => count
+          )
+        expect(yield* subscribers(guildTopic(guild as GuildId))).toBe(0)
+        const first = yield* a.connectReady(user, { [guild]: "*" })
+        const second = yield* a.connectReady(newId(), { [guild]: "*" })
+        const third = yield* b.connectReady(newId(), { [guild]: "*" })
+        yield* first.subscribe(guild, channel)
+        yield* second.subscribe(guild, other)
+        // The ack waits for the bus: the topic is subscribed by the time it arrives.
+        expect(yield* subscribers(guildTopic(guild as GuildId))).toBe(1)
+        expect(yield* subscribers(userTopic(user as never))).toBe(1)
+        yield* third.subscribe(guild, channel)
+        expect(yield* subscribers(guildTopic(guild as GuildId))).toBe(2)
+
+        first.send({ v: 1, t: "unsubscribe", d: { guild_id: guild, channel_id: channel } })
+        yield* first.nextOfType("unsubscribed")
+        // Another local connection still holds the guild: node A keeps its subscription.
+        expect(yield* subscribers(guildTopic(guild as GuildId))).toBe(2)
+        second.socket.close()
+        yield* waitFor(
+          "node A leaves the guild topic",
+          Effect.map(subscribers(guildTopic(guild as GuildId)), (n) => n === 1)
+        )
+        first.socket.close()
+        yield* waitFor(
+          "node A leaves the user topic",
+          Effect.map(subscribers(userTopic(user as never)), (n) => n === 0)
+        )
+        third.socket.close()
+        yield* waitFor(
+          "no node holds the guild topic",
+          Effect.map(subscribers(guildTopic(guild as GuildId)), (n) => n === 0)
+        )
+      })
+  )
+
+  it.scoped(
+    "forged, tampered, oversized, malformed, stale and misrouted bus messages are dropped and counted",
+    () =>
+      Effect.gen(function* () {
+        const redis = yield* startRedis
+        const injector = yield* redis.client()
+        const a = yield* startNode(redis)
+        const b = yield* startNode(redis)
+        const [guild, channel, otherGuild] = [newId(), newId(), newId()]
+        const onA = yield* a.connectReady(newId(), { [guild]: "*" })
+        const onB = yield* b.connectReady(newId(), { [guild]: "*" })
+        yield* onA.subscribe(guild, channel)
+        yield* onB.subscribe(guild, channel)
+
+        const secret = Buffer.from(BUS_SECRET)
+        const now = yield* Clock.currentTimeMillis
+        const envelope = (text: string) => {
+          const frame = Either.getOrThrow(
+            Outbound.encode(MessageCreate, message(guild, channel, text), 1 << 20)
+          )
+          return frame.wire.subarray(frame.wire.length - frame.bytes)
+        }
+        const header = (overrides: Partial<BusHeader> = {}): BusHeader => ({
+          node: "f".repeat(32),
+          at: now,
+          scope: "channel",
+          type: "message_create",
+          guild: guild as BusHeader["guild"] & string,
+          channel: channel as BusHeader["channel"] & string,
+          ...overrides
+        })
+        const tampered = encodeMessage(secret, header(), envelope("tampered"))
+        tampered.writeUInt8(tampered.readUInt8(tampered.length - 3) ^ 1, tampered.length - 3)
+        const unknownType = encodeMessage(secret, header({ type: "no_such_event" }), envelope("unknown type"))
+        const wrongVersion = encodeMessage(secret, header(), envelope("version"))
+        wrongVersion[0] = 2
+        // Correctly signed, but the signed header is not JSON.
+        const notJson = encodeMessage(secret, header(), envelope("not json"))
+        notJson.write("!", 35)
+        createHmac("sha256", secret).update(notJson.subarray(33)).digest().copy(notJson, 1)
+        const forged: ReadonlyArray<readonly [string, Buffer]> = [
+          [
+            "bad_signature",
+            encodeMessage(Buffer.from("not-the-bus-secret-0123456789-abcdef"), header(), envelope("forged"))
+          ],
+          ["bad_signature", tampered],
+          [
+            "oversized",
+            encodeMessage(secret, header(), Buffer.concat([envelope("big"), Buffer.alloc(99_000, " ")]))
+          ],
+          ["malformed", Buffer.from("hello")],
+          ["malformed", wrongVersion],
+          ["malformed", notJson],
+          ["malformed", unknownType],
+          ["malformed", encodeMessage(secret, header({ scope: "guild" }), envelope("scope mismatch"))],
+          ["stale", encodeMessage(secret, header({ at: now - 60_000 }), envelope("stale"))],
+          [
+            "misrouted",
+            encodeMessage(
+              secret,
+              header({ guild: otherGuild as BusHeader["guild"] & string }),
+              envelope("misrouted")
+            )
+          ]
+        ]
+        const reasons = ["bad_signature", "oversized", "malformed", "stale", "misrouted"]
+        const before = new Map<string, number>()
+        for (const reason of reasons) before.set(reason, yield* busDropped(a, reason))
+
+        const topic = guildTopic(guild as GuildId)
+        for (const [, raw] of forged) yield* Effect.promise(() => injector.spublish(topic, raw))
+        // A correctly signed message from a "foreign node": proves the forgeries fail only by their defect.
+        yield* Effect.promise(() =>
+          injector.spublish(topic, encodeMessage(secret, header(), envelope("genuine")))
+        )
+
+        for (const client of [onA, onB]) {
+          const frame = yield* client.nextOfType("message_create")
+          expect(frame.d["content"]).toBe("genuine")
+        }
+        // Both nodes hold the topic: every forgery was counted once per node (the counters are process-wide).
+        for (const reason of reasons) {
+          const count = forged.filter(([why]) => why === reason).length
+          expect((yield* busDropped(a, reason)) - before.get(reason)!).toBe(2 * count)
+        }
+      })
+  )
+
+  it.scoped(
+    "Redis restarted mid-stream: local delivery never stops, the nodes reconnect, restore their interest and count the gap",
+    () =>
+      Effect.gen(function* () {
+        const redis = yield* startRedis
+        const a = yield* startNode(redis)
+        const b = yield* startNode(redis)
+        const [guild, channel] = [newId(), newId()]
+        const onA = yield* a.connectReady(newId(), { [guild]: "*" })
+        const onB = yield* b.connectReady(newId(), { [guild]: "*" })
+        yield* onA.subscribe(guild, channel)
+        yield* onB.subscribe(guild, channel)
+        const metric = (name: string, labels?: Record<string, string>) => a.metric(name, labels)
+        const reconnects0 = yield* metric("filament_gateway_bus_reconnects_total")
+        const outage0 = yield* metric("filament_gateway_bus_outage_seconds_total")
+        const unavailable0 = yield* busDropped(a, "unavailable")
+
+        yield* a.gateway.publish(MessageCreate, message(guild, channel, "before"))
+        expect((yield* onB.nextOfType("message_create")).d["content"]).toBe("before")
+        expect((yield* onA.nextOfType("message_create")).d["content"]).toBe("before")
+
+        yield* redis.kill
+        for (const node of [a, b])
+          yield* waitFor(
+            "readyz reports the bus down",
+            Effect.map(readyStatus(node), (s) => s === 503)
+          )
+        expect(JSON.parse((yield* a.http("/readyz")).body)).toEqual({ status: "bus_unavailable" })
+        yield* TestClock.adjust("3 seconds")
+
+        // Local delivery goes on; the cross-node copy is counted as not published.
+        expect(yield* a.gateway.publish(MessageCreate, message(guild, channel, "during"))).toBe(1)
+        expect((yield* onA.nextOfType("message_create")).d["content"]).toBe("during")
+        yield* waitFor(
+          "the missed publish is counted",
+          Effect.map(busDropped(a, "unavailable"), (n) => n === unavailable0 + 1)
+        )
+
+        yield* redis.start
+        for (const node of [a, b])
+          yield* waitFor(
+            "readyz ready again",
+            Effect.map(readyStatus(node), (s) => s === 200)
+          )
+        expect(yield* metric("filament_gateway_bus_reconnects_total")).toBe(reconnects0 + 2)
+        // The gap, by the gateways' clock: 3 s on each node.
+        expect(yield* metric("filament_gateway_bus_outage_seconds_total")).toBe(outage0 + 6)
+
+        // Interest restored in both directions; the publish made during the outage never arrives (at-most-once).
+        yield* a.gateway.publish(MessageCreate, message(guild, channel, "after from A"))
+        expect((yield* onB.nextOfType("message_create")).d["content"]).toBe("after from A")
+        yield* b.gateway.publish(MessageCreate, message(guild, channel, "after from B"))
+        expect((yield* onA.nextOfType("message_create")).d["content"]).toBe("after from A")
+        expect((yield* onA.nextOfType("message_create")).d["content"]).toBe("after from B")
+      })
+  )
+})
