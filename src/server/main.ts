@@ -3,8 +3,10 @@
  * services, the HTTP + WebSocket server. SIGTERM/SIGINT interrupt the program; the layers then
  * drain (1001 `going_away`, bounded grace) and the process exits 0.
  */
+import cluster, { type Worker } from "node:cluster"
 import { NodeRuntime } from "@effect/platform-node"
-import { Clock, Console, Effect, Layer, Redacted } from "effect"
+import { Clock, Console, Duration, Effect, Layer, Redacted } from "effect"
+import type { GatewayConfigShape } from "./Config.js"
 import * as Auth from "./Auth.js"
 import * as Config from "./Config.js"
 import { GatewayConfig } from "./Config.js"
@@ -55,4 +57,65 @@ const program = Effect.gen(function* () {
 
 const MainLive = Http.layer.pipe(Layer.provideMerge(Gateway.layerDefault), Layer.provideMerge(Config.layer))
 
-NodeRuntime.runMain(program.pipe(Effect.provide(MainLive)))
+/** How long the primary waits, beyond the close grace, for a worker to drain before killing it. */
+const WORKER_EXIT_MARGIN = Duration.seconds(5)
+
+const exited = (worker: Worker) =>
+  Effect.async<void>((resume) => {
+    if (worker.isDead()) return resume(Effect.void)
+    worker.once("exit", () => resume(Effect.void))
+  })
+
+/**
+ * `GATEWAY_WORKERS` > 1: this primary forks the workers — they share the listening port through
+ * node:cluster and reach each other's connections over the Redis bus (the config refuses workers
+ * without it) — replaces a worker that dies, and on SIGTERM / SIGINT lets every worker drain.
+ */
+const supervise = (config: GatewayConfigShape) =>
+  Effect.gen(function* () {
+    let stopping = false
+    const workers = new Set<Worker>()
+    const fork = () => {
+      const worker = cluster.fork()
+      workers.add(worker)
+      worker.once("exit", (code, signal) => {
+        workers.delete(worker)
+        if (stopping) return
+        console.error(
+          `filament-gateway: worker ${worker.process.pid} exited (${signal ?? code}); starting another`
+        )
+        fork()
+      })
+    }
+    yield* Effect.acquireRelease(
+      Effect.sync(() => {
+        for (let i = 0; i < config.workers; i++) fork()
+      }),
+      () =>
+        Effect.gen(function* () {
+          stopping = true
+          const draining = [...workers]
+          for (const worker of draining) worker.process.kill("SIGTERM")
+          const bound = Duration.sum(config.closeGrace, WORKER_EXIT_MARGIN)
+          yield* Effect.forEach(draining, exited, { concurrency: "unbounded", discard: true }).pipe(
+            Effect.interruptible,
+            Effect.timeout(bound),
+            Effect.ignore
+          )
+          for (const worker of draining) if (!worker.isDead()) worker.process.kill("SIGKILL")
+        })
+    )
+    yield* Effect.logInfo(
+      `filament-gateway primary ${process.pid}: ${config.workers} workers on port ${config.port}`
+    )
+    return yield* Effect.never
+  })
+
+const main = Effect.gen(function* () {
+  // Read (and validated) once here, so a refused configuration never forks anything.
+  const config = yield* Config.make
+  if (cluster.isPrimary && config.workers > 1) return yield* Effect.scoped(supervise(config))
+  return yield* program.pipe(Effect.provide(MainLive))
+})
+
+NodeRuntime.runMain(main)

@@ -1,0 +1,173 @@
+/**
+ * `GATEWAY_WORKERS` as an operator meets it: separate processes (a node:cluster primary and its
+ * workers sharing one port), joined only by a real `redis-server`; refused without Redis.
+ */
+import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process"
+import { describe, expect, it } from "@effect/vitest"
+import { Effect, Redacted } from "effect"
+import WebSocket from "ws"
+import * as Auth from "../../src/server/Auth.js"
+import { DEADLINE_MS, newId, TestClient, type Frame } from "../server/harness.js"
+import { freePort, hasRedisServer, startRedis } from "./redis.js"
+
+const JWT_SECRET = "workers-jwt-secret-0123456789-0123456789"
+const PUBLISH_KEY = "workers-publish-key-0123456789-0123456789"
+const BUS_SECRET = "workers-bus-secret-0123456789-0123456789"
+/** Two workers compile the sources with tsx before they listen. */
+const START_DEADLINE_MS = 20_000
+
+const withoutGatewayKeys = (env: NodeJS.ProcessEnv) =>
+  Object.fromEntries(Object.entries(env).filter(([key]) => !key.startsWith("GATEWAY_")))
+
+interface Started {
+  readonly child: ChildProcessWithoutNullStreams
+  readonly output: () => string
+  readonly exit: Promise<number | null>
+}
+
+const startMain = (env: Record<string, string>) =>
+  Effect.acquireRelease(
+    Effect.sync((): Started => {
+      const child = spawn(process.execPath, ["--import", "tsx", "src/server/main.ts"], {
+        env: { ...withoutGatewayKeys(process.env), ...env }
+      })
+      let output = ""
+      child.stdout.on("data", (chunk: Buffer) => (output += chunk.toString()))
+      child.stderr.on("data", (chunk: Buffer) => (output += chunk.toString()))
+      const exit = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)))
+      return { child, output: () => output, exit }
+    }),
+    ({ child, exit }) =>
+      Effect.promise(async () => {
+        if (child.exitCode !== null || child.signalCode !== null) return
+        child.kill("SIGKILL") // the workers exit when their primary's IPC channel closes
+        await exit
+      })
+  )
+
+const within = <A>(label: string, promise: Promise<A>, ms = DEADLINE_MS) =>
+  Effect.promise(
+    () =>
+      new Promise<A>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`deadline: ${label}`)), ms)
+        promise.then(
+          (value) => {
+            clearTimeout(timer)
+            resolve(value)
+          },
+          (error) => {
+            clearTimeout(timer)
+            reject(error)
+          }
+        )
+      })
+  )
+
+const outputMatches = (started: Started, check: (output: string) => boolean) =>
+  new Promise<void>((resolve) => {
+    const probe = () => {
+      if (!check(started.output())) return
+      started.child.stdout.off("data", probe)
+      started.child.stderr.off("data", probe)
+      resolve()
+    }
+    started.child.stdout.on("data", probe)
+    started.child.stderr.on("data", probe)
+    probe()
+  })
+
+const nextOfType = (client: TestClient, t: string) =>
+  Effect.gen(function* () {
+    for (;;) {
+      const frame: Frame = yield* client.next(`frame "${t}"`)
+      if (frame.t === t) return frame
+    }
+  })
+
+describe("GATEWAY_WORKERS", () => {
+  it.live("more than one worker without GATEWAY_REDIS_URL is refused with a clear message, exit 1", () =>
+    Effect.scoped(
+      Effect.gen(function* () {
+        const started = yield* startMain({ GATEWAY_WORKERS: "2", GATEWAY_PORT: "0" })
+        expect(yield* within("exit", started.exit, START_DEADLINE_MS)).toBe(1)
+        expect(started.output()).toContain(
+          "GATEWAY_WORKERS=2 needs GATEWAY_REDIS_URL: worker processes reach each other's connections only over the Redis bus"
+        )
+      })
+    )
+  )
+
+  it.live.skipIf(!hasRedisServer)(
+    "two workers share the port; a publish reaches every client, on either worker, exactly once; SIGTERM drains and exits 0",
+    () =>
+      Effect.scoped(
+        Effect.gen(function* () {
+          const redis = yield* startRedis
+          const port = yield* freePort
+          const started = yield* startMain({
+            GATEWAY_WORKERS: "2",
+            GATEWAY_PORT: String(port),
+            GATEWAY_JWT_SECRET: JWT_SECRET,
+            GATEWAY_PUBLISH_KEY: PUBLISH_KEY,
+            GATEWAY_REDIS_URL: redis.url,
+            GATEWAY_BUS_SECRET: BUS_SECRET
+          })
+          yield* within(
+            "both workers listening",
+            outputMatches(started, (output) => output.split("filament-gateway listening on").length === 3),
+            START_DEADLINE_MS
+          )
+          const [guild, channel] = [newId(), newId()]
+          const clients: Array<TestClient> = []
+          for (let i = 0; i < 4; i++) {
+            const token = yield* Auth.signToken({
+              secret: Redacted.make(JWT_SECRET),
+              userId: newId(),
+              expiresAt: Math.floor(Date.now() / 1000) + 3600,
+              guilds: { [guild]: "*" }
+            })
+            const socket = new WebSocket(`ws://127.0.0.1:${port}/gateway/ws?access_token=${token}`)
+            const client = new TestClient(socket)
+            yield* within("open", new Promise((resolve) => socket.once("open", resolve)))
+            yield* nextOfType(client, "ready")
+            client.send({ v: 1, t: "subscribe", d: { guild_id: guild, channel_id: channel } })
+            yield* nextOfType(client, "subscribed")
+            clients.push(client)
+          }
+          const publish = (name: string) =>
+            Effect.promise(async () => {
+              const response = await fetch(`http://127.0.0.1:${port}/v1/publish`, {
+                method: "POST",
+                headers: { authorization: `Bearer ${PUBLISH_KEY}`, "content-type": "application/json" },
+                body: JSON.stringify({
+                  t: "channel_create",
+                  d: { guild_id: guild, channel: { channel_id: newId(), name, kind: "text" } }
+                })
+              })
+              return { status: response.status, body: (await response.json()) as { recipients: number } }
+            })
+          const first = yield* publish("first")
+          expect(first.status).toBe(202)
+          // node:cluster hands connections to the workers in turn: the worker that took the publish
+          // holds two of the four clients; the other two were reached over the bus.
+          expect(first.body.recipients).toBe(2)
+          yield* publish("second")
+          for (const client of clients) {
+            expect((yield* nextOfType(client, "channel_create")).d["channel"]).toMatchObject({
+              name: "first"
+            })
+            // No duplicate of "first": per publisher, order is kept, so a copy would come before this.
+            expect((yield* nextOfType(client, "channel_create")).d["channel"]).toMatchObject({
+              name: "second"
+            })
+          }
+
+          started.child.kill("SIGTERM")
+          for (const client of clients)
+            expect(yield* client.waitClosed()).toEqual({ code: 1001, reason: "going_away" })
+          expect(yield* within("primary exit", started.exit, START_DEADLINE_MS)).toBe(0)
+          for (const client of clients) client.socket.terminate()
+        })
+      )
+  )
+})
