@@ -11,6 +11,8 @@ import { HttpIncomingMessage, HttpRouter, HttpServerRequest, HttpServerResponse 
 import { NodeHttpServer } from "@effect/platform-node"
 import { Context, Duration, Effect, Either, Layer, Option, ParseResult, Redacted, Schema } from "effect"
 import { decodePayload, type EventDefinition } from "../protocol/EventDefinition.js"
+import { PresenceSync, PresenceUpdate } from "../protocol/events/presence.js"
+import { VoiceParticipantSync } from "../protocol/events/voice.js"
 import { ingress, UserId } from "../protocol/Ids.js"
 import { Manifest } from "../protocol/Manifest.js"
 import { GatewayConfig } from "./Config.js"
@@ -40,6 +42,16 @@ export type PublishRequest =
       readonly users: ReadonlyArray<UserId>
     }
 
+/**
+ * Presence and the subscribe snapshots are the gateway's own state: a published copy would contradict
+ * what the gateway tells its clients.
+ */
+const GATEWAY_OWNED: ReadonlySet<string> = new Set([
+  PresenceSync.type,
+  PresenceUpdate.type,
+  VoiceParticipantSync.type
+])
+
 const invalid = (detail: string) => Either.left(new PublishRejected({ reason: "invalid_event", detail }))
 
 /**
@@ -56,6 +68,7 @@ export const decodePublishRequest = (
   const event: EventDefinition | undefined = Manifest.lookup(t)
   if (event === undefined) return invalid(`unknown event type "${t}"`)
   if (event.scope === "connection") return invalid(`"${t}" is connection-scoped and cannot be published`)
+  if (GATEWAY_OWNED.has(t)) return invalid(`"${t}" is produced by the gateway itself and cannot be published`)
   const payload = decodePayload(event, d, { strict: true })
   if (Either.isLeft(payload)) return invalid(ParseResult.TreeFormatter.formatErrorSync(payload.left))
   if (event.scope !== "user") {

@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { newId } from "../server/harness.js"
+import { newId, publishHttp } from "../server/harness.js"
 import { eventually, expectNextIsMarker, metricDelta, startChatGateway, subscribeInOrder } from "./chat.js"
 
 describe("presence", () => {
@@ -135,6 +135,37 @@ describe("presence", () => {
         status: "offline"
       })
       yield* expectNextIsMarker(harness, g2, [w2, staying])
+    })
+  )
+
+  it.scoped("presence and the snapshots are the gateway's own: the publish API refuses them (400)", () =>
+    Effect.gen(function* () {
+      const harness = yield* startChatGateway()
+      const [guild, channel, user] = [newId(), newId(), newId()]
+      const client = yield* harness.connectReady(user, { [guild]: "*" })
+      yield* subscribeInOrder(client, guild, channel, { online: true })
+      const emitted = yield* metricDelta(harness, "filament_gateway_events_emitted_total", {
+        scope: "guild",
+        event_type: "presence_update"
+      })
+      const forged = [
+        { t: "presence_update", d: { guild_id: guild, user_id: user, status: "offline" } },
+        { t: "presence_sync", d: { guild_id: guild, user_ids: [] } },
+        {
+          t: "voice_participant_sync",
+          d: { guild_id: guild, channel_id: channel, participants: [], synced_at_unix: 1 }
+        }
+      ]
+      for (const body of forged) {
+        const response = yield* publishHttp(harness, body)
+        expect(response.status).toBe(400)
+        expect(JSON.parse(response.body)).toEqual({
+          error: "invalid_event",
+          detail: `"${body.t}" is produced by the gateway itself and cannot be published`
+        })
+      }
+      expect(yield* emitted).toBe(0)
+      yield* expectNextIsMarker(harness, guild, [client])
     })
   )
 
