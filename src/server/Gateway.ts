@@ -52,20 +52,24 @@ export interface GatewayShape extends Publisher {
 export class Gateway extends Context.Tag("filament/Gateway")<Gateway, GatewayShape>() {}
 
 const WS_ERR_UNSUPPORTED_MESSAGE_LENGTH = "WS_ERR_UNSUPPORTED_MESSAGE_LENGTH"
+const WS_ERR_INVALID_UTF8 = "WS_ERR_INVALID_UTF8"
 
 /** The connection of a socket the gateway attached (its listeners only exist after attach). */
 const connectionOf = (socket: WebSocket): Connection => (socket as GatewaySocket).connection!
 
 /**
  * ws refuses an oversized frame itself (from the frame header, before buffering it) and closes
- * with a bare 1009; this gives that close the documented reason.
+ * with a bare 1009; this gives that close the documented reason. A text frame that is not UTF-8
+ * (ws: bare 1007) is not JSON text: it closes like every other such frame, 4001 `invalid_envelope`.
  */
 class GatewaySocket extends WebSocket {
   /** Set on attach; lets one set of listener functions serve every socket (no closures per connection). */
   connection: Connection | undefined
 
   override close(code?: number, data?: string | Buffer): void {
-    super.close(code, code === 1009 && data === undefined ? "event_too_large" : data)
+    if (data === undefined && code === 1009) return super.close(code, "event_too_large")
+    if (data === undefined && code === 1007) return super.close(4001, "invalid_envelope")
+    super.close(code, data)
   }
 }
 
@@ -239,7 +243,12 @@ export const make = Effect.gen(function* () {
     connectionOf(this).pingSentAt = undefined
   }
   function onError(this: WebSocket, error: Error & { code?: string }) {
-    // ws has already answered an oversized frame with close 1009, without buffering it.
+    // ws has already answered an oversized frame (1009) or a non-UTF-8 text frame (4001, above).
+    if (error.code === WS_ERR_INVALID_UTF8) {
+      metrics.parseRejected("invalid_envelope")
+      connectionOf(this).closedByPeer("invalid_envelope")
+      return
+    }
     connectionOf(this).closedByPeer(
       error.code === WS_ERR_UNSUPPORTED_MESSAGE_LENGTH ? "event_too_large" : "socket_error"
     )

@@ -5,15 +5,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Redacted } from "effect"
 import { newId, PUBLISH_KEY, publishHttp, startGateway, type TestClient } from "../server/harness.js"
-
-/** Sum of every series of a counter family in a `/metrics` text. */
-export const familySum = (text: string, name: string): number => {
-  let sum = 0
-  for (const line of text.split("\n")) {
-    if (line.startsWith(`${name}{`) || line.startsWith(`${name} `)) sum += Number(line.split(" ").pop())
-  }
-  return sum
-}
+import { familySum } from "./support.js"
 
 const KEY = Redacted.value(PUBLISH_KEY)
 

@@ -97,3 +97,12 @@ export const eventuallyEffect = <E, R>(
       yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 2)))
     }
   })
+
+/** Sum of every series of a counter family in a `/metrics` text. */
+export const familySum = (text: string, name: string): number => {
+  let sum = 0
+  for (const line of text.split("\n")) {
+    if (line.startsWith(`${name}{`) || line.startsWith(`${name} `)) sum += Number(line.split(" ").pop())
+  }
+  return sum
+}
