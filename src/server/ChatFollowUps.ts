@@ -12,7 +12,8 @@
  *   is delivered, U's connections lose every subscription in G, U leaves G's voice channels and goes
  *   offline there;
  * - the migration lifecycle (§8.3, §8.4): with `GATEWAY_DUAL_EMIT_LEGACY_OVERRIDE`, every channel
- *   override event is preceded by the deprecated `workspace_channel_override_update`, both counted.
+ *   override event is preceded by the deprecated `workspace_channel_override_update`; the
+ *   compatibility counters count the legacy and the explicit emits.
  *
  * Follow-up events are announcements: one that cannot be built is counted and logged by the publish
  * path and never fails the command or publish that caused it.
@@ -130,17 +131,22 @@ export const make = Effect.gen(function* () {
       if (outcome.userLeftGuild) yield* announceOffline(publisher, guild_id, user_id)
     })
 
-  /** Dual emit (reference §8.3): the legacy name first, same payload, then the explicit event. */
-  const dualEmit = (publisher: Publisher, path: CompatibilityPath, payload: unknown) =>
+  /**
+   * Dual emit (reference §8.3): with the switch on, the legacy name first, same payload; the explicit
+   * event (its frame already built when this runs) follows. `explicit_emit` counts with the switch off
+   * too, so the sunset rule's "legacy flat while explicit grows" can be read off one family.
+   */
+  const migrate = (publisher: Publisher, path: CompatibilityPath, payload: unknown) =>
     Effect.gen(function* () {
-      const legacy = yield* Effect.either(
-        publisher.publish(
-          WorkspaceChannelOverrideUpdate,
-          payload as PayloadOf<typeof WorkspaceChannelOverrideUpdate>
+      if (config.dualEmitLegacyOverride) {
+        const legacy = yield* Effect.either(
+          publisher.publish(
+            WorkspaceChannelOverrideUpdate,
+            payload as PayloadOf<typeof WorkspaceChannelOverrideUpdate>
+          )
         )
-      )
-      if (legacy._tag === "Right") metrics.compatibilityEvent(path, "legacy_emit")
-      // The explicit event's frame is already built when this runs.
+        if (legacy._tag === "Right") metrics.compatibilityEvent(path, "legacy_emit")
+      }
       metrics.compatibilityEvent(path, "explicit_emit")
     })
 
@@ -215,7 +221,7 @@ export const make = Effect.gen(function* () {
           return
         }
         const path = MIGRATION_PATHS.get(event.type)
-        if (path !== undefined && config.dualEmitLegacyOverride) yield* dualEmit(publisher, path, payload)
+        if (path !== undefined) yield* migrate(publisher, path, payload)
       }),
 
     published: (event, payload, publisher) =>
