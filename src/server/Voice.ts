@@ -117,6 +117,8 @@ const byJoinThenIdentity = (a: VoiceParticipant, b: VoiceParticipant) =>
 /** The in-memory projection of one node; time is the Effect `Clock` of the caller. */
 export const makeMemory = (limits: VoiceLimits): VoiceParticipantsShape => {
   const channels = new Map<ChannelKey, Channel>()
+  /** User -> the channels they take part in, so removing a user never scans every channel. */
+  const byUser = new Map<UserId, Set<ChannelKey>>()
   const lifetime = Duration.toMillis(limits.participantLifetime)
 
   const dropFrom = (key: ChannelKey, channel: Channel, userId: UserId, removals: Array<VoiceRemoval>) => {
@@ -124,6 +126,9 @@ export const makeMemory = (limits: VoiceLimits): VoiceParticipantsShape => {
     if (entry === undefined) return
     channel.participants.delete(userId)
     if (channel.participants.size === 0) channels.delete(key)
+    const keys = byUser.get(userId)
+    keys?.delete(key)
+    if (keys?.size === 0) byUser.delete(userId)
     removals.push(removalOf(channel, entry))
   }
 
@@ -169,6 +174,9 @@ export const makeMemory = (limits: VoiceLimits): VoiceParticipantsShape => {
       streams: new Set(),
       expiresAt: now + lifetime
     })
+    let keys = byUser.get(userId)
+    if (keys === undefined) byUser.set(userId, (keys = new Set()))
+    keys.add(key)
     return undefined
   }
 
@@ -218,8 +226,10 @@ export const makeMemory = (limits: VoiceLimits): VoiceParticipantsShape => {
     removeUser: (userId, guildId) =>
       Effect.sync(() => {
         const removals: Array<VoiceRemoval> = []
-        for (const [key, channel] of channels) {
-          if (guildId === undefined || channel.guildId === guildId) dropFrom(key, channel, userId, removals)
+        for (const key of [...(byUser.get(userId) ?? [])]) {
+          const channel = channels.get(key)
+          if (channel !== undefined && (guildId === undefined || channel.guildId === guildId))
+            dropFrom(key, channel, userId, removals)
         }
         return removals
       }),
