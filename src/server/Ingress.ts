@@ -72,6 +72,12 @@ export const make = (options: IngressOptions): Ingress => {
       }
       const outcome = yield* registry.subscribe(connection, guildId, channelId)
       if (outcome._tag === "NotConnected") return
+      if (outcome._tag === "Revoked") {
+        metrics.subscribeRejected("revoked")
+        return yield* Effect.logWarning("gateway.subscribe.rejected: revoked").pipe(
+          Effect.annotateLogs({ user_id: connection.userId, guild_id: guildId, channel_id: channelId })
+        )
+      }
       if (outcome._tag === "SubscriptionLimit") {
         metrics.subscribeRejected("subscription_limit")
         return yield* Effect.logWarning("gateway.subscribe.rejected: subscription_limit").pipe(

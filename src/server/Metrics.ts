@@ -22,7 +22,7 @@ export type ParseRejectReason =
   | "invalid_message_create_payload"
 export type AuthFailureReason = "unauthorized" | "forbidden"
 export type ConnectionRejectReason = "too_many_connections" | "shutting_down"
-export type SubscribeRejectReason = "forbidden" | "subscription_limit"
+export type SubscribeRejectReason = "forbidden" | "subscription_limit" | "revoked"
 /** Dual-emit migration paths and modes (reference §8.4). */
 export type CompatibilityPath = "channel_role_override_migration" | "channel_permission_override_migration"
 export type CompatibilityMode = "legacy_emit" | "explicit_emit"

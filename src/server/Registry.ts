@@ -22,6 +22,8 @@ export interface ConnectionEntry {
   readonly channels: ReadonlySet<ChannelKey>
   /** Guild -> number of this connection's channels in it (an entry exists iff the count is > 0). */
   readonly guilds: ReadonlyMap<GuildId, number>
+  /** Guilds this connection was revoked from: it may not subscribe there again (reconnect instead). */
+  readonly revoked: ReadonlySet<GuildId>
 }
 
 export interface RegistryState {
@@ -49,6 +51,8 @@ export type SubscribeOutcome =
       readonly userJoinedGuild: boolean
     }
   | { readonly _tag: "SubscriptionLimit" }
+  /** The connection's user was removed from the guild while it was open (revocation). */
+  | { readonly _tag: "Revoked" }
   | { readonly _tag: "NotConnected" }
 
 export interface UnsubscribeOutcome {
@@ -75,6 +79,7 @@ export interface DisconnectOutcome {
 
 const NO_CHANNELS: ReadonlySet<ChannelKey> = new Set()
 const NO_GUILDS: ReadonlyMap<GuildId, number> = new Map()
+const NO_REVOKED: ReadonlySet<GuildId> = new Set()
 
 const setWithout = <K>(set: ReadonlySet<K>, key: K): ReadonlySet<K> => {
   const copy = new Set(set)
@@ -134,7 +139,8 @@ export const transitions = {
           connections: HashMap.set(state.connections, connection.id, {
             connection,
             channels: NO_CHANNELS,
-            guilds: NO_GUILDS
+            guilds: NO_GUILDS,
+            revoked: NO_REVOKED
           }),
           users: addMember(state.users, connection.userId, connection)
         },
@@ -148,6 +154,7 @@ export const transitions = {
   ): [SubscribeOutcome, RegistryState] => {
     const entry = HashMap.get(state.connections, connection.id)
     if (Option.isNone(entry)) return [{ _tag: "NotConnected" }, state]
+    if (entry.value.revoked.has(guildId)) return [{ _tag: "Revoked" }, state]
     const key = channelKey(guildId, channelId)
     const heldInGuild = entry.value.guilds.get(guildId) ?? 0
     if (entry.value.channels.has(key)) {
@@ -165,7 +172,7 @@ export const transitions = {
       {
         ...state,
         connections: HashMap.set(state.connections, connection.id, {
-          connection,
+          ...entry.value,
           channels: new Set(entry.value.channels).add(key),
           guilds: new Map(entry.value.guilds).set(guildId, heldInGuild + 1)
         }),
@@ -195,7 +202,7 @@ export const transitions = {
       {
         ...state,
         connections: HashMap.set(state.connections, connection.id, {
-          connection,
+          ...entry.value,
           channels: setWithout(entry.value.channels, key),
           guilds: connectionLeftGuild
             ? mapWithout(entry.value.guilds, guildId)
@@ -232,15 +239,27 @@ export const transitions = {
     ]
   },
 
-  /** Every subscription of every connection of `userId` in `guildId` goes, in one step. */
+  /**
+   * Every subscription of every connection of `userId` in `guildId` goes, in one step, and those
+   * connections may not subscribe in the guild again.
+   */
   revoke: (state: RegistryState, userId: UserId, guildId: GuildId): [RevokeOutcome, RegistryState] => {
     const prefix = `${guildId}:`
     let { channels, connections, guilds } = state
     const affected: Array<Connection> = []
     let removed = 0
+    let marked = false
     for (const connection of Option.getOrElse(HashMap.get(state.users, userId), () => NONE)) {
       const entry = HashMap.get(connections, connection.id)
-      if (Option.isNone(entry) || !entry.value.guilds.has(guildId)) continue
+      if (Option.isNone(entry)) continue
+      const revoked = entry.value.revoked.has(guildId)
+        ? entry.value.revoked
+        : new Set(entry.value.revoked).add(guildId)
+      marked ||= revoked !== entry.value.revoked
+      if (!entry.value.guilds.has(guildId)) {
+        connections = HashMap.set(connections, connection.id, { ...entry.value, revoked })
+        continue
+      }
       const kept = new Set<ChannelKey>()
       for (const key of entry.value.channels) {
         if (key.startsWith(prefix)) {
@@ -251,14 +270,15 @@ export const transitions = {
       connections = HashMap.set(connections, connection.id, {
         connection,
         channels: kept,
-        guilds: mapWithout(entry.value.guilds, guildId)
+        guilds: mapWithout(entry.value.guilds, guildId),
+        revoked
       })
       guilds = removeMember(guilds, guildId, connection)
       affected.push(connection)
     }
     return [
       { connections: affected, userLeftGuild: affected.length > 0, channels: removed },
-      affected.length === 0 ? state : { connections, channels, guilds, users: state.users }
+      affected.length === 0 && !marked ? state : { connections, channels, guilds, users: state.users }
     ]
   }
 }

@@ -9,6 +9,7 @@ import { Effect, HashMap } from "effect"
 import { newId } from "../server/harness.js"
 import {
   BASE_UNIX,
+  eventually,
   expectNextIsMarker,
   metricDelta,
   publishOk,
@@ -95,6 +96,14 @@ describe("revocation", () => {
           const entry = HashMap.unsafeGet(state.connections, connection.id)
           expect(entry.guilds.has(guild as never)).toBe(false)
         }
+        // The revoked connections may not subscribe in the guild again (a new connection asks the policy).
+        const refused = yield* metricDelta(harness, "filament_gateway_subscribe_rejected_total", {
+          reason: "revoked"
+        })
+        first.send({ v: 1, t: "subscribe", d: { guild_id: guild, channel_id: text } })
+        yield* eventually("subscribe refused as revoked", refused, (delta) => delta === 1)
+        yield* expectNextIsMarker(harness, other, [first])
+        expect(first.closed).toBeUndefined()
         // A later subscriber's snapshot no longer lists the kicked user.
         const late = yield* harness.connectReady(newId(), { [guild]: "*" })
         const snapshot = yield* subscribeInOrder(late, guild, voice, { online: true })

@@ -115,6 +115,8 @@ describe("SubscriptionRegistry", () => {
             Effect.gen(function* () {
               const registry = yield* Registry.SubscriptionRegistry
               const model: Model = new Map()
+              /** Per connected connection: guilds it was revoked from (it may not subscribe there). */
+              const revoked = new Map<number, Set<GuildId>>()
               for (const step of ops) {
                 if (step.op === "revoke") {
                   const [user, guild] = [USERS[step.user]!, GUILDS[step.guild]!]
@@ -130,6 +132,9 @@ describe("SubscriptionRegistry", () => {
                   for (const [, keys] of holders) {
                     for (const key of [...keys]) if (key.startsWith(`${guild}:`)) keys.delete(key)
                   }
+                  for (const id of model.keys()) {
+                    if (connections[id]!.userId === user) revoked.get(id)!.add(guild)
+                  }
                   expectAgrees(yield* registry.state, model)
                   continue
                 }
@@ -137,7 +142,10 @@ describe("SubscriptionRegistry", () => {
                 switch (step.op) {
                   case "connect":
                     yield* registry.register(connection)
-                    if (!model.has(step.conn)) model.set(step.conn, new Set())
+                    if (!model.has(step.conn)) {
+                      model.set(step.conn, new Set())
+                      revoked.set(step.conn, new Set())
+                    }
                     break
                   case "disconnect": {
                     const held = model.get(step.conn)
@@ -152,6 +160,7 @@ describe("SubscriptionRegistry", () => {
                     expect(outcome.removed).toBe(held !== undefined)
                     expect([...outcome.userLeftGuilds].sort()).toEqual(expectedLeft)
                     model.delete(step.conn)
+                    revoked.delete(step.conn)
                     break
                   }
                   case "subscribe": {
@@ -160,6 +169,7 @@ describe("SubscriptionRegistry", () => {
                     const wasOnline = userHolds(model, connection.userId, guild)
                     const outcome = yield* registry.subscribe(connection, guild, channel)
                     if (held === undefined) expect(outcome._tag).toBe("NotConnected")
+                    else if (revoked.get(step.conn)!.has(guild)) expect(outcome._tag).toBe("Revoked")
                     else if (held.has(channelKey(guild, channel))) {
                       expect(outcome).toMatchObject({ _tag: "Subscribed", added: false })
                     } else if (held.size >= MAX_SUBSCRIPTIONS) expect(outcome._tag).toBe("SubscriptionLimit")
