@@ -54,6 +54,8 @@ export interface GatewayConfigShape {
   readonly busBacklog: number
   /** Worker processes sharing the port (`GATEWAY_WORKERS`: a number or `auto` = one per core). */
   readonly workers: number
+  /** Cluster presence: a node silent for this long is dead and its users go offline. */
+  readonly nodeTtl: Duration.Duration
   /** Time a request (upgrade or HTTP, headers and body) may take to arrive before 408. */
   readonly requestTimeout: Duration.Duration
   /** Upgrades plus publish calls per client IP per minute (token bucket); 0 = no limit. */
@@ -158,6 +160,7 @@ export const config: Config.Config<GatewayConfigShape> = Config.all({
   busReconnectMax: seconds("GATEWAY_BUS_RECONNECT_MAX_SECS", 5),
   busTimeout: seconds("GATEWAY_BUS_TIMEOUT_SECS", 5),
   busBacklog: positiveInt("GATEWAY_BUS_BACKLOG", 10_000),
+  nodeTtl: seconds("GATEWAY_NODE_TTL_SECS", 15),
   workers: Config.string("GATEWAY_WORKERS").pipe(
     Config.withDefault("1"),
     Config.mapOrFail((text) =>

@@ -223,22 +223,24 @@ export const redisMajorVersion = (info: string): number => {
 /** A Redis connection that fails commands at once while disconnected (no stale replay later). */
 const connect = (url: string, options: RedisBusOptions, name: string) =>
   Effect.acquireRelease(
-    Effect.sync(
-      () =>
-        new Redis(url, {
-          lazyConnect: true,
-          connectionName: name,
-          enableOfflineQueue: false,
-          autoResubscribe: false,
-          maxRetriesPerRequest: 0,
-          connectTimeout: Duration.toMillis(options.timeout),
-          retryStrategy: (attempt) =>
-            Math.min(
-              RECONNECT_BASE_MILLIS * 2 ** Math.min(attempt, 16),
-              Duration.toMillis(options.reconnectMax)
-            )
-        })
-    ),
+    Effect.sync(() => {
+      const redis = new Redis(url, {
+        lazyConnect: true,
+        connectionName: name,
+        enableOfflineQueue: false,
+        autoResubscribe: false,
+        maxRetriesPerRequest: 0,
+        connectTimeout: Duration.toMillis(options.timeout),
+        retryStrategy: (attempt) =>
+          Math.min(
+            RECONNECT_BASE_MILLIS * 2 ** Math.min(attempt, 16),
+            Duration.toMillis(options.reconnectMax)
+          )
+      })
+      // Connection errors are retried by the client and show in health and metrics; never thrown.
+      redis.on("error", () => undefined)
+      return redis
+    }),
     (redis) => Effect.sync(() => redis.disconnect(false))
   )
 
@@ -322,9 +324,6 @@ export const makeRedis = (
       publisherConnected = true
       onChange()
     })
-    // Connection errors are reconnected by the client and show in health and metrics; never thrown.
-    subscriber.on("error", () => undefined)
-    publisher.on("error", () => undefined)
 
     const limits = { maxMessageBytes: options.maxMessageBytes, maxEventBytes: options.maxEventBytes }
     subscriber.on(dialect.message, (channel: Buffer, message: Buffer) => {

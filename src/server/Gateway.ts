@@ -8,10 +8,12 @@
 import type { IncomingMessage } from "node:http"
 import type { Socket } from "node:net"
 import type { Duplex } from "node:stream"
-import { Clock, Context, Duration, Effect, FiberSet, Layer, Queue, Schedule } from "effect"
+import { Clock, Context, Duration, Effect, Either, FiberSet, Layer, Queue, Schedule } from "effect"
 import { WebSocket, WebSocketServer, type RawData, type ServerOptions } from "ws"
 import type { EventDefinition, PayloadOf } from "../protocol/EventDefinition.js"
+import { decodePayload } from "../protocol/EventDefinition.js"
 import { Ready } from "../protocol/events/connection.js"
+import { Manifest } from "../protocol/Manifest.js"
 import type { ChannelId, GuildId } from "../protocol/Ids.js"
 import { AccessPolicy } from "./Access.js"
 import * as Access from "./Access.js"
@@ -23,6 +25,7 @@ import * as Bus from "./EventBus.js"
 import { Unauthorized } from "./Errors.js"
 import * as Fanout from "./Fanout.js"
 import * as ChatFollowUps from "./ChatFollowUps.js"
+import * as ClusterPresence from "./ClusterPresence.js"
 import { SubscriptionFollowUps, type Publisher } from "./FollowUps.js"
 import * as Ingress from "./Ingress.js"
 import { MessageHandler } from "./Messages.js"
@@ -31,7 +34,6 @@ import { GatewayMetrics } from "./Metrics.js"
 import * as Metrics from "./Metrics.js"
 import * as Outbound from "./Outbound.js"
 import { SubscriptionRegistry } from "./Registry.js"
-import * as Presence from "./Presence.js"
 import * as Registry from "./Registry.js"
 import * as Voice from "./Voice.js"
 
@@ -71,6 +73,13 @@ class GatewaySocket extends WebSocket {
     if (data === undefined && code === 1007) return super.close(4001, "invalid_envelope")
     super.close(code, data)
   }
+}
+
+/** The typed payload of a frame another node built (it was encoded from a valid payload there). */
+const remotePayload = (event: EventDefinition, frame: Outbound.Frame): unknown => {
+  const envelope = JSON.parse(frame.wire.toString("utf8", frame.wire.length - frame.bytes)) as { d: unknown }
+  const payload = decodePayload(event, envelope.d, { strict: false })
+  return Either.isRight(payload) ? payload.right : undefined
 }
 
 /** Token from `?access_token=` (wins, even when empty) or `Authorization: Bearer`. */
@@ -370,6 +379,11 @@ export const make = Effect.gen(function* () {
             ? yield* registry.guildMembers(route.guildId)
             : yield* registry.userMembers(route.userIds[0]!)
       Fanout.broadcast(metrics, frame, recipients)
+      // The after-delivery follow-ups (revocation) act on this node's connections too; the
+      // before-delivery ones (projections, dual emit) ran once, on the publishing node.
+      const event = Manifest.lookup(frame.eventType)
+      const payload = event === undefined ? undefined : remotePayload(event, frame)
+      if (event !== undefined && payload !== undefined) yield* followUps.published(event, payload, publisher)
     })
   // One fiber per node delivers the bus's frames in arrival order (per publisher: publish order).
   yield* Effect.forkScoped(
@@ -427,8 +441,10 @@ export const layerDefaults = Layer.mergeAll(
   Auth.layerJwt,
   Access.layerClaims,
   Messages.layerPlainText,
-  ChatFollowUps.layer.pipe(
-    Layer.provideMerge(Layer.mergeAll(Presence.layerMemory, Voice.layerMemory, Registry.layer)),
+  ClusterPresence.layerFollowUps.pipe(
+    Layer.provide(ChatFollowUps.layer),
+    // Presence is in Redis (with the dead-node reaper above) when GATEWAY_REDIS_URL is set.
+    Layer.provideMerge(Layer.mergeAll(ClusterPresence.layer, Voice.layerMemory, Registry.layer)),
     // The bus follows the registry's interest: built from the config (Redis or in-memory).
     Layer.provideMerge(Bus.layer),
     Layer.provideMerge(Metrics.layer)

@@ -7,7 +7,7 @@
  */
 import { createHmac } from "node:crypto"
 import { describe, expect, it } from "@effect/vitest"
-import { Clock, Duration, Effect, Either, Option, Redacted, TestClock } from "effect"
+import { Cause, Clock, Duration, Effect, Either, Exit, Option, Redacted, TestClock } from "effect"
 import { decodePayload, type EventDefinition, type PayloadOf } from "../../src/protocol/EventDefinition.js"
 import { MessageCreate } from "../../src/protocol/events/message.js"
 import { ProfileUpdate } from "../../src/protocol/events/profile.js"
@@ -24,7 +24,7 @@ import {
   type Harness,
   type TestClient
 } from "../server/harness.js"
-import { hasRedisServer, startRedis, type RedisServer } from "./redis.js"
+import { freePort, hasRedisServer, startRedis, type RedisServer } from "./redis.js"
 
 const BUS_SECRET = "bus-secret-0123456789-0123456789-abcdef"
 const BASE_UNIX = 1_700_000_000
@@ -100,6 +100,24 @@ const busDropped = (node: Harness, reason: string) =>
   node.metric("filament_gateway_bus_dropped_total", { reason })
 
 describe.skipIf(!hasRedisServer)("cluster bus over Redis", () => {
+  it.scoped("a node refuses to start when Redis cannot be reached within GATEWAY_BUS_TIMEOUT_SECS", () =>
+    Effect.gen(function* () {
+      const port = yield* freePort // nothing listens there
+      const exit = yield* Effect.exit(
+        startGateway({
+          redis: Option.some({
+            url: Redacted.make(`redis://127.0.0.1:${port}`),
+            busSecret: Redacted.make(BUS_SECRET)
+          }),
+          busTimeout: Duration.millis(300)
+        })
+      )
+      expect(Exit.isFailure(exit) && Cause.failureOption(exit.cause)).toMatchObject(
+        Option.some({ _tag: "BusUnavailable", reason: "bus_unavailable" })
+      )
+    })
+  )
+
   it.scoped(
     "three nodes: channel, guild and user events from every node reach every subscriber exactly once, in publish order",
     () =>

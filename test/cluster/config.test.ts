@@ -1,0 +1,81 @@
+/** The cluster keys of GatewayConfig: defaults, validation naming the key, the refusals. */
+import { describe, expect, it } from "@effect/vitest"
+import { ConfigProvider, Duration, Effect, Either, Option, Redacted } from "effect"
+import { availableParallelism } from "node:os"
+import * as Config from "../../src/server/Config.js"
+
+const load = (env: Record<string, string>) =>
+  Effect.either(Effect.withConfigProvider(Config.make, ConfigProvider.fromMap(new Map(Object.entries(env)))))
+
+const BASE = { GATEWAY_JWT_SECRET: "s".repeat(32), GATEWAY_PUBLISH_KEY: "k".repeat(32) }
+const REDIS = { GATEWAY_REDIS_URL: "redis://127.0.0.1:6379", GATEWAY_BUS_SECRET: "b".repeat(32) }
+
+const failure = (result: Either.Either<unknown, unknown>) =>
+  Either.isLeft(result) ? String(result.left) : "no failure"
+
+describe("GatewayConfig: cluster", () => {
+  it.effect("defaults: one worker, in-memory bus, the documented bus limits", () =>
+    Effect.gen(function* () {
+      const config = Either.getOrThrow(yield* load(BASE))
+      expect(config.workers).toBe(1)
+      expect(Option.isNone(config.redis)).toBe(true)
+      expect(config.busMaxMessageBytes).toBe(98_304)
+      expect(config.busBacklog).toBe(10_000)
+      expect(Duration.toSeconds(config.busMaxLag)).toBe(30)
+      expect(Duration.toSeconds(config.busReconnectMax)).toBe(5)
+      expect(Duration.toSeconds(config.busTimeout)).toBe(5)
+      expect(Duration.toSeconds(config.nodeTtl)).toBe(15)
+    })
+  )
+
+  it.effect("every cluster key is read", () =>
+    Effect.gen(function* () {
+      const config = Either.getOrThrow(
+        yield* load({
+          ...BASE,
+          ...REDIS,
+          GATEWAY_WORKERS: "3",
+          GATEWAY_BUS_MAX_MESSAGE_BYTES: "70000",
+          GATEWAY_BUS_BACKLOG: "50",
+          GATEWAY_BUS_MAX_LAG_SECS: "2",
+          GATEWAY_BUS_RECONNECT_MAX_SECS: "0.5",
+          GATEWAY_BUS_TIMEOUT_SECS: "1",
+          GATEWAY_NODE_TTL_SECS: "9"
+        })
+      )
+      const redis = Option.getOrThrow(config.redis)
+      expect(Redacted.value(redis.url)).toBe(REDIS.GATEWAY_REDIS_URL)
+      expect(Redacted.value(redis.busSecret)).toBe(REDIS.GATEWAY_BUS_SECRET)
+      expect(config).toMatchObject({ workers: 3, busMaxMessageBytes: 70_000, busBacklog: 50 })
+      expect(Duration.toMillis(config.busMaxLag)).toBe(2000)
+      expect(Duration.toMillis(config.busReconnectMax)).toBe(500)
+      expect(Duration.toMillis(config.busTimeout)).toBe(1000)
+      expect(Duration.toSeconds(config.nodeTtl)).toBe(9)
+      expect(Either.getOrThrow(yield* load({ ...BASE, ...REDIS, GATEWAY_WORKERS: "auto" })).workers).toBe(
+        availableParallelism()
+      )
+    })
+  )
+
+  it.effect("refusals name the key and the reason", () =>
+    Effect.gen(function* () {
+      expect(failure(yield* load({ ...BASE, GATEWAY_REDIS_URL: REDIS.GATEWAY_REDIS_URL }))).toContain(
+        "GATEWAY_BUS_SECRET is required when GATEWAY_REDIS_URL is set"
+      )
+      expect(failure(yield* load({ ...BASE, ...REDIS, GATEWAY_BUS_SECRET: "short" }))).toContain(
+        "GATEWAY_BUS_SECRET must be at least 32 characters"
+      )
+      expect(failure(yield* load({ ...BASE, GATEWAY_WORKERS: "2" }))).toContain(
+        "GATEWAY_WORKERS=2 needs GATEWAY_REDIS_URL"
+      )
+      expect(failure(yield* load({ ...REDIS, GATEWAY_WORKERS: "2" }))).toContain(
+        "GATEWAY_WORKERS=2 needs GATEWAY_JWT_SECRET"
+      )
+      for (const value of ["0", "-1", "two", "1.5"]) {
+        expect(failure(yield* load({ ...BASE, ...REDIS, GATEWAY_WORKERS: value }))).toContain(
+          'GATEWAY_WORKERS must be a positive integer or "auto"'
+        )
+      }
+    })
+  )
+})
