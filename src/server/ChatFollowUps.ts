@@ -42,7 +42,7 @@ import { SubscriptionFollowUps, type Publisher, type SubscriptionFollowUpsShape 
 import { GatewayMetrics, type CompatibilityPath, type RevocationEvent } from "./Metrics.js"
 import { Presence } from "./Presence.js"
 import { SubscriptionRegistry } from "./Registry.js"
-import { VoiceParticipants, voiceChange, type VoiceRemoval } from "./Voice.js"
+import { VoiceParticipants, voiceChange, type VoiceChange, type VoiceRemoval } from "./Voice.js"
 
 /** The explicit override events and the compatibility path each is counted under (reference §8.4). */
 const MIGRATION_PATHS: ReadonlyMap<string, CompatibilityPath> = new Map([
@@ -150,6 +150,26 @@ export const make = Effect.gen(function* () {
       metrics.compatibilityEvent(path, "explicit_emit")
     })
 
+  /** The projection follows a voice event before it is delivered; a join over the caps is refused. */
+  const applyVoice = (publisher: Publisher, change: VoiceChange) =>
+    Effect.gen(function* () {
+      if (change._tag === "join") {
+        const { channel_id: channelId, guild_id: guildId } = change.payload
+        // The original prunes before every registration (§5.8): the expiries go out first.
+        yield* announceRemovals(publisher, yield* voice.expire({ guildId, channelId }))
+      }
+      yield* voice.apply(change).pipe(
+        Effect.tapError((refused) =>
+          Effect.zipRight(
+            Effect.sync(() => metrics.voicePublishRefused(refused.reason)),
+            Effect.logWarning(`gateway.voice.refused: ${refused.reason}`).pipe(
+              Effect.annotateLogs({ event_type: VoiceParticipantJoin.type, detail: refused.detail })
+            )
+          )
+        )
+      )
+    })
+
   const sweep = (publisher: Publisher) =>
     Effect.flatMap(voice.expire(), (removals) => announceRemovals(publisher, removals)).pipe(
       Effect.catchAllCause((cause) => Effect.logError("gateway.voice_sweep.failed", cause))
@@ -199,30 +219,13 @@ export const make = Effect.gen(function* () {
         for (const guildId of userLeftGuilds) yield* announceOffline(publisher, guildId, connection.userId)
       }),
 
-    publishing: (event, payload, publisher) =>
-      Effect.gen(function* () {
-        const change = voiceChange(event, payload)
-        if (change !== undefined) {
-          if (change._tag === "join") {
-            const { channel_id: channelId, guild_id: guildId } = change.payload
-            // The original prunes before every registration (§5.8): the expiries go out first.
-            yield* announceRemovals(publisher, yield* voice.expire({ guildId, channelId }))
-          }
-          yield* voice.apply(change).pipe(
-            Effect.tapError((refused) =>
-              Effect.zipRight(
-                Effect.sync(() => metrics.voicePublishRefused(refused.reason)),
-                Effect.logWarning(`gateway.voice.refused: ${refused.reason}`).pipe(
-                  Effect.annotateLogs({ event_type: VoiceParticipantJoin.type, detail: refused.detail })
-                )
-              )
-            )
-          )
-          return
-        }
-        const path = MIGRATION_PATHS.get(event.type)
-        if (path !== undefined) yield* migrate(publisher, path, payload)
-      }),
+    // Runs on every publish: events that are neither voice nor overrides take the allocation-free path.
+    publishing: (event, payload, publisher) => {
+      const change = voiceChange(event, payload)
+      if (change !== undefined) return applyVoice(publisher, change)
+      const path = MIGRATION_PATHS.get(event.type)
+      return path === undefined ? Effect.void : migrate(publisher, path, payload)
+    },
 
     published: (event, payload, publisher) =>
       REVOKING_EVENTS.has(event.type)
