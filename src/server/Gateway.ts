@@ -26,6 +26,7 @@ import { Unauthorized } from "./Errors.js"
 import * as Fanout from "./Fanout.js"
 import * as ChatFollowUps from "./ChatFollowUps.js"
 import * as ClusterPresence from "./ClusterPresence.js"
+import * as ClusterVoice from "./ClusterVoice.js"
 import { SubscriptionFollowUps, type Publisher } from "./FollowUps.js"
 import * as Ingress from "./Ingress.js"
 import { MessageHandler } from "./Messages.js"
@@ -35,7 +36,6 @@ import * as Metrics from "./Metrics.js"
 import * as Outbound from "./Outbound.js"
 import { SubscriptionRegistry } from "./Registry.js"
 import * as Registry from "./Registry.js"
-import * as Voice from "./Voice.js"
 
 export interface GatewayShape extends Publisher {
   /**
@@ -443,8 +443,8 @@ export const layerDefaults = Layer.mergeAll(
   Messages.layerPlainText,
   ClusterPresence.layerFollowUps.pipe(
     Layer.provide(ChatFollowUps.layer),
-    // Presence is in Redis (with the dead-node reaper above) when GATEWAY_REDIS_URL is set.
-    Layer.provideMerge(Layer.mergeAll(ClusterPresence.layer, Voice.layerMemory, Registry.layer)),
+    // Presence and voice are in Redis (with the dead-node reaper above) when GATEWAY_REDIS_URL is set.
+    Layer.provideMerge(Layer.mergeAll(ClusterPresence.layer, ClusterVoice.layer, Registry.layer)),
     // The bus follows the registry's interest: built from the config (Redis or in-memory).
     Layer.provideMerge(Bus.layer),
     Layer.provideMerge(Metrics.layer)

@@ -4,84 +4,31 @@
  */
 import { spawn } from "node:child_process"
 import { describe, expect, it } from "@effect/vitest"
-import { Duration, Effect, Either, Option, Redacted, TestClock } from "effect"
+import { Duration, Effect, Redacted, TestClock } from "effect"
 import WebSocket from "ws"
-import { decodePayload, type EventDefinition, type PayloadOf } from "../../src/protocol/EventDefinition.js"
 import { MessageCreate } from "../../src/protocol/events/message.js"
 import { WorkspaceMemberRemove } from "../../src/protocol/events/workspace.js"
 import * as Auth from "../../src/server/Auth.js"
 import type { GatewayConfigShape } from "../../src/server/Config.js"
-import { newId, SECRET, startGateway, TestClient, type Frame, type Harness } from "../server/harness.js"
+import { newId, SECRET, TestClient } from "../server/harness.js"
+import {
+  BASE_UNIX,
+  BUS_SECRET,
+  expectMarkerNext,
+  message,
+  presenceOf,
+  startClusterNode,
+  subscribe,
+  typed
+} from "./chat.js"
 import { freePort, hasRedisServer, startRedis, type RedisServer } from "./redis.js"
 
-const BUS_SECRET = "bus-secret-0123456789-0123456789-abcdef"
 const PUBLISH_KEY = "presence-publish-key-0123456789-0123456789"
-const BASE_UNIX = 1_700_000_000
 const NODE_TTL_SECONDS = 3
 const START_DEADLINE_MS = 20_000
 
-const typed = <E extends EventDefinition>(event: E, wire: unknown): PayloadOf<E> =>
-  Either.getOrThrow(decodePayload(event, wire, { strict: true })) as PayloadOf<E>
-
-const message = (guild: string, channel: string, content: string) =>
-  typed(MessageCreate, {
-    message_id: newId(),
-    guild_id: guild,
-    channel_id: channel,
-    author_id: newId(),
-    content,
-    markdown_tokens: [
-      { type: "paragraph_start" },
-      { type: "text", text: content },
-      { type: "paragraph_end" }
-    ],
-    attachments: [],
-    reactions: [],
-    created_at_unix: BASE_UNIX
-  })
-
 const startChatNode = (redis: RedisServer, overrides: Partial<GatewayConfigShape> = {}) =>
-  startGateway(
-    {
-      redis: Option.some({ url: Redacted.make(redis.url), busSecret: Redacted.make(BUS_SECRET) }),
-      nodeTtl: Duration.seconds(NODE_TTL_SECONDS),
-      ...overrides
-    },
-    undefined,
-    "chat"
-  )
-
-/** Subscribes and consumes the chat sequence up to the `voice_participant_sync` that ends it. */
-const subscribe = (client: TestClient, guild: string, channel: string) =>
-  Effect.gen(function* () {
-    client.send({ v: 1, t: "subscribe", d: { guild_id: guild, channel_id: channel } })
-    const frames: Array<Frame> = []
-    do frames.push(yield* client.next("subscribe sequence"))
-    while (frames[frames.length - 1]!.t !== "voice_participant_sync")
-    return frames
-  })
-
-const presenceOf = (frames: ReadonlyArray<Frame>, user: string) =>
-  frames
-    .filter((frame) => frame.t === "presence_update" && frame.d["user_id"] === user)
-    .map((frame) => frame.d["status"])
-
-/** A message every listed client must receive next: nothing else arrived before it. */
-const expectMarkerNext = (
-  node: Harness,
-  guild: string,
-  channel: string,
-  clients: ReadonlyArray<TestClient>
-) =>
-  Effect.gen(function* () {
-    const text = `marker ${newId()}`
-    yield* node.gateway.publish(MessageCreate, message(guild, channel, text))
-    for (const client of clients) {
-      const frame = yield* client.next(text)
-      expect(frame.t, JSON.stringify(frame)).toBe("message_create")
-      expect(frame.d["content"]).toBe(text)
-    }
-  })
+  startClusterNode(redis, { nodeTtl: Duration.seconds(NODE_TTL_SECONDS), ...overrides })
 
 const presenceCount = (redis: RedisServer, guild: string, user: string) =>
   Effect.flatMap(redis.client(), (client) =>

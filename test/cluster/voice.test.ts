@@ -1,0 +1,137 @@
+/**
+ * The voice participant projection across nodes with a real `redis-server`: a join, a stream and an
+ * update published on different nodes make one snapshot; the caps are the cluster's; an expiry is
+ * announced once, by the node whose lazy prune removed it (TestClock).
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Duration, Effect, TestClock } from "effect"
+import {
+  VoiceParticipantJoin,
+  VoiceParticipantUpdate,
+  VoiceStreamPublish
+} from "../../src/protocol/events/voice.js"
+import { newId, publishHttp, type TestClient } from "../server/harness.js"
+import { BASE_UNIX, expectMarkerNext, startClusterNode, subscribe, typed } from "./chat.js"
+import { hasRedisServer, startRedis } from "./redis.js"
+
+const participantOf = (userId: string, guildId: string, channelId: string) => ({
+  user_id: userId,
+  identity: `u.${userId}.${guildId}.${channelId}`,
+  joined_at_unix: BASE_UNIX,
+  updated_at_unix: BASE_UNIX,
+  is_muted: false,
+  is_deafened: false,
+  is_speaking: false,
+  is_video_enabled: true,
+  is_screen_share_enabled: false
+})
+
+/** Only voice moves the clock here: no pings, no token expiry, no sweeps, no node reaping. */
+const quiet = {
+  pingInterval: Duration.days(1),
+  pongTimeout: Duration.days(1),
+  voiceSweep: Duration.days(1),
+  nodeTtl: Duration.days(1),
+  voiceParticipantLifetime: Duration.seconds(60),
+  maxVoiceParticipantsPerChannel: 1
+}
+
+const cameOnline = (clients: ReadonlyArray<TestClient>, user: string) =>
+  Effect.forEach(
+    clients,
+    (client) =>
+      Effect.map(client.next("presence online"), (frame) =>
+        expect(frame).toMatchObject({ t: "presence_update", d: { user_id: user, status: "online" } })
+      ),
+    { discard: true }
+  )
+
+describe.skipIf(!hasRedisServer)("cluster voice snapshots", () => {
+  it.scoped("one projection for the cluster: snapshot, caps and a single expiry announcement", () =>
+    Effect.gen(function* () {
+      const redis = yield* startRedis
+      const a = yield* startClusterNode(redis, quiet)
+      const b = yield* startClusterNode(redis, quiet)
+      const [guild, voice] = [newId(), newId()]
+      const [speaker, latecomer] = [newId(), newId()]
+      const access = { [guild]: "*" as const }
+      const watcher = yield* b.connectReady(newId(), access)
+      yield* subscribe(watcher, guild, voice)
+      yield* expectMarkerNext(a, guild, voice, [watcher]) // presence of the watcher is settled
+
+      // Join and camera on node A, an update on node B.
+      yield* a.gateway.publish(
+        VoiceParticipantJoin,
+        typed(VoiceParticipantJoin, {
+          guild_id: guild,
+          channel_id: voice,
+          participant: participantOf(speaker, guild, voice)
+        })
+      )
+      yield* a.gateway.publish(
+        VoiceStreamPublish,
+        typed(VoiceStreamPublish, {
+          guild_id: guild,
+          channel_id: voice,
+          user_id: speaker,
+          identity: `u.${speaker}.${guild}.${voice}`,
+          stream: "camera",
+          published_at_unix: BASE_UNIX + 1
+        })
+      )
+      yield* b.gateway.publish(
+        VoiceParticipantUpdate,
+        typed(VoiceParticipantUpdate, {
+          guild_id: guild,
+          channel_id: voice,
+          user_id: speaker,
+          identity: `u.${speaker}.${guild}.${voice}`,
+          updated_fields: { is_speaking: true },
+          updated_at_unix: BASE_UNIX + 2
+        })
+      )
+      for (const t of ["voice_participant_join", "voice_stream_publish", "voice_participant_update"]) {
+        expect((yield* watcher.next(t)).t).toBe(t)
+      }
+
+      // A subscriber on node B gets the cluster's snapshot.
+      const secondUser = newId()
+      const second = yield* b.connectReady(secondUser, access)
+      const frames = yield* subscribe(second, guild, voice)
+      yield* cameOnline([watcher], secondUser)
+      expect(frames[frames.length - 1]!.d["participants"]).toEqual([
+        { ...participantOf(speaker, guild, voice), is_speaking: true, updated_at_unix: BASE_UNIX + 2 }
+      ])
+      yield* expectMarkerNext(a, guild, voice, [watcher, second])
+
+      // The channel is full for the cluster: a join on node B is refused, nothing delivered.
+      const refused = yield* publishHttp(b, {
+        t: "voice_participant_join",
+        d: { guild_id: guild, channel_id: voice, participant: participantOf(latecomer, guild, voice) }
+      })
+      expect(refused.status).toBe(409)
+      expect(JSON.parse(refused.body)).toMatchObject({ error: "voice_participant_limit" })
+      yield* expectMarkerNext(b, guild, voice, [watcher, second])
+
+      // Past the lifetime, the next subscribe on node A prunes it: unpublish, leave, once.
+      yield* TestClock.adjust(Duration.seconds(61))
+      const thirdUser = newId()
+      const third = yield* a.connectReady(thirdUser, access)
+      const pruned = yield* subscribe(third, guild, voice)
+      expect(pruned[pruned.length - 1]!.d["participants"]).toEqual([])
+      // The subscriber's own presence goes out first (before its ack), then the prune (after it).
+      yield* cameOnline([watcher, second], thirdUser)
+      for (const client of [watcher, second]) {
+        expect((yield* client.next("unpublish")).d).toMatchObject({ user_id: speaker, stream: "camera" })
+        expect((yield* client.next("leave")).d).toMatchObject({ user_id: speaker })
+      }
+      // A subscribe on node B finds nothing left to prune: no second announcement.
+      const fourthUser = newId()
+      const fourth = yield* b.connectReady(fourthUser, access)
+      yield* subscribe(fourth, guild, voice)
+      yield* cameOnline([watcher, second], fourthUser)
+      yield* expectMarkerNext(a, guild, voice, [watcher, second])
+      yield* expectMarkerNext(b, guild, voice, [watcher, second])
+    })
+  )
+})
