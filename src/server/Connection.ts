@@ -3,7 +3,7 @@
  * window and close. No fiber lives per connection; everything here is synchronous and called from
  * the fanout loop, the `ws` callbacks or the heartbeat sweep.
  */
-import { MutableQueue } from "effect"
+import { Chunk, MutableQueue } from "effect"
 import { closeCodeFor, type CloseReason } from "../protocol/CloseCodes.js"
 import type { Command } from "../protocol/Commands.js"
 import type { Principal } from "./Auth.js"
@@ -29,6 +29,7 @@ export interface ConnectionTransport {
 }
 
 const OPEN = 1
+const NO_FRAMES: ReadonlyArray<Frame> = []
 
 /**
  * `sent`: written to the socket. `queued`: in the outbox, written on drain. `evicted`: the outbox was
@@ -69,8 +70,15 @@ export class Connection {
     readonly transport: ConnectionTransport,
     private readonly limits: ConnectionLimits,
     connectedAt: number,
-    /** Called exactly once, with the reason, when the connection ends (the one cleanup path). */
-    private readonly onDisconnect: (connection: Connection, reason: DisconnectReason) => void
+    /**
+     * Called exactly once, with the reason, when the connection ends (the one cleanup path), with the
+     * frames its outbox still held: accepted for this client, never written.
+     */
+    private readonly onDisconnect: (
+      connection: Connection,
+      reason: DisconnectReason,
+      discarded: ReadonlyArray<Frame>
+    ) => void
   ) {
     this.outbox = MutableQueue.bounded(limits.outboundQueue)
     this.lastPingAt = connectedAt
@@ -139,6 +147,14 @@ export class Connection {
 
   /** Closes with our code and reason. Only the first close of a connection counts. */
   close(reason: CloseReason): boolean {
+    // Shutting down: what the outbox holds was accepted for this client, so it goes out ahead of the
+    // close frame (the memory is already held; the close grace bounds how long the peer may take).
+    if (reason === "going_away" && this.isOpen && this.socket.readyState === OPEN) {
+      for (let frame = MutableQueue.poll(this.outbox, undefined); frame !== undefined;) {
+        this.write(frame)
+        frame = MutableQueue.poll(this.outbox, undefined)
+      }
+    }
     if (!this.markDisconnected(reason)) return false
     const { code } = closeCodeFor(reason)
     this.socket.close(code, reason)
@@ -167,11 +183,13 @@ export class Connection {
   private markDisconnected(reason: DisconnectReason): boolean {
     if (this.disconnectReason !== undefined) return false
     this.disconnectReason = reason
-    // Whatever was queued will never be written: release it now, not when the socket finally dies.
-    while (MutableQueue.poll(this.outbox, undefined) !== undefined) {
-      /* drain */
+    // Whatever was queued will never be written: release it now (not when the socket finally dies)
+    // and report it, so the loss is counted.
+    let discarded: ReadonlyArray<Frame> = NO_FRAMES
+    if (!MutableQueue.isEmpty(this.outbox)) {
+      discarded = MutableQueue.pollUpTo(this.outbox, Number.POSITIVE_INFINITY).pipe(Chunk.toReadonlyArray)
     }
-    this.onDisconnect(this, reason)
+    this.onDisconnect(this, reason, discarded)
     return true
   }
 

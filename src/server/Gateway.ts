@@ -215,7 +215,12 @@ export const make = Effect.gen(function* () {
       if (outcome.removed) yield* followUps.disconnected({ ...outcome, connection, reason }, publisher)
     }).pipe(Effect.catchAllCause((cause) => Effect.logError("gateway.disconnect.cleanup_failed", cause)))
 
-  const onDisconnect = (connection: Connection, reason: DisconnectReason) => {
+  const onDisconnect = (
+    connection: Connection,
+    reason: DisconnectReason,
+    discarded: ReadonlyArray<Outbound.Frame>
+  ) => {
+    for (const frame of discarded) metrics.dropped(frame.scope, frame.eventType, "closed")
     metrics.disconnect(reason)
     metrics.connectionsChanged(-1)
     if (connection.registered) run(cleanup(connection, reason))
