@@ -1,0 +1,392 @@
+/**
+ * `npx tsx bench/cluster.ts [--n 5000] [--reps 1]`: one gateway process vs `GATEWAY_WORKERS=2`
+ * joined by a real `redis-server`, same workload (the fanout bench's hot channel and message, from
+ * Workload.ts), same N.
+ *
+ * Three kinds of process: the server under test (`npm start`: one process, or a node:cluster
+ * primary with two workers sharing the port), a client process owning every socket (forked from
+ * this file with `--clients`), and this driver, which publishes through `POST /v1/publish` (so each
+ * event enters whichever worker takes the HTTP connection; the other delivers it from the bus).
+ *
+ * Phases: warm-up; a rate phase (10 000 deliveries/s for 5 s: its p50/p99 latency, stamp at event
+ * creation to receipt, both on CLOCK_MONOTONIC); a burst (200 000 deliveries, events back to back:
+ * deliveries/s from the first publish to the last receipt). Server CPU is read from /proc for the
+ * server process and its workers (and, separately, redis-server) around the burst.
+ * Output: a Markdown table on stdout and bench/results/cluster-<time>.json.
+ */
+import { fork, spawn, spawnSync, type ChildProcess } from "node:child_process"
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs"
+import { createServer } from "node:net"
+import * as Path from "node:path"
+import { fileURLToPath } from "node:url"
+import { SignJWT } from "jose"
+import WebSocket from "ws"
+import {
+  benchUlid,
+  HOT_CHANNEL,
+  HOT_GUILD,
+  makeStampReader,
+  messageSnapshot,
+  nowUs,
+  subscribeFrame
+} from "./Workload.js"
+
+const BENCH_DIR = Path.dirname(fileURLToPath(import.meta.url))
+const REPO_DIR = Path.dirname(BENCH_DIR)
+const JWT_SECRET = "bench-only-jwt-secret-0123456789abcdef"
+const PUBLISH_KEY = "bench-only-publish-key-0123456789abcdef"
+const BUS_SECRET = "bench-only-bus-secret-0123456789abcdef"
+const CONNECTIONS_PER_USER = 32
+const RATE_DELIVERIES_PER_SEC = 10_000
+const RATE_SECONDS = 5
+const BURST_DELIVERIES = 200_000
+const WARMUP_EVENTS = 20
+const DEADLINE_MS = 120_000
+
+const argValue = (name: string) => {
+  const at = process.argv.indexOf(`--${name}`)
+  return at < 0 ? undefined : process.argv[at + 1]
+}
+
+const percentile = (sorted: ReadonlyArray<number>, p: number) =>
+  sorted.length === 0
+    ? 0
+    : sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!
+
+// ---------------------------------------------------------------------------------------------
+// Client process: N sockets subscribed to the hot channel; records (stamp, receipt) per delivery.
+// ---------------------------------------------------------------------------------------------
+
+interface Window {
+  readonly from: number
+  readonly to: number
+}
+type ToClients = { readonly cmd: "report"; readonly rate: Window; readonly burst: Window }
+interface ClientReport {
+  readonly rateLatenciesUs: { readonly p50: number; readonly p99: number; readonly count: number }
+  readonly burstCount: number
+  readonly burstLastReceiptUs: number
+}
+
+const runClients = async (port: number, n: number) => {
+  const stamps = new Float64Array(4_000_000)
+  const receipts = new Float64Array(4_000_000)
+  let recorded = 0
+  const users = Math.ceil(n / CONNECTIONS_PER_USER)
+  const key = new TextEncoder().encode(JWT_SECRET)
+  const tokens = await Promise.all(
+    Array.from({ length: users }, (_, u) =>
+      new SignJWT({ guilds: { [HOT_GUILD]: "*" } })
+        .setProtectedHeader({ alg: "HS256" })
+        .setSubject(benchUlid("user", 1 + u))
+        .setExpirationTime("1h")
+        .sign(key)
+    )
+  )
+  const readStamp = makeStampReader()
+  const open = (i: number) =>
+    new Promise<void>((resolve, reject) => {
+      const socket = new WebSocket(`ws://127.0.0.1:${port}/gateway/ws?access_token=${tokens[i % users]}`)
+      socket.on("message", (data: Buffer) => {
+        const stamp = readStamp(data)
+        if (stamp < 0 || recorded >= stamps.length) return
+        stamps[recorded] = stamp
+        receipts[recorded++] = nowUs()
+        return
+      })
+      socket.on("message", function acked(data: Buffer) {
+        if (!data.includes('"t":"subscribed"')) return
+        socket.off("message", acked)
+        resolve()
+      })
+      socket.once("open", () => socket.send(subscribeFrame({ guild_id: HOT_GUILD, channel_id: HOT_CHANNEL })))
+      socket.once("error", reject)
+    })
+  // 200 at a time, as the fanout bench's generator does.
+  for (let i = 0; i < n; i += 200) {
+    await Promise.all(Array.from({ length: Math.min(200, n - i) }, (_, k) => open(i + k)))
+  }
+  process.send!({ ready: true })
+  process.on("message", (message: ToClients) => {
+    const rate: Array<number> = []
+    let burstCount = 0
+    let burstLast = 0
+    for (let i = 0; i < recorded; i++) {
+      const stamp = stamps[i]!
+      if (stamp >= message.rate.from && stamp <= message.rate.to) rate.push(receipts[i]! - stamp)
+      else if (stamp >= message.burst.from && stamp <= message.burst.to) {
+        burstCount++
+        if (receipts[i]! > burstLast) burstLast = receipts[i]!
+      }
+    }
+    rate.sort((a, b) => a - b)
+    const report: ClientReport = {
+      rateLatenciesUs: { p50: percentile(rate, 50), p99: percentile(rate, 99), count: rate.length },
+      burstCount,
+      burstLastReceiptUs: burstLast
+    }
+    process.send!(report, () => process.exit(0))
+  })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Driver
+// ---------------------------------------------------------------------------------------------
+
+const freePort = () =>
+  new Promise<number>((resolve) => {
+    const server = createServer()
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address()
+      server.close(() => resolve(typeof address === "object" && address !== null ? address.port : 0))
+    })
+  })
+
+const within = <A>(label: string, promise: Promise<A>, ms = DEADLINE_MS) =>
+  Promise.race([
+    promise,
+    new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`deadline: ${label}`)), ms).unref())
+  ])
+
+const exited = (child: ChildProcess) =>
+  child.exitCode !== null || child.signalCode !== null
+    ? Promise.resolve()
+    : new Promise<void>((resolve) => child.once("exit", () => resolve()))
+
+const TICKS_PER_SECOND = Number(spawnSync("getconf", ["CLK_TCK"]).stdout?.toString().trim() || 100)
+
+/** CPU seconds (user + system) of `pid` and every descendant, from /proc. */
+const cpuSeconds = (pid: number): number => {
+  const stats = new Map<number, { ppid: number; ticks: number }>()
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue
+    try {
+      const text = readFileSync(`/proc/${entry}/stat`, "utf8")
+      const fields = text.slice(text.lastIndexOf(")") + 2).split(" ")
+      stats.set(Number(entry), { ppid: Number(fields[1]), ticks: Number(fields[11]) + Number(fields[12]) })
+    } catch {
+      // the process ended meanwhile
+    }
+  }
+  let total = 0
+  const walk = (id: number) => {
+    total += stats.get(id)?.ticks ?? 0
+    for (const [child, stat] of stats) if (stat.ppid === id) walk(child)
+  }
+  walk(pid)
+  return total / TICKS_PER_SECOND
+}
+
+const startRedis = async () => {
+  const port = await freePort()
+  const child = spawn("redis-server", [
+    "--port",
+    String(port),
+    "--bind",
+    "127.0.0.1",
+    "--save",
+    "",
+    "--appendonly",
+    "no"
+  ])
+  await within(
+    "redis ready",
+    new Promise<void>((resolve) => {
+      let output = ""
+      child.stdout.on("data", (chunk: Buffer) => {
+        output += chunk.toString()
+        if (output.includes("Ready to accept connections")) resolve()
+      })
+    })
+  )
+  return { port, child }
+}
+
+interface ModeResult {
+  readonly mode: string
+  readonly n: number
+  readonly rateP50Ms: number
+  readonly rateP99Ms: number
+  readonly rateDeliveries: number
+  readonly burstDeliveries: number
+  readonly deliveriesPerSec: number
+  readonly serverCpuUsPerDelivery: number
+  readonly redisCpuUsPerDelivery: number | null
+}
+
+const publish = async (port: number, seq: number) => {
+  const response = await fetch(`http://127.0.0.1:${port}/v1/publish`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${PUBLISH_KEY}`, "content-type": "application/json" },
+    body: JSON.stringify({ t: "message_create", d: messageSnapshot(seq) })
+  })
+  if (response.status !== 202)
+    throw new Error(`publish answered ${response.status}: ${await response.text()}`)
+  await response.arrayBuffer()
+}
+
+const runMode = async (
+  mode: "1 process" | "2 workers",
+  n: number,
+  redis: { port: number; child: ChildProcess }
+) => {
+  const port = await freePort()
+  const workers = mode === "2 workers" ? 2 : 1
+  const server = spawn(process.execPath, ["--import", "tsx", "src/server/main.ts"], {
+    cwd: REPO_DIR,
+    env: {
+      ...Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith("GATEWAY_"))),
+      WS_NO_BUFFER_UTIL: "1",
+      WS_NO_UTF_8_VALIDATE: "1",
+      GATEWAY_PORT: String(port),
+      GATEWAY_JWT_SECRET: JWT_SECRET,
+      GATEWAY_PUBLISH_KEY: PUBLISH_KEY,
+      GATEWAY_WORKERS: String(workers),
+      ...(workers > 1
+        ? { GATEWAY_REDIS_URL: `redis://127.0.0.1:${redis.port}`, GATEWAY_BUS_SECRET: BUS_SECRET }
+        : {})
+    },
+    stdio: ["ignore", "pipe", "pipe"]
+  })
+  let log = ""
+  server.stdout!.on("data", (chunk: Buffer) => (log += chunk.toString()))
+  server.stderr!.on("data", (chunk: Buffer) => (log += chunk.toString()))
+  let clients: ChildProcess | undefined
+  try {
+    await within(
+      "server listening",
+      new Promise<void>((resolve) => {
+        const check = () => {
+          if (log.split("filament-gateway listening on").length > workers) resolve()
+        }
+        server.stdout!.on("data", check)
+        server.stderr!.on("data", check)
+      })
+    )
+    clients = fork(fileURLToPath(import.meta.url), ["--clients", String(port), String(n)], {
+      execArgv: ["--import", "tsx", "--max-old-space-size=4096"],
+      env: { ...process.env, WS_NO_BUFFER_UTIL: "1", WS_NO_UTF_8_VALIDATE: "1" },
+      stdio: ["ignore", "inherit", "inherit", "ipc"]
+    })
+    const client = clients
+    await within("clients subscribed", new Promise((resolve) => client.once("message", resolve)))
+    for (let seq = 0; seq < WARMUP_EVENTS; seq++) await publish(port, seq)
+    let seq = WARMUP_EVENTS
+
+    const rateEvents = Math.ceil((RATE_DELIVERIES_PER_SEC * RATE_SECONDS) / n)
+    const interval = (RATE_SECONDS * 1000) / rateEvents
+    const rate = { from: nowUs(), to: 0 }
+    const started = Date.now()
+    for (let i = 0; i < rateEvents; i++) {
+      const due = started + i * interval
+      if (due > Date.now()) await new Promise((resolve) => setTimeout(resolve, due - Date.now()))
+      await publish(port, seq++)
+    }
+    rate.to = nowUs()
+    // Let the rate phase drain before the burst.
+    await new Promise((resolve) => setTimeout(resolve, 1000))
+
+    const burstEvents = Math.ceil(BURST_DELIVERIES / n)
+    const serverCpu0 = cpuSeconds(server.pid!)
+    const redisCpu0 = cpuSeconds(redis.child.pid!)
+    const burst = { from: nowUs(), to: 0 }
+    for (let i = 0; i < burstEvents; i++) await publish(port, seq++)
+    burst.to = nowUs()
+    await new Promise((resolve) => setTimeout(resolve, 2000))
+    const serverCpu = cpuSeconds(server.pid!) - serverCpu0
+    const redisCpu = cpuSeconds(redis.child.pid!) - redisCpu0
+
+    client.send({ cmd: "report", rate, burst } satisfies ToClients)
+    const report = (await within(
+      "client report",
+      new Promise((resolve) => client.once("message", resolve))
+    )) as ClientReport
+    const burstSeconds = (report.burstLastReceiptUs - burst.from) / 1e6
+    const result: ModeResult = {
+      mode,
+      n,
+      rateP50Ms: report.rateLatenciesUs.p50 / 1000,
+      rateP99Ms: report.rateLatenciesUs.p99 / 1000,
+      rateDeliveries: report.rateLatenciesUs.count,
+      burstDeliveries: report.burstCount,
+      deliveriesPerSec: report.burstCount / burstSeconds,
+      serverCpuUsPerDelivery: (serverCpu * 1e6) / report.burstCount,
+      redisCpuUsPerDelivery: workers > 1 ? (redisCpu * 1e6) / report.burstCount : null
+    }
+    if (report.burstCount !== burstEvents * n) {
+      throw new Error(`${mode}: ${report.burstCount} burst deliveries, expected ${burstEvents * n}`)
+    }
+    return result
+  } finally {
+    clients?.kill("SIGKILL")
+    server.kill("SIGTERM")
+    await within("server exit", exited(server), 20_000).catch(() => server.kill("SIGKILL"))
+    if (clients !== undefined) await exited(clients)
+  }
+}
+
+const main = async () => {
+  if (spawnSync("redis-server", ["--version"]).status !== 0) {
+    console.error("redis-server is not on PATH (apt-get install redis-server)")
+    process.exit(1)
+  }
+  const n = Number(argValue("n") ?? 5000)
+  const reps = Number(argValue("reps") ?? 1)
+  const redis = await startRedis()
+  const results: Array<ModeResult> = []
+  try {
+    for (let rep = 0; rep < reps; rep++) {
+      // Alternate the order so drift on a noisy machine hits both modes alike.
+      const modes =
+        rep % 2 === 0 ? (["1 process", "2 workers"] as const) : (["2 workers", "1 process"] as const)
+      for (const mode of modes) {
+        const result = await runMode(mode, n, redis)
+        results.push(result)
+        console.log(JSON.stringify(result))
+      }
+    }
+  } finally {
+    redis.child.kill("SIGKILL")
+  }
+  const rows = results.map(
+    (r) =>
+      `| ${r.mode} | ${r.n} | ${r.rateP50Ms.toFixed(2)} | ${r.rateP99Ms.toFixed(2)} | ${Math.round(r.deliveriesPerSec)} | ${r.serverCpuUsPerDelivery.toFixed(2)} | ${r.redisCpuUsPerDelivery === null ? "—" : r.redisCpuUsPerDelivery.toFixed(3)} |`
+  )
+  const median = (mode: string, pick: (r: ModeResult) => number) => {
+    const values = results
+      .filter((r) => r.mode === mode)
+      .map(pick)
+      .sort((a, b) => a - b)
+    const middle = Math.floor(values.length / 2)
+    return values.length % 2 === 1 ? values[middle]! : (values[middle - 1]! + values[middle]!) / 2
+  }
+  const throughputRatio =
+    median("2 workers", (r) => r.deliveriesPerSec) / median("1 process", (r) => r.deliveriesPerSec)
+  const p99Ratio = median("2 workers", (r) => r.rateP99Ms) / median("1 process", (r) => r.rateP99Ms)
+  const markdown = [
+    `| mode | N | rate p50 ms | rate p99 ms | burst deliveries/s | server CPU µs/delivery | redis CPU µs/delivery |`,
+    `| --- | --- | --- | --- | --- | --- | --- |`,
+    ...rows,
+    "",
+    `2 workers / 1 process (medians): throughput ×${throughputRatio.toFixed(2)}, rate-phase p99 ×${p99Ratio.toFixed(2)}`
+  ].join("\n")
+  console.log(`\n${markdown}`)
+  mkdirSync(Path.join(BENCH_DIR, "results"), { recursive: true })
+  const file = Path.join(
+    BENCH_DIR,
+    "results",
+    `cluster-${new Date().toISOString().replace(/[:.]/g, "-").slice(0, 19)}.json`
+  )
+  writeFileSync(file, JSON.stringify({ results, throughputRatio, p99Ratio, markdown }, null, 2))
+  console.log(`\nwritten ${Path.relative(REPO_DIR, file)}`)
+}
+
+if (process.argv.includes("--clients")) {
+  const at = process.argv.indexOf("--clients")
+  void runClients(Number(process.argv[at + 1]), Number(process.argv[at + 2]))
+} else {
+  main().catch((error: unknown) => {
+    console.error(error)
+    process.exit(1)
+  })
+}
