@@ -5,7 +5,8 @@
  * proxies), and the per-IP cap on open connections. Each asserts status, body and counter delta.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Duration, Effect, Redacted, TestClock } from "effect"
+import { ConfigProvider, Duration, Effect, Either, Redacted, TestClock } from "effect"
+import * as Config from "../../src/server/Config.js"
 import { newId, PUBLISH_KEY, publishHttp, startGateway, type Harness } from "../server/harness.js"
 import { eventually, rawExchange, trickle } from "./support.js"
 
@@ -209,6 +210,56 @@ describe("per-IP connection cap", () => {
       expect(harness.gateway.connectionCount()).toBe(2)
       // A refused token holds no slot: its socket is closed at once.
       yield* eventually("one slot free", () => harness.server.limits.sizes().connections === 2)
+    })
+  )
+})
+
+describe("configuration of the HTTP-layer limits", () => {
+  const read = (env: Record<string, string>) =>
+    Effect.either(
+      Effect.withConfigProvider(Config.make, ConfigProvider.fromMap(new Map(Object.entries(env))))
+    )
+
+  it.effect("defaults, values, and a refused CIDR list naming its key", () =>
+    Effect.gen(function* () {
+      const defaults = yield* read({})
+      if (Either.isLeft(defaults)) return expect.fail(String(defaults.left))
+      expect(Duration.toMillis(defaults.right.requestTimeout)).toBe(10_000)
+      expect(defaults.right.rateLimitPerMinute).toBe(0)
+      expect(defaults.right.maxConnectionsPerIp).toBe(0)
+      expect(defaults.right.trustedProxies).toEqual([])
+      expect(defaults.right.maxTokenBytes).toBe(4096)
+
+      const set = yield* read({
+        GATEWAY_REQUEST_TIMEOUT_SECS: "2.5",
+        GATEWAY_RATE_LIMIT_REQUESTS_PER_MINUTE: "600",
+        GATEWAY_MAX_CONNECTIONS_PER_IP: "50",
+        GATEWAY_TRUSTED_PROXY_CIDRS: "10.0.0.0/8, 192.168.1.7 ,fd00::/8",
+        GATEWAY_MAX_TOKEN_BYTES: "8192"
+      })
+      if (Either.isLeft(set)) return expect.fail(String(set.left))
+      expect(Duration.toMillis(set.right.requestTimeout)).toBe(2500)
+      expect(set.right.rateLimitPerMinute).toBe(600)
+      expect(set.right.maxConnectionsPerIp).toBe(50)
+      expect(set.right.trustedProxies).toEqual([
+        { address: "10.0.0.0", prefix: 8, family: "ipv4" },
+        { address: "192.168.1.7", prefix: 32, family: "ipv4" },
+        { address: "fd00::", prefix: 8, family: "ipv6" }
+      ])
+      expect(set.right.maxTokenBytes).toBe(8192)
+
+      for (const [key, value] of [
+        ["GATEWAY_TRUSTED_PROXY_CIDRS", "10.0.0.0/33"],
+        ["GATEWAY_TRUSTED_PROXY_CIDRS", "proxy.internal"],
+        ["GATEWAY_RATE_LIMIT_REQUESTS_PER_MINUTE", "-1"],
+        ["GATEWAY_MAX_CONNECTIONS_PER_IP", "many"],
+        ["GATEWAY_REQUEST_TIMEOUT_SECS", "0"],
+        ["GATEWAY_MAX_TOKEN_BYTES", "0"]
+      ] as const) {
+        const refused = yield* read({ [key]: value })
+        expect(Either.isLeft(refused), `${key}=${value}`).toBe(true)
+        if (Either.isLeft(refused)) expect(String(refused.left)).toContain(key)
+      }
     })
   )
 })
