@@ -48,7 +48,8 @@ export interface ConnectionLimits {
 }
 
 export class Connection {
-  readonly outbox: MutableQueue.MutableQueue<Frame>
+  /** Allocated on the first frame that has to wait: most connections never need one. */
+  private queue: MutableQueue.MutableQueue<Frame> | undefined = undefined
   /** Set once, at the moment the connection is decided to end. */
   disconnectReason: DisconnectReason | undefined = undefined
   /** Heartbeat state, driven by the sweep: when the unanswered ping was sent, if any. */
@@ -80,11 +81,15 @@ export class Connection {
       discarded: ReadonlyArray<Frame>
     ) => void
   ) {
-    this.outbox = MutableQueue.bounded(limits.outboundQueue)
     this.lastPingAt = connectedAt
     // Below the transport's own high-water mark `drain` would never fire for a partly full buffer.
     this.highWaterBytes = Math.max(limits.socketHighWaterBytes, transport.writableHighWaterMark)
     transport.on("drain", () => this.flush())
+  }
+
+  /** The bounded outbox (capacity `limits.outboundQueue`). */
+  get outbox(): MutableQueue.MutableQueue<Frame> {
+    return (this.queue ??= MutableQueue.bounded(this.limits.outboundQueue))
   }
 
   get userId() {
@@ -107,7 +112,11 @@ export class Connection {
   deliver(frame: Frame): DeliveryResult {
     // Not OPEN: the peer's close frame arrived and ws has answered it; nothing may follow.
     if (this.disconnectReason !== undefined || this.socket.readyState !== OPEN) return "closed"
-    if (MutableQueue.isEmpty(this.outbox) && this.socket.bufferedAmount < this.highWaterBytes) {
+    const queue = this.queue
+    if (
+      (queue === undefined || MutableQueue.isEmpty(queue)) &&
+      this.socket.bufferedAmount < this.highWaterBytes
+    ) {
       this.write(frame)
       return "sent"
     }
@@ -118,12 +127,14 @@ export class Connection {
 
   /** Writes queued frames in order while the socket stays under its high-water mark. */
   flush(): void {
+    const queue = this.queue
+    if (queue === undefined) return
     while (
       this.disconnectReason === undefined &&
       this.socket.readyState === OPEN &&
       this.socket.bufferedAmount < this.highWaterBytes
     ) {
-      const frame = MutableQueue.poll(this.outbox, undefined)
+      const frame = MutableQueue.poll(queue, undefined)
       if (frame === undefined) return
       this.write(frame)
     }
@@ -149,10 +160,11 @@ export class Connection {
   close(reason: CloseReason): boolean {
     // Shutting down: what the outbox holds was accepted for this client, so it goes out ahead of the
     // close frame (the memory is already held; the close grace bounds how long the peer may take).
-    if (reason === "going_away" && this.isOpen && this.socket.readyState === OPEN) {
-      for (let frame = MutableQueue.poll(this.outbox, undefined); frame !== undefined;) {
+    const queue = this.queue
+    if (queue !== undefined && reason === "going_away" && this.isOpen && this.socket.readyState === OPEN) {
+      for (let frame = MutableQueue.poll(queue, undefined); frame !== undefined;) {
         this.write(frame)
-        frame = MutableQueue.poll(this.outbox, undefined)
+        frame = MutableQueue.poll(queue, undefined)
       }
     }
     if (!this.markDisconnected(reason)) return false
@@ -186,8 +198,8 @@ export class Connection {
     // Whatever was queued will never be written: release it now (not when the socket finally dies)
     // and report it, so the loss is counted.
     let discarded: ReadonlyArray<Frame> = NO_FRAMES
-    if (!MutableQueue.isEmpty(this.outbox)) {
-      discarded = MutableQueue.pollUpTo(this.outbox, Number.POSITIVE_INFINITY).pipe(Chunk.toReadonlyArray)
+    if (this.queue !== undefined && !MutableQueue.isEmpty(this.queue)) {
+      discarded = MutableQueue.pollUpTo(this.queue, Number.POSITIVE_INFINITY).pipe(Chunk.toReadonlyArray)
     }
     this.onDisconnect(this, reason, discarded)
     return true

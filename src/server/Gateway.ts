@@ -22,7 +22,7 @@ import { TokenVerifier, type Principal } from "./Auth.js"
 import { GatewayConfig } from "./Config.js"
 import { Connection, type DisconnectReason } from "./Connection.js"
 import * as Bus from "./EventBus.js"
-import { Unauthorized } from "./Errors.js"
+import { Unauthorized, type OutboundError } from "./Errors.js"
 import * as Fanout from "./Fanout.js"
 import * as ChatFollowUps from "./ChatFollowUps.js"
 import * as ClusterPresence from "./ClusterPresence.js"
@@ -82,6 +82,11 @@ const remotePayload = (event: EventDefinition, frame: Outbound.Frame): unknown =
   return Either.isRight(payload) ? payload.right : undefined
 }
 
+/** The upgrading socket's `error` listener (shared: `this` is the socket). */
+function destroyOnError(this: Duplex) {
+  this.destroy()
+}
+
 /** Token from `?access_token=` (wins, even when empty) or `Authorization: Bearer`. */
 export const accessToken = (request: IncomingMessage): string => {
   const url = new URL(request.url ?? "/", "http://gateway.invalid")
@@ -137,21 +142,27 @@ export const make = Effect.gen(function* () {
   let accepting = true
   let nextConnectionId = 1
 
-  /** Encodes once; an unbuildable frame is counted and logged, never delivered, never thrown. */
-  const build = <E extends EventDefinition>(event: E, payload: PayloadOf<E>) =>
-    Outbound.encode(event, payload, maxBytes).pipe(
-      Effect.tapError((error) =>
-        Effect.zipRight(
-          Effect.sync(() => metrics.dropped(event.scope, event.type, error.reason)),
-          Effect.logWarning(`gateway.${event.scope}_fanout.${error.reason}`).pipe(
-            Effect.annotateLogs({
-              event_type: event.type,
-              detail: "detail" in error ? error.detail : error.bytes
-            })
-          )
-        )
+  /** An unbuildable frame is counted and logged, never delivered, never thrown. */
+  const buildFailed = (event: EventDefinition, error: OutboundError) =>
+    Effect.zipRight(
+      Effect.sync(() => metrics.dropped(event.scope, event.type, error.reason)),
+      Effect.logWarning(`gateway.${event.scope}_fanout.${error.reason}`).pipe(
+        Effect.annotateLogs({
+          event_type: event.type,
+          detail: "detail" in error ? error.detail : error.bytes
+        }),
+        Effect.zipRight(Effect.fail(error))
       )
     )
+
+  /** Encodes once. A built frame is returned as is (an `Either` is an Effect): nothing to allocate. */
+  const build = <E extends EventDefinition>(
+    event: E,
+    payload: PayloadOf<E>
+  ): Effect.Effect<Outbound.Frame, OutboundError> => {
+    const encoded = Outbound.encode(event, payload, maxBytes)
+    return Either.isRight(encoded) ? encoded : buildFailed(event, encoded.left)
+  }
 
   const publisher: Publisher = {
     publish: (event, payload) =>
@@ -325,6 +336,8 @@ export const make = Effect.gen(function* () {
         wss.handleUpgrade(request, socket, head, (ws) => {
           // Not kept for the connection's lifetime: it would retain this finished fiber.
           socket.off("close", closedFirst)
+          // ws handles the socket's errors from here on; ours would stay registered for its lifetime.
+          socket.off("error", destroyOnError)
           resume(Effect.succeed(attach(ws, socket as Socket, principal)))
         })
       })
@@ -421,7 +434,7 @@ export const make = Effect.gen(function* () {
     ...publisher,
     handleUpgrade: (request, socket, head) => {
       // Until ws owns the socket, a reset must not become an unhandled 'error'.
-      socket.on("error", () => socket.destroy())
+      socket.on("error", destroyOnError)
       run(upgrade(request, socket, head))
     },
     isAccepting: () => accepting,

@@ -129,6 +129,21 @@ const userHoldsGuild = (
   })
 }
 
+/**
+ * A connection's first subscription, to `key`: the `{key}` set and `{guild: 1}` map of a member that
+ * holds exactly that channel, if one does. They are never mutated (copy on write), so thousands of
+ * connections on one channel share them instead of holding a copy each.
+ */
+const soleSubscriptionOfMember = (state: RegistryState, key: ChannelKey): ConnectionEntry | undefined => {
+  const members = HashMap.get(state.channels, key)
+  if (Option.isNone(members)) return undefined
+  const member = members.value[members.value.length - 1]
+  const entry = member === undefined ? Option.none() : HashMap.get(state.connections, member.id)
+  return Option.isSome(entry) && entry.value.channels.size === 1 && entry.value.guilds.size === 1
+    ? entry.value
+    : undefined
+}
+
 /** Pure state transitions; the service applies each with one `Ref.modify`. */
 export const transitions = {
   register: (state: RegistryState, connection: Connection): RegistryState =>
@@ -167,14 +182,15 @@ export const transitions = {
     const connectionJoinedGuild = heldInGuild === 0
     const userJoinedGuild =
       connectionJoinedGuild && !userHoldsGuild(state, connection.userId, guildId, connection)
+    const shared = entry.value.channels.size === 0 ? soleSubscriptionOfMember(state, key) : undefined
     return [
       { _tag: "Subscribed", added: true, connectionJoinedGuild, userJoinedGuild },
       {
         ...state,
         connections: HashMap.set(state.connections, connection.id, {
           ...entry.value,
-          channels: new Set(entry.value.channels).add(key),
-          guilds: new Map(entry.value.guilds).set(guildId, heldInGuild + 1)
+          channels: shared?.channels ?? new Set(entry.value.channels).add(key),
+          guilds: shared?.guilds ?? new Map(entry.value.guilds).set(guildId, heldInGuild + 1)
         }),
         channels: addMember(state.channels, key, connection),
         guilds: connectionJoinedGuild ? addMember(state.guilds, guildId, connection) : state.guilds
