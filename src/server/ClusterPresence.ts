@@ -125,6 +125,17 @@ export const makeRedis = (
         )
       )
 
+    // A node judges others dead only after it has itself been connected for a whole TTL: after an
+    // outage every live node first gets the chance to refresh its heartbeat.
+    let connectedSince: number | undefined
+    redis.on("ready", () => {
+      connectedSince = clock.unsafeCurrentTimeMillis()
+    })
+    redis.on("close", () => {
+      connectedSince = undefined
+    })
+    const ttlMillis = Duration.toMillis(options.nodeTtl)
+
     const heartbeat = Effect.suspend(() =>
       call("heartbeat", () => redis.zadd(NODES, clock.unsafeCurrentTimeMillis(), node), 0)
     )
@@ -163,15 +174,17 @@ export const makeRedis = (
           },
           { userIds: [], total: 0 }
         ),
-      reap: Effect.suspend(() =>
-        call(
+      reap: Effect.suspend(() => {
+        const now = clock.unsafeCurrentTimeMillis()
+        if (connectedSince === undefined || now - connectedSince < ttlMillis) return Effect.succeed([])
+        return call(
           "reap",
           () =>
             redis.eval(
               REAP,
               1,
               NODES,
-              String(clock.unsafeCurrentTimeMillis() - Duration.toMillis(options.nodeTtl)),
+              String(now - ttlMillis),
               "filament:node:",
               "filament:presence:",
               node
@@ -185,8 +198,8 @@ export const makeRedis = (
             })
           )
         )
-      ),
-      heartbeatEvery: Duration.millis(Math.max(1, Math.floor(Duration.toMillis(options.nodeTtl) / 3)))
+      }),
+      heartbeatEvery: Duration.millis(Math.max(1, Math.floor(ttlMillis / 3)))
     }
     yield* Effect.forkScoped(Effect.repeat(heartbeat, Schedule.spaced(presence.heartbeatEvery)))
     return presence
