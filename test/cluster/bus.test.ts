@@ -136,6 +136,8 @@ describe.skipIf(!hasRedisServer)("cluster bus over Redis", () => {
         for (const client of [onA, onB, twoChannelsOnB, onC]) yield* client.subscribe(guild, channel)
         yield* twoChannelsOnB.subscribe(guild, other)
 
+        const received0 = yield* a.metric("filament_gateway_bus_received_total")
+        const lag0 = yield* a.metric("filament_gateway_bus_lag_seconds_count")
         const N = 20
         for (let i = 0; i < N; i++) {
           // Local recipients only: the others are reached over the bus.
@@ -173,6 +175,11 @@ describe.skipIf(!hasRedisServer)("cluster bus over Redis", () => {
           expect(names.filter((name) => name.startsWith("C"))).toEqual(["C-end"])
           expect(field(frames, "profile_update", about)).toEqual(isUser ? expected("C") : [])
         }
+        // Bus traffic follows interest: A's channel events to B and C, B's guild events to A and C,
+        // C's user events to B only (the user's other node), C's guild marker to A and B.
+        const remote = 2 * (N + 1) + 2 * (N + 1) + (N + 1) + 2
+        expect((yield* a.metric("filament_gateway_bus_received_total")) - received0).toBe(remote)
+        expect((yield* a.metric("filament_gateway_bus_lag_seconds_count")) - lag0).toBe(remote)
       })
   )
 
