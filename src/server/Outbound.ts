@@ -5,13 +5,9 @@
  */
 import { Either, ParseResult } from "effect"
 import { EVENT_TYPE_PATTERN, PROTOCOL_VERSION } from "../protocol/Envelope.js"
-import {
-  encodePayload,
-  type EventDefinition,
-  type EventScope,
-  type PayloadOf
-} from "../protocol/EventDefinition.js"
+import type { EventDefinition, EventScope, PayloadOf } from "../protocol/EventDefinition.js"
 import { OversizedOutbound, SerializeError, type OutboundError } from "./Errors.js"
+import { encodeStrict } from "./PayloadEncoder.js"
 
 export interface Frame {
   readonly eventType: string
@@ -63,7 +59,7 @@ export const encode = <E extends EventDefinition>(
       new SerializeError({ reason: "serialize_error", eventType: event.type, detail: "invalid event type" })
     )
   }
-  const wire = encodePayload(event, payload)
+  const wire = encodeStrict(event, payload)
   if (Either.isLeft(wire)) {
     return Either.left(
       new SerializeError({
