@@ -22,7 +22,7 @@ import { TokenVerifier, type Principal } from "./Auth.js"
 import { GatewayConfig } from "./Config.js"
 import { Connection, type DisconnectReason } from "./Connection.js"
 import * as Bus from "./EventBus.js"
-import { Unauthorized, type OutboundError } from "./Errors.js"
+import { Unauthorized, type OutboundError, type PublishError } from "./Errors.js"
 import * as Fanout from "./Fanout.js"
 import * as ChatFollowUps from "./ChatFollowUps.js"
 import * as ClusterPresence from "./ClusterPresence.js"
@@ -165,25 +165,32 @@ export const make = Effect.gen(function* () {
   }
 
   const publisher: Publisher = {
+    // The hot path of every broadcast: plain steps rather than a generator, so the fiber that runs it
+    // does as little as it can (a host app runs one per event).
     publish: (event, payload) =>
-      Effect.gen(function* () {
-        const frame = yield* build(event, payload)
-        yield* followUps.publishing(event, payload, publisher)
+      Effect.suspend((): Effect.Effect<number, PublishError> => {
+        const encoded = Outbound.encode(event, payload, maxBytes)
+        if (Either.isLeft(encoded)) return buildFailed(event, encoded.left)
+        const frame = encoded.right
         // Every channel / guild event carries its routing ids (the manifest's scope contract).
         const target = payload as unknown as { readonly guild_id: GuildId; readonly channel_id: ChannelId }
         const recipients =
           event.scope === "channel"
-            ? yield* registry.channelMembers(target.guild_id, target.channel_id)
-            : yield* registry.guildMembers(target.guild_id)
-        const { delivered } = Fanout.broadcast(metrics, frame, recipients)
-        bus.publish(
-          event.scope === "channel"
-            ? { scope: "channel", guildId: target.guild_id, channelId: target.channel_id }
-            : { scope: "guild", guildId: target.guild_id },
-          frame
+            ? registry.channelMembers(target.guild_id, target.channel_id)
+            : registry.guildMembers(target.guild_id)
+        return Effect.zipRight(
+          followUps.publishing(event, payload, publisher),
+          Effect.flatMap(recipients, (recipients) => {
+            const { delivered } = Fanout.broadcast(metrics, frame, recipients)
+            bus.publish(
+              event.scope === "channel"
+                ? { scope: "channel", guildId: target.guild_id, channelId: target.channel_id }
+                : { scope: "guild", guildId: target.guild_id },
+              frame
+            )
+            return Effect.as(followUps.published(event, payload, publisher), delivered)
+          })
         )
-        yield* followUps.published(event, payload, publisher)
-        return delivered
       }),
     publishToUsers: (event, payload, userIds) =>
       Effect.gen(function* () {
