@@ -43,28 +43,52 @@ const Claims = Schema.Struct({
 const decodeClaims = Schema.decodeUnknownEither(Claims)
 const decodeGuildId = Schema.decodeUnknownEither(ingress(GuildId))
 
-const toPrincipal = (claims: unknown): Either.Either<Principal, string> =>
-  Either.gen(function* () {
-    const { exp, guilds, sub } = yield* Either.mapLeft(
-      decodeClaims(claims),
-      ParseResult.TreeFormatter.formatErrorSync
-    )
-    const grants = new Map<GuildId, GuildGrant>()
-    for (const [rawGuild, grant] of Object.entries(guilds ?? {})) {
-      const guild = yield* Either.mapLeft(
-        decodeGuildId(rawGuild),
-        () => `guilds claim: "${rawGuild}" is not a ULID`
+/** Distinct `guilds` claims whose grants are kept for sharing (each at most a token's size). */
+const SHARED_GRANTS = 256
+
+/**
+ * Claims -> principal. Grants are never mutated, so principals with the same `guilds` claim (the
+ * connections of one user, users of one role) share one map: it is otherwise the largest part of a
+ * connection's principal. The sharing is bounded; the oldest claim is forgotten first.
+ */
+const makeToPrincipal = () => {
+  const shared = new Map<string, ReadonlyMap<GuildId, GuildGrant>>()
+  const grantsOf = (
+    guilds: typeof GuildsClaim.Type
+  ): Either.Either<ReadonlyMap<GuildId, GuildGrant>, string> =>
+    Either.gen(function* () {
+      const claim = JSON.stringify(guilds)
+      const known = shared.get(claim)
+      if (known !== undefined) return known
+      const grants = new Map<GuildId, GuildGrant>()
+      for (const [rawGuild, grant] of Object.entries(guilds)) {
+        const guild = yield* Either.mapLeft(
+          decodeGuildId(rawGuild),
+          () => `guilds claim: "${rawGuild}" is not a ULID`
+        )
+        grants.set(guild, grant === "*" ? "*" : new Set(grant))
+      }
+      if (shared.size >= SHARED_GRANTS) shared.delete(shared.keys().next().value!)
+      shared.set(claim, grants)
+      return grants
+    })
+  return (claims: unknown): Either.Either<Principal, string> =>
+    Either.gen(function* () {
+      const { exp, guilds, sub } = yield* Either.mapLeft(
+        decodeClaims(claims),
+        ParseResult.TreeFormatter.formatErrorSync
       )
-      grants.set(guild, grant === "*" ? "*" : new Set(grant))
-    }
-    return { userId: sub, expiresAt: exp * 1000, guilds: grants }
-  })
+      const grants = yield* grantsOf(guilds ?? {})
+      return { userId: sub, expiresAt: exp * 1000, guilds: grants }
+    })
+}
 
 const secretKey = (secret: Redacted.Redacted<string>) => new TextEncoder().encode(Redacted.value(secret))
 
 /** The default verifier: JWT HS256 with a shared secret. */
 export const makeJwt = (secret: Redacted.Redacted<string>): TokenVerifierShape => {
   const key = secretKey(secret)
+  const toPrincipal = makeToPrincipal()
   return {
     verify: (token) =>
       Effect.gen(function* () {
