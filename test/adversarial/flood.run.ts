@@ -13,12 +13,17 @@ import * as Gateway from "../../src/server/Gateway.js"
 import * as Http from "../../src/server/Http.js"
 import { ulid } from "../../src/server/Messages.js"
 import { GatewayMetrics } from "../../src/server/Metrics.js"
+import { VoiceParticipantJoin, VoiceParticipantLeave } from "../../src/protocol/events/voice.js"
+import type { ChannelId, GuildId, UserId } from "../../src/protocol/Ids.js"
 import { Presence } from "../../src/server/Presence.js"
+import { VoiceParticipants } from "../../src/server/Voice.js"
 import { SubscriptionRegistry } from "../../src/server/Registry.js"
 import { seriesValue } from "../server/harness.js"
 
 const CONNECT_CYCLES = Number(process.env["FLOOD_CONNECT_CYCLES"] ?? 20_000)
 const SUBSCRIBE_CYCLES = Number(process.env["FLOOD_SUBSCRIBE_CYCLES"] ?? 10_000)
+/** Voice join/leave pairs, each in a fresh channel: more channels than the projection's 1024 cap. */
+const VOICE_CYCLES = Number(process.env["FLOOD_VOICE_CYCLES"] ?? 5_000)
 const CONCURRENCY = 32
 const SECRET = Redacted.make("flood-secret-0123456789-0123456789-abcdef")
 
@@ -79,6 +84,7 @@ const program = Effect.gen(function* () {
   const gateway = Context.get(context, Gateway.Gateway)
   const registry = Context.get(context, SubscriptionRegistry)
   const presence = Context.get(context, Presence)
+  const voice = Context.get(context, VoiceParticipants)
   const metrics = Context.get(context, GatewayMetrics)
   const base = `ws://127.0.0.1:${server.port}/gateway/ws?access_token=`
   const users = Array.from({ length: CONCURRENCY }, newId)
@@ -153,6 +159,42 @@ const program = Effect.gen(function* () {
       )
     })
 
+  // Through the publish path, so the projection is driven by the follow-ups as in production. A
+  // channel left behind would make joins into new channels fail at the cap (PublishRefused).
+  const voiceChannels: Array<string> = []
+  const voiceFlood = (cycles: number) =>
+    Effect.gen(function* () {
+      for (let i = 0; i < cycles; i++) {
+        const guild = guilds[i % guilds.length] as GuildId
+        const channel = newId() as ChannelId
+        const user = users[i % users.length] as UserId
+        const identity = `u.${user}.${channel}`
+        if (voiceChannels.length < 64) voiceChannels.push(channel)
+        yield* gateway.publish(VoiceParticipantJoin, {
+          guild_id: guild,
+          channel_id: channel,
+          participant: {
+            user_id: user,
+            identity,
+            joined_at_unix: 1_700_000_000,
+            updated_at_unix: 1_700_000_000,
+            is_muted: false,
+            is_deafened: false,
+            is_speaking: false,
+            is_video_enabled: false,
+            is_screen_share_enabled: false
+          }
+        } as never)
+        yield* gateway.publish(VoiceParticipantLeave, {
+          guild_id: guild,
+          channel_id: channel,
+          user_id: user,
+          identity,
+          left_at_unix: 1_700_000_001
+        } as never)
+      }
+    })
+
   const settled = Effect.promise(async () => {
     const until = Date.now() + 10_000
     while (gateway.connectionCount() > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 5))
@@ -161,6 +203,7 @@ const program = Effect.gen(function* () {
   // Warm-up: JIT, lazily built caches and metric series exist before the baseline.
   yield* connectFlood(500)
   yield* subscribeFlood(500)
+  yield* voiceFlood(500)
   yield* settled
   const heapStart = heapAfterGc()
   const rssStart = process.memoryUsage().rss
@@ -172,12 +215,17 @@ const program = Effect.gen(function* () {
   const subscribeStarted = performance.now()
   yield* subscribeFlood(SUBSCRIBE_CYCLES)
   const subscribeSeconds = (performance.now() - subscribeStarted) / 1000
+  yield* voiceFlood(VOICE_CYCLES)
   yield* settled
 
   const state = yield* registry.state
   const onlineSomewhere: Array<number> = []
   for (const guild of guilds)
     onlineSomewhere.push((yield* presence.snapshot(guild as never, users[0] as never, 1024)).userIds.length)
+  let voiceParticipants = 0
+  for (const [i, channel] of voiceChannels.entries())
+    voiceParticipants += (yield* voice.snapshot(guilds[i % guilds.length] as GuildId, channel as ChannelId))
+      .length
   const text = metrics.render()
   const heapEnd = heapAfterGc()
   return {
@@ -193,6 +241,8 @@ const program = Effect.gen(function* () {
       users: HashMap.size(state.users)
     },
     presenceOnline: onlineSomewhere.reduce((a, b) => a + b, 0),
+    voiceCycles: VOICE_CYCLES,
+    voiceParticipants,
     httpLimits: server.limits.sizes(),
     gauges: {
       connections: seriesValue(text, "filament_gateway_connections"),

@@ -1,6 +1,7 @@
 /**
- * Floods: 20k connect/disconnect cycles and 10k subscribe/unsubscribe cycles over real sockets
- * leave every registry index, the presence of every guild used, the per-IP limit state and the
+ * Floods: 20k connect/disconnect cycles and 10k subscribe/unsubscribe cycles over real sockets,
+ * and 5k voice join/leave pairs in fresh channels (past the 1024-channel cap), leave every registry
+ * index, the presence of every guild used, the voice projection, the per-IP limit state and the
  * gauges empty, and the heap back near its start. The run happens in a child process started with
  * `--expose-gc` (flood.run.ts), so the heap measured is the gateway's alone.
  */
@@ -23,6 +24,8 @@ interface FloodResult {
   readonly openConnections: number
   readonly registry: Readonly<Record<string, number>>
   readonly presenceOnline: number
+  readonly voiceCycles: number
+  readonly voiceParticipants: number
   readonly httpLimits: Readonly<Record<string, number>>
   readonly gauges: Readonly<Record<string, number>>
   readonly heapStart: number
@@ -53,6 +56,8 @@ describe("floods", () => {
       expect(result.openConnections).toBe(0)
       expect(result.registry).toEqual({ connections: 0, channels: 0, guilds: 0, users: 0 })
       expect(result.presenceOnline).toBe(0)
+      expect(result.voiceCycles).toBe(5_000)
+      expect(result.voiceParticipants).toBe(0)
       expect(result.httpLimits).toEqual({ connectionIps: 0, connections: 0, rateBuckets: 0 })
       expect(result.gauges).toEqual({ connections: 0, subscriptions: 0 })
       expect(result.heapEnd - result.heapStart).toBeLessThan(HEAP_TOLERANCE_BYTES)
