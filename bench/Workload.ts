@@ -3,6 +3,7 @@
  * hot channel, the idle channels of the registry-scaling runs, the event, and where the latency stamp
  * sits in a delivered frame. Definitions follow the agreed fanout workload (docs/BENCHMARKS.md).
  */
+import { plainTextMessage } from "../test/fixtures/messages.js"
 
 /** One clock for every process on the machine: `process.hrtime` is CLOCK_MONOTONIC on Linux. */
 export const nowUs = (): number => Number(process.hrtime.bigint()) / 1000
@@ -70,24 +71,17 @@ const CONTENT = "hello from the fanout bench"
  * when the event object is created, before any serialization) leads `content`, so a delivery's
  * latency is read from the frame without a JSON parse.
  */
-export const messageSnapshot = (seq: number) => {
-  const content = `${Math.round(nowUs())} ${CONTENT}`
-  return {
-    message_id: benchUlid("message", seq),
-    guild_id: HOT_GUILD,
-    channel_id: HOT_CHANNEL,
-    author_id: AUTHOR,
-    content,
-    markdown_tokens: [
-      { type: "paragraph_start" },
-      { type: "text", text: content },
-      { type: "paragraph_end" }
-    ],
-    attachments: [],
-    reactions: [],
-    created_at_unix: 1_735_689_600 + seq
-  }
-}
+export const messageSnapshot = (seq: number) =>
+  plainTextMessage(
+    {
+      message_id: benchUlid("message", seq),
+      guild_id: HOT_GUILD,
+      channel_id: HOT_CHANNEL,
+      author_id: AUTHOR
+    },
+    `${Math.round(nowUs())} ${CONTENT}`,
+    1_735_689_600 + seq
+  )
 
 const STAMP_MARKER = Buffer.from('"content":"')
 

@@ -23,6 +23,7 @@ import * as Gateway from "../src/server/Gateway.js"
 import * as Http from "../src/server/Http.js"
 import { ulid } from "../src/server/Messages.js"
 import { GatewayMetrics } from "../src/server/Metrics.js"
+import { plainTextMessage } from "../test/fixtures/messages.js"
 
 const SECRET = "soak-secret-0123456789-0123456789-abcdef"
 const PUBLISH_KEY = "soak-publish-key-0123456789-0123456789"
@@ -115,24 +116,18 @@ const runLoad = async (plan: LoadPlan) => {
     const g = seq % guilds.length
     const kind = seq++ % 10
     if (kind < 6) {
-      const content = `soak ${seq} ${"x".repeat(1500)}`
       return publish({
         t: "message_create",
-        d: {
-          message_id: newId(),
-          guild_id: guilds[g],
-          channel_id: channels[g]![seq % 5],
-          author_id: users[seq % users.length],
-          content,
-          markdown_tokens: [
-            { type: "paragraph_start" },
-            { type: "text", text: content },
-            { type: "paragraph_end" }
-          ],
-          attachments: [],
-          reactions: [],
-          created_at_unix: Math.floor(Date.now() / 1000)
-        }
+        d: plainTextMessage(
+          {
+            message_id: newId(),
+            guild_id: guilds[g]!,
+            channel_id: channels[g]![seq % 5]!,
+            author_id: users[seq % users.length]!
+          },
+          `soak ${seq} ${"x".repeat(1500)}`,
+          Math.floor(Date.now() / 1000)
+        )
       })
     }
     if (kind < 9)

@@ -14,8 +14,15 @@ import { MessageCreate } from "../../src/protocol/events/message.js"
 import type { PayloadOf } from "../../src/protocol/EventDefinition.js"
 import * as Auth from "../../src/server/Auth.js"
 import type { Connection } from "../../src/server/Connection.js"
-import { ulid } from "../../src/server/Messages.js"
-import { awaitSleeps, startGateway, type Harness, type TestClient } from "../server/harness.js"
+import { plainTextMessage } from "../fixtures/messages.js"
+import {
+  awaitSleeps,
+  BASE_UNIX,
+  newId,
+  startGateway,
+  type Harness,
+  type TestClient
+} from "../server/harness.js"
 
 const SECRET = "shutdown-secret-0123456789-0123456789-abc"
 const PUBLISH_KEY = "shutdown-publish-key-0123456789-0123456789"
@@ -23,9 +30,6 @@ const GRACE_SECONDS = 3
 const CLIENTS = 200
 const LAGGING = 5
 const DEADLINE_MS = 20_000
-
-let seed = Date.now()
-const newId = () => ulid(seed++)
 
 interface Client {
   readonly socket: WebSocket
@@ -121,25 +125,7 @@ describe("graceful shutdown under load", () => {
         let stopped = false
         const publishLoop = (async () => {
           for (let seq = 0; !stopped; seq++) {
-            const content = `s${seq}:${"p".repeat(1900)}`
-            const body = JSON.stringify({
-              t: "message_create",
-              d: {
-                message_id: newId(),
-                guild_id: guild,
-                channel_id: channel,
-                author_id: newId(),
-                content,
-                markdown_tokens: [
-                  { type: "paragraph_start" },
-                  { type: "text", text: content },
-                  { type: "paragraph_end" }
-                ],
-                attachments: [],
-                reactions: [],
-                created_at_unix: 1_700_000_000 + seq
-              }
-            })
+            const body = JSON.stringify({ t: "message_create", d: messageWire(guild, channel, seq) })
             try {
               const response = await fetch(`http://127.0.0.1:${port}/v1/publish`, {
                 method: "POST",
@@ -182,24 +168,16 @@ describe("graceful shutdown under load", () => {
   )
 })
 
-const message = (guild: string, channel: string, seq: number) => {
-  const content = `s${seq}:${"p".repeat(1900)}`
-  return {
-    message_id: newId(),
-    guild_id: guild,
-    channel_id: channel,
-    author_id: newId(),
-    content,
-    markdown_tokens: [
-      { type: "paragraph_start" },
-      { type: "text", text: content },
-      { type: "paragraph_end" }
-    ],
-    attachments: [],
-    reactions: [],
-    created_at_unix: 1_700_000_000 + seq
-  } as unknown as PayloadOf<typeof MessageCreate>
-}
+/** Event `seq`: a large plain-text message, so that lagging readers' outboxes hold bytes. */
+const messageWire = (guild: string, channel: string, seq: number) =>
+  plainTextMessage(
+    { message_id: newId(), guild_id: guild, channel_id: channel, author_id: newId() },
+    `s${seq}:${"p".repeat(1900)}`,
+    BASE_UNIX + seq
+  )
+
+const message = (guild: string, channel: string, seq: number) =>
+  messageWire(guild, channel, seq) as unknown as PayloadOf<typeof MessageCreate>
 
 const yieldToIo = Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve)))
 

@@ -10,40 +10,23 @@ import { Duration, Effect, MutableQueue, TestClock } from "effect"
 import WebSocket from "ws"
 import { MessageCreate } from "../../src/protocol/events/message.js"
 import type { PayloadOf } from "../../src/protocol/EventDefinition.js"
-import { awaitSleeps, newId, startGateway, type Harness } from "../server/harness.js"
+import { plainTextMessage } from "../fixtures/messages.js"
+import { awaitSleeps, BASE_UNIX, newId, startGateway, type Harness } from "../server/harness.js"
 import { eventually } from "./support.js"
 
 const HEALTHY = 1000
-const BASE_UNIX = 1_700_000_000
 /** Healthy readers may trail the publisher by this many events before it waits (they share our process). */
 const MAX_LAG = 64
 /** The stalled reader also holds a channel of large events, so that its kernel buffers fill fast. */
 const LARGE = 1_900
 const LARGE_PER_ROUND = 40
 
-const message = (
-  guild: string,
-  channel: string,
-  seq: number,
-  padding = 0
-): PayloadOf<typeof MessageCreate> => {
-  const content = `m${seq}:${"p".repeat(padding)}`
-  return {
-    message_id: newId(),
-    guild_id: guild,
-    channel_id: channel,
-    author_id: newId(),
-    content,
-    markdown_tokens: [
-      { type: "paragraph_start" },
-      { type: "text", text: content },
-      { type: "paragraph_end" }
-    ],
-    attachments: [],
-    reactions: [],
-    created_at_unix: BASE_UNIX + seq
-  } as unknown as PayloadOf<typeof MessageCreate>
-}
+const message = (guild: string, channel: string, seq: number, padding = 0) =>
+  plainTextMessage(
+    { message_id: newId(), guild_id: guild, channel_id: channel, author_id: newId() },
+    `m${seq}:${"p".repeat(padding)}`,
+    BASE_UNIX + seq
+  ) as unknown as PayloadOf<typeof MessageCreate>
 
 const yieldToIo = Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve)))
 

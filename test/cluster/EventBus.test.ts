@@ -19,8 +19,7 @@ import {
 import * as Metrics from "../../src/server/Metrics.js"
 import { GatewayMetrics } from "../../src/server/Metrics.js"
 import * as Outbound from "../../src/server/Outbound.js"
-import { DEADLINE_MS, newId, seriesValue } from "../server/harness.js"
-import { BASE_UNIX, message, typed } from "./chat.js"
+import { BASE_UNIX, DEADLINE_MS, message, newId, seriesValue, typed } from "../server/harness.js"
 import { hasRedisServer, startRedis, type RedisServer } from "./redis.js"
 
 const SECRET = Redacted.make("bus-secret-0123456789-0123456789-abcdef")

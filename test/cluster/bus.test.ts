@@ -8,7 +8,6 @@
 import { createHmac } from "node:crypto"
 import { describe, expect, it } from "@effect/vitest"
 import { Cause, Clock, Duration, Effect, Either, Exit, Option, Redacted, TestClock } from "effect"
-import { decodePayload, type EventDefinition, type PayloadOf } from "../../src/protocol/EventDefinition.js"
 import { MessageCreate } from "../../src/protocol/events/message.js"
 import { ProfileUpdate } from "../../src/protocol/events/profile.js"
 import { ChannelCreate } from "../../src/protocol/events/workspace.js"
@@ -17,37 +16,18 @@ import type { GatewayConfigShape } from "../../src/server/Config.js"
 import { encodeMessage, guildTopic, userTopic, type BusHeader } from "../../src/server/EventBus.js"
 import * as Outbound from "../../src/server/Outbound.js"
 import {
+  BASE_UNIX,
   DEADLINE_MS,
+  message,
   newId,
   startGateway,
+  typed,
   type Frame,
   type Harness,
   type TestClient
 } from "../server/harness.js"
+import { BUS_SECRET } from "./chat.js"
 import { freePort, hasRedisServer, startRedis, type RedisServer } from "./redis.js"
-
-const BUS_SECRET = "bus-secret-0123456789-0123456789-abcdef"
-const BASE_UNIX = 1_700_000_000
-
-const typed = <E extends EventDefinition>(event: E, wire: unknown): PayloadOf<E> =>
-  Either.getOrThrow(decodePayload(event, wire, { strict: true })) as PayloadOf<E>
-
-const message = (guild: string, channel: string, content: string) =>
-  typed(MessageCreate, {
-    message_id: newId(),
-    guild_id: guild,
-    channel_id: channel,
-    author_id: newId(),
-    content,
-    markdown_tokens: [
-      { type: "paragraph_start" },
-      { type: "text", text: content },
-      { type: "paragraph_end" }
-    ],
-    attachments: [],
-    reactions: [],
-    created_at_unix: BASE_UNIX
-  })
 
 const channelCreate = (guild: string, name: string) =>
   typed(ChannelCreate, { guild_id: guild, channel: { channel_id: newId(), name, kind: "text" } })

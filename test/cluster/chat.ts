@@ -1,34 +1,12 @@
 /** Helpers for the cluster chat tests: chat nodes on one Redis, the subscribe sequence, markers. */
 import { expect } from "@effect/vitest"
-import { Effect, Either, Option, Redacted } from "effect"
-import { decodePayload, type EventDefinition, type PayloadOf } from "../../src/protocol/EventDefinition.js"
+import { Effect, Option, Redacted } from "effect"
 import { MessageCreate } from "../../src/protocol/events/message.js"
 import type { GatewayConfigShape } from "../../src/server/Config.js"
-import { newId, startGateway, type Frame, type Harness, type TestClient } from "../server/harness.js"
+import { message, newId, startGateway, type Frame, type Harness, type TestClient } from "../server/harness.js"
 import type { RedisServer } from "./redis.js"
 
 export const BUS_SECRET = "bus-secret-0123456789-0123456789-abcdef"
-export const BASE_UNIX = 1_700_000_000
-
-export const typed = <E extends EventDefinition>(event: E, wire: unknown): PayloadOf<E> =>
-  Either.getOrThrow(decodePayload(event, wire, { strict: true })) as PayloadOf<E>
-
-export const message = (guild: string, channel: string, content: string) =>
-  typed(MessageCreate, {
-    message_id: newId(),
-    guild_id: guild,
-    channel_id: channel,
-    author_id: newId(),
-    content,
-    markdown_tokens: [
-      { type: "paragraph_start" },
-      { type: "text", text: content },
-      { type: "paragraph_end" }
-    ],
-    attachments: [],
-    reactions: [],
-    created_at_unix: BASE_UNIX
-  })
 
 /** A gateway node with the chat follow-ups, joined to the others by `redis`. */
 export const startClusterNode = (redis: RedisServer, overrides: Partial<GatewayConfigShape> = {}) =>

@@ -10,17 +10,8 @@ import { MessageCreate } from "../../src/protocol/events/message.js"
 import { WorkspaceMemberRemove } from "../../src/protocol/events/workspace.js"
 import * as Auth from "../../src/server/Auth.js"
 import type { GatewayConfigShape } from "../../src/server/Config.js"
-import { newId, SECRET, TestClient } from "../server/harness.js"
-import {
-  BASE_UNIX,
-  BUS_SECRET,
-  expectMarkerNext,
-  message,
-  presenceOf,
-  startClusterNode,
-  subscribe,
-  typed
-} from "./chat.js"
+import { BASE_UNIX, message, newId, SECRET, TestClient, typed } from "../server/harness.js"
+import { BUS_SECRET, expectMarkerNext, presenceOf, startClusterNode, subscribe } from "./chat.js"
 import { freePort, hasRedisServer, startRedis, type RedisServer } from "./redis.js"
 
 const PUBLISH_KEY = "presence-publish-key-0123456789-0123456789"

@@ -10,8 +10,8 @@ import {
   VoiceParticipantUpdate,
   VoiceStreamPublish
 } from "../../src/protocol/events/voice.js"
-import { newId, publishHttp, type TestClient } from "../server/harness.js"
-import { BASE_UNIX, expectMarkerNext, startClusterNode, subscribe, typed } from "./chat.js"
+import { BASE_UNIX, newId, publishHttp, typed, type TestClient } from "../server/harness.js"
+import { expectMarkerNext, startClusterNode, subscribe } from "./chat.js"
 import { hasRedisServer, startRedis } from "./redis.js"
 
 const participantOf = (userId: string, guildId: string, channelId: string) => ({

@@ -8,34 +8,19 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Either, MutableQueue } from "effect"
-import { decodePayload, type EventDefinition, type PayloadOf } from "../../src/protocol/EventDefinition.js"
 import { MessageCreate } from "../../src/protocol/events/message.js"
 import { ProfileUpdate } from "../../src/protocol/events/profile.js"
 import { ChannelCreate, WorkspaceRoleReorder } from "../../src/protocol/events/workspace.js"
 import type { UserId } from "../../src/protocol/Ids.js"
-import { newId, startGateway, type Harness, type TestClient } from "../server/harness.js"
-
-const typed = <E extends EventDefinition>(event: E, wire: unknown): PayloadOf<E> =>
-  Either.getOrThrow(decodePayload(event, wire, { strict: true })) as PayloadOf<E>
-
-const BASE_UNIX = 1_700_000_000
-
-const message = (guild: string, channel: string, content: string, seq = 0) =>
-  typed(MessageCreate, {
-    message_id: newId(),
-    guild_id: guild,
-    channel_id: channel,
-    author_id: newId(),
-    content,
-    markdown_tokens: [
-      { type: "paragraph_start" },
-      { type: "text", text: content },
-      { type: "paragraph_end" }
-    ],
-    attachments: [],
-    reactions: [],
-    created_at_unix: BASE_UNIX + seq
-  })
+import {
+  BASE_UNIX,
+  message,
+  newId,
+  startGateway,
+  typed,
+  type Harness,
+  type TestClient
+} from "../server/harness.js"
 
 const channelCreate = (guild: string, name: string) =>
   typed(ChannelCreate, { guild_id: guild, channel: { channel_id: newId(), name, kind: "text" } })

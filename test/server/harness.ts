@@ -3,7 +3,7 @@
  * it runs on the test's Clock (TestClock under `it.scoped`), plus real `ws` clients that wait for
  * frames and closes with a real-time deadline (never a fixed sleep).
  */
-import { Context, Effect, Layer, Redacted, TestClock } from "effect"
+import { Context, Effect, Either, Layer, Redacted, TestClock } from "effect"
 import type { Scope } from "effect"
 import WebSocket from "ws"
 import type { GatewayConfigShape } from "../../src/server/Config.js"
@@ -15,6 +15,9 @@ import * as Http from "../../src/server/Http.js"
 import { SubscriptionRegistry } from "../../src/server/Registry.js"
 import type { Connection } from "../../src/server/Connection.js"
 import { ulid } from "../../src/server/Messages.js"
+import { decodePayload, type EventDefinition, type PayloadOf } from "../../src/protocol/EventDefinition.js"
+import { MessageCreate } from "../../src/protocol/events/message.js"
+import { plainTextMessage } from "../fixtures/messages.js"
 
 export const SECRET = Redacted.make("test-secret-0123456789-0123456789-abcdef")
 export const PUBLISH_KEY = Redacted.make("test-publish-key-0123456789-0123456789")
@@ -24,6 +27,23 @@ export const DEADLINE_MS = 5_000
 let idSeed = Date.now()
 /** A fresh canonical ULID. */
 export const newId = (): string => ulid(idSeed++)
+
+export const BASE_UNIX = 1_700_000_000
+
+/** Decodes `wire` strictly as `event`'s payload: a fixture that is not valid wire fails the test. */
+export const typed = <E extends EventDefinition>(event: E, wire: unknown): PayloadOf<E> =>
+  Either.getOrThrow(decodePayload(event, wire, { strict: true })) as PayloadOf<E>
+
+/** A plain-text `message_create` with fresh message and author ids, created `seq` seconds after BASE_UNIX. */
+export const message = (guild: string, channel: string, content: string, seq = 0) =>
+  typed(
+    MessageCreate,
+    plainTextMessage(
+      { message_id: newId(), guild_id: guild, channel_id: channel, author_id: newId() },
+      content,
+      BASE_UNIX + seq
+    )
+  )
 
 export interface Frame {
   readonly v: number
