@@ -41,6 +41,10 @@ const manualTimer = (peer: TestPeer) => {
   }
 }
 
+/** A client of `peer` over the ws WebSocket, with the token "token" unless `options` bring a provider. */
+const clientOf = (peer: TestPeer, options: Partial<GatewayClient.GatewayClientOptions> = {}) =>
+  GatewayClient.make({ url: peer.url, WebSocket, accessToken: () => "token", ...options })
+
 const withPeer = async (body: (peer: TestPeer) => Promise<void>) => {
   const peer = await startPeer()
   try {
@@ -55,10 +59,7 @@ describe("GatewayClient (callbacks, real ws peer)", () => {
     withPeer(async (peer) => {
       const clock = manualTimer(peer)
       const openStates: Array<boolean> = []
-      const client = GatewayClient.make({
-        url: peer.url,
-        WebSocket,
-        accessToken: () => "token",
+      const client = clientOf(peer, {
         // The same channel twice (once lowercase) is one subscription.
         channels: [
           { guild_id: GUILD, channel_id: CHANNEL_A },
@@ -109,9 +110,7 @@ describe("GatewayClient (callbacks, real ws peer)", () => {
     withPeer(async (peer) => {
       const clock = manualTimer(peer)
       const requests: Array<GatewayClient.TokenRequest> = []
-      const client = GatewayClient.make({
-        url: peer.url,
-        WebSocket,
+      const client = clientOf(peer, {
         accessToken: async (request) => {
           requests.push(request)
           return `token-${requests.length}`
@@ -140,10 +139,7 @@ describe("GatewayClient (callbacks, real ws peer)", () => {
     withPeer(async (peer) => {
       const clock = manualTimer(peer)
       const closes: Array<GatewayClient.CloseInfo> = []
-      const client = GatewayClient.make({
-        url: peer.url,
-        WebSocket,
-        accessToken: () => "token",
+      const client = clientOf(peer, {
         timer: clock.timer,
         onOpenChange: peer.notify,
         onClose: (close) => {
@@ -164,10 +160,7 @@ describe("GatewayClient (callbacks, real ws peer)", () => {
     withPeer(async (peer) => {
       const clock = manualTimer(peer)
       const closes: Array<GatewayClient.CloseInfo> = []
-      const client = GatewayClient.make({
-        url: peer.url,
-        WebSocket,
-        accessToken: () => "token",
+      const client = clientOf(peer, {
         timer: clock.timer,
         random: () => 0.999,
         onOpenChange: peer.notify,
@@ -208,10 +201,7 @@ describe("GatewayClient (callbacks, real ws peer)", () => {
     withPeer(async (peer) => {
       const ready: Array<string> = []
       const drops: Array<FrameDropped> = []
-      const client = GatewayClient.make({
-        url: peer.url,
-        WebSocket,
-        accessToken: () => "token",
+      const client = clientOf(peer, {
         on: {
           ready: (payload) => {
             ready.push(payload.user_id)
@@ -242,10 +232,7 @@ describe("GatewayClient (callbacks, real ws peer)", () => {
   it("sends unsubscribe, diffs setSubscribedChannels, sends messages and closes with 1000 client_close", () =>
     withPeer(async (peer) => {
       const closes: Array<GatewayClient.CloseInfo> = []
-      const client = GatewayClient.make({
-        url: peer.url,
-        WebSocket,
-        accessToken: () => "token",
+      const client = clientOf(peer, {
         channels: [{ guild_id: GUILD, channel_id: CHANNEL_A }],
         onOpenChange: peer.notify,
         onClose: (close) => {
@@ -288,10 +275,7 @@ describe("GatewayClient (callbacks, real ws peer)", () => {
     withPeer(async (peer) => {
       const errors: Array<unknown> = []
       const ready: Array<string> = []
-      const client = GatewayClient.make({
-        url: peer.url,
-        WebSocket,
-        accessToken: () => "token",
+      const client = clientOf(peer, {
         on: {
           ready: (payload) => {
             ready.push(payload.user_id)
@@ -316,10 +300,7 @@ describe("GatewayClient (callbacks, real ws peer)", () => {
 
   it("bounds the subscription set", () =>
     withPeer(async (peer) => {
-      const client = GatewayClient.make({
-        url: peer.url,
-        WebSocket,
-        accessToken: () => "token",
+      const client = clientOf(peer, {
         maxSubscriptions: 1,
         channels: [{ guild_id: GUILD, channel_id: CHANNEL_A }]
       })
