@@ -5,23 +5,18 @@
  * the server's expiry sweep and the client's backoff sleep are both driven by `TestClock`.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Duration, Effect, Either, Exit, Queue, Random, Scope, Stream, TestClock } from "effect"
+import { Duration, Effect, Exit, Queue, Random, Scope, Stream, TestClock } from "effect"
 import type { Scope as ScopeType } from "effect"
 import { WebSocket } from "ws"
 import type { ClientEvent, ClientEventType } from "../../src/client/Decode.js"
 import type { TokenRequest } from "../../src/client/GatewayClient.js"
 import * as GatewayConnection from "../../src/client/GatewayConnection.js"
-import { decodePayload } from "../../src/protocol/EventDefinition.js"
-import type { EventDefinition, PayloadOf } from "../../src/protocol/EventDefinition.js"
 import { MessageCreate } from "../../src/protocol/events/message.js"
 import { ProfileUpdate } from "../../src/protocol/events/profile.js"
 import { ChannelCreate } from "../../src/protocol/events/workspace.js"
 import type { UserId } from "../../src/protocol/Ids.js"
-import { DEADLINE_MS, newId, startGateway } from "../server/harness.js"
+import { DEADLINE_MS, message, newId, startGateway, typed } from "../server/harness.js"
 import type { Harness } from "../server/harness.js"
-
-const typed = <E extends EventDefinition>(event: E, wire: unknown): PayloadOf<E> =>
-  Either.getOrThrow(decodePayload(event, wire, { strict: true })) as PayloadOf<E>
 
 // No pings during the test: TestClock jumps would otherwise race the (real-time) pongs.
 const QUIET_HEARTBEAT = { pingInterval: Duration.hours(24), pongTimeout: Duration.hours(24) }
@@ -92,21 +87,7 @@ describe("GatewayConnection against the real gateway", () => {
         expect((yield* next("ready")).payload.user_id).toBe(user)
         expect((yield* next("subscribed")).payload).toEqual({ guild_id: guild, channel_id: channel })
 
-        const messageCreate = typed(MessageCreate, {
-          message_id: newId(),
-          guild_id: guild,
-          channel_id: channel,
-          author_id: newId(),
-          content: "hello",
-          markdown_tokens: [
-            { type: "paragraph_start" },
-            { type: "text", text: "hello" },
-            { type: "paragraph_end" }
-          ],
-          attachments: [],
-          reactions: [],
-          created_at_unix: 1_700_000_000
-        })
+        const messageCreate = message(guild, channel, "hello")
         yield* harness.gateway.publish(MessageCreate, messageCreate)
         yield* harness.gateway.publish(
           ChannelCreate,

@@ -10,6 +10,7 @@ import { encodePayload, type EventDefinition } from "../../src/protocol/EventDef
 import { MessageCreate } from "../../src/protocol/events/message.js"
 import { EVENTS } from "../../src/protocol/Manifest.js"
 import { encodeStrict } from "../../src/server/PayloadEncoder.js"
+import { plainTextMessage } from "../fixtures/messages.js"
 
 type Path = ReadonlyArray<string | number>
 
@@ -50,21 +51,16 @@ const WRONG_VALUES = [null, 7, "x", true, [], {}, undefined]
 
 describe("PayloadEncoder", () => {
   it("message_create: the compiled path takes the bench payload and builds Effect's wire value", () => {
-    const payload = {
-      message_id: "01ARZ3NDEKTSV4RRFFQ69G5FAV",
-      guild_id: "01ARZ3NDEKTSV4RRFFQ69G5FAW",
-      channel_id: "01ARZ3NDEKTSV4RRFFQ69G5FAX",
-      author_id: "01ARZ3NDEKTSV4RRFFQ69G5FAY",
-      content: "hello",
-      markdown_tokens: [
-        { type: "paragraph_start" },
-        { type: "text", text: "hello" },
-        { type: "paragraph_end" }
-      ],
-      attachments: [],
-      reactions: [],
-      created_at_unix: 1_735_689_600
-    }
+    const payload = plainTextMessage(
+      {
+        message_id: "01ARZ3NDEKTSV4RRFFQ69G5FAV",
+        guild_id: "01ARZ3NDEKTSV4RRFFQ69G5FAW",
+        channel_id: "01ARZ3NDEKTSV4RRFFQ69G5FAX",
+        author_id: "01ARZ3NDEKTSV4RRFFQ69G5FAY"
+      },
+      "hello",
+      1_735_689_600
+    )
     same(MessageCreate, payload)
     expect(Either.isRight(encodeStrict(MessageCreate, payload as never))).toBe(true)
     same(MessageCreate, { ...payload, extra: 1 })
