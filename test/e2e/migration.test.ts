@@ -79,17 +79,28 @@ const watcher = (harness: Harness, guild: string, channel: string) =>
     return { client, raw }
   })
 
+/**
+ * A gateway with `config`, a watcher in a fresh channel, the compatibility counters, and the role
+ * then the permission override published. The role publish counts the explicit event's
+ * recipients: with dual emit the legacy one reached the same connections.
+ */
+const publishOverrides = (config: { readonly dualEmitLegacyOverride?: boolean } = {}) =>
+  Effect.gen(function* () {
+    const harness = yield* startChatGateway(config)
+    const [guild, channel] = [newId(), newId()]
+    const { client, raw } = yield* watcher(harness, guild, channel)
+    const pending = yield* counters(harness)
+    const { permission, role } = overrides(guild, channel)
+    expect((yield* publishOk(harness, "workspace_channel_role_override_update", role)).recipients).toBe(1)
+    yield* publishOk(harness, "workspace_channel_permission_override_update", permission)
+    return { harness, guild, client, raw, pending, permission, role }
+  })
+
 describe("dual emit of the legacy override event", () => {
   it.scoped("off (the default): only the explicit events; only explicit_emit counts", () =>
     Effect.gen(function* () {
-      const harness = yield* startChatGateway()
+      const { harness, guild, client, raw, pending, permission, role } = yield* publishOverrides()
       expect(harness.config.dualEmitLegacyOverride).toBe(false)
-      const [guild, channel] = [newId(), newId()]
-      const { client, raw } = yield* watcher(harness, guild, channel)
-      const pending = yield* counters(harness)
-      const { permission, role } = overrides(guild, channel)
-      expect((yield* publishOk(harness, "workspace_channel_role_override_update", role)).recipients).toBe(1)
-      yield* publishOk(harness, "workspace_channel_permission_override_update", permission)
       expect(yield* client.next()).toEqual({ v: 1, t: "workspace_channel_role_override_update", d: role })
       expect(yield* client.next()).toEqual({
         v: 1,
@@ -111,14 +122,9 @@ describe("dual emit of the legacy override event", () => {
     "on: legacy first with the same payload, explicit second, both counted; the client normalizes",
     () =>
       Effect.gen(function* () {
-        const harness = yield* startChatGateway({ dualEmitLegacyOverride: true })
-        const [guild, channel] = [newId(), newId()]
-        const { client, raw } = yield* watcher(harness, guild, channel)
-        const pending = yield* counters(harness)
-        const { permission, role } = overrides(guild, channel)
-        // The count is the explicit event's recipients; the legacy one reached the same connections.
-        expect((yield* publishOk(harness, "workspace_channel_role_override_update", role)).recipients).toBe(1)
-        yield* publishOk(harness, "workspace_channel_permission_override_update", permission)
+        const { harness, guild, client, raw, pending, permission, role } = yield* publishOverrides({
+          dualEmitLegacyOverride: true
+        })
         const frames = [
           yield* client.next(),
           yield* client.next(),
