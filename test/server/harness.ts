@@ -178,6 +178,18 @@ export interface Harness {
   readonly serverConnections: (userId: string) => Effect.Effect<ReadonlyArray<Connection>>
 }
 
+/** The original gateway's counter families, in its exposition order. */
+export const ORIGINAL_COUNTER_FAMILIES = [
+  "filament_auth_failures_total",
+  "filament_rate_limit_hits_total",
+  "filament_ws_disconnects_total",
+  "filament_gateway_events_emitted_total",
+  "filament_gateway_events_dropped_total",
+  "filament_gateway_events_unknown_received_total",
+  "filament_gateway_events_parse_rejected_total",
+  "filament_voice_sync_repairs_total"
+]
+
 export const seriesValue = (
   text: string,
   name: string,
