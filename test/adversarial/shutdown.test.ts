@@ -20,6 +20,7 @@ import {
   BASE_UNIX,
   newId,
   startGateway,
+  yieldToIo,
   type Harness,
   type TestClient
 } from "../server/harness.js"
@@ -178,8 +179,6 @@ const messageWire = (guild: string, channel: string, seq: number) =>
 
 const message = (guild: string, channel: string, seq: number) =>
   messageWire(guild, channel, seq) as unknown as PayloadOf<typeof MessageCreate>
-
-const yieldToIo = Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve)))
 
 /** A subscribed reader that stops reading, and events published until its outbox holds some. */
 const backlog = (harness: Harness) =>

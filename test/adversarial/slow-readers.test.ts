@@ -11,7 +11,7 @@ import WebSocket from "ws"
 import { MessageCreate } from "../../src/protocol/events/message.js"
 import type { PayloadOf } from "../../src/protocol/EventDefinition.js"
 import { plainTextMessage } from "../fixtures/messages.js"
-import { awaitSleeps, BASE_UNIX, newId, startGateway, type Harness } from "../server/harness.js"
+import { awaitSleeps, BASE_UNIX, newId, startGateway, yieldToIo, type Harness } from "../server/harness.js"
 import { eventually } from "./support.js"
 
 const HEALTHY = 1000
@@ -27,8 +27,6 @@ const message = (guild: string, channel: string, seq: number, padding = 0) =>
     `m${seq}:${"p".repeat(padding)}`,
     BASE_UNIX + seq
   ) as unknown as PayloadOf<typeof MessageCreate>
-
-const yieldToIo = Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve)))
 
 /**
  * A lean healthy reader (a `TestClient` per connection would keep every frame): it checks that

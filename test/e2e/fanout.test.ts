@@ -17,6 +17,7 @@ import {
   message,
   newId,
   startGateway,
+  yieldToIo,
   typed,
   type Harness,
   type TestClient
@@ -38,8 +39,6 @@ const profile = (user: string, seq: number, about = "x") =>
     updated_fields: { about_markdown: about },
     updated_at_unix: BASE_UNIX + seq
   })
-
-const yieldToIo = Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve)))
 
 describe("targeting", () => {
   it.scoped("channel events reach only that channel key's subscribers", () =>

@@ -72,6 +72,9 @@ const withDeadline = <A>(label: string, register: (resolve: (value: A) => void) 
       })
   )
 
+/** Lets pending socket I/O callbacks run (one turn of the event loop). */
+export const yieldToIo = Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve)))
+
 /**
  * Waits until `count` fibers sleep on the TestClock, so that an adjustment reaches a timer that is
  * about to start (yields, bounded; no real time passes).
