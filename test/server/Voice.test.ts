@@ -30,6 +30,24 @@ const join = (guild: GuildId, channel: ChannelId, user: string, joined = 100): V
   payload: { guild_id: guild, channel_id: channel, participant: participant(user, channel, joined) }
 })
 
+const update = (
+  guild: GuildId,
+  channel: ChannelId,
+  user: string,
+  fields: { readonly is_muted?: boolean; readonly is_speaking?: boolean },
+  at: number
+): Voice.VoiceChange => ({
+  _tag: "update",
+  payload: {
+    guild_id: guild,
+    channel_id: channel,
+    user_id: user as UserId,
+    identity: `u.${user}.${channel}`,
+    updated_fields: fields,
+    updated_at_unix: at
+  }
+})
+
 const stream = (
   tag: "publish" | "unpublish",
   guild: GuildId,
@@ -62,29 +80,9 @@ describe("VoiceParticipants (memory)", () => {
       const voice = make()
       yield* voice.apply(join(G1, C1, "B", 100))
       yield* voice.apply(join(G1, C1, "A", 100))
-      yield* voice.apply({
-        _tag: "update",
-        payload: {
-          guild_id: G1,
-          channel_id: C1,
-          user_id: "A" as UserId,
-          identity: "u.A.C1",
-          updated_fields: { is_muted: true },
-          updated_at_unix: 150
-        }
-      })
+      yield* voice.apply(update(G1, C1, "A", { is_muted: true }, 150))
       // An update for someone who is not a participant changes nothing.
-      yield* voice.apply({
-        _tag: "update",
-        payload: {
-          guild_id: G1,
-          channel_id: C1,
-          user_id: "Z" as UserId,
-          identity: "u.Z.C1",
-          updated_fields: { is_muted: true },
-          updated_at_unix: 150
-        }
-      })
+      yield* voice.apply(update(G1, C1, "Z", { is_muted: true }, 150))
       const snapshot = yield* voice.snapshot(G1, C1)
       expect(snapshot.map((p) => p.identity)).toEqual(["u.A.C1", "u.B.C1"])
       expect(snapshot[0]).toMatchObject({ is_muted: true, updated_at_unix: 150 })
@@ -132,17 +130,7 @@ describe("VoiceParticipants (memory)", () => {
         yield* voice.apply(join(G1, C1, "A"))
         yield* voice.apply(join(G1, C2, "B"))
         yield* TestClock.adjust(Duration.seconds(30))
-        yield* voice.apply({
-          _tag: "update",
-          payload: {
-            guild_id: G1,
-            channel_id: C1,
-            user_id: "A" as UserId,
-            identity: "u.A.C1",
-            updated_fields: { is_speaking: true },
-            updated_at_unix: 130
-          }
-        })
+        yield* voice.apply(update(G1, C1, "A", { is_speaking: true }, 130))
         yield* TestClock.adjust(Duration.seconds(29))
         expect(yield* voice.expire()).toEqual([])
         yield* TestClock.adjust(Duration.seconds(1))
