@@ -16,19 +16,12 @@ export interface FanoutResult {
   readonly closed: number
 }
 
-/**
- * The bare delivery loop (benchmarks call this directly) over the first `count` recipients: a
- * registry `Members` view passes its `items` and `length`.
- */
-export const deliver = (
-  frame: Frame,
-  recipients: ReadonlyArray<Connection>,
-  count = recipients.length
-): FanoutResult => {
+/** The bare delivery loop (benchmarks call this directly). */
+export const deliver = (frame: Frame, recipients: ReadonlyArray<Connection>): FanoutResult => {
   let delivered = 0
   let evicted = 0
   let closed = 0
-  for (let i = 0; i < count; i++) {
+  for (let i = 0; i < recipients.length; i++) {
     const result = recipients[i]!.deliver(frame)
     if (result === "sent" || result === "queued") delivered++
     else if (result === "evicted") evicted++
@@ -41,11 +34,10 @@ export const deliver = (
 export const broadcast = (
   metrics: GatewayMetricsShape,
   frame: Frame,
-  recipients: ReadonlyArray<Connection>,
-  count = recipients.length
+  recipients: ReadonlyArray<Connection>
 ): FanoutResult => {
   const started = performance.now()
-  const result = deliver(frame, recipients, count)
+  const result = deliver(frame, recipients)
   metrics.fanoutDuration(frame.scope, (performance.now() - started) / 1000)
   metrics.emitted(frame.scope, frame.eventType, result.delivered)
   metrics.dropped(frame.scope, frame.eventType, "full_queue", result.evicted)

@@ -189,8 +189,8 @@ export const make = Effect.gen(function* () {
             : registry.guildMembers(target.guild_id)
         return Effect.zipRight(
           followUps.publishing(event, payload, publisher),
-          Effect.flatMap(recipients, ({ items, length }) => {
-            const { delivered } = Fanout.broadcast(metrics, frame, items, length)
+          Effect.flatMap(recipients, (recipients) => {
+            const { delivered } = Fanout.broadcast(metrics, frame, recipients)
             bus.publish(
               event.scope === "channel"
                 ? { scope: "channel", guildId: target.guild_id, channelId: target.channel_id }
@@ -402,15 +402,13 @@ export const make = Effect.gen(function* () {
   const deliverRemote = ({ frame, publishedAt, route }: Bus.Delivery) =>
     Effect.gen(function* () {
       metrics.busLag(Math.max(0, clock.unsafeCurrentTimeMillis() - publishedAt) / 1000)
-      if (route.scope === "user") {
-        Fanout.broadcast(metrics, frame, yield* registry.userMembers(route.userIds[0]!))
-      } else {
-        const { items, length } =
-          route.scope === "channel"
-            ? yield* registry.channelMembers(route.guildId, route.channelId)
-            : yield* registry.guildMembers(route.guildId)
-        Fanout.broadcast(metrics, frame, items, length)
-      }
+      const recipients =
+        route.scope === "channel"
+          ? yield* registry.channelMembers(route.guildId, route.channelId)
+          : route.scope === "guild"
+            ? yield* registry.guildMembers(route.guildId)
+            : yield* registry.userMembers(route.userIds[0]!)
+      Fanout.broadcast(metrics, frame, recipients)
       // The after-delivery follow-ups (revocation) act on this node's connections too; the
       // before-delivery ones (projections, dual emit) ran once, on the publishing node.
       const event = Manifest.lookup(frame.eventType)

@@ -2,9 +2,8 @@
  * SubscriptionRegistry: who receives what. Persistent indexes in one `Ref` — channel key ->
  * connections, guild -> connections, user -> connections, connection -> its subscriptions (with a
  * per-guild channel count) — so every change is a single `Ref.modify` and the indexes never
- * disagree. A fanout loops over a member list snapshot that later changes cannot disturb: channel and
- * guild lists are append-friendly views (`Members`), user lists (at most
- * `GATEWAY_MAX_CONNECTIONS_PER_USER` long) are copy-on-write arrays.
+ * disagree. Member lists are copy-on-write arrays: subscribes are rare, fanouts are hot, and a
+ * fanout then loops over a plain array snapshot that later changes cannot disturb.
  */
 import { Context, Effect, HashMap, Layer, Option, Ref } from "effect"
 import type { ChannelId, GuildId, UserId } from "../protocol/Ids.js"
@@ -27,21 +26,10 @@ export interface ConnectionEntry {
   readonly revoked: ReadonlySet<GuildId>
 }
 
-/**
- * One channel's or guild's members in one state: the first `length` entries of `items`, never the
- * rest. An append onto a view that ends where its backing array ends pushes in place (no older view
- * can see it: each keeps its shorter `length`), so N subscribes to one channel cost O(N) rather than
- * O(N²) copied slots; any other append, and every removal, copies. Iterate `i < length`, never `items`.
- */
-export interface Members {
-  readonly items: ReadonlyArray<Connection>
-  readonly length: number
-}
-
 export interface RegistryState {
   readonly connections: HashMap.HashMap<ConnectionId, ConnectionEntry>
-  readonly channels: HashMap.HashMap<ChannelKey, Members>
-  readonly guilds: HashMap.HashMap<GuildId, Members>
+  readonly channels: HashMap.HashMap<ChannelKey, ReadonlyArray<Connection>>
+  readonly guilds: HashMap.HashMap<GuildId, ReadonlyArray<Connection>>
   readonly users: HashMap.HashMap<UserId, ReadonlyArray<Connection>>
 }
 
@@ -105,58 +93,26 @@ const mapWithout = <K, V>(map: ReadonlyMap<K, V>, key: K): ReadonlyMap<K, V> => 
   return copy
 }
 
-const NONE: ReadonlyArray<Connection> = []
-/** A lookup's answer for a key without members; never stored in an index, so never appended to. */
-const NO_MEMBERS: Members = { items: NONE, length: 0 }
+const without = (members: ReadonlyArray<Connection>, connection: Connection) =>
+  members.filter((member) => member !== connection)
 
-const appendMember = (members: Members | undefined, connection: Connection): Members => {
-  if (members === undefined) return { items: [connection], length: 1 }
-  if (members.length === members.items.length) {
-    // Backing arrays are created only here and in `removeMember`, and only extended here: no view
-    // ends past this one, so the push is invisible to every existing view.
-    ;(members.items as Array<Connection>).push(connection)
-    return { items: members.items, length: members.length + 1 }
-  }
-  const items = members.items.slice(0, members.length)
-  items.push(connection)
-  return { items, length: items.length }
+const removeMember = <K>(
+  index: HashMap.HashMap<K, ReadonlyArray<Connection>>,
+  key: K,
+  connection: Connection
+): HashMap.HashMap<K, ReadonlyArray<Connection>> => {
+  const members = HashMap.get(index, key)
+  if (Option.isNone(members)) return index
+  const rest = without(members.value, connection)
+  return rest.length === 0 ? HashMap.remove(index, key) : HashMap.set(index, key, rest)
 }
 
 const addMember = <K>(
-  index: HashMap.HashMap<K, Members>,
+  index: HashMap.HashMap<K, ReadonlyArray<Connection>>,
   key: K,
   connection: Connection
-): HashMap.HashMap<K, Members> =>
-  HashMap.set(index, key, appendMember(Option.getOrUndefined(HashMap.get(index, key)), connection))
-
-const removeMember = <K>(
-  index: HashMap.HashMap<K, Members>,
-  key: K,
-  connection: Connection
-): HashMap.HashMap<K, Members> => {
-  const members = HashMap.get(index, key)
-  if (Option.isNone(members)) return index
-  // A copy, so that no backing array keeps a departed connection reachable past its views.
-  const items: Array<Connection> = []
-  for (let i = 0; i < members.value.length; i++) {
-    const member = members.value.items[i]!
-    if (member !== connection) items.push(member)
-  }
-  return items.length === 0
-    ? HashMap.remove(index, key)
-    : HashMap.set(index, key, { items, length: items.length })
-}
-
-const removeUserConnection = (
-  users: RegistryState["users"],
-  userId: UserId,
-  connection: Connection
-): RegistryState["users"] => {
-  const members = HashMap.get(users, userId)
-  if (Option.isNone(members)) return users
-  const rest = members.value.filter((member) => member !== connection)
-  return rest.length === 0 ? HashMap.remove(users, userId) : HashMap.set(users, userId, rest)
-}
+): HashMap.HashMap<K, ReadonlyArray<Connection>> =>
+  HashMap.set(index, key, [...Option.getOrElse(HashMap.get(index, key), () => []), connection])
 
 /** Whether a connection of `userId` other than `except` holds a channel of `guildId`. */
 const userHoldsGuild = (
@@ -181,7 +137,7 @@ const userHoldsGuild = (
 const soleSubscriptionOfMember = (state: RegistryState, key: ChannelKey): ConnectionEntry | undefined => {
   const members = HashMap.get(state.channels, key)
   if (Option.isNone(members)) return undefined
-  const member = members.value.items[members.value.length - 1]
+  const member = members.value[members.value.length - 1]
   const entry = member === undefined ? Option.none() : HashMap.get(state.connections, member.id)
   return Option.isSome(entry) && entry.value.channels.size === 1 && entry.value.guilds.size === 1
     ? entry.value
@@ -201,10 +157,7 @@ export const transitions = {
             guilds: NO_GUILDS,
             revoked: NO_REVOKED
           }),
-          users: HashMap.set(state.users, connection.userId, [
-            ...Option.getOrElse(HashMap.get(state.users, connection.userId), () => NONE),
-            connection
-          ])
+          users: addMember(state.users, connection.userId, connection)
         },
 
   subscribe: (
@@ -297,7 +250,7 @@ export const transitions = {
         connections: HashMap.remove(state.connections, connection.id),
         channels,
         guilds,
-        users: removeUserConnection(state.users, connection.userId, connection)
+        users: removeMember(state.users, connection.userId, connection)
       }
     ]
   },
@@ -346,6 +299,8 @@ export const transitions = {
   }
 }
 
+const NONE: ReadonlyArray<Connection> = []
+
 export interface SubscriptionRegistryShape {
   readonly register: (connection: Connection) => Effect.Effect<void>
   readonly subscribe: (
@@ -363,8 +318,11 @@ export interface SubscriptionRegistryShape {
   /** Removes the connection from every index in one update. */
   readonly unregister: (connection: Connection) => Effect.Effect<DisconnectOutcome>
   /** Index lookups (never scans): the recipients of a channel, guild or user broadcast. */
-  readonly channelMembers: (guildId: GuildId, channelId: ChannelId) => Effect.Effect<Members>
-  readonly guildMembers: (guildId: GuildId) => Effect.Effect<Members>
+  readonly channelMembers: (
+    guildId: GuildId,
+    channelId: ChannelId
+  ) => Effect.Effect<ReadonlyArray<Connection>>
+  readonly guildMembers: (guildId: GuildId) => Effect.Effect<ReadonlyArray<Connection>>
   readonly userMembers: (userId: UserId) => Effect.Effect<ReadonlyArray<Connection>>
   readonly state: Effect.Effect<RegistryState>
 }
@@ -416,8 +374,10 @@ export const make = Effect.gen(function* () {
       return [outcome, after]
     })
   const awaitBus = (topic: string) => (bus === undefined ? Effect.void : bus.awaitActive(topic))
-  const lookup = <K, V>(select: (state: RegistryState) => HashMap.HashMap<K, V>, key: K, none: V) =>
-    Effect.map(Ref.get(ref), (state) => Option.getOrElse(HashMap.get(select(state), key), () => none))
+  const lookup = <K>(
+    select: (state: RegistryState) => HashMap.HashMap<K, ReadonlyArray<Connection>>,
+    key: K
+  ) => Effect.map(Ref.get(ref), (state) => Option.getOrElse(HashMap.get(select(state), key), () => NONE))
   const registry: SubscriptionRegistryShape = {
     register: (connection) =>
       Effect.zipRight(
@@ -476,10 +436,9 @@ export const make = Effect.gen(function* () {
         ),
         (outcome) => metrics.subscriptionsChanged(-outcome.channels)
       ),
-    channelMembers: (guildId, channelId) =>
-      lookup((state) => state.channels, channelKey(guildId, channelId), NO_MEMBERS),
-    guildMembers: (guildId) => lookup((state) => state.guilds, guildId, NO_MEMBERS),
-    userMembers: (userId) => lookup((state) => state.users, userId, NONE),
+    channelMembers: (guildId, channelId) => lookup((state) => state.channels, channelKey(guildId, channelId)),
+    guildMembers: (guildId) => lookup((state) => state.guilds, guildId),
+    userMembers: (userId) => lookup((state) => state.users, userId),
     state: Ref.get(ref)
   }
   return registry
