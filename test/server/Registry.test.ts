@@ -1,7 +1,8 @@
 /**
  * SubscriptionRegistry: after any sequence of connect / subscribe / unsubscribe / disconnect the
  * channel, guild and user indexes agree with a plain reference model (and with each other), the
- * presence flags in the outcomes are right, and once every connection is gone every index is empty.
+ * presence flags in the outcomes are right, once every connection is gone every index is empty, and
+ * every earlier state (what a fanout iterates) still lists exactly the members it had.
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, HashMap, Layer, Option } from "effect"
@@ -58,6 +59,9 @@ type Model = Map<number, Set<string>>
 
 const sorted = (members: ReadonlyArray<Connection>) => members.map((member) => member.id).sort()
 
+/** The members a fanout over the list visits. */
+const visited = (members: ReadonlyArray<Connection> | undefined) => members ?? []
+
 const userHolds = (model: Model, user: UserId, guild: GuildId, except?: number) =>
   [...model].some(
     ([id, keys]) =>
@@ -80,13 +84,13 @@ const expectAgrees = (state: RegistryState, model: Model) => {
   }
   for (const guild of GUILDS) {
     const holders = [...model].filter(([, keys]) => [...keys].some((key) => key.startsWith(`${guild}:`)))
-    expect(sorted(Option.getOrElse(HashMap.get(state.guilds, guild), () => []))).toEqual(
+    expect(sorted(visited(Option.getOrUndefined(HashMap.get(state.guilds, guild))))).toEqual(
       holders.map(([id]) => id).sort()
     )
     for (const channel of CHANNELS) {
       const key = channelKey(guild, channel)
       const members = [...model].filter(([, keys]) => keys.has(key)).map(([id]) => id)
-      expect(sorted(Option.getOrElse(HashMap.get(state.channels, key), () => []))).toEqual(members.sort())
+      expect(sorted(visited(Option.getOrUndefined(HashMap.get(state.channels, key))))).toEqual(members.sort())
     }
   }
   for (const user of USERS) {
@@ -117,6 +121,12 @@ describe("SubscriptionRegistry", () => {
               const model: Model = new Map()
               /** Per connected connection: guilds it was revoked from (it may not subscribe there). */
               const revoked = new Map<number, Set<GuildId>>()
+              /** Every state with the model it had: later changes must not disturb any of them. */
+              const snapshots: Array<[RegistryState, Model]> = []
+              const snapshot = (state: RegistryState) => {
+                expectAgrees(state, model)
+                snapshots.push([state, new Map([...model].map(([id, keys]) => [id, new Set(keys)]))])
+              }
               for (const step of ops) {
                 if (step.op === "revoke") {
                   const [user, guild] = [USERS[step.user]!, GUILDS[step.guild]!]
@@ -135,7 +145,7 @@ describe("SubscriptionRegistry", () => {
                   for (const id of model.keys()) {
                     if (connections[id]!.userId === user) revoked.get(id)!.add(guild)
                   }
-                  expectAgrees(yield* registry.state, model)
+                  snapshot(yield* registry.state)
                   continue
                 }
                 const connection = connections[step.conn]!
@@ -194,9 +204,10 @@ describe("SubscriptionRegistry", () => {
                     break
                   }
                 }
-                expectAgrees(yield* registry.state, model)
+                snapshot(yield* registry.state)
               }
               for (const connection of connections) yield* registry.unregister(connection)
+              for (const [state, then] of snapshots) expectAgrees(state, then)
               const state = yield* registry.state
               expect(HashMap.size(state.connections)).toBe(0)
               expect(HashMap.size(state.channels)).toBe(0)
@@ -223,7 +234,34 @@ describe("SubscriptionRegistry", () => {
         const members = yield* registry.guildMembers(GUILDS[0]!)
         yield* registry.subscribe(b, GUILDS[1]!, CHANNELS[0]!)
         expect(yield* registry.guildMembers(GUILDS[0]!)).toBe(members)
-        expect(sorted(members)).toEqual([a.id])
+        expect(sorted(visited(members))).toEqual([a.id])
       }).pipe(Effect.provide(TestLayer))
   )
+
+  it("a member list changed from two states keeps each state's members", () => {
+    const [a, b, c, d] = connections as [Connection, Connection, Connection, Connection]
+    const [guild, channel] = [GUILDS[0]!, CHANNELS[0]!]
+    const subscribe = (state: RegistryState, connection: Connection) =>
+      Registry.transitions.subscribe(
+        Registry.transitions.register(state, connection),
+        connection,
+        guild,
+        channel,
+        MAX_SUBSCRIPTIONS
+      )[1]
+    const members = (state: RegistryState) =>
+      sorted(visited(Option.getOrUndefined(HashMap.get(state.channels, channelKey(guild, channel)))))
+    const base = subscribe(Registry.emptyState, a)
+    const left = subscribe(base, b)
+    const right = subscribe(base, c)
+    const leftAgain = subscribe(left, d)
+    const [, leftWithoutA] = Registry.transitions.unsubscribe(leftAgain, a, guild, channel)
+    expect(members(base)).toEqual([a.id])
+    expect(members(left)).toEqual([a.id, b.id])
+    expect(members(right)).toEqual([a.id, c.id])
+    expect(members(leftAgain)).toEqual([a.id, b.id, d.id])
+    expect(members(leftWithoutA)).toEqual([b.id, d.id])
+    expect(members(subscribe(leftWithoutA, a))).toEqual([a.id, b.id, d.id])
+    expect(members(leftAgain)).toEqual([a.id, b.id, d.id])
+  })
 })
