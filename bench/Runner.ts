@@ -78,7 +78,8 @@ interface Ready {
   readonly pid: number
 }
 
-const waitReady = (server: ChildProcess, log: string, timeoutMs: number): Promise<Ready> =>
+/** Waits for the `READY {...}` line every bench server (Control.ts) prints once listening. */
+export const waitReady = (server: ChildProcess, log: string, timeoutMs: number): Promise<Ready> =>
   new Promise((resolve, reject) => {
     let buffered = ""
     const timer = setTimeout(

@@ -1,12 +1,15 @@
 /**
- * `npx tsx bench/cluster.ts [--n 5000] [--reps 1]`: one gateway process vs `GATEWAY_WORKERS=2`
- * joined by a real `redis-server`, same workload (the fanout bench's hot channel and message, from
- * Workload.ts), same N.
+ * `npx tsx bench/cluster.ts [--n 5000] [--reps 1]`: the raw `ws` baseline (bench/servers/raw-ws.ts,
+ * one process), one gateway process and `GATEWAY_WORKERS=2` joined by a real `redis-server`, same
+ * workload (the fanout bench's hot channel and message, from Workload.ts), same N, same run.
  *
  * Three kinds of process: the server under test (`npm start`: one process, or a node:cluster
- * primary with two workers sharing the port), a client process owning every socket (forked from
- * this file with `--clients`), and this driver, which publishes through `POST /v1/publish` (so each
- * event enters whichever worker takes the HTTP connection; the other delivers it from the bus).
+ * primary with two workers sharing the port; or the raw `ws` server), a client process owning every
+ * socket (forked from this file with `--clients`), and this driver. The driver publishes to the
+ * gateway through `POST /v1/publish` (so each event enters whichever worker takes the HTTP
+ * connection; the other delivers it from the bus); the raw `ws` server has no publish API, so its
+ * own in-process publisher (Control.ts, as in the main matrix) runs the same event counts and rate —
+ * it skips the HTTP request per event, which only makes the baseline stronger.
  *
  * Phases: warm-up; a rate phase (10 000 deliveries/s for 5 s: its p50/p99 latency, stamp at event
  * creation to receipt, both on CLOCK_MONOTONIC); a burst (200 000 deliveries, events back to back:
@@ -21,6 +24,7 @@ import * as Path from "node:path"
 import { fileURLToPath } from "node:url"
 import { SignJWT } from "jose"
 import WebSocket from "ws"
+import { waitReady } from "./Runner.js"
 import {
   benchUlid,
   HOT_CHANNEL,
@@ -203,7 +207,7 @@ const startRedis = async () => {
 }
 
 interface ModeResult {
-  readonly mode: string
+  readonly mode: Mode
   readonly n: number
   readonly rateP50Ms: number
   readonly rateP99Ms: number
@@ -212,6 +216,23 @@ interface ModeResult {
   readonly deliveriesPerSec: number
   readonly serverCpuUsPerDelivery: number
   readonly redisCpuUsPerDelivery: number | null
+}
+
+const MODES = ["raw ws", "1 process", "2 workers"] as const
+type Mode = (typeof MODES)[number]
+
+/** How events enter the server under test; every event is `messageSnapshot(seq)` on the hot channel. */
+interface Publisher {
+  /** `count` events back to back. */
+  readonly burst: (count: number) => Promise<void>
+  /** `count` events evenly spread over `seconds`. */
+  readonly paced: (count: number, seconds: number) => Promise<void>
+}
+
+interface ServerUnderTest {
+  readonly process: ChildProcess
+  readonly wsPort: number
+  readonly publisher: Publisher
 }
 
 const publish = async (port: number, seq: number) => {
@@ -225,13 +246,13 @@ const publish = async (port: number, seq: number) => {
   await response.arrayBuffer()
 }
 
-const runMode = async (
-  mode: "1 process" | "2 workers",
-  n: number,
-  redis: { port: number; child: ChildProcess }
-) => {
+/** `npm start` with one process or two node:cluster workers; events enter through `POST /v1/publish`. */
+const startGateway = async (
+  workers: number,
+  redis: { port: number; child: ChildProcess },
+  onSpawn: (child: ChildProcess) => void
+): Promise<ServerUnderTest> => {
   const port = await freePort()
-  const workers = mode === "2 workers" ? 2 : 1
   const server = spawn(process.execPath, ["--import", "tsx", "src/server/main.ts"], {
     cwd: REPO_DIR,
     env: {
@@ -248,52 +269,120 @@ const runMode = async (
     },
     stdio: ["ignore", "pipe", "pipe"]
   })
+  onSpawn(server)
   let log = ""
   server.stdout!.on("data", (chunk: Buffer) => (log += chunk.toString()))
   server.stderr!.on("data", (chunk: Buffer) => (log += chunk.toString()))
+  await within(
+    "server listening",
+    new Promise<void>((resolve) => {
+      const check = () => {
+        if (log.split("filament-gateway listening on").length > workers) resolve()
+      }
+      server.stdout!.on("data", check)
+      server.stderr!.on("data", check)
+    })
+  )
+  let seq = 0
+  return {
+    process: server,
+    wsPort: port,
+    publisher: {
+      burst: async (count) => {
+        for (let i = 0; i < count; i++) await publish(port, seq++)
+      },
+      paced: async (count, seconds) => {
+        const interval = (seconds * 1000) / count
+        const started = Date.now()
+        for (let i = 0; i < count; i++) {
+          const due = started + i * interval
+          if (due > Date.now()) await new Promise((resolve) => setTimeout(resolve, due - Date.now()))
+          await publish(port, seq++)
+        }
+      }
+    }
+  }
+}
+
+/** bench/servers/raw-ws.ts, launched as bench/Runner.ts does; its Control.ts publisher runs the events. */
+const startRawWs = async (onSpawn: (child: ChildProcess) => void): Promise<ServerUnderTest> => {
+  const server = spawn(
+    process.execPath,
+    [
+      "--import",
+      "tsx",
+      "--expose-gc",
+      "--max-old-space-size=4096",
+      Path.join(BENCH_DIR, "servers", "raw-ws.ts")
+    ],
+    {
+      cwd: REPO_DIR,
+      env: {
+        ...process.env,
+        WS_NO_BUFFER_UTIL: "1",
+        WS_NO_UTF_8_VALIDATE: "1",
+        BENCH_MAX_LIFETIME_MS: "300000"
+      },
+      stdio: ["ignore", "pipe", "pipe"]
+    }
+  )
+  onSpawn(server)
+  let log = ""
+  server.stderr!.on("data", (chunk: Buffer) => (log += chunk.toString()))
+  const ready = await waitReady(server, "raw-ws stderr below", 30_000).catch((error: unknown) => {
+    throw new Error(`${String(error)}\n${log}`)
+  })
+  const control = async (count: number, rate: number) => {
+    const response = await fetch(`http://127.0.0.1:${ready.ctrlPort}/publish?count=${count}&rate=${rate}`)
+    if (response.status !== 200)
+      throw new Error(`raw-ws publish answered ${response.status}: ${await response.text()}`)
+    await response.arrayBuffer()
+  }
+  return {
+    process: server,
+    wsPort: ready.wsPort,
+    publisher: {
+      burst: (count) => control(count, 0),
+      paced: (count, seconds) => control(count, count / seconds)
+    }
+  }
+}
+
+const runMode = async (mode: Mode, n: number, redis: { port: number; child: ChildProcess }) => {
+  // Set as soon as the server process exists, so `finally` ends it even if it never became ready.
+  const spawned: { server?: ChildProcess } = {}
   let clients: ChildProcess | undefined
   try {
-    await within(
-      "server listening",
-      new Promise<void>((resolve) => {
-        const check = () => {
-          if (log.split("filament-gateway listening on").length > workers) resolve()
-        }
-        server.stdout!.on("data", check)
-        server.stderr!.on("data", check)
-      })
-    )
-    clients = fork(fileURLToPath(import.meta.url), ["--clients", String(port), String(n)], {
+    const underTest =
+      mode === "raw ws"
+        ? await startRawWs((child) => (spawned.server = child))
+        : await startGateway(mode === "2 workers" ? 2 : 1, redis, (child) => (spawned.server = child))
+    const { publisher, wsPort } = underTest
+    const serverPid = underTest.process.pid!
+    clients = fork(fileURLToPath(import.meta.url), ["--clients", String(wsPort), String(n)], {
       execArgv: ["--import", "tsx", "--max-old-space-size=4096"],
       env: { ...process.env, WS_NO_BUFFER_UTIL: "1", WS_NO_UTF_8_VALIDATE: "1" },
       stdio: ["ignore", "inherit", "inherit", "ipc"]
     })
     const client = clients
     await within("clients subscribed", new Promise((resolve) => client.once("message", resolve)))
-    for (let seq = 0; seq < WARMUP_EVENTS; seq++) await publish(port, seq)
-    let seq = WARMUP_EVENTS
+    await publisher.burst(WARMUP_EVENTS)
 
     const rateEvents = Math.ceil((RATE_DELIVERIES_PER_SEC * RATE_SECONDS) / n)
-    const interval = (RATE_SECONDS * 1000) / rateEvents
     const rate = { from: nowUs(), to: 0 }
-    const started = Date.now()
-    for (let i = 0; i < rateEvents; i++) {
-      const due = started + i * interval
-      if (due > Date.now()) await new Promise((resolve) => setTimeout(resolve, due - Date.now()))
-      await publish(port, seq++)
-    }
+    await publisher.paced(rateEvents, RATE_SECONDS)
     rate.to = nowUs()
     // Let the rate phase drain before the burst.
     await new Promise((resolve) => setTimeout(resolve, 1000))
 
     const burstEvents = Math.ceil(BURST_DELIVERIES / n)
-    const serverCpu0 = cpuSeconds(server.pid!)
+    const serverCpu0 = cpuSeconds(serverPid)
     const redisCpu0 = cpuSeconds(redis.child.pid!)
     const burst = { from: nowUs(), to: 0 }
-    for (let i = 0; i < burstEvents; i++) await publish(port, seq++)
+    await publisher.burst(burstEvents)
     burst.to = nowUs()
     await new Promise((resolve) => setTimeout(resolve, 2000))
-    const serverCpu = cpuSeconds(server.pid!) - serverCpu0
+    const serverCpu = cpuSeconds(serverPid) - serverCpu0
     const redisCpu = cpuSeconds(redis.child.pid!) - redisCpu0
 
     client.send({ cmd: "report", rate, burst } satisfies ToClients)
@@ -311,7 +400,7 @@ const runMode = async (
       burstDeliveries: report.burstCount,
       deliveriesPerSec: report.burstCount / burstSeconds,
       serverCpuUsPerDelivery: (serverCpu * 1e6) / report.burstCount,
-      redisCpuUsPerDelivery: workers > 1 ? (redisCpu * 1e6) / report.burstCount : null
+      redisCpuUsPerDelivery: mode === "2 workers" ? (redisCpu * 1e6) / report.burstCount : null
     }
     if (report.burstCount !== burstEvents * n) {
       throw new Error(`${mode}: ${report.burstCount} burst deliveries, expected ${burstEvents * n}`)
@@ -319,8 +408,11 @@ const runMode = async (
     return result
   } finally {
     clients?.kill("SIGKILL")
-    server.kill("SIGTERM")
-    await within("server exit", exited(server), 20_000).catch(() => server.kill("SIGKILL"))
+    const child = spawned.server
+    if (child !== undefined) {
+      child.kill("SIGTERM")
+      await within("server exit", exited(child), 20_000).catch(() => child.kill("SIGKILL"))
+    }
     if (clients !== undefined) await exited(clients)
   }
 }
@@ -336,9 +428,8 @@ const main = async () => {
   const results: Array<ModeResult> = []
   try {
     for (let rep = 0; rep < reps; rep++) {
-      // Alternate the order so drift on a noisy machine hits both modes alike.
-      const modes =
-        rep % 2 === 0 ? (["1 process", "2 workers"] as const) : (["2 workers", "1 process"] as const)
+      // Alternate the order so drift on a noisy machine hits every mode alike.
+      const modes = rep % 2 === 0 ? MODES : [...MODES].reverse()
       for (const mode of modes) {
         const result = await runMode(mode, n, redis)
         results.push(result)
@@ -352,7 +443,7 @@ const main = async () => {
     (r) =>
       `| ${r.mode} | ${r.n} | ${r.rateP50Ms.toFixed(2)} | ${r.rateP99Ms.toFixed(2)} | ${Math.round(r.deliveriesPerSec)} | ${r.serverCpuUsPerDelivery.toFixed(2)} | ${r.redisCpuUsPerDelivery === null ? "—" : r.redisCpuUsPerDelivery.toFixed(3)} |`
   )
-  const median = (mode: string, pick: (r: ModeResult) => number) => {
+  const median = (mode: Mode, pick: (r: ModeResult) => number) => {
     const values = results
       .filter((r) => r.mode === mode)
       .map(pick)
@@ -360,15 +451,21 @@ const main = async () => {
     const middle = Math.floor(values.length / 2)
     return values.length % 2 === 1 ? values[middle]! : (values[middle - 1]! + values[middle]!) / 2
   }
-  const throughputRatio =
-    median("2 workers", (r) => r.deliveriesPerSec) / median("1 process", (r) => r.deliveriesPerSec)
-  const p99Ratio = median("2 workers", (r) => r.rateP99Ms) / median("1 process", (r) => r.rateP99Ms)
+  const ratios = (over: Mode) => ({
+    throughput: median("2 workers", (r) => r.deliveriesPerSec) / median(over, (r) => r.deliveriesPerSec),
+    p99: median("2 workers", (r) => r.rateP99Ms) / median(over, (r) => r.rateP99Ms)
+  })
+  const vsOneProcess = ratios("1 process")
+  const vsRawWs = ratios("raw ws")
+  const ratioLine = (over: Mode, ratio: { throughput: number; p99: number }) =>
+    `2 workers / ${over} (medians): throughput ×${ratio.throughput.toFixed(2)}, rate-phase p99 ×${ratio.p99.toFixed(2)}`
   const markdown = [
     `| mode | N | rate p50 ms | rate p99 ms | burst deliveries/s | server CPU µs/delivery | redis CPU µs/delivery |`,
     `| --- | --- | --- | --- | --- | --- | --- |`,
     ...rows,
     "",
-    `2 workers / 1 process (medians): throughput ×${throughputRatio.toFixed(2)}, rate-phase p99 ×${p99Ratio.toFixed(2)}`
+    ratioLine("1 process", vsOneProcess),
+    ratioLine("raw ws", vsRawWs)
   ].join("\n")
   console.log(`\n${markdown}`)
   mkdirSync(Path.join(BENCH_DIR, "results"), { recursive: true })
@@ -377,7 +474,7 @@ const main = async () => {
     "results",
     `cluster-${new Date().toISOString().replace(/[:.]/g, "-").slice(0, 19)}.json`
   )
-  writeFileSync(file, JSON.stringify({ results, throughputRatio, p99Ratio, markdown }, null, 2))
+  writeFileSync(file, JSON.stringify({ results, vsOneProcess, vsRawWs, markdown }, null, 2))
   console.log(`\nwritten ${Path.relative(REPO_DIR, file)}`)
 }
 
