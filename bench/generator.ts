@@ -253,6 +253,10 @@ const main = async () => {
     heapPerConnKB: perConnection("heapUsed") / 1024,
     externalPerConnKB: perConnection("external") / 1024,
     heapDeltaBytes: idle.heapUsed - base.heapUsed,
+    heapTotalDeltaBytes: idle.heapTotal - base.heapTotal,
+    spaceDeltaBytes: Object.fromEntries(
+      Object.entries(idle.spaces).map(([space, size]) => [space, size - (base.spaces[space] ?? 0)])
+    ),
     rssDeltaBytes: idle.rss - base.rss,
     connectCpuUsPerConn: (idle.cpuUserUs + idle.cpuSystemUs - base.cpuUserUs - base.cpuSystemUs) / cfg.n
   }

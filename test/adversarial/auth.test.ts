@@ -4,6 +4,7 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, HashMap, Redacted } from "effect"
+import { createHmac } from "node:crypto"
 import { generateKeyPair, SignJWT, UnsecuredJWT } from "jose"
 import { newId, SECRET, startGateway } from "../server/harness.js"
 
@@ -21,6 +22,14 @@ const sign = (claims: Record<string, unknown>, options: { alg?: string; secret?:
 const forge = (header: object, payload: object, signature = "") =>
   [header, payload].map((part) => Buffer.from(JSON.stringify(part)).toString("base64url")).join(".") +
   `.${signature}`
+
+/** Raw header and payload text with the gateway's real HS256 signature: only the content can be refused. */
+const forgeSigned = (header: object, payload: string) => {
+  const input = [JSON.stringify(header), payload]
+    .map((part) => Buffer.from(part).toString("base64url"))
+    .join(".")
+  return `${input}.${createHmac("sha256", Redacted.value(SECRET)).update(input).digest("base64url")}`
+}
 
 describe("auth abuse", () => {
   it.scoped("forged, malformed and out-of-time tokens: 401, nothing upgraded, counted", () =>
@@ -50,11 +59,29 @@ describe("auth abuse", () => {
         ["missing exp", yield* sign({ sub: userId })],
         ["expired", yield* sign({ sub: userId, exp: Math.floor(Date.now() / 1000) - 60 })],
         ["not yet valid (nbf)", yield* sign({ sub: userId, exp, nbf: exp - 60 })],
+        ["exp of the wrong type", yield* sign({ sub: userId, exp: String(exp) })],
+        ["nbf of the wrong type", yield* sign({ sub: userId, exp, nbf: "0" })],
+        [
+          "unknown critical header extension",
+          forgeSigned(
+            { alg: "HS256", crit: ["x-filament"], "x-filament": 1 },
+            JSON.stringify({ sub: userId, exp })
+          )
+        ],
         [
           "oversized (valid signature, huge claim)",
           yield* sign({ sub: userId, exp, pad: "x".repeat(harness.config.maxTokenBytes) })
         ],
         ["garbage", "a.b.c"],
+        ["payload that is not JSON (real signature)", forgeSigned({ alg: "HS256" }, "not-json")],
+        [
+          "payload that is a JSON array (real signature)",
+          forgeSigned({ alg: "HS256" }, JSON.stringify([userId, exp]))
+        ],
+        [
+          "valid claims, real signature, alg none header",
+          forgeSigned({ alg: "none" }, JSON.stringify({ sub: userId, exp }))
+        ],
         ["empty", ""]
       ]
       for (const [label, token] of cases) {

@@ -1,9 +1,11 @@
 /**
  * The JWT verifier's principals: grants decoded from the `guilds` claim, shared between principals
- * with the same claim (bounded), never confused between different claims.
+ * with the same claim (bounded), never confused between different claims; `exp` and `nbf` judged by
+ * the Effect Clock to the millisecond.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Redacted } from "effect"
+import { Effect, Redacted, TestClock } from "effect"
+import { SignJWT } from "jose"
 import { makeJwt, signToken } from "../../src/server/Auth.js"
 
 const secret = Redacted.make("auth-test-secret-0123456789abcdef")
@@ -47,5 +49,32 @@ describe("Auth.makeJwt", () => {
       expect(again.guilds).not.toBe(first.guilds)
       expect([...again.guilds.keys()]).toEqual([GUILD])
     })
+  )
+
+  it.effect(
+    "exp and nbf are judged by the Effect Clock: valid up to the millisecond before exp, from nbf on",
+    () =>
+      Effect.gen(function* () {
+        const exp = 2_000_000_000
+        const nbf = exp - 600
+        // Minted by another library, so the verifier is checked against tokens it did not produce.
+        const token = yield* Effect.promise(() =>
+          new SignJWT({ sub: USER, exp, nbf })
+            .setProtectedHeader({ alg: "HS256" })
+            .sign(new TextEncoder().encode(Redacted.value(secret)))
+        )
+        const at = (millis: number) =>
+          Effect.zipRight(TestClock.setTime(millis), Effect.either(verifier.verify(token)))
+        const early = yield* at(nbf * 1000 - 1)
+        expect(early._tag === "Left" && early.left.detail).toBe(`token not valid before ${nbf}`)
+        expect((yield* at(nbf * 1000))._tag).toBe("Right")
+        const last = yield* at(exp * 1000 - 1)
+        expect(last._tag === "Right" && last.right.expiresAt).toBe(exp * 1000)
+        const expired = yield* at(exp * 1000)
+        expect(expired._tag === "Left" && expired.left).toMatchObject({
+          reason: "invalid_token",
+          detail: `token expired at ${exp}`
+        })
+      })
   )
 })
