@@ -5,7 +5,8 @@
  *
  * Three kinds of process: the server under test (`npm start`: one process, or a node:cluster
  * primary with two workers sharing the port; or the raw `ws` server), a client process owning every
- * socket (forked from this file with `--clients`), and this driver. The driver publishes to the
+ * socket (forked from this file with `--clients`, sockets from LeanClient.ts: all three servers share
+ * two cores with it, so it must cost far less per delivery than a `ws` client), and this driver. The driver publishes to the
  * gateway through `POST /v1/publish` (so each event enters whichever worker takes the HTTP
  * connection; the other delivers it from the bus); the raw `ws` server has no publish API, so its
  * own in-process publisher (Control.ts, as in the main matrix) runs the same event counts and rate —
@@ -14,7 +15,9 @@
  * Phases: warm-up; a rate phase (10 000 deliveries/s for 5 s: its p50/p99 latency, stamp at event
  * creation to receipt, both on CLOCK_MONOTONIC); a burst (200 000 deliveries, events back to back:
  * deliveries/s from the first publish to the last receipt). Server CPU is read from /proc for the
- * server process and its workers (and, separately, redis-server) around the burst.
+ * server process and its workers (and, separately, redis-server and the client process) around the
+ * burst: with both cores shared, two workers can at best reach 2s/(s+c) times one process's
+ * throughput (s, c: server and client CPU per delivery), printed as the bound.
  * Output: a Markdown table on stdout and bench/results/cluster-<time>.json.
  */
 import { fork, spawn, spawnSync, type ChildProcess } from "node:child_process"
@@ -23,7 +26,7 @@ import { createServer } from "node:net"
 import * as Path from "node:path"
 import { fileURLToPath } from "node:url"
 import { SignJWT } from "jose"
-import WebSocket from "ws"
+import * as LeanClient from "./LeanClient.js"
 import { waitReady } from "./Runner.js"
 import {
   benchUlid,
@@ -70,6 +73,8 @@ interface ClientReport {
   readonly rateLatenciesUs: { readonly p50: number; readonly p99: number; readonly count: number }
   readonly burstCount: number
   readonly burstLastReceiptUs: number
+  /** Sockets that closed during the run: any is a failed run. */
+  readonly closes: number
 }
 
 const runClients = async (port: number, n: number) => {
@@ -88,23 +93,39 @@ const runClients = async (port: number, n: number) => {
     )
   )
   const readStamp = makeStampReader()
+  let closes = 0
   const open = (i: number) =>
     new Promise<void>((resolve, reject) => {
-      const socket = new WebSocket(`ws://127.0.0.1:${port}/gateway/ws?access_token=${tokens[i % users]}`)
-      socket.on("message", (data: Buffer) => {
-        const stamp = readStamp(data)
-        if (stamp < 0 || recorded >= stamps.length) return
-        stamps[recorded] = stamp
-        receipts[recorded++] = nowUs()
-        return
-      })
-      socket.on("message", function acked(data: Buffer) {
-        if (!data.includes('"t":"subscribed"')) return
-        socket.off("message", acked)
-        resolve()
-      })
-      socket.once("open", () => socket.send(subscribeFrame({ guild_id: HOT_GUILD, channel_id: HOT_CHANNEL })))
-      socket.once("error", reject)
+      let subscribed = false
+      LeanClient.connect(
+        {
+          host: "127.0.0.1",
+          port,
+          path: `/gateway/ws?access_token=${tokens[i % users]}`,
+          timeoutMs: 30_000
+        },
+        {
+          onMessage: (data, receivedUs) => {
+            const stamp = readStamp(data)
+            if (stamp >= 0) {
+              if (recorded < stamps.length) {
+                stamps[recorded] = stamp
+                receipts[recorded++] = receivedUs
+              }
+            } else if (!subscribed && data.includes('"t":"subscribed"')) {
+              subscribed = true
+              resolve()
+            }
+          },
+          onClose: (code, reason) => {
+            closes++
+            if (!subscribed) reject(new Error(`closed before subscribed: ${code} ${reason}`))
+          }
+        }
+      ).then(
+        (socket) => socket.send(subscribeFrame({ guild_id: HOT_GUILD, channel_id: HOT_CHANNEL })),
+        reject
+      )
     })
   // 200 at a time, as the fanout bench's generator does.
   for (let i = 0; i < n; i += 200) {
@@ -127,7 +148,8 @@ const runClients = async (port: number, n: number) => {
     const report: ClientReport = {
       rateLatenciesUs: { p50: percentile(rate, 50), p99: percentile(rate, 99), count: rate.length },
       burstCount,
-      burstLastReceiptUs: burstLast
+      burstLastReceiptUs: burstLast,
+      closes
     }
     process.send!(report, () => process.exit(0))
   })
@@ -216,6 +238,7 @@ interface ModeResult {
   readonly deliveriesPerSec: number
   readonly serverCpuUsPerDelivery: number
   readonly redisCpuUsPerDelivery: number | null
+  readonly clientCpuUsPerDelivery: number
 }
 
 const MODES = ["raw ws", "1 process", "2 workers"] as const
@@ -378,12 +401,14 @@ const runMode = async (mode: Mode, n: number, redis: { port: number; child: Chil
     const burstEvents = Math.ceil(BURST_DELIVERIES / n)
     const serverCpu0 = cpuSeconds(serverPid)
     const redisCpu0 = cpuSeconds(redis.child.pid!)
+    const clientCpu0 = cpuSeconds(client.pid!)
     const burst = { from: nowUs(), to: 0 }
     await publisher.burst(burstEvents)
     burst.to = nowUs()
     await new Promise((resolve) => setTimeout(resolve, 2000))
     const serverCpu = cpuSeconds(serverPid) - serverCpu0
     const redisCpu = cpuSeconds(redis.child.pid!) - redisCpu0
+    const clientCpu = cpuSeconds(client.pid!) - clientCpu0
 
     client.send({ cmd: "report", rate, burst } satisfies ToClients)
     const report = (await within(
@@ -400,8 +425,10 @@ const runMode = async (mode: Mode, n: number, redis: { port: number; child: Chil
       burstDeliveries: report.burstCount,
       deliveriesPerSec: report.burstCount / burstSeconds,
       serverCpuUsPerDelivery: (serverCpu * 1e6) / report.burstCount,
-      redisCpuUsPerDelivery: mode === "2 workers" ? (redisCpu * 1e6) / report.burstCount : null
+      redisCpuUsPerDelivery: mode === "2 workers" ? (redisCpu * 1e6) / report.burstCount : null,
+      clientCpuUsPerDelivery: (clientCpu * 1e6) / report.burstCount
     }
+    if (report.closes > 0) throw new Error(`${mode}: ${report.closes} client sockets closed during the run`)
     if (report.burstCount !== burstEvents * n) {
       throw new Error(`${mode}: ${report.burstCount} burst deliveries, expected ${burstEvents * n}`)
     }
@@ -441,7 +468,7 @@ const main = async () => {
   }
   const rows = results.map(
     (r) =>
-      `| ${r.mode} | ${r.n} | ${r.rateP50Ms.toFixed(2)} | ${r.rateP99Ms.toFixed(2)} | ${Math.round(r.deliveriesPerSec)} | ${r.serverCpuUsPerDelivery.toFixed(2)} | ${r.redisCpuUsPerDelivery === null ? "—" : r.redisCpuUsPerDelivery.toFixed(3)} |`
+      `| ${r.mode} | ${r.n} | ${r.rateP50Ms.toFixed(2)} | ${r.rateP99Ms.toFixed(2)} | ${Math.round(r.deliveriesPerSec)} | ${r.serverCpuUsPerDelivery.toFixed(2)} | ${r.redisCpuUsPerDelivery === null ? "—" : r.redisCpuUsPerDelivery.toFixed(3)} | ${r.clientCpuUsPerDelivery.toFixed(2)} |`
   )
   const median = (mode: Mode, pick: (r: ModeResult) => number) => {
     const values = results
@@ -457,15 +484,22 @@ const main = async () => {
   })
   const vsOneProcess = ratios("1 process")
   const vsRawWs = ratios("raw ws")
+  // Two cores shared by the workers, redis and the client: no more than 2 CPU-seconds per second.
+  const cpuPerDelivery = median(
+    "2 workers",
+    (r) => r.serverCpuUsPerDelivery + (r.redisCpuUsPerDelivery ?? 0) + r.clientCpuUsPerDelivery
+  )
+  const cpuBound = 2e6 / cpuPerDelivery / median("1 process", (r) => r.deliveriesPerSec)
   const ratioLine = (over: Mode, ratio: { throughput: number; p99: number }) =>
     `2 workers / ${over} (medians): throughput ×${ratio.throughput.toFixed(2)}, rate-phase p99 ×${ratio.p99.toFixed(2)}`
   const markdown = [
-    `| mode | N | rate p50 ms | rate p99 ms | burst deliveries/s | server CPU µs/delivery | redis CPU µs/delivery |`,
-    `| --- | --- | --- | --- | --- | --- | --- |`,
+    `| mode | N | rate p50 ms | rate p99 ms | burst deliveries/s | server CPU µs/delivery | redis CPU µs/delivery | client CPU µs/delivery |`,
+    `| --- | --- | --- | --- | --- | --- | --- | --- |`,
     ...rows,
     "",
     ratioLine("1 process", vsOneProcess),
-    ratioLine("raw ws", vsRawWs)
+    ratioLine("raw ws", vsRawWs),
+    `2 workers' CPU bound on 2 cores: 2 / (server + redis + client CPU per delivery = ${cpuPerDelivery.toFixed(2)} µs) = ×${cpuBound.toFixed(2)} of 1 process`
   ].join("\n")
   console.log(`\n${markdown}`)
   mkdirSync(Path.join(BENCH_DIR, "results"), { recursive: true })
@@ -474,7 +508,7 @@ const main = async () => {
     "results",
     `cluster-${new Date().toISOString().replace(/[:.]/g, "-").slice(0, 19)}.json`
   )
-  writeFileSync(file, JSON.stringify({ results, vsOneProcess, vsRawWs, markdown }, null, 2))
+  writeFileSync(file, JSON.stringify({ results, vsOneProcess, vsRawWs, cpuBound, markdown }, null, 2))
   console.log(`\nwritten ${Path.relative(REPO_DIR, file)}`)
 }
 

@@ -190,13 +190,14 @@ export const make = Effect.gen(function* () {
         return Effect.zipRight(
           followUps.publishing(event, payload, publisher),
           Effect.flatMap(recipients, (recipients) => {
-            const { delivered } = Fanout.broadcast(metrics, frame, recipients)
+            // Onto the bus first: other nodes send to their recipients while this one loops over its own.
             bus.publish(
               event.scope === "channel"
                 ? { scope: "channel", guildId: target.guild_id, channelId: target.channel_id }
                 : { scope: "guild", guildId: target.guild_id },
               frame
             )
+            const { delivered } = Fanout.broadcast(metrics, frame, recipients)
             return Effect.as(followUps.published(event, payload, publisher), delivered)
           })
         )
@@ -209,8 +210,8 @@ export const make = Effect.gen(function* () {
         const recipients: Array<Connection> = []
         const users = new Set(userIds)
         for (const userId of users) recipients.push(...(yield* registry.userMembers(userId)))
-        const { delivered } = Fanout.broadcast(metrics, frame, recipients)
         bus.publish({ scope: "user", userIds: [...users] }, frame)
+        const { delivered } = Fanout.broadcast(metrics, frame, recipients)
         yield* followUps.published(event, payload, publisher)
         return delivered
       }),

@@ -1,17 +1,20 @@
 /**
  * Fanout over real sockets (reference §9.1, §9.3): channel / guild / user targeting, guild delivery
  * once per connection, oversized outbound dropped and counted, slow consumers evicted alone while
- * a healthy neighbour receives every event in order, bounded memory for a peer that stops reading.
+ * a healthy neighbour receives every event in order, bounded memory for a peer that stops reading,
+ * and the bus (other nodes) served before the local send loop.
  *
  * "Nothing else arrived" is proven without waiting: a marker event sent afterwards must be the next
  * frame (delivery order per connection is guaranteed).
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Either, MutableQueue } from "effect"
+import type { Socket } from "node:net"
+import { Effect, Either, Layer, MutableQueue } from "effect"
 import { MessageCreate } from "../../src/protocol/events/message.js"
 import { ProfileUpdate } from "../../src/protocol/events/profile.js"
 import { ChannelCreate, WorkspaceRoleReorder } from "../../src/protocol/events/workspace.js"
-import type { UserId } from "../../src/protocol/Ids.js"
+import type { ChannelId, GuildId, UserId } from "../../src/protocol/Ids.js"
+import * as Bus from "../../src/server/EventBus.js"
 import {
   BASE_UNIX,
   message,
@@ -319,6 +322,38 @@ describe("a peer that stops reading", () => {
       expect(maxBuffered).toBeLessThanOrEqual(highWater + harness.config.maxEventBytes)
       expect(MutableQueue.length(connection.outbox)).toBe(0)
       expect(yield* harness.serverConnections(user)).toHaveLength(0)
+    })
+  )
+})
+
+describe("with other nodes", () => {
+  it.scoped("a broadcast is handed to the bus before the local send loop writes a byte", () =>
+    Effect.gen(function* () {
+      // The in-memory bus, recording how much the local recipients had been sent when it was called.
+      let recipients: ReadonlyArray<Socket> = []
+      const sent = () => recipients.reduce((total, socket) => total + socket.bytesWritten, 0)
+      const sentAtPublish: Array<number> = []
+      const memory = yield* Bus.makeMemory
+      const recordingBus = Layer.succeed(Bus.EventBus, {
+        ...memory,
+        publish: () => void sentAtPublish.push(sent())
+      })
+      const harness = yield* startGateway({}, recordingBus)
+      const [guild, channel] = [newId(), newId()]
+      const clients: Array<TestClient> = []
+      for (let i = 0; i < 3; i++) {
+        const client = yield* harness.connectReady(newId(), { [guild]: "*" })
+        yield* client.subscribe(guild, channel)
+        clients.push(client)
+      }
+      const members = yield* harness.registry.channelMembers(guild as GuildId, channel as ChannelId)
+      recipients = members.map((connection) => connection.transport as Socket)
+      const before = sent()
+      expect(yield* harness.gateway.publish(MessageCreate, message(guild, channel, "everywhere"))).toBe(3)
+      expect(sentAtPublish).toEqual([before])
+      expect(sent()).toBeGreaterThan(before)
+      for (const client of clients)
+        expect((yield* client.nextOfType("message_create")).d["content"]).toBe("everywhere")
     })
   )
 })
