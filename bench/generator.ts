@@ -223,6 +223,7 @@ const runPhase = async (name: string, events: number, rate: number) => {
       cpuUsPerDelivery: serverCpuUs / Math.max(1, phase.received),
       publishLoopMs: published.publishLoopMs,
       publishCallP50Us: published.publishCallP50Us,
+      publishCallP99Us: published.publishCallP99Us,
       publishLagP99Ms: published.lagP99Ms,
       publishLagMaxMs: published.lagMaxMs
     },

@@ -98,6 +98,7 @@ const runPublisher = async (count: number, rate: number, publish: Publish, first
     rate,
     publishLoopMs: (endUs - startUs) / 1000,
     publishCallP50Us: percentile(calls, 50),
+    publishCallP99Us: percentile(calls, 99),
     lagP99Ms: rate > 0 ? percentile(lags, 99) / 1000 : null,
     lagMaxMs: rate > 0 ? lags[count - 1]! / 1000 : null
   }

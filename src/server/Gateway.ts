@@ -14,7 +14,7 @@ import type { EventDefinition, PayloadOf } from "../protocol/EventDefinition.js"
 import { decodePayload } from "../protocol/EventDefinition.js"
 import { Ready } from "../protocol/events/connection.js"
 import { Manifest } from "../protocol/Manifest.js"
-import type { ChannelId, GuildId } from "../protocol/Ids.js"
+import type { ChannelId, GuildId, UserId } from "../protocol/Ids.js"
 import { AccessPolicy } from "./Access.js"
 import * as Access from "./Access.js"
 import * as Auth from "./Auth.js"
@@ -318,6 +318,9 @@ export const make = Effect.gen(function* () {
     return connection
   }
 
+  /** Upgrades past the per-user cap check and not yet registered, per user. */
+  const upgrading = new Map<UserId, number>()
+
   const upgrade = (request: IncomingMessage, socket: Duplex, head: Buffer) =>
     Effect.gen(function* () {
       if (!accepting) {
@@ -337,11 +340,35 @@ export const make = Effect.gen(function* () {
         return refuseUpgrade(socket, 401, "invalid_credentials")
       }
       const principal = verified.right
-      const existing = yield* registry.userMembers(principal.userId)
-      if (existing.length >= config.maxConnectionsPerUser) {
+      const { userId } = principal
+      const existing = yield* registry.userMembers(userId)
+      const inFlight = upgrading.get(userId) ?? 0
+      if (existing.length + inFlight >= config.maxConnectionsPerUser) {
         metrics.connectionRejected("too_many_connections")
         return refuseUpgrade(socket, 429, "too_many_connections")
       }
+      // Held until the connection is registered (or lost): simultaneous upgrades count against the cap.
+      upgrading.set(userId, inFlight + 1)
+      yield* Effect.ensuring(
+        establish(request, socket, head, principal),
+        Effect.sync(() => {
+          const left = upgrading.get(userId)! - 1
+          if (left === 0) upgrading.delete(userId)
+          else upgrading.set(userId, left)
+        })
+      )
+    }).pipe(
+      Effect.catchAllCause((cause) =>
+        Effect.zipRight(
+          Effect.sync(() => socket.destroy()),
+          Effect.logError("gateway.upgrade.failed", cause)
+        )
+      )
+    )
+
+  /** An admitted upgrade: the WebSocket handshake, `ready`, then the registry. */
+  const establish = (request: IncomingMessage, socket: Duplex, head: Buffer, principal: Principal) =>
+    Effect.gen(function* () {
       const connection = yield* Effect.async<Connection | undefined>((resume) => {
         // ws drops a socket that closed meanwhile without calling back.
         const closedFirst = () => resume(Effect.succeed(undefined))
@@ -366,14 +393,7 @@ export const make = Effect.gen(function* () {
       })
       if (open) ingress.resume(connection)
       else yield* cleanup(connection, connection.disconnectReason ?? "connection_closed")
-    }).pipe(
-      Effect.catchAllCause((cause) =>
-        Effect.zipRight(
-          Effect.sync(() => socket.destroy()),
-          Effect.logError("gateway.upgrade.failed", cause)
-        )
-      )
-    )
+    })
 
   const pingIntervalMillis = Duration.toMillis(config.pingInterval)
   const pongTimeoutMillis = Duration.toMillis(config.pongTimeout)

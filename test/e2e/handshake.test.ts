@@ -3,9 +3,9 @@
  * `message_create` round trip, forbidden subscribe, unsubscribe, and auth at upgrade.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Clock, Effect, Redacted } from "effect"
+import { Clock, Effect, Either, Redacted } from "effect"
 import { SignJWT } from "jose"
-import { SECRET, newId, startGateway } from "../server/harness.js"
+import { DEADLINE_MS, SECRET, newId, startGateway, yieldToIo } from "../server/harness.js"
 
 describe("handshake", () => {
   it.scoped("ready {user_id} is the first text frame, with the canonical id", () =>
@@ -223,6 +223,42 @@ describe("auth at upgrade", () => {
         })
       ).toBe(before + 1)
       yield* gateway.connectReady(newId())
+    })
+  )
+
+  it.scoped("simultaneous upgrades of one user cannot pass the cap together; slots come back", () =>
+    Effect.gen(function* () {
+      const gateway = yield* startGateway({ maxConnectionsPerUser: 3 })
+      const user = newId()
+      const token = yield* gateway.token({ userId: user })
+      const before = yield* gateway.metric("filament_gateway_connections_rejected_total", {
+        reason: "too_many_connections"
+      })
+      const attempts = yield* Effect.all(
+        Array.from({ length: 10 }, () => Effect.either(gateway.connect(token))),
+        { concurrency: "unbounded" }
+      )
+      const accepted = attempts.filter(Either.isRight).map((attempt) => attempt.right)
+      const refused = attempts.filter(Either.isLeft).map((attempt) => attempt.left)
+      expect(accepted).toHaveLength(3)
+      expect(refused).toEqual(Array(7).fill({ status: 429, body: '{"error":"too_many_connections"}' }))
+      expect(
+        yield* gateway.metric("filament_gateway_connections_rejected_total", {
+          reason: "too_many_connections"
+        })
+      ).toBe(before + 7)
+      for (const client of accepted) yield* client.nextOfType("ready")
+      // Closing one frees exactly one slot once the gateway has unregistered it.
+      accepted[0]!.socket.close()
+      yield* accepted[0]!.waitClosed()
+      const deadline = Date.now() + DEADLINE_MS
+      while ((yield* gateway.serverConnections(user)).length !== 2) {
+        if (Date.now() > deadline)
+          return yield* Effect.die(new Error("the closed connection stayed registered"))
+        yield* yieldToIo
+      }
+      yield* gateway.connectReady(user)
+      expect((yield* Effect.flip(gateway.connect(token))).status).toBe(429)
     })
   )
 })
