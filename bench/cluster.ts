@@ -1,21 +1,23 @@
 /**
- * `npx tsx bench/cluster.ts [--n 5000] [--reps 1]`: the raw `ws` baseline (bench/servers/raw-ws.ts,
- * one process), one gateway process and `GATEWAY_WORKERS=2` joined by a real `redis-server`, same
- * workload (the fanout bench's hot channel and message, from Workload.ts), same N, same run.
+ * `npx tsx bench/cluster.ts [--n 5000] [--reps 1] [--client-procs 1]`: the raw `ws` baseline
+ * (bench/servers/raw-ws.ts, one process), one gateway process and `GATEWAY_WORKERS=2` joined by a
+ * real `redis-server`, same workload (the fanout bench's hot channel and message, from Workload.ts),
+ * same N, same run.
  *
  * Three kinds of process: the server under test (`npm start`: one process, or a node:cluster
- * primary with two workers sharing the port; or the raw `ws` server), a client process owning every
- * socket (forked from this file with `--clients`, sockets from LeanClient.ts: all three servers share
- * two cores with it, so it must cost far less per delivery than a `ws` client), and this driver. The driver publishes to the
- * gateway through `POST /v1/publish` (so each event enters whichever worker takes the HTTP
- * connection; the other delivers it from the bus); the raw `ws` server has no publish API, so its
- * own in-process publisher (Control.ts, as in the main matrix) runs the same event counts and rate —
- * it skips the HTTP request per event, which only makes the baseline stronger.
+ * primary with two workers sharing the port; or the raw `ws` server), client processes owning the
+ * sockets in equal shares (forked from this file with `--clients`, sockets from LeanClient.ts: every
+ * server shares the two cores with them, so they must cost far less per delivery than `ws` clients),
+ * and this driver. The driver publishes to the gateway through `POST /v1/publish` (so each event
+ * enters whichever worker takes the HTTP connection; the other delivers it from the bus); the raw
+ * `ws` server has no publish API, so its own in-process publisher (Control.ts, as in the main
+ * matrix) runs the same event counts and rate — it skips the HTTP request per event, which only
+ * makes the baseline stronger.
  *
  * Phases: warm-up; a rate phase (10 000 deliveries/s for 5 s: its p50/p99 latency, stamp at event
  * creation to receipt, both on CLOCK_MONOTONIC); a burst (200 000 deliveries, events back to back:
  * deliveries/s from the first publish to the last receipt). Server CPU is read from /proc for the
- * server process and its workers (and, separately, redis-server and the client process) around the
+ * server process and its workers (and, separately, redis-server and the client processes) around the
  * burst: with both cores shared, two workers can at best reach 2s/(s+c) times one process's
  * throughput (s, c: server and client CPU per delivery), printed as the bound.
  * Output: a Markdown table on stdout and bench/results/cluster-<time>.json.
@@ -54,6 +56,11 @@ const argValue = (name: string) => {
   const at = process.argv.indexOf(`--${name}`)
   return at < 0 ? undefined : process.argv[at + 1]
 }
+/**
+ * Client processes sharing the N sockets. One is the default: on 2 cores every client CPU-second is
+ * taken from the servers, and one process that falls behind reads several frames per read.
+ */
+const clientProcesses = Number(argValue("client-procs") ?? 1)
 
 const percentile = (sorted: ReadonlyArray<number>, p: number) =>
   sorted.length === 0
@@ -70,14 +77,16 @@ interface Window {
 }
 type ToClients = { readonly cmd: "report"; readonly rate: Window; readonly burst: Window }
 interface ClientReport {
-  readonly rateLatenciesUs: { readonly p50: number; readonly p99: number; readonly count: number }
+  /** Every rate-phase delivery's latency (µs): the driver merges the client processes' samples. */
+  readonly rateLatenciesUs: ReadonlyArray<number>
   readonly burstCount: number
   readonly burstLastReceiptUs: number
   /** Sockets that closed during the run: any is a failed run. */
   readonly closes: number
 }
 
-const runClients = async (port: number, n: number) => {
+/** Client process owning sockets `from` .. `from + count - 1` of `n` (the user of socket i: i mod users). */
+const runClients = async (port: number, n: number, from: number, count: number) => {
   const stamps = new Float64Array(4_000_000)
   const receipts = new Float64Array(4_000_000)
   let recorded = 0
@@ -128,8 +137,8 @@ const runClients = async (port: number, n: number) => {
       )
     })
   // 200 at a time, as the fanout bench's generator does.
-  for (let i = 0; i < n; i += 200) {
-    await Promise.all(Array.from({ length: Math.min(200, n - i) }, (_, k) => open(i + k)))
+  for (let i = from; i < from + count; i += 200) {
+    await Promise.all(Array.from({ length: Math.min(200, from + count - i) }, (_, k) => open(i + k)))
   }
   process.send!({ ready: true })
   process.on("message", (message: ToClients) => {
@@ -144,9 +153,8 @@ const runClients = async (port: number, n: number) => {
         if (receipts[i]! > burstLast) burstLast = receipts[i]!
       }
     }
-    rate.sort((a, b) => a - b)
     const report: ClientReport = {
-      rateLatenciesUs: { p50: percentile(rate, 50), p99: percentile(rate, 99), count: rate.length },
+      rateLatenciesUs: rate,
       burstCount,
       burstLastReceiptUs: burstLast,
       closes
@@ -374,7 +382,7 @@ const startRawWs = async (onSpawn: (child: ChildProcess) => void): Promise<Serve
 const runMode = async (mode: Mode, n: number, redis: { port: number; child: ChildProcess }) => {
   // Set as soon as the server process exists, so `finally` ends it even if it never became ready.
   const spawned: { server?: ChildProcess } = {}
-  let clients: ChildProcess | undefined
+  const clients: Array<ChildProcess> = []
   try {
     const underTest =
       mode === "raw ws"
@@ -382,13 +390,28 @@ const runMode = async (mode: Mode, n: number, redis: { port: number; child: Chil
         : await startGateway(mode === "2 workers" ? 2 : 1, redis, (child) => (spawned.server = child))
     const { publisher, wsPort } = underTest
     const serverPid = underTest.process.pid!
-    clients = fork(fileURLToPath(import.meta.url), ["--clients", String(wsPort), String(n)], {
-      execArgv: ["--import", "tsx", "--max-old-space-size=4096"],
-      env: { ...process.env, WS_NO_BUFFER_UTIL: "1", WS_NO_UTF_8_VALIDATE: "1" },
-      stdio: ["ignore", "inherit", "inherit", "ipc"]
-    })
-    const client = clients
-    await within("clients subscribed", new Promise((resolve) => client.once("message", resolve)))
+    for (let k = 0; k < clientProcesses; k++) {
+      const from = Math.floor((k * n) / clientProcesses)
+      const count = Math.floor(((k + 1) * n) / clientProcesses) - from
+      clients.push(
+        fork(
+          fileURLToPath(import.meta.url),
+          ["--clients", String(wsPort), String(n), String(from), String(count)],
+          {
+            execArgv: ["--import", "tsx", "--max-old-space-size=4096"],
+            env: { ...process.env, WS_NO_BUFFER_UTIL: "1", WS_NO_UTF_8_VALIDATE: "1" },
+            stdio: ["ignore", "inherit", "inherit", "ipc"]
+          }
+        )
+      )
+    }
+    const fromEach = <A>(label: string) =>
+      within(
+        label,
+        Promise.all(clients.map((client) => new Promise<A>((resolve) => client.once("message", resolve))))
+      )
+    await fromEach("clients subscribed")
+    const clientsCpu = () => clients.reduce((total, client) => total + cpuSeconds(client.pid!), 0)
     await publisher.burst(WARMUP_EVENTS)
 
     const rateEvents = Math.ceil((RATE_DELIVERIES_PER_SEC * RATE_SECONDS) / n)
@@ -401,27 +424,31 @@ const runMode = async (mode: Mode, n: number, redis: { port: number; child: Chil
     const burstEvents = Math.ceil(BURST_DELIVERIES / n)
     const serverCpu0 = cpuSeconds(serverPid)
     const redisCpu0 = cpuSeconds(redis.child.pid!)
-    const clientCpu0 = cpuSeconds(client.pid!)
+    const clientCpu0 = clientsCpu()
     const burst = { from: nowUs(), to: 0 }
     await publisher.burst(burstEvents)
     burst.to = nowUs()
     await new Promise((resolve) => setTimeout(resolve, 2000))
     const serverCpu = cpuSeconds(serverPid) - serverCpu0
     const redisCpu = cpuSeconds(redis.child.pid!) - redisCpu0
-    const clientCpu = cpuSeconds(client.pid!) - clientCpu0
+    const clientCpu = clientsCpu() - clientCpu0
 
-    client.send({ cmd: "report", rate, burst } satisfies ToClients)
-    const report = (await within(
-      "client report",
-      new Promise((resolve) => client.once("message", resolve))
-    )) as ClientReport
+    const reports = fromEach<ClientReport>("client reports")
+    for (const client of clients) client.send({ cmd: "report", rate, burst } satisfies ToClients)
+    const parts = await reports
+    const latencies = parts.flatMap((part) => part.rateLatenciesUs).sort((a, b) => a - b)
+    const report = {
+      burstCount: parts.reduce((total, part) => total + part.burstCount, 0),
+      burstLastReceiptUs: Math.max(...parts.map((part) => part.burstLastReceiptUs)),
+      closes: parts.reduce((total, part) => total + part.closes, 0)
+    }
     const burstSeconds = (report.burstLastReceiptUs - burst.from) / 1e6
     const result: ModeResult = {
       mode,
       n,
-      rateP50Ms: report.rateLatenciesUs.p50 / 1000,
-      rateP99Ms: report.rateLatenciesUs.p99 / 1000,
-      rateDeliveries: report.rateLatenciesUs.count,
+      rateP50Ms: percentile(latencies, 50) / 1000,
+      rateP99Ms: percentile(latencies, 99) / 1000,
+      rateDeliveries: latencies.length,
       burstDeliveries: report.burstCount,
       deliveriesPerSec: report.burstCount / burstSeconds,
       serverCpuUsPerDelivery: (serverCpu * 1e6) / report.burstCount,
@@ -434,13 +461,13 @@ const runMode = async (mode: Mode, n: number, redis: { port: number; child: Chil
     }
     return result
   } finally {
-    clients?.kill("SIGKILL")
+    for (const client of clients) client.kill("SIGKILL")
     const child = spawned.server
     if (child !== undefined) {
       child.kill("SIGTERM")
       await within("server exit", exited(child), 20_000).catch(() => child.kill("SIGKILL"))
     }
-    if (clients !== undefined) await exited(clients)
+    await Promise.all(clients.map(exited))
   }
 }
 
@@ -514,7 +541,8 @@ const main = async () => {
 
 if (process.argv.includes("--clients")) {
   const at = process.argv.indexOf("--clients")
-  void runClients(Number(process.argv[at + 1]), Number(process.argv[at + 2]))
+  const [port, n, from, count] = process.argv.slice(at + 1, at + 5).map(Number)
+  void runClients(port!, n!, from!, count!)
 } else {
   main().catch((error: unknown) => {
     console.error(error)
