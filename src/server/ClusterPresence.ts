@@ -5,75 +5,63 @@
  *
  * A crashed node cannot take its users offline, so every node writes a liveness heartbeat (its own
  * `Clock`, every third of `GATEWAY_NODE_TTL_SECS`) and reaps nodes whose heartbeat is older than the
- * TTL: one script removes the dead node's holdings and returns the users that went offline, which
- * the reaping node announces (`presence_update` offline) — exactly once, since the script deletes
- * what it reaps. A SIGKILLed node's users are therefore offline within TTL + one heartbeat period.
+ * TTL: for each guild the dead node held someone in, one script removes its holdings there and
+ * returns the users that went offline, which the reaping node announces (`presence_update` offline)
+ * — exactly once, since the script deletes what it reaps. A SIGKILLed node's users are therefore offline within TTL + one heartbeat period.
  *
- * Keys: `filament:presence:<guild>` (hash user -> holding nodes), `filament:node:<node>:presence`
- * (hash "guild|user" -> holdings on that node), `filament:nodes` (sorted set node -> last heartbeat).
- * The scripts touch keys of several guilds, so they need one Redis (or Sentinel), not a Redis Cluster.
+ * Keys: one hash slot per guild (hash tag `{g:<guild>}`), so every script touches keys of one slot
+ * and runs on a Redis Cluster as on one Redis: `filament:{g:<guild>}:presence` (hash user -> holding
+ * nodes) and `filament:{g:<guild>}:node:<node>` (hash user -> holdings of that node in the guild).
+ * Outside the guilds' slots: `filament:node:<node>:guilds` (set: the guilds the node may hold someone
+ * in; added to before each join, never trimmed, so a reaper may visit a guild with nothing to reap)
+ * and `filament:nodes` (sorted set node -> last heartbeat).
  */
 import { randomBytes } from "node:crypto"
-import { Duration, Effect, Layer, Option, Redacted, Schedule } from "effect"
+import { Duration, Effect, Layer, Option, Schedule } from "effect"
 import type { Scope } from "effect"
-import { Redis } from "ioredis"
 import { PresenceUpdate } from "../protocol/events/presence.js"
 import type { GuildId, UserId } from "../protocol/Ids.js"
-import { GatewayConfig } from "./Config.js"
+import { GatewayConfig, type RedisEndpoint } from "./Config.js"
 import { SubscriptionFollowUps, type Publisher } from "./FollowUps.js"
 import { Presence, type PresenceShape } from "./Presence.js"
 import * as PresenceMemory from "./Presence.js"
+import * as RedisClient from "./RedisClient.js"
 
 const NODES = "filament:nodes"
-const guildKey = (guildId: string) => `filament:presence:${guildId}`
-const nodeKey = (node: string) => `filament:node:${node}:presence`
+const guildKey = (guildId: string) => `filament:{g:${guildId}}:presence`
+const holdingsKey = (guildId: string, node: string) => `filament:{g:${guildId}}:node:${node}`
+const guildsOfNodeKey = (node: string) => `filament:node:${node}:guilds`
 
-/** KEYS: node hash, guild hash. ARGV: "guild|user", user. 1 when the user came online in the guild. */
+/** KEYS: node's holdings in the guild, guild hash. ARGV: user. 1 when the user came online in the guild. */
 const JOIN = `
 if redis.call('HINCRBY', KEYS[1], ARGV[1], 1) ~= 1 then return 0 end
-if redis.call('HINCRBY', KEYS[2], ARGV[2], 1) == 1 then return 1 end
+if redis.call('HINCRBY', KEYS[2], ARGV[1], 1) == 1 then return 1 end
 return 0`
 
-/** KEYS: node hash, guild hash. ARGV: "guild|user", user. 1 when the user went offline in the guild. */
+/** KEYS: node's holdings in the guild, guild hash. ARGV: user. 1 when the user went offline in the guild. */
 const LEAVE = `
 local held = redis.call('HINCRBY', KEYS[1], ARGV[1], -1)
 if held > 0 then return 0 end
 redis.call('HDEL', KEYS[1], ARGV[1])
 if held < 0 then return 0 end
-local nodes = redis.call('HINCRBY', KEYS[2], ARGV[2], -1)
+local nodes = redis.call('HINCRBY', KEYS[2], ARGV[1], -1)
 if nodes > 0 then return 0 end
-redis.call('HDEL', KEYS[2], ARGV[2])
+redis.call('HDEL', KEYS[2], ARGV[1])
 return 1`
 
 /**
- * KEYS: nodes zset. ARGV: heartbeat deadline (ms) or "self", node key prefix, guild key prefix, this
- * node. Removes every other node whose heartbeat is at or before the deadline (or, with "self", this
- * node) with its holdings; returns the "guild|user" entries that went offline.
+ * KEYS: a node's holdings in one guild, guild hash. Removes the holdings; returns the users that went
+ * offline in the guild. Deleting what it reaps makes a second reaper of the same node find nothing.
  */
-const REAP = `
-local dead = {}
-if ARGV[1] == 'self' then
-  dead = { ARGV[4] }
-else
-  for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])) do
-    if node ~= ARGV[4] then table.insert(dead, node) end
-  end
-end
+const REAP_GUILD = `
 local offline = {}
-for _, node in ipairs(dead) do
-  local held = ARGV[2] .. node .. ':presence'
-  for _, entry in ipairs(redis.call('HKEYS', held)) do
-    local bar = string.find(entry, '|', 1, true)
-    local guild = ARGV[3] .. string.sub(entry, 1, bar - 1)
-    local user = string.sub(entry, bar + 1)
-    if redis.call('HINCRBY', guild, user, -1) <= 0 then
-      redis.call('HDEL', guild, user)
-      table.insert(offline, entry)
-    end
+for _, user in ipairs(redis.call('HKEYS', KEYS[1])) do
+  if redis.call('HINCRBY', KEYS[2], user, -1) <= 0 then
+    redis.call('HDEL', KEYS[2], user)
+    table.insert(offline, user)
   end
-  redis.call('DEL', held)
-  redis.call('ZREM', KEYS[1], node)
 end
+redis.call('DEL', KEYS[1])
 return offline`
 
 /** Entries per HSCAN round of a snapshot: bounds one round trip, not the snapshot. */
@@ -86,11 +74,33 @@ export interface ClusterPresenceShape extends PresenceShape {
 }
 
 export interface ClusterPresenceOptions {
-  readonly url: Redacted.Redacted<string>
+  readonly endpoint: RedisEndpoint
   /** A node whose heartbeat is older than this is dead. */
   readonly nodeTtl: Duration.Duration
   /** Bound on one Redis call; an announcement that misses it is skipped (the state still converges). */
   readonly timeout: Duration.Duration
+}
+
+/**
+ * Removes a node's holdings guild by guild (one atomic script per guild), then its index and its
+ * heartbeat; the users that went offline.
+ */
+const reapNode = async (redis: RedisClient.RedisClient, node: string) => {
+  const guilds = await redis.smembers(guildsOfNodeKey(node))
+  const offline = await Promise.all(
+    guilds.map(async (guildId) => {
+      const users = (await redis.eval(
+        REAP_GUILD,
+        2,
+        holdingsKey(guildId, node),
+        guildKey(guildId)
+      )) as Array<string>
+      return users.map((user) => [guildId as GuildId, user as UserId] as const)
+    })
+  )
+  await redis.del(guildsOfNodeKey(node))
+  await redis.zrem(NODES, node)
+  return offline.flat()
 }
 
 export const makeRedis = (
@@ -101,20 +111,18 @@ export const makeRedis = (
     const node = randomBytes(16).toString("hex")
     // Queued while disconnected (in order), so the counts converge after an outage even when an
     // announcement timed out meanwhile.
-    const redis = yield* Effect.acquireRelease(
-      Effect.sync(() => {
-        const client = new Redis(Redacted.value(options.url), { maxRetriesPerRequest: null })
-        client.on("error", () => undefined) // retried by the client; calls time out and are logged
-        return client
-      }),
-      (client) =>
-        Effect.promise(async () => {
-          // Graceful stop: leave nothing behind for a reaper.
-          await client
-            .eval(REAP, 1, NODES, "self", "filament:node:", "filament:presence:", node)
-            .catch(() => undefined)
-          client.disconnect(false)
-        }).pipe(Effect.timeout(options.timeout), Effect.ignore)
+    const redis = yield* RedisClient.make(options.endpoint, {
+      connectionName: `filament-presence-${node}`,
+      lazyConnect: false,
+      offlineQueue: true,
+      maxRetriesPerRequest: null
+    })
+    // Graceful stop (before the client closes): leave nothing behind for a reaper.
+    yield* Effect.addFinalizer(() =>
+      Effect.promise(() => reapNode(redis, node).catch(() => undefined)).pipe(
+        Effect.timeout(options.timeout),
+        Effect.ignore
+      )
     )
 
     const call = <A>(label: string, run: () => Promise<A>, fallback: A) =>
@@ -145,13 +153,20 @@ export const makeRedis = (
       join: (guildId, userId) =>
         call(
           "join",
-          () => redis.eval(JOIN, 2, nodeKey(node), guildKey(guildId), `${guildId}|${userId}`, userId),
+          async () => {
+            // Indexed first: a node that dies right after the join is still reaped in this guild.
+            const [, came] = await Promise.all([
+              redis.sadd(guildsOfNodeKey(node), guildId),
+              redis.eval(JOIN, 2, holdingsKey(guildId, node), guildKey(guildId), userId)
+            ])
+            return came
+          },
           0
         ).pipe(Effect.map((came) => came === 1)),
       leave: (guildId, userId) =>
         call(
           "leave",
-          () => redis.eval(LEAVE, 2, nodeKey(node), guildKey(guildId), `${guildId}|${userId}`, userId),
+          () => redis.eval(LEAVE, 2, holdingsKey(guildId, node), guildKey(guildId), userId),
           0
         ).pipe(Effect.map((went) => went === 1)),
       snapshot: (guildId, first, limit) =>
@@ -179,24 +194,14 @@ export const makeRedis = (
         if (connectedSince === undefined || now - connectedSince < ttlMillis) return Effect.succeed([])
         return call(
           "reap",
-          () =>
-            redis.eval(
-              REAP,
-              1,
-              NODES,
-              String(now - ttlMillis),
-              "filament:node:",
-              "filament:presence:",
-              node
-            ) as Promise<Array<string>>,
+          async () => {
+            const dead = await redis.zrangebyscore(NODES, "-inf", now - ttlMillis)
+            const offline = await Promise.all(
+              dead.filter((other) => other !== node).map((other) => reapNode(redis, other))
+            )
+            return offline.flat()
+          },
           []
-        ).pipe(
-          Effect.map((entries) =>
-            entries.map((entry) => {
-              const bar = entry.indexOf("|")
-              return [entry.slice(0, bar) as GuildId, entry.slice(bar + 1) as UserId] as const
-            })
-          )
         )
       }),
       heartbeatEvery: Duration.millis(Math.max(1, Math.floor(ttlMillis / 3)))
@@ -211,9 +216,9 @@ export const layer: Layer.Layer<Presence, never, GatewayConfig> = Layer.scoped(
   Effect.flatMap(GatewayConfig, (config) =>
     Option.match(config.redis, {
       onNone: () => Effect.sync(PresenceMemory.makeMemory),
-      onSome: ({ url }) =>
+      onSome: (endpoint) =>
         Effect.map(
-          makeRedis({ url, nodeTtl: config.nodeTtl, timeout: config.busTimeout }),
+          makeRedis({ endpoint, nodeTtl: config.nodeTtl, timeout: config.busTimeout }),
           (presence): PresenceShape => presence
         )
     })

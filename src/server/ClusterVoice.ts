@@ -4,17 +4,20 @@
  * sends on subscribe, the caps hold for the cluster, and an expiry or a user's removal is handed back
  * (and so announced) by exactly one node — whichever ran the script that removed it.
  *
- * Keys: `filament:voice:channels` (set of tracked "guild:channel"), `filament:voice:ch:<guild:channel>`
- * (hash user -> entry JSON: participant, streams, expiry millis), `filament:voice:user:<user>` (set
- * of the user's channels). Like the presence scripts, these need one Redis, not a Redis Cluster.
+ * Keys: one hash slot per guild (hash tag `{g:<guild>}`), so every script touches keys of one slot
+ * and runs on a Redis Cluster as on one Redis: `filament:{g:<guild>}:voice:ch:<channel>` (hash
+ * user -> entry JSON: participant, streams, expiry millis) and `filament:{g:<guild>}:voice:user:<user>`
+ * (set of the user's channels in the guild). Outside the guilds' slots, updated by separate commands
+ * around the scripts: `filament:voice:channels` (set of tracked "guild:channel": the channel cap and
+ * the sweep) and `filament:voice:user:<user>` (set of the guilds the user may be in a channel of).
  */
-import { Duration, Effect, Layer, Option, Redacted } from "effect"
+import { Duration, Effect, Layer, Option } from "effect"
 import type { Scope } from "effect"
-import { Redis } from "ioredis"
-import type { ChannelId, GuildId } from "../protocol/Ids.js"
+import type { ChannelId, GuildId, UserId } from "../protocol/Ids.js"
 import type { VoiceParticipant, VoiceStreamKind } from "../protocol/Shapes.js"
-import { GatewayConfig } from "./Config.js"
+import { GatewayConfig, type RedisEndpoint } from "./Config.js"
 import { PublishRefused } from "./Errors.js"
+import * as RedisClient from "./RedisClient.js"
 import { channelKey } from "./Registry.js"
 import * as Voice from "./Voice.js"
 import {
@@ -31,99 +34,110 @@ interface StoredEntry {
   readonly expiresAt: number
 }
 
+const CHANNELS = "filament:voice:channels"
+const guildPrefix = (guildId: string) => `filament:{g:${guildId}}:voice:`
+const channelHashKey = (guildId: string, channelId: string) => `${guildPrefix(guildId)}ch:${channelId}`
+const userChannelsKey = (guildId: string, userId: string) => `${guildPrefix(guildId)}user:${userId}`
+const userGuildsKey = (userId: string) => `filament:voice:user:${userId}`
+
+/**
+ * For the guild's scripts that remove: ARGV[1] is the guild's key prefix, KEYS[1] a key of the guild
+ * (every script's first key routes it to the guild's shard). `drop` collects the removed (channel, entry) pairs and the channels
+ * it left empty, for the caller to untrack.
+ */
 const PREFIX = `
-local CHANNELS = 'filament:voice:channels'
-local function chkey(key) return 'filament:voice:ch:' .. key end
-local function userkey(user) return 'filament:voice:user:' .. user end
-local function drop(key, user, removed)
-  local entry = redis.call('HGET', chkey(key), user)
+local P = ARGV[1]
+local function chkey(channel) return P .. 'ch:' .. channel end
+local function userkey(user) return P .. 'user:' .. user end
+local function drop(channel, user, removed, emptied)
+  local entry = redis.call('HGET', chkey(channel), user)
   if not entry then return end
-  redis.call('HDEL', chkey(key), user)
-  if redis.call('HLEN', chkey(key)) == 0 then
-    redis.call('DEL', chkey(key))
-    redis.call('SREM', CHANNELS, key)
-  end
-  redis.call('SREM', userkey(user), key)
-  if removed then
-    table.insert(removed, key)
-    table.insert(removed, entry)
-  end
+  redis.call('HDEL', chkey(channel), user)
+  if redis.call('EXISTS', chkey(channel)) == 0 then table.insert(emptied, channel) end
+  redis.call('SREM', userkey(user), channel)
+  table.insert(removed, channel)
+  table.insert(removed, entry)
 end
 `
 
-/** ARGV: channel key, user, entry JSON, max channels, max participants. "ok" or the refusal reason. */
+/** KEYS: tracked channels. ARGV: "guild:channel", max channels. 1 when the channel is (now) tracked. */
+const RESERVE = `
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return 1 end
+if redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('SADD', KEYS[1], ARGV[1])
+return 1`
+
+/** KEYS: channel hash. ARGV: prefix, channel, user, entry JSON, max participants. "ok" or the refusal. */
 const JOIN = `${PREFIX}
-local key, user = ARGV[1], ARGV[2]
-if redis.call('SISMEMBER', CHANNELS, key) == 0 then
-  if redis.call('SCARD', CHANNELS) >= tonumber(ARGV[4]) then return 'voice_channel_limit' end
-elseif redis.call('HEXISTS', chkey(key), user) == 0 and redis.call('HLEN', chkey(key)) >= tonumber(ARGV[5]) then
+local channel, user = ARGV[2], ARGV[3]
+if redis.call('HEXISTS', KEYS[1], user) == 0 and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[5]) then
   return 'voice_participant_limit'
 end
-redis.call('HSET', chkey(key), user, ARGV[3])
-redis.call('SADD', CHANNELS, key)
-redis.call('SADD', userkey(user), key)
+redis.call('HSET', KEYS[1], user, ARGV[4])
+redis.call('SADD', userkey(user), channel)
 return 'ok'`
 
-/** ARGV: channel key, user. */
+/** KEYS: channel hash. ARGV: prefix, channel, user. Returns { removed pairs, emptied channels }. */
 const LEAVE = `${PREFIX}
-drop(ARGV[1], ARGV[2], nil)
-return 'ok'`
+local removed, emptied = {}, {}
+drop(ARGV[2], ARGV[3], removed, emptied)
+return { removed, emptied }`
 
-/** ARGV: channel key, user, updated fields JSON, updated_at_unix, new expiry millis. */
-const UPDATE = `${PREFIX}
-local entry = redis.call('HGET', chkey(ARGV[1]), ARGV[2])
+/** KEYS: channel hash. ARGV: user, updated fields JSON, updated_at_unix, new expiry millis. */
+const UPDATE = `
+local entry = redis.call('HGET', KEYS[1], ARGV[1])
 if not entry then return 'ok' end
 entry = cjson.decode(entry)
-for field, value in pairs(cjson.decode(ARGV[3])) do entry.participant[field] = value end
-entry.participant.updated_at_unix = tonumber(ARGV[4])
-entry.expiresAt = tonumber(ARGV[5])
-redis.call('HSET', chkey(ARGV[1]), ARGV[2], cjson.encode(entry))
+for field, value in pairs(cjson.decode(ARGV[2])) do entry.participant[field] = value end
+entry.participant.updated_at_unix = tonumber(ARGV[3])
+entry.expiresAt = tonumber(ARGV[4])
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(entry))
 return 'ok'`
 
-/** ARGV: channel key, user, stream, "1" (published) or "0". */
-const STREAM = `${PREFIX}
-local entry = redis.call('HGET', chkey(ARGV[1]), ARGV[2])
+/** KEYS: channel hash. ARGV: user, stream, "1" (published) or "0". */
+const STREAM = `
+local entry = redis.call('HGET', KEYS[1], ARGV[1])
 if not entry then return 'ok' end
 entry = cjson.decode(entry)
-if ARGV[4] == '1' then entry.streams[ARGV[3]] = true else entry.streams[ARGV[3]] = nil end
-redis.call('HSET', chkey(ARGV[1]), ARGV[2], cjson.encode(entry))
+if ARGV[3] == '1' then entry.streams[ARGV[2]] = true else entry.streams[ARGV[2]] = nil end
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(entry))
 return 'ok'`
 
-/** ARGV: now millis, channel key or "" for every channel. Returns removed key, entry pairs. */
+/**
+ * KEYS: channel hash. ARGV: prefix, channel, now millis. Returns { removed pairs, emptied channels }
+ * (a tracked channel with nobody left in it counts as emptied, so the sweep untracks it).
+ */
 const EXPIRE = `${PREFIX}
-local keys = ARGV[2] == '' and redis.call('SMEMBERS', CHANNELS) or { ARGV[2] }
-local now = tonumber(ARGV[1])
-local removed = {}
-for _, key in ipairs(keys) do
-  local fields = redis.call('HGETALL', chkey(key))
-  for i = 1, #fields, 2 do
-    if cjson.decode(fields[i + 1]).expiresAt <= now then drop(key, fields[i], removed) end
-  end
+local removed, emptied = {}, {}
+local fields = redis.call('HGETALL', KEYS[1])
+local now = tonumber(ARGV[3])
+for i = 1, #fields, 2 do
+  if cjson.decode(fields[i + 1]).expiresAt <= now then drop(ARGV[2], fields[i], removed, emptied) end
 end
-return removed`
+if #emptied == 0 and redis.call('EXISTS', KEYS[1]) == 0 then table.insert(emptied, ARGV[2]) end
+return { removed, emptied }`
 
-/** ARGV: user, "guild:" prefix or "" for every guild. Returns removed key, entry pairs. */
+/** KEYS: the user's channels in the guild. ARGV: prefix, user. Returns { removed pairs, emptied channels }. */
 const REMOVE_USER = `${PREFIX}
-local removed = {}
-for _, key in ipairs(redis.call('SMEMBERS', userkey(ARGV[1]))) do
-  if ARGV[2] == '' or string.sub(key, 1, #ARGV[2]) == ARGV[2] then drop(key, ARGV[1], removed) end
-end
-return removed`
+local removed, emptied = {}, {}
+for _, channel in ipairs(redis.call('SMEMBERS', KEYS[1])) do drop(channel, ARGV[2], removed, emptied) end
+return { removed, emptied }`
+
+type ScriptRemovals = [removed: Array<string>, emptied: Array<string>]
 
 const STREAM_ORDER: ReadonlyArray<VoiceStreamKind> = ["microphone", "camera", "screen_share"]
 
 const byJoinThenIdentity = (a: VoiceParticipant, b: VoiceParticipant) =>
   a.joined_at_unix - b.joined_at_unix || (a.identity < b.identity ? -1 : a.identity > b.identity ? 1 : 0)
 
-/** Removed (channel key, entry JSON) pairs as the removals the caller announces. */
-const removals = (flat: ReadonlyArray<string>): ReadonlyArray<VoiceRemoval> => {
+/** Removed (channel, entry JSON) pairs of one guild as the removals the caller announces. */
+const removals = (guildId: GuildId, flat: ReadonlyArray<string>): Array<VoiceRemoval> => {
   const result: Array<VoiceRemoval> = []
   for (let i = 0; i + 1 < flat.length; i += 2) {
-    const [guildId, channelId] = flat[i]!.split(":") as [GuildId, ChannelId]
     const entry = JSON.parse(flat[i + 1]!) as StoredEntry
     result.push({
       guildId,
-      channelId,
+      channelId: flat[i] as ChannelId,
       userId: entry.participant.user_id,
       identity: entry.participant.identity,
       streams: STREAM_ORDER.filter((stream) => entry.streams[stream] === true)
@@ -133,7 +147,7 @@ const removals = (flat: ReadonlyArray<string>): ReadonlyArray<VoiceRemoval> => {
 }
 
 export interface ClusterVoiceOptions extends VoiceLimits {
-  readonly url: Redacted.Redacted<string>
+  readonly endpoint: RedisEndpoint
   /** Bound on one Redis call (a refused join is then refused with the channel-limit reason). */
   readonly timeout: Duration.Duration
 }
@@ -143,14 +157,12 @@ export const makeRedis = (
 ): Effect.Effect<VoiceParticipantsShape, never, Scope.Scope> =>
   Effect.gen(function* () {
     const clock = yield* Effect.clock
-    const redis = yield* Effect.acquireRelease(
-      Effect.sync(() => {
-        const client = new Redis(Redacted.value(options.url), { maxRetriesPerRequest: null })
-        client.on("error", () => undefined) // retried by the client; calls time out and are logged
-        return client
-      }),
-      (client) => Effect.sync(() => client.disconnect(false))
-    )
+    const redis = yield* RedisClient.make(options.endpoint, {
+      connectionName: "filament-voice",
+      lazyConnect: false,
+      offlineQueue: true,
+      maxRetriesPerRequest: null
+    })
     const lifetime = Duration.toMillis(options.participantLifetime)
 
     const call = <A>(label: string, run: () => Promise<A>) =>
@@ -158,16 +170,76 @@ export const makeRedis = (
         Effect.timeout(options.timeout),
         Effect.tapError((error) => Effect.logWarning(`gateway.cluster_voice.${label}_failed`, error))
       )
-    const list = (label: string, run: () => Promise<unknown>) =>
-      call(label, run).pipe(
-        Effect.map((flat) => removals(flat as ReadonlyArray<string>)),
-        Effect.orElseSucceed((): ReadonlyArray<VoiceRemoval> => [])
-      )
+    const list = (label: string, run: () => Promise<ReadonlyArray<VoiceRemoval>>) =>
+      call(label, run).pipe(Effect.orElseSucceed((): ReadonlyArray<VoiceRemoval> => []))
     const quiet = (label: string, run: () => Promise<unknown>) => Effect.ignore(call(label, run))
+
+    /**
+     * Removes `member` from an index outside the guild's slot unless it still holds something: a
+     * concurrent join re-adds it after its script, so either that join or this re-check keeps it.
+     */
+    const untrack = async (index: string, member: string, heldKey: string) => {
+      await redis.srem(index, member)
+      if ((await redis.exists(heldKey)) === 1) await redis.sadd(index, member)
+    }
+    const untrackChannels = (guildId: GuildId, channels: ReadonlyArray<string>) =>
+      Promise.all(
+        channels.map((channelId) =>
+          untrack(CHANNELS, `${guildId}:${channelId}`, channelHashKey(guildId, channelId))
+        )
+      )
+
+    /** Runs one of the guild's removing scripts, untracks what it emptied, returns its removals. */
+    const removeIn = async (
+      guildId: GuildId,
+      script: string,
+      key: string,
+      ...args: Array<string | number>
+    ) => {
+      const [removed, emptied] = (await redis.eval(
+        script,
+        1,
+        key,
+        guildPrefix(guildId),
+        ...args
+      )) as ScriptRemovals
+      await untrackChannels(guildId, emptied)
+      return removals(guildId, removed)
+    }
+
+    const join = async (guildId: GuildId, channelId: ChannelId, userId: UserId, entry: StoredEntry) => {
+      const tracked = await redis.eval(
+        RESERVE,
+        1,
+        CHANNELS,
+        channelKey(guildId, channelId),
+        options.maxChannels
+      )
+      if (tracked !== 1) return "voice_channel_limit"
+      const outcome = await redis.eval(
+        JOIN,
+        1,
+        channelHashKey(guildId, channelId),
+        guildPrefix(guildId),
+        channelId,
+        userId,
+        JSON.stringify(entry),
+        options.maxParticipantsPerChannel
+      )
+      // Indexed again after the script: an untrack racing with this join cannot leave it out.
+      if (outcome === "ok") {
+        await Promise.all([
+          redis.sadd(CHANNELS, channelKey(guildId, channelId)),
+          redis.sadd(userGuildsKey(userId), guildId)
+        ])
+      }
+      return outcome
+    }
 
     return {
       apply: (change) => {
-        const key = channelKey(change.payload.guild_id, change.payload.channel_id)
+        const { channel_id: channelId, guild_id: guildId } = change.payload
+        const key = channelHashKey(guildId, channelId)
         switch (change._tag) {
           case "join": {
             const entry: StoredEntry = {
@@ -176,15 +248,7 @@ export const makeRedis = (
               expiresAt: clock.unsafeCurrentTimeMillis() + lifetime
             }
             return call("join", () =>
-              redis.eval(
-                JOIN,
-                0,
-                key,
-                change.payload.participant.user_id,
-                JSON.stringify(entry),
-                options.maxChannels,
-                options.maxParticipantsPerChannel
-              )
+              join(guildId, channelId, change.payload.participant.user_id, entry)
             ).pipe(
               // Fail closed: a join the cluster cannot record is not delivered.
               Effect.orElseSucceed(() => "voice_channel_limit"),
@@ -206,12 +270,12 @@ export const makeRedis = (
             )
           }
           case "leave":
-            return quiet("leave", () => redis.eval(LEAVE, 0, key, change.payload.user_id))
+            return quiet("leave", () => removeIn(guildId, LEAVE, key, channelId, change.payload.user_id))
           case "update":
             return quiet("update", () =>
               redis.eval(
                 UPDATE,
-                0,
+                1,
                 key,
                 change.payload.user_id,
                 JSON.stringify(change.payload.updated_fields),
@@ -224,7 +288,7 @@ export const makeRedis = (
             return quiet("stream", () =>
               redis.eval(
                 STREAM,
-                0,
+                1,
                 key,
                 change.payload.user_id,
                 change.payload.stream,
@@ -234,20 +298,37 @@ export const makeRedis = (
         }
       },
       expire: (channel) =>
-        list("expire", () =>
-          redis.eval(
-            EXPIRE,
-            0,
-            clock.unsafeCurrentTimeMillis(),
-            channel === undefined ? "" : channelKey(channel.guildId, channel.channelId)
+        list("expire", async () => {
+          const now = clock.unsafeCurrentTimeMillis()
+          const channels =
+            channel === undefined
+              ? (await redis.smembers(CHANNELS)).map((tracked) => tracked.split(":") as [GuildId, ChannelId])
+              : [[channel.guildId, channel.channelId] as const]
+          const removed = await Promise.all(
+            channels.map(([guildId, channelId]) =>
+              removeIn(guildId, EXPIRE, channelHashKey(guildId, channelId), channelId, now)
+            )
           )
-        ),
+          return removed.flat()
+        }),
       removeUser: (userId, guildId) =>
-        list("remove_user", () =>
-          redis.eval(REMOVE_USER, 0, userId, guildId === undefined ? "" : `${guildId}:`)
-        ),
+        list("remove_user", async () => {
+          const guilds =
+            guildId === undefined
+              ? ((await redis.smembers(userGuildsKey(userId))) as Array<GuildId>)
+              : [guildId]
+          const removed = await Promise.all(
+            guilds.map(async (guild) => {
+              const userChannels = userChannelsKey(guild, userId)
+              const inGuild = await removeIn(guild, REMOVE_USER, userChannels, userId)
+              await untrack(userGuildsKey(userId), guild, userChannels)
+              return inGuild
+            })
+          )
+          return removed.flat()
+        }),
       snapshot: (guildId, channelId) =>
-        call("snapshot", () => redis.hvals(`filament:voice:ch:${channelKey(guildId, channelId)}`)).pipe(
+        call("snapshot", () => redis.hvals(channelHashKey(guildId, channelId))).pipe(
           Effect.map((values) =>
             values.map((value) => (JSON.parse(value) as StoredEntry).participant).sort(byJoinThenIdentity)
           ),
@@ -267,7 +348,7 @@ export const layer: Layer.Layer<VoiceParticipants, never, GatewayConfig> = Layer
     }
     return Option.match(config.redis, {
       onNone: () => Effect.sync(() => Voice.makeMemory(limits)),
-      onSome: ({ url }) => makeRedis({ ...limits, url, timeout: config.busTimeout })
+      onSome: (endpoint) => makeRedis({ ...limits, endpoint, timeout: config.busTimeout })
     })
   })
 )

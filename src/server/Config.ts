@@ -38,10 +38,7 @@ export interface GatewayConfigShape {
   /** Bound on a close handshake and on the shutdown flush. */
   readonly closeGrace: Duration.Duration
   /** The cluster bus (`GATEWAY_REDIS_URL` + `GATEWAY_BUS_SECRET`); none: one node, in-memory bus. */
-  readonly redis: Option.Option<{
-    readonly url: Redacted.Redacted<string>
-    readonly busSecret: Redacted.Redacted<string>
-  }>
+  readonly redis: Option.Option<RedisEndpoint & { readonly busSecret: Redacted.Redacted<string> }>
   /** A bus message (signature, routing header, envelope) larger than this is dropped. */
   readonly busMaxMessageBytes: number
   /** A bus message published longer ago than this is dropped as stale (bounds replays too). */
@@ -78,6 +75,14 @@ export interface GatewayConfigShape {
   readonly voiceSweep: Duration.Duration
   /** Migration window: also emit the deprecated `workspace_channel_override_update` (legacy first). */
   readonly dualEmitLegacyOverride: boolean
+}
+
+/** Where the nodes' Redis is: one server, or the seed nodes of a Redis Cluster. */
+export interface RedisEndpoint {
+  /** `GATEWAY_REDIS_CLUSTER`: the URLs are seeds of a Redis Cluster (any one reveals the rest). */
+  readonly cluster: boolean
+  /** One URL, or with `cluster` one or more seed URLs; each may carry a password. */
+  readonly urls: Redacted.Redacted<ReadonlyArray<string>>
 }
 
 export class GatewayConfig extends Context.Tag("filament/GatewayConfig")<
@@ -154,6 +159,7 @@ export const config: Config.Config<GatewayConfigShape> = Config.all({
   maxPublishUsers: positiveInt("GATEWAY_MAX_PUBLISH_USERS", 10_000),
   closeGrace: seconds("GATEWAY_CLOSE_GRACE_SECS", 5),
   redisUrl: Config.redacted("GATEWAY_REDIS_URL").pipe(Config.option),
+  redisCluster: Config.boolean("GATEWAY_REDIS_CLUSTER").pipe(Config.withDefault(false)),
   busSecret: secret("GATEWAY_BUS_SECRET"),
   busMaxMessageBytes: positiveInt("GATEWAY_BUS_MAX_MESSAGE_BYTES", 98_304),
   busMaxLag: seconds("GATEWAY_BUS_MAX_LAG_SECS", 30),
@@ -209,7 +215,7 @@ export const config: Config.Config<GatewayConfigShape> = Config.all({
   voiceSweep: seconds("GATEWAY_VOICE_SWEEP_SECS", 15),
   dualEmitLegacyOverride: Config.boolean("GATEWAY_DUAL_EMIT_LEGACY_OVERRIDE").pipe(Config.withDefault(false))
 }).pipe(
-  Config.mapOrFail(({ busSecret, jwtSecret, publishKey, redisUrl, ...rest }) => {
+  Config.mapOrFail(({ busSecret, jwtSecret, publishKey, redisCluster, redisUrl, ...rest }) => {
     if (Option.isSome(redisUrl) && Option.isNone(busSecret)) {
       return Either.left(
         ConfigError.MissingData(
@@ -243,9 +249,30 @@ export const config: Config.Config<GatewayConfigShape> = Config.all({
         )
       )
     }
+    // One Redis: the URL as given. A Redis Cluster: comma-separated seed URLs.
+    const urls = Option.map(redisUrl, (url): ReadonlyArray<string> =>
+      redisCluster
+        ? Redacted.value(url)
+            .split(",")
+            .map((seed) => seed.trim())
+            .filter((seed) => seed !== "")
+        : [Redacted.value(url)]
+    )
+    if (Option.isSome(urls) && urls.value.length === 0) {
+      return Either.left(
+        ConfigError.InvalidData(
+          ["GATEWAY_REDIS_URL"],
+          "GATEWAY_REDIS_URL must hold at least one seed URL when GATEWAY_REDIS_CLUSTER=true"
+        )
+      )
+    }
     return Either.right({
       ...rest,
-      redis: Option.zipWith(redisUrl, busSecret, (url, busSecret) => ({ url, busSecret })),
+      redis: Option.zipWith(urls, busSecret, (seeds, busSecret) => ({
+        cluster: redisCluster,
+        urls: Redacted.make(seeds),
+        busSecret
+      })),
       devMode: Option.isNone(jwtSecret),
       jwtSecret: Option.getOrElse(jwtSecret, generated),
       publishKey: Option.getOrElse(publishKey, generated)

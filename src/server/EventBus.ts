@@ -29,13 +29,13 @@ import {
   Schema
 } from "effect"
 import type { Scope } from "effect"
-import { Redis } from "ioredis"
 import { ChannelId, GuildId, UserId } from "../protocol/Ids.js"
 import { Manifest } from "../protocol/Manifest.js"
-import { GatewayConfig } from "./Config.js"
+import { GatewayConfig, type RedisEndpoint } from "./Config.js"
 import { BusUnavailable } from "./Errors.js"
 import { GatewayMetrics, type BusDropReason } from "./Metrics.js"
 import { textFrame, type Frame } from "./Outbound.js"
+import * as RedisClient from "./RedisClient.js"
 
 /** Who receives a frame: the routing key of a published event. */
 export type Route =
@@ -179,7 +179,7 @@ const routeOn = (topic: Topic, header: BusHeader): Route | undefined => {
 }
 
 export interface RedisBusOptions {
-  readonly url: Redacted.Redacted<string>
+  readonly endpoint: RedisEndpoint
   readonly secret: Redacted.Redacted<string>
   readonly maxMessageBytes: number
   readonly maxEventBytes: number
@@ -221,28 +221,17 @@ export const redisMajorVersion = (info: string): number => {
 }
 
 /** A Redis connection that fails commands at once while disconnected (no stale replay later). */
-const connect = (url: string, options: RedisBusOptions, name: string) =>
-  Effect.acquireRelease(
-    Effect.sync(() => {
-      const redis = new Redis(url, {
-        lazyConnect: true,
-        connectionName: name,
-        enableOfflineQueue: false,
-        autoResubscribe: false,
-        maxRetriesPerRequest: 0,
-        connectTimeout: Duration.toMillis(options.timeout),
-        retryStrategy: (attempt) =>
-          Math.min(
-            RECONNECT_BASE_MILLIS * 2 ** Math.min(attempt, 16),
-            Duration.toMillis(options.reconnectMax)
-          )
-      })
-      // Connection errors are retried by the client and show in health and metrics; never thrown.
-      redis.on("error", () => undefined)
-      return redis
-    }),
-    (redis) => Effect.sync(() => redis.disconnect(false))
-  )
+const connect = (options: RedisBusOptions, name: string, shardedSubscriber: boolean) =>
+  RedisClient.make(options.endpoint, {
+    connectionName: name,
+    lazyConnect: true,
+    offlineQueue: false,
+    maxRetriesPerRequest: 0,
+    connectTimeoutMillis: Duration.toMillis(options.timeout),
+    reconnectDelay: (attempt) =>
+      Math.min(RECONNECT_BASE_MILLIS * 2 ** Math.min(attempt, 16), Duration.toMillis(options.reconnectMax)),
+    shardedSubscriber
+  })
 
 export const makeRedis = (
   options: RedisBusOptions
@@ -252,9 +241,8 @@ export const makeRedis = (
     const clock = yield* Effect.clock
     const secret = Buffer.from(Redacted.value(options.secret))
     const node = randomBytes(16).toString("hex")
-    const url = Redacted.value(options.url)
-    const publisher = yield* connect(url, options, `filament-pub-${node}`)
-    const subscriber = yield* connect(url, options, `filament-sub-${node}`)
+    const publisher = yield* connect(options, `filament-pub-${node}`, false)
+    const subscriber = yield* connect(options, `filament-sub-${node}`, true)
     const deliveries = yield* Queue.dropping<Delivery>(options.backlog)
     const maxLagMillis = Duration.toMillis(options.maxLag)
 
@@ -454,7 +442,7 @@ export const layer: Layer.Layer<EventBus, BusUnavailable, GatewayConfig | Gatewa
       onNone: () => makeMemory,
       onSome: (redis) =>
         makeRedis({
-          url: redis.url,
+          endpoint: redis,
           secret: redis.busSecret,
           maxMessageBytes: config.busMaxMessageBytes,
           maxEventBytes: config.maxEventBytes,

@@ -20,13 +20,13 @@ import * as Metrics from "../../src/server/Metrics.js"
 import { GatewayMetrics } from "../../src/server/Metrics.js"
 import * as Outbound from "../../src/server/Outbound.js"
 import { BASE_UNIX, DEADLINE_MS, message, newId, seriesValue, typed } from "../server/harness.js"
-import { hasRedisServer, startRedis, type RedisServer } from "./redis.js"
+import { hasRedisServer, startRedis, type RedisBackend } from "./redis.js"
 
 const SECRET = Redacted.make("bus-secret-0123456789-0123456789-abcdef")
 
-const bus = (redis: RedisServer, backlog = 100) =>
+const bus = (redis: RedisBackend, backlog = 100) =>
   makeRedis({
-    url: Redacted.make(redis.url),
+    endpoint: redis.endpoint,
     secret: SECRET,
     maxMessageBytes: 98_304,
     maxEventBytes: 65_536,

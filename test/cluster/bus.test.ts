@@ -26,8 +26,8 @@ import {
   type Harness,
   type TestClient
 } from "../server/harness.js"
-import { BUS_SECRET } from "./chat.js"
-import { freePort, hasRedisServer, startRedis, type RedisServer } from "./redis.js"
+import { BUS_SECRET, joinedBy } from "./chat.js"
+import { freePort, hasRedisServer, startRedis, type RedisBackend } from "./redis.js"
 
 const channelCreate = (guild: string, name: string) =>
   typed(ChannelCreate, { guild_id: guild, channel: { channel_id: newId(), name, kind: "text" } })
@@ -39,13 +39,13 @@ const profile = (user: string, about: string) =>
     updated_at_unix: BASE_UNIX
   })
 
-const clusterConfig = (redis: RedisServer, overrides: Partial<GatewayConfigShape> = {}) => ({
-  redis: Option.some({ url: Redacted.make(redis.url), busSecret: Redacted.make(BUS_SECRET) }),
+const clusterConfig = (redis: RedisBackend, overrides: Partial<GatewayConfigShape> = {}) => ({
+  ...joinedBy(redis),
   busReconnectMax: Duration.millis(200),
   ...overrides
 })
 
-const startNode = (redis: RedisServer, overrides: Partial<GatewayConfigShape> = {}) =>
+const startNode = (redis: RedisBackend, overrides: Partial<GatewayConfigShape> = {}) =>
   startGateway(clusterConfig(redis, overrides))
 
 /** Consumes frames until `done` holds for those seen so far (each wait bounded by the deadline). */
@@ -86,7 +86,8 @@ describe.skipIf(!hasRedisServer)("cluster bus over Redis", () => {
       const exit = yield* Effect.exit(
         startGateway({
           redis: Option.some({
-            url: Redacted.make(`redis://127.0.0.1:${port}`),
+            cluster: false,
+            urls: Redacted.make([`redis://127.0.0.1:${port}`]),
             busSecret: Redacted.make(BUS_SECRET)
           }),
           busTimeout: Duration.millis(300)

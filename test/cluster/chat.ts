@@ -4,15 +4,20 @@ import { Effect, Option, Redacted } from "effect"
 import { MessageCreate } from "../../src/protocol/events/message.js"
 import type { GatewayConfigShape } from "../../src/server/Config.js"
 import { message, newId, startGateway, type Frame, type Harness, type TestClient } from "../server/harness.js"
-import type { RedisServer } from "./redis.js"
+import type { RedisBackend } from "./redis.js"
 
 export const BUS_SECRET = "bus-secret-0123456789-0123456789-abcdef"
 
+/** The configuration that joins a node to the others by `redis`. */
+export const joinedBy = (redis: RedisBackend) => ({
+  redis: Option.some({ ...redis.endpoint, busSecret: Redacted.make(BUS_SECRET) })
+})
+
 /** A gateway node with the chat follow-ups, joined to the others by `redis`. */
-export const startClusterNode = (redis: RedisServer, overrides: Partial<GatewayConfigShape> = {}) =>
+export const startClusterNode = (redis: RedisBackend, overrides: Partial<GatewayConfigShape> = {}) =>
   startGateway(
     {
-      redis: Option.some({ url: Redacted.make(redis.url), busSecret: Redacted.make(BUS_SECRET) }),
+      ...joinedBy(redis),
       ...overrides
     },
     undefined,

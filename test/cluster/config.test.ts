@@ -44,7 +44,8 @@ describe("GatewayConfig: cluster", () => {
         })
       )
       const redis = Option.getOrThrow(config.redis)
-      expect(Redacted.value(redis.url)).toBe(REDIS.GATEWAY_REDIS_URL)
+      expect(redis.cluster).toBe(false)
+      expect(Redacted.value(redis.urls)).toEqual([REDIS.GATEWAY_REDIS_URL])
       expect(Redacted.value(redis.busSecret)).toBe(REDIS.GATEWAY_BUS_SECRET)
       expect(config).toMatchObject({ workers: 3, busMaxMessageBytes: 70_000, busBacklog: 50 })
       expect(Duration.toMillis(config.busMaxLag)).toBe(2000)
@@ -55,6 +56,35 @@ describe("GatewayConfig: cluster", () => {
         availableParallelism()
       )
     })
+  )
+
+  it.effect(
+    "GATEWAY_REDIS_CLUSTER: off by default; on, GATEWAY_REDIS_URL is a comma-separated seed list",
+    () =>
+      Effect.gen(function* () {
+        const single = Option.getOrThrow(Either.getOrThrow(yield* load({ ...BASE, ...REDIS })).redis)
+        expect(single.cluster).toBe(false)
+        const seeds = "redis://127.0.0.1:7000, redis://:pw@127.0.0.1:7001,,redis://127.0.0.1:7002"
+        const cluster = Option.getOrThrow(
+          Either.getOrThrow(
+            yield* load({ ...BASE, ...REDIS, GATEWAY_REDIS_CLUSTER: "true", GATEWAY_REDIS_URL: seeds })
+          ).redis
+        )
+        expect(cluster.cluster).toBe(true)
+        expect(Redacted.value(cluster.urls)).toEqual([
+          "redis://127.0.0.1:7000",
+          "redis://:pw@127.0.0.1:7001",
+          "redis://127.0.0.1:7002"
+        ])
+        // The seeds may carry a password: the list stays redacted.
+        expect(String(cluster.urls)).not.toContain("pw")
+        expect(
+          failure(yield* load({ ...BASE, ...REDIS, GATEWAY_REDIS_CLUSTER: "true", GATEWAY_REDIS_URL: " , " }))
+        ).toContain("GATEWAY_REDIS_URL must hold at least one seed URL when GATEWAY_REDIS_CLUSTER=true")
+        expect(failure(yield* load({ ...BASE, ...REDIS, GATEWAY_REDIS_CLUSTER: "maybe" }))).toContain(
+          "GATEWAY_REDIS_CLUSTER"
+        )
+      })
   )
 
   it.effect("refusals name the key and the reason", () =>

@@ -23,7 +23,7 @@ const startChatNode = (redis: RedisServer, overrides: Partial<GatewayConfigShape
 
 const presenceCount = (redis: RedisServer, guild: string, user: string) =>
   Effect.flatMap(redis.client(), (client) =>
-    Effect.promise(async () => Number((await client.hget(`filament:presence:${guild}`, user)) ?? "0"))
+    Effect.promise(async () => Number((await client.hget(`filament:{g:${guild}}:presence`, user)) ?? "0"))
   ).pipe(Effect.scoped)
 
 describe.skipIf(!hasRedisServer)("cluster presence and revocation", () => {

@@ -1,12 +1,18 @@
 /**
  * A real `redis-server` for the cluster tests: started on a free loopback port inside the test's
- * scope, without persistence, restartable on the same port. Tests that need it skip with a message
- * when the binary is absent (CI installs it, so CI runs them).
+ * scope, without persistence, restartable on the same port; or a real three-master Redis Cluster
+ * (three `redis-server` processes). Tests that need it skip with a message when the binary is absent
+ * (CI installs it, so CI runs them).
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process"
+import { mkdtemp, rm } from "node:fs/promises"
 import { createServer } from "node:net"
-import { Effect, type Scope } from "effect"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { Effect, Redacted, type Scope } from "effect"
 import { Redis } from "ioredis"
+import type { RedisEndpoint } from "../../src/server/Config.js"
+import * as RedisClient from "../../src/server/RedisClient.js"
 
 const DEADLINE_MS = 10_000
 
@@ -25,22 +31,28 @@ export const freePort = Effect.async<number>((resume) => {
   })
 })
 
-export interface RedisServer {
+/** What the gateway nodes are joined by: one Redis or a Redis Cluster. */
+export interface RedisBackend {
+  readonly endpoint: RedisEndpoint
+  /** A plain client (closed with the scope), e.g. to inject foreign messages or read state. */
+  readonly client: () => Effect.Effect<RedisClient.RedisClient, never, Scope.Scope>
+}
+
+export interface RedisServer extends RedisBackend {
   readonly port: number
   readonly url: string
   /** SIGKILLs the server and waits for it to exit. */
   readonly kill: Effect.Effect<void>
   /** Starts it again on the same port and waits until it accepts connections. */
   readonly start: Effect.Effect<void>
-  /** A plain client (closed with the scope), e.g. to inject foreign messages. */
   readonly client: () => Effect.Effect<Redis, never, Scope.Scope>
 }
 
-const launch = (port: number) =>
+const launch = (port: number, extraArgs: ReadonlyArray<string> = []) =>
   Effect.async<ChildProcess, Error>((resume) => {
     const child = spawn(
       "redis-server",
-      ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+      ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", ...extraArgs],
       { stdio: ["ignore", "pipe", "pipe"] }
     )
     let output = ""
@@ -72,9 +84,11 @@ export const startRedis = Effect.gen(function* () {
   const port = yield* freePort
   let child = yield* launch(port)
   yield* Effect.addFinalizer(() => stop(child))
+  const url = `redis://127.0.0.1:${port}`
   const server: RedisServer = {
     port,
-    url: `redis://127.0.0.1:${port}`,
+    url,
+    endpoint: { cluster: false, urls: Redacted.make([url]) },
     kill: Effect.suspend(() => stop(child)),
     start: Effect.map(Effect.orDie(launch(port)), (next) => {
       child = next
@@ -90,4 +104,78 @@ export const startRedis = Effect.gen(function* () {
       )
   }
   return server
+}).pipe(Effect.orDie)
+
+/** Plain connections to each node, for the setup commands. */
+const connectTo = (port: number) =>
+  Effect.acquireRelease(
+    Effect.promise(async () => {
+      const redis = new Redis(port, "127.0.0.1", { lazyConnect: true, maxRetriesPerRequest: 1 })
+      await redis.connect()
+      return redis
+    }),
+    (redis) => Effect.sync(() => redis.disconnect(false))
+  )
+
+/** The three masters' slot ranges: the whole 0..16383 once. */
+const SLOT_RANGES = [
+  [0, 5460],
+  [5461, 10922],
+  [10923, 16383]
+] as const
+
+/**
+ * A Redis Cluster of three masters (no replicas) on free loopback ports, nothing persisted: slots
+ * assigned with `CLUSTER ADDSLOTSRANGE`, joined with `CLUSTER MEET`, ready once every node reports
+ * `cluster_state:ok`. The processes and their node files go with the scope.
+ */
+export const startRedisCluster = Effect.gen(function* () {
+  const dir = yield* Effect.acquireRelease(
+    Effect.promise(() => mkdtemp(join(tmpdir(), "filament-redis-cluster-"))),
+    (path) => Effect.promise(() => rm(path, { recursive: true, force: true }))
+  )
+  const ports: Array<number> = []
+  for (const [first, last] of SLOT_RANGES) {
+    const port = yield* freePort
+    const child = yield* launch(port, [
+      "--cluster-enabled",
+      "yes",
+      "--cluster-config-file",
+      join(dir, `nodes-${port}.conf`)
+    ])
+    yield* Effect.addFinalizer(() => stop(child))
+    const node = yield* connectTo(port)
+    yield* Effect.promise(() => node.call("CLUSTER", "ADDSLOTSRANGE", first, last))
+    ports.push(port)
+  }
+  const nodes = yield* Effect.forEach(ports, connectTo)
+  for (const port of ports.slice(1)) {
+    yield* Effect.promise(() => nodes[0]!.call("CLUSTER", "MEET", "127.0.0.1", port))
+  }
+  const deadline = Date.now() + DEADLINE_MS
+  for (const node of nodes) {
+    while (
+      !(yield* Effect.promise(() => node.call("CLUSTER", "INFO") as Promise<string>)).includes(
+        "cluster_state:ok"
+      )
+    ) {
+      if (Date.now() > deadline)
+        return yield* Effect.fail(new Error("deadline: cluster_state:ok on every node"))
+      yield* Effect.promise(() => new Promise<void>((resolve) => setTimeout(resolve, 20)))
+    }
+  }
+  const urls = ports.map((port) => `redis://127.0.0.1:${port}`)
+  const cluster: RedisBackend = {
+    // Two seeds: the client discovers the third.
+    endpoint: { cluster: true, urls: Redacted.make(urls.slice(0, 2)) },
+    client: () =>
+      Effect.tap(
+        RedisClient.make(
+          { cluster: true, urls: Redacted.make(urls) },
+          { connectionName: "test", lazyConnect: true, offlineQueue: false, maxRetriesPerRequest: 1 }
+        ),
+        (client) => Effect.promise(() => client.connect())
+      )
+  }
+  return cluster
 }).pipe(Effect.orDie)

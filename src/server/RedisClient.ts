@@ -1,0 +1,80 @@
+/**
+ * The gateway's Redis clients, for one Redis or a Redis Cluster (`GATEWAY_REDIS_CLUSTER`): the bus,
+ * cluster presence and the voice projection all connect here, so both modes behave alike. A Cluster
+ * client routes each command (and each script, by its first key) to the shard owning the key's hash
+ * slot; with `shardedSubscriber`, `SSUBSCRIBE` goes to the shard owning the channel.
+ */
+import { Effect, Redacted } from "effect"
+import type { Scope } from "effect"
+import { Cluster, Redis, type RedisOptions } from "ioredis"
+import type { RedisEndpoint } from "./Config.js"
+
+export type RedisClient = Redis | Cluster
+
+export interface RedisClientOptions {
+  readonly connectionName: string
+  /** Connect on `client.connect()` only (the caller bounds and awaits it). */
+  readonly lazyConnect: boolean
+  /**
+   * False: commands fail at once while disconnected (no stale replay later). True: they are queued
+   * in order and sent on reconnect.
+   */
+  readonly offlineQueue: boolean
+  /** Retries of a command cut by a disconnect; null = until it is sent. */
+  readonly maxRetriesPerRequest: number | null
+  /** Delay before reconnect attempt `n` (millis). */
+  readonly reconnectDelay?: (attempt: number) => number
+  readonly connectTimeoutMillis?: number
+  /** Cluster only: one subscriber connection per shard, so `SSUBSCRIBE` reaches the channel's owner. */
+  readonly shardedSubscriber?: boolean
+}
+
+/** The credentials of a seed URL, for the nodes a Cluster client discovers (they come without). */
+const credentialsOf = (url: string): Pick<RedisOptions, "username" | "password" | "tls"> => {
+  const parsed = new URL(url)
+  return {
+    ...(parsed.username === "" ? {} : { username: decodeURIComponent(parsed.username) }),
+    ...(parsed.password === "" ? {} : { password: decodeURIComponent(parsed.password) }),
+    ...(parsed.protocol === "rediss:" ? { tls: {} } : {})
+  }
+}
+
+const construct = (endpoint: RedisEndpoint, options: RedisClientOptions): RedisClient => {
+  const urls = Redacted.value(endpoint.urls)
+  const connection: RedisOptions = {
+    connectionName: options.connectionName,
+    maxRetriesPerRequest: options.maxRetriesPerRequest,
+    ...(options.connectTimeoutMillis === undefined ? {} : { connectTimeout: options.connectTimeoutMillis })
+  }
+  if (!endpoint.cluster) {
+    return new Redis(urls[0]!, {
+      ...connection,
+      lazyConnect: options.lazyConnect,
+      enableOfflineQueue: options.offlineQueue,
+      autoResubscribe: false,
+      ...(options.reconnectDelay === undefined ? {} : { retryStrategy: options.reconnectDelay })
+    })
+  }
+  return new Cluster([...urls], {
+    lazyConnect: options.lazyConnect,
+    enableOfflineQueue: options.offlineQueue,
+    shardedSubscribers: options.shardedSubscriber ?? false,
+    ...(options.reconnectDelay === undefined ? {} : { clusterRetryStrategy: options.reconnectDelay }),
+    redisOptions: { ...connection, ...credentialsOf(urls[0]!) }
+  })
+}
+
+/** A client closed with the scope. Connection errors are retried by the client, never thrown. */
+export const make = (
+  endpoint: RedisEndpoint,
+  options: RedisClientOptions
+): Effect.Effect<RedisClient, never, Scope.Scope> =>
+  Effect.acquireRelease(
+    Effect.sync(() => {
+      const client = construct(endpoint, options)
+      // Failures show in health, metrics and the callers' logs.
+      client.on("error", () => undefined)
+      return client
+    }),
+    (client) => Effect.sync(() => client.disconnect(false))
+  )
