@@ -1,8 +1,9 @@
 /**
  * The voice participant projection across a cluster: the `VoiceParticipants` contract kept in Redis,
- * one atomic script per operation, so a join published on one node is in the snapshot another node
- * sends on subscribe, the caps hold for the cluster, and an expiry or a user's removal is handed back
- * (and so announced) by exactly one node — whichever ran the script that removed it.
+ * one atomic script per operation on a guild, so a join published on one node is in the snapshot
+ * another node sends on subscribe, the caps hold for the cluster (the channel cap by an atomic
+ * reservation in the tracked-channel set before the join), and an expiry or a user's removal is
+ * handed back (and so announced) by exactly one node — whichever ran the script that removed it.
  *
  * Keys: one hash slot per guild (hash tag `{g:<guild>}`), so every script touches keys of one slot
  * and runs on a Redis Cluster as on one Redis: `filament:{g:<guild>}:voice:ch:<channel>` (hash

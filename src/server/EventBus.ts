@@ -5,7 +5,8 @@
  * again.
  *
  * Two layers: `layerMemory` (one node: nothing to carry) and `layerRedis` (Redis pub/sub, sharded
- * `SSUBSCRIBE`/`SPUBLISH` on Redis >= 7). A node subscribes only to the topics it has local interest
+ * `SSUBSCRIBE`/`SPUBLISH` on Redis >= 7; on a Redis Cluster each topic lives on the shard owning
+ * its slot, and the outage handling below follows the cluster client's overall state). A node subscribes only to the topics it has local interest
  * in — one per guild with a local subscription, one per locally connected user — so its bus traffic
  * follows its interest, not the cluster's size. Every message is HMAC-signed with the bus secret and
  * size-capped; whatever fails a check is dropped and counted, so a foreign Redis client cannot put
@@ -248,7 +249,7 @@ export const makeRedis = (
 
     const fail = (error: unknown) => new BusUnavailable({ reason: "bus_unavailable", detail: String(error) })
     yield* Effect.tryPromise({
-      try: () => Promise.all([publisher.connect(), subscriber.connect()]),
+      try: () => Promise.all([RedisClient.connect(publisher), RedisClient.connect(subscriber)]),
       catch: fail
     }).pipe(Effect.timeoutFail({ duration: options.timeout, onTimeout: () => fail("connect timed out") }))
     const info = yield* Effect.tryPromise({ try: () => publisher.info("server"), catch: fail })

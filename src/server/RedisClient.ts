@@ -64,6 +64,20 @@ const construct = (endpoint: RedisEndpoint, options: RedisClientOptions): RedisC
   })
 }
 
+/**
+ * Opens the connection to every master. A Cluster client connects to a node on its first command,
+ * and the commands of a burst sent while that connection is still opening can overtake each other
+ * or fail: one publisher's messages on a topic would no longer arrive in publish order.
+ */
+const openMasters = (cluster: Cluster) =>
+  Promise.all(cluster.nodes("master").map((node) => node.ping().catch(() => undefined)))
+
+/** Connects a lazily connecting client; with a Cluster, once every master's connection is open. */
+export const connect = async (client: RedisClient): Promise<void> => {
+  await client.connect()
+  if (client instanceof Cluster) await openMasters(client)
+}
+
 /** A client closed with the scope. Connection errors are retried by the client, never thrown. */
 export const make = (
   endpoint: RedisEndpoint,
@@ -74,6 +88,8 @@ export const make = (
       const client = construct(endpoint, options)
       // Failures show in health, metrics and the callers' logs.
       client.on("error", () => undefined)
+      // After a reconnect (or a topology change) the node connections are new: open them at once.
+      if (client instanceof Cluster) client.on("ready", () => void openMasters(client))
       return client
     }),
     (client) => Effect.sync(() => client.disconnect(false))

@@ -1,4 +1,8 @@
-/** Helpers for the cluster chat tests: chat nodes on one Redis, the subscribe sequence, markers. */
+/**
+ * Helpers for the cluster chat tests: chat nodes on one Redis (or a Redis Cluster), a node in its
+ * own process, the subscribe sequence, markers.
+ */
+import { spawn } from "node:child_process"
 import { expect } from "@effect/vitest"
 import { Effect, Option, Redacted } from "effect"
 import { MessageCreate } from "../../src/protocol/events/message.js"
@@ -23,6 +27,48 @@ export const startClusterNode = (redis: RedisBackend, overrides: Partial<Gateway
     undefined,
     "chat"
   )
+
+const PROCESS_START_DEADLINE_MS = 20_000
+
+/**
+ * A gateway node in its own process (`npm start`'s entry point), configured by `env` alone, SIGKILLed
+ * at the latest with the scope; `kill` SIGKILLs it and waits for the exit.
+ */
+export const startNodeProcess = (env: Record<string, string>) =>
+  Effect.gen(function* () {
+    const child = spawn(process.execPath, ["--import", "tsx", "src/server/main.ts"], {
+      env: {
+        ...Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith("GATEWAY_"))),
+        ...env
+      }
+    })
+    const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()))
+    const kill = Effect.promise(async () => {
+      child.kill("SIGKILL")
+      await exited
+    })
+    yield* Effect.addFinalizer(() => kill)
+    let output = ""
+    yield* Effect.promise(
+      () =>
+        new Promise<void>((resolve, reject) => {
+          const timer = setTimeout(
+            () => reject(new Error(`deadline: node listening\n${output}`)),
+            PROCESS_START_DEADLINE_MS
+          )
+          const onData = (chunk: Buffer) => {
+            output += chunk.toString()
+            if (output.includes("filament-gateway listening on")) {
+              clearTimeout(timer)
+              resolve()
+            }
+          }
+          child.stdout.on("data", onData)
+          child.stderr.on("data", onData)
+        })
+    )
+    return { kill }
+  })
 
 /** Subscribes and consumes the chat sequence up to the `voice_participant_sync` that ends it. */
 export const subscribe = (client: TestClient, guild: string, channel: string) =>

@@ -1,8 +1,8 @@
 /**
- * Cluster-wide presence and revocation with a real `redis-server`: nodes in this process (chat
- * follow-ups, Redis presence) and, for the crash, a separate `npm start` process that is SIGKILLed.
+ * Cluster-wide presence and revocation with a real `redis-server` and with a real three-master Redis
+ * Cluster: nodes in this process (chat follow-ups, Redis presence) and, for the crash, a separate
+ * `npm start` process that is SIGKILLed.
  */
-import { spawn } from "node:child_process"
 import { describe, expect, it } from "@effect/vitest"
 import { Duration, Effect, Redacted, TestClock } from "effect"
 import WebSocket from "ws"
@@ -11,175 +11,154 @@ import { WorkspaceMemberRemove } from "../../src/protocol/events/workspace.js"
 import * as Auth from "../../src/server/Auth.js"
 import type { GatewayConfigShape } from "../../src/server/Config.js"
 import { BASE_UNIX, message, newId, SECRET, TestClient, typed } from "../server/harness.js"
-import { BUS_SECRET, expectMarkerNext, presenceOf, startClusterNode, subscribe } from "./chat.js"
-import { freePort, hasRedisServer, startRedis, type RedisServer } from "./redis.js"
+import {
+  BUS_SECRET,
+  expectMarkerNext,
+  presenceOf,
+  startClusterNode,
+  startNodeProcess,
+  subscribe
+} from "./chat.js"
+import { BACKENDS, freePort, hasRedisServer, redisEnv, type RedisBackend } from "./redis.js"
 
 const PUBLISH_KEY = "presence-publish-key-0123456789-0123456789"
 const NODE_TTL_SECONDS = 3
-const START_DEADLINE_MS = 20_000
 
-const startChatNode = (redis: RedisServer, overrides: Partial<GatewayConfigShape> = {}) =>
+const startChatNode = (redis: RedisBackend, overrides: Partial<GatewayConfigShape> = {}) =>
   startClusterNode(redis, { nodeTtl: Duration.seconds(NODE_TTL_SECONDS), ...overrides })
 
-const presenceCount = (redis: RedisServer, guild: string, user: string) =>
+const presenceCount = (redis: RedisBackend, guild: string, user: string) =>
   Effect.flatMap(redis.client(), (client) =>
     Effect.promise(async () => Number((await client.hget(`filament:{g:${guild}}:presence`, user)) ?? "0"))
   ).pipe(Effect.scoped)
 
-describe.skipIf(!hasRedisServer)("cluster presence and revocation", () => {
-  it.scoped("a user connected on two nodes comes online once and goes offline once", () =>
-    Effect.gen(function* () {
-      const redis = yield* startRedis
-      const a = yield* startChatNode(redis)
-      const b = yield* startChatNode(redis)
-      const [guild, channel] = [newId(), newId()]
-      const user = newId()
-      const access = { [guild]: "*" as const }
-      const observerUser = newId()
-      const observer = yield* b.connectReady(observerUser, access)
-      yield* subscribe(observer, guild, channel)
-
-      const onA = yield* a.connectReady(user, access)
-      expect(presenceOf(yield* subscribe(onA, guild, channel), user)).toEqual(["online"])
-      expect(presenceOf([yield* observer.next("online over the bus")], user)).toEqual(["online"])
-
-      const onB = yield* b.connectReady(user, access)
-      const second = yield* subscribe(onB, guild, channel)
-      expect(presenceOf(second, user)).toEqual([])
-      // The snapshot is the cluster's: the observer (node B) and the user (both nodes).
-      const sync = second.find((frame) => frame.t === "presence_sync")!
-      expect([...(sync.d["user_ids"] as Array<string>)].sort()).toEqual([observerUser, user].sort())
-      yield* expectMarkerNext(a, guild, channel, [observer])
-      yield* expectMarkerNext(b, guild, channel, [observer])
-
-      // One node lets go: still online (the other node holds the user).
-      onA.socket.close()
-      yield* Effect.gen(function* () {
-        const deadline = Date.now() + 5_000
-        while ((yield* presenceCount(redis, guild, user)) !== 1) {
-          if (Date.now() > deadline)
-            return yield* Effect.die(new Error("deadline: node A's holding released"))
-          yield* Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve)))
-        }
-      })
-      yield* expectMarkerNext(a, guild, channel, [observer])
-
-      // The last one lets go: offline, once.
-      onB.socket.close()
-      expect(presenceOf([yield* observer.next("offline")], user)).toEqual(["offline"])
-      yield* expectMarkerNext(a, guild, channel, [observer])
-      yield* expectMarkerNext(b, guild, channel, [observer])
-      expect(yield* presenceCount(redis, guild, user)).toBe(0)
-    })
-  )
-
-  it.scoped("a member removed on one node loses its subscriptions on another node; offline once", () =>
-    Effect.gen(function* () {
-      const redis = yield* startRedis
-      const a = yield* startChatNode(redis)
-      const b = yield* startChatNode(redis)
-      const [guild, channel, otherGuild, otherChannel] = [newId(), newId(), newId(), newId()]
-      const user = newId()
-      const observer = yield* a.connectReady(newId(), { [guild]: "*" })
-      yield* subscribe(observer, guild, channel)
-      const member = yield* b.connectReady(user, { [guild]: "*", [otherGuild]: "*" })
-      yield* subscribe(member, guild, channel)
-      yield* subscribe(member, otherGuild, otherChannel)
-      expect(presenceOf([yield* observer.next("member online")], user)).toEqual(["online"])
-
-      yield* a.gateway.publish(
-        WorkspaceMemberRemove,
-        typed(WorkspaceMemberRemove, {
-          guild_id: guild,
-          user_id: user,
-          reason: "kick",
-          removed_at_unix: BASE_UNIX
-        })
-      )
-      expect((yield* member.next("remove")).t).toBe("workspace_member_remove")
-      expect((yield* observer.next("remove")).t).toBe("workspace_member_remove")
-      // Node B revoked its connection after delivering the remove: nothing of the guild reaches it.
-      yield* a.gateway.publish(MessageCreate, message(guild, channel, "after removal"))
-      yield* expectMarkerNext(a, otherGuild, otherChannel, [member])
-      expect((yield* observer.next("after removal")).d["content"]).toBe("after removal")
-      // Offline exactly once (announced by node B, whose connection held the user).
-      expect(presenceOf([yield* observer.next("offline")], user)).toEqual(["offline"])
-      yield* expectMarkerNext(b, guild, channel, [observer])
-    })
-  )
-
-  it.scoped(
-    "a SIGKILLed node's users go offline within the node TTL plus one heartbeat (TestClock on the survivor)",
-    () =>
+describe.skipIf(!hasRedisServer).each(BACKENDS)(
+  "cluster presence and revocation on $backend",
+  ({ start }) => {
+    it.scoped("a user connected on two nodes comes online once and goes offline once", () =>
       Effect.gen(function* () {
-        const redis = yield* startRedis
-        const survivor = yield* startChatNode(redis)
-        const port = yield* freePort
-        const child = spawn(process.execPath, ["--import", "tsx", "src/server/main.ts"], {
-          env: {
-            ...Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith("GATEWAY_"))),
+        const redis = yield* start
+        const a = yield* startChatNode(redis)
+        const b = yield* startChatNode(redis)
+        const [guild, channel] = [newId(), newId()]
+        const user = newId()
+        const access = { [guild]: "*" as const }
+        const observerUser = newId()
+        const observer = yield* b.connectReady(observerUser, access)
+        yield* subscribe(observer, guild, channel)
+
+        const onA = yield* a.connectReady(user, access)
+        expect(presenceOf(yield* subscribe(onA, guild, channel), user)).toEqual(["online"])
+        expect(presenceOf([yield* observer.next("online over the bus")], user)).toEqual(["online"])
+
+        const onB = yield* b.connectReady(user, access)
+        const second = yield* subscribe(onB, guild, channel)
+        expect(presenceOf(second, user)).toEqual([])
+        // The snapshot is the cluster's: the observer (node B) and the user (both nodes).
+        const sync = second.find((frame) => frame.t === "presence_sync")!
+        expect([...(sync.d["user_ids"] as Array<string>)].sort()).toEqual([observerUser, user].sort())
+        yield* expectMarkerNext(a, guild, channel, [observer])
+        yield* expectMarkerNext(b, guild, channel, [observer])
+
+        // One node lets go: still online (the other node holds the user).
+        onA.socket.close()
+        yield* Effect.gen(function* () {
+          const deadline = Date.now() + 5_000
+          while ((yield* presenceCount(redis, guild, user)) !== 1) {
+            if (Date.now() > deadline)
+              return yield* Effect.die(new Error("deadline: node A's holding released"))
+            yield* Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve)))
+          }
+        })
+        yield* expectMarkerNext(a, guild, channel, [observer])
+
+        // The last one lets go: offline, once.
+        onB.socket.close()
+        expect(presenceOf([yield* observer.next("offline")], user)).toEqual(["offline"])
+        yield* expectMarkerNext(a, guild, channel, [observer])
+        yield* expectMarkerNext(b, guild, channel, [observer])
+        expect(yield* presenceCount(redis, guild, user)).toBe(0)
+      })
+    )
+
+    it.scoped("a member removed on one node loses its subscriptions on another node; offline once", () =>
+      Effect.gen(function* () {
+        const redis = yield* start
+        const a = yield* startChatNode(redis)
+        const b = yield* startChatNode(redis)
+        const [guild, channel, otherGuild, otherChannel] = [newId(), newId(), newId(), newId()]
+        const user = newId()
+        const observer = yield* a.connectReady(newId(), { [guild]: "*" })
+        yield* subscribe(observer, guild, channel)
+        const member = yield* b.connectReady(user, { [guild]: "*", [otherGuild]: "*" })
+        yield* subscribe(member, guild, channel)
+        yield* subscribe(member, otherGuild, otherChannel)
+        expect(presenceOf([yield* observer.next("member online")], user)).toEqual(["online"])
+
+        yield* a.gateway.publish(
+          WorkspaceMemberRemove,
+          typed(WorkspaceMemberRemove, {
+            guild_id: guild,
+            user_id: user,
+            reason: "kick",
+            removed_at_unix: BASE_UNIX
+          })
+        )
+        expect((yield* member.next("remove")).t).toBe("workspace_member_remove")
+        expect((yield* observer.next("remove")).t).toBe("workspace_member_remove")
+        // Node B revoked its connection after delivering the remove: nothing of the guild reaches it.
+        yield* a.gateway.publish(MessageCreate, message(guild, channel, "after removal"))
+        yield* expectMarkerNext(a, otherGuild, otherChannel, [member])
+        expect((yield* observer.next("after removal")).d["content"]).toBe("after removal")
+        // Offline exactly once (announced by node B, whose connection held the user).
+        expect(presenceOf([yield* observer.next("offline")], user)).toEqual(["offline"])
+        yield* expectMarkerNext(b, guild, channel, [observer])
+      })
+    )
+
+    it.scoped(
+      "a SIGKILLed node's users go offline within the node TTL plus one heartbeat (TestClock on the survivor)",
+      () =>
+        Effect.gen(function* () {
+          const redis = yield* start
+          const survivor = yield* startChatNode(redis)
+          const port = yield* freePort
+          const doomedNode = yield* startNodeProcess({
             GATEWAY_PORT: String(port),
             GATEWAY_JWT_SECRET: Redacted.value(SECRET),
             GATEWAY_PUBLISH_KEY: PUBLISH_KEY,
-            GATEWAY_REDIS_URL: redis.url,
+            ...redisEnv(redis),
             GATEWAY_BUS_SECRET: BUS_SECRET,
             GATEWAY_NODE_TTL_SECS: String(NODE_TTL_SECONDS)
-          }
-        })
-        const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()))
-        yield* Effect.addFinalizer(() =>
-          Effect.promise(async () => {
-            child.kill("SIGKILL")
-            await exited
           })
-        )
-        let output = ""
-        yield* Effect.promise(
-          () =>
-            new Promise<void>((resolve, reject) => {
-              const timer = setTimeout(
-                () => reject(new Error(`deadline: node listening\n${output}`)),
-                START_DEADLINE_MS
-              )
-              const onData = (chunk: Buffer) => {
-                output += chunk.toString()
-                if (output.includes("filament-gateway listening on")) {
-                  clearTimeout(timer)
-                  resolve()
-                }
-              }
-              child.stdout.on("data", onData)
-              child.stderr.on("data", onData)
-            })
-        )
 
-        const [guild, channel] = [newId(), newId()]
-        const user = newId()
-        const observer = yield* survivor.connectReady(newId(), { [guild]: "*" })
-        yield* subscribe(observer, guild, channel)
+          const [guild, channel] = [newId(), newId()]
+          const user = newId()
+          const observer = yield* survivor.connectReady(newId(), { [guild]: "*" })
+          yield* subscribe(observer, guild, channel)
 
-        const token = yield* Auth.signToken({
-          secret: SECRET,
-          userId: user,
-          expiresAt: Math.floor(Date.now() / 1000) + 3600,
-          guilds: { [guild]: "*" }
+          const token = yield* Auth.signToken({
+            secret: SECRET,
+            userId: user,
+            expiresAt: Math.floor(Date.now() / 1000) + 3600,
+            guilds: { [guild]: "*" }
+          })
+          const doomed = new TestClient(
+            new WebSocket(`ws://127.0.0.1:${port}/gateway/ws?access_token=${token}`)
+          )
+          yield* doomed.nextOfType("ready")
+          yield* subscribe(doomed, guild, channel)
+          expect(presenceOf([yield* observer.next("online over the bus")], user)).toEqual(["online"])
+
+          const killedAt = Date.now()
+          yield* doomedNode.kill
+          // The dead node's last heartbeat is at most one period (TTL / 3) before the kill: by the
+          // survivor's clock, TTL + one period after the kill it has been reaped.
+          yield* TestClock.setTime(killedAt + (NODE_TTL_SECONDS * 1000 * 4) / 3 + 1)
+          expect(presenceOf([yield* observer.next("offline after reaping")], user)).toEqual(["offline"])
+          yield* expectMarkerNext(survivor, guild, channel, [observer])
+          expect(yield* presenceCount(redis, guild, user)).toBe(0)
         })
-        const doomed = new TestClient(
-          new WebSocket(`ws://127.0.0.1:${port}/gateway/ws?access_token=${token}`)
-        )
-        yield* doomed.nextOfType("ready")
-        yield* subscribe(doomed, guild, channel)
-        expect(presenceOf([yield* observer.next("online over the bus")], user)).toEqual(["online"])
-
-        const killedAt = Date.now()
-        child.kill("SIGKILL")
-        yield* Effect.promise(() => exited)
-        // The dead node's last heartbeat is at most one period (TTL / 3) before the kill: by the
-        // survivor's clock, TTL + one period after the kill it has been reaped.
-        yield* TestClock.setTime(killedAt + (NODE_TTL_SECONDS * 1000 * 4) / 3 + 1)
-        expect(presenceOf([yield* observer.next("offline after reaping")], user)).toEqual(["offline"])
-        yield* expectMarkerNext(survivor, guild, channel, [observer])
-        expect(yield* presenceCount(redis, guild, user)).toBe(0)
-      })
-  )
-})
+    )
+  }
+)

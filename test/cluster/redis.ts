@@ -106,6 +106,12 @@ export const startRedis = Effect.gen(function* () {
   return server
 }).pipe(Effect.orDie)
 
+/** The environment that joins a node process to `redis`. */
+export const redisEnv = (redis: RedisBackend): Record<string, string> => ({
+  GATEWAY_REDIS_URL: Redacted.value(redis.endpoint.urls).join(","),
+  GATEWAY_REDIS_CLUSTER: String(redis.endpoint.cluster)
+})
+
 /** Plain connections to each node, for the setup commands. */
 const connectTo = (port: number) =>
   Effect.acquireRelease(
@@ -179,3 +185,12 @@ export const startRedisCluster = Effect.gen(function* () {
   }
   return cluster
 }).pipe(Effect.orDie)
+
+/** The two backends the multi-node tests run on. */
+export const BACKENDS: ReadonlyArray<{
+  readonly backend: string
+  readonly start: Effect.Effect<RedisBackend, never, Scope.Scope>
+}> = [
+  { backend: "one Redis", start: startRedis },
+  { backend: "a Redis Cluster", start: startRedisCluster }
+]

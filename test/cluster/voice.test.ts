@@ -1,7 +1,8 @@
 /**
- * The voice participant projection across nodes with a real `redis-server`: a join, a stream and an
- * update published on different nodes make one snapshot; the caps are the cluster's; an expiry is
- * announced once, by the node whose lazy prune removed it (TestClock).
+ * The voice participant projection across nodes with a real `redis-server` and with a real
+ * three-master Redis Cluster: a join, a stream and an update published on different nodes make one
+ * snapshot; the caps are the cluster's; an expiry is announced once, by the node whose lazy prune
+ * removed it (TestClock).
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Duration, Effect, TestClock } from "effect"
@@ -12,7 +13,7 @@ import {
 } from "../../src/protocol/events/voice.js"
 import { BASE_UNIX, newId, publishHttp, typed, type TestClient } from "../server/harness.js"
 import { expectMarkerNext, startClusterNode, subscribe } from "./chat.js"
-import { hasRedisServer, startRedis } from "./redis.js"
+import { BACKENDS, hasRedisServer } from "./redis.js"
 
 const participantOf = (userId: string, guildId: string, channelId: string) => ({
   user_id: userId,
@@ -46,10 +47,10 @@ const cameOnline = (clients: ReadonlyArray<TestClient>, user: string) =>
     { discard: true }
   )
 
-describe.skipIf(!hasRedisServer)("cluster voice snapshots", () => {
+describe.skipIf(!hasRedisServer).each(BACKENDS)("cluster voice snapshots on $backend", ({ start }) => {
   it.scoped("one projection for the cluster: snapshot, caps and a single expiry announcement", () =>
     Effect.gen(function* () {
-      const redis = yield* startRedis
+      const redis = yield* start
       const a = yield* startClusterNode(redis, quiet)
       const b = yield* startClusterNode(redis, quiet)
       const [guild, voice] = [newId(), newId()]
