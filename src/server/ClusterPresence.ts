@@ -7,7 +7,8 @@
  * `Clock`, every third of `GATEWAY_NODE_TTL_SECS`) and reaps nodes whose heartbeat is older than the
  * TTL: for each guild the dead node held someone in, one script removes its holdings there and
  * returns the users that went offline, which the reaping node announces (`presence_update` offline)
- * — exactly once, since the script deletes what it reaps. A SIGKILLed node's users are therefore offline within TTL + one heartbeat period.
+ * — exactly once, since the script deletes what it reaps. A SIGKILLed node's users are therefore
+ * offline within TTL + one heartbeat period.
  *
  * Keys: one hash slot per guild (hash tag `{g:<guild>}`), so every script touches keys of one slot
  * and runs on a Redis Cluster as on one Redis: `filament:{g:<guild>}:presence` (hash user -> holding
