@@ -43,8 +43,8 @@ const userGuildsKey = (userId: string) => `filament:voice:user:${userId}`
 
 /**
  * For the guild's scripts that remove: ARGV[1] is the guild's key prefix, KEYS[1] a key of the guild
- * (every script's first key routes it to the guild's shard). `drop` collects the removed (channel, entry) pairs and the channels
- * it left empty, for the caller to untrack.
+ * (every script's first key routes it to the guild's shard). `drop` collects the removed (channel,
+ * entry) pairs and the channels it left empty, for the caller to untrack.
  */
 const PREFIX = `
 local P = ARGV[1]
