@@ -6,8 +6,9 @@
  *
  * Two layers: `layerMemory` (one node: nothing to carry) and `layerRedis` (Redis pub/sub, sharded
  * `SSUBSCRIBE`/`SPUBLISH` on Redis >= 7; on a Redis Cluster each topic lives on the shard owning
- * its slot, and the outage handling below follows the cluster client's overall state). A node subscribes only to the topics it has local interest
- * in — one per guild with a local subscription, one per locally connected user — so its bus traffic
+ * its slot, and the outage handling below follows the cluster client's overall state). A node
+ * subscribes only to the topics it has local interest in — one per guild with a local subscription,
+ * one per locally connected user — so its bus traffic
  * follows its interest, not the cluster's size. Every message is HMAC-signed with the bus secret and
  * size-capped; whatever fails a check is dropped and counted, so a foreign Redis client cannot put
  * events into sockets. Redis pub/sub is at-most-once: during an outage local delivery goes on,
