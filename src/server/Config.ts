@@ -5,7 +5,18 @@
  */
 import { randomBytes } from "node:crypto"
 import { availableParallelism } from "node:os"
-import { Config, ConfigError, Context, Duration, Effect, Either, Layer, Option, Redacted } from "effect"
+import {
+  Config,
+  ConfigError,
+  Context,
+  Duration,
+  Effect,
+  Either,
+  Layer,
+  LogLevel,
+  Option,
+  Redacted
+} from "effect"
 import { MAX_EVENT_BYTES } from "../protocol/Envelope.js"
 import { MAX_PRESENCE_SYNC_USER_IDS, MAX_VOICE_PARTICIPANTS } from "../protocol/Shapes.js"
 import { parseCidrs, type Cidr } from "./HttpLimits.js"
@@ -75,7 +86,13 @@ export interface GatewayConfigShape {
   readonly voiceSweep: Duration.Duration
   /** Migration window: also emit the deprecated `workspace_channel_override_update` (legacy first). */
   readonly dualEmitLegacyOverride: boolean
+  /** Log records below this level are not written. */
+  readonly logLevel: LogLevel.LogLevel
+  /** How log records are written to stdout: `pretty` (for people), `logfmt` or one JSON object per line. */
+  readonly logFormat: LogFormat
 }
+
+export type LogFormat = "pretty" | "logfmt" | "json"
 
 /** Where the nodes' Redis is: one server, or the seed nodes of a Redis Cluster. */
 export interface RedisEndpoint {
@@ -213,7 +230,34 @@ export const config: Config.Config<GatewayConfigShape> = Config.all({
   ),
   voiceParticipantLifetime: seconds("GATEWAY_VOICE_PARTICIPANT_TTL_SECS", 300),
   voiceSweep: seconds("GATEWAY_VOICE_SWEEP_SECS", 15),
-  dualEmitLegacyOverride: Config.boolean("GATEWAY_DUAL_EMIT_LEGACY_OVERRIDE").pipe(Config.withDefault(false))
+  dualEmitLegacyOverride: Config.boolean("GATEWAY_DUAL_EMIT_LEGACY_OVERRIDE").pipe(Config.withDefault(false)),
+  logLevel: Config.string("GATEWAY_LOG_LEVEL").pipe(
+    Config.withDefault("info"),
+    Config.mapOrFail((text) => {
+      const level = LogLevel.allLevels.find((level) => level.label === text.toUpperCase())
+      return level === undefined
+        ? Either.left(
+            ConfigError.InvalidData(
+              ["GATEWAY_LOG_LEVEL"],
+              `GATEWAY_LOG_LEVEL must be one of trace, debug, info, warn, error, fatal, off (got "${text}")`
+            )
+          )
+        : Either.right(level)
+    })
+  ),
+  logFormat: Config.string("GATEWAY_LOG_FORMAT").pipe(
+    Config.withDefault("pretty"),
+    Config.mapOrFail((text): Either.Either<LogFormat, ConfigError.ConfigError> =>
+      text === "pretty" || text === "logfmt" || text === "json"
+        ? Either.right(text)
+        : Either.left(
+            ConfigError.InvalidData(
+              ["GATEWAY_LOG_FORMAT"],
+              `GATEWAY_LOG_FORMAT must be pretty, logfmt or json (got "${text}")`
+            )
+          )
+    )
+  )
 }).pipe(
   Config.mapOrFail(({ busSecret, jwtSecret, publishKey, redisCluster, redisUrl, ...rest }) => {
     if (Option.isSome(redisUrl) && Option.isNone(busSecret)) {

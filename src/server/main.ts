@@ -5,8 +5,8 @@
  */
 import cluster, { type Worker } from "node:cluster"
 import { NodeRuntime } from "@effect/platform-node"
-import { Clock, Console, Duration, Effect, Layer, Redacted } from "effect"
-import type { GatewayConfigShape } from "./Config.js"
+import { Clock, Console, Duration, Effect, Layer, Logger, Redacted } from "effect"
+import type { GatewayConfigShape, LogFormat } from "./Config.js"
 import * as Auth from "./Auth.js"
 import * as Config from "./Config.js"
 import { GatewayConfig } from "./Config.js"
@@ -111,11 +111,25 @@ const supervise = (config: GatewayConfigShape) =>
     return yield* Effect.never
   })
 
+/** Each replaces Effect's default logger (runMain's own pretty logger is turned off below). */
+const LOGGERS: Record<LogFormat, Layer.Layer<never>> = {
+  pretty: Logger.pretty,
+  logfmt: Logger.logFmt,
+  json: Logger.json
+}
+
+/** `GATEWAY_LOG_FORMAT` and `GATEWAY_LOG_LEVEL` for everything the process logs, layers included. */
+const logging = (config: GatewayConfigShape) =>
+  Layer.merge(LOGGERS[config.logFormat], Logger.minimumLogLevel(config.logLevel))
+
 const main = Effect.gen(function* () {
   // Read (and validated) once here, so a refused configuration never forks anything.
   const config = yield* Config.make
-  if (cluster.isPrimary && config.workers > 1) return yield* Effect.scoped(supervise(config))
-  return yield* program.pipe(Effect.provide(MainLive))
+  const run =
+    cluster.isPrimary && config.workers > 1
+      ? Effect.scoped(supervise(config))
+      : program.pipe(Effect.provide(MainLive))
+  return yield* run.pipe(Effect.provide(logging(config)))
 })
 
-NodeRuntime.runMain(main)
+NodeRuntime.runMain(main, { disablePrettyLogger: true })

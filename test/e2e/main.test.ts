@@ -92,3 +92,66 @@ describe("npm start (dev mode)", () => {
     }
   })
 })
+
+describe("npm start (logging)", () => {
+  it("GATEWAY_LOG_FORMAT=json, GATEWAY_LOG_LEVEL=debug: every stdout line is one JSON record, debug included", async () => {
+    const child = spawn(process.execPath, ["--import", "tsx", "src/server/main.ts"], {
+      env: {
+        ...withoutGatewayKeys(process.env),
+        GATEWAY_PORT: "0",
+        GATEWAY_JWT_SECRET: "j".repeat(32),
+        GATEWAY_PUBLISH_KEY: "p".repeat(32),
+        GATEWAY_LOG_FORMAT: "json",
+        GATEWAY_LOG_LEVEL: "debug"
+      },
+      stdio: ["ignore", "pipe", "pipe"]
+    })
+    const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)))
+    try {
+      let stdout = ""
+      const waiters: Array<() => void> = []
+      child.stdout.on("data", (chunk: Buffer) => {
+        stdout += chunk.toString()
+        waiters.splice(0).forEach((wake) => wake())
+      })
+      const records = () =>
+        stdout
+          .split("\n")
+          .filter((line) => line !== "")
+          .map((line) => JSON.parse(line) as { message: unknown; logLevel: string })
+      const recordWith = (text: string) =>
+        within(
+          text,
+          new Promise<{ message: unknown; logLevel: string }>((resolve) => {
+            const check = () => {
+              const found = stdout.includes(text)
+                ? records().find((r) => String(r.message).includes(text))
+                : undefined
+              if (found) resolve(found)
+              else waiters.push(check)
+            }
+            check()
+          })
+        )
+      const listening = await recordWith("filament-gateway listening on")
+      expect(listening.logLevel).toBe("INFO")
+      const port = /:(\d+) \(WebSocket/.exec(String(listening.message))?.[1]
+      const refused = await within(
+        "401",
+        new Promise<number>((resolve) => {
+          const socket = new WebSocket(`ws://127.0.0.1:${port}/gateway/ws?access_token=not-a-token`)
+          socket.once("unexpected-response", (_request, response) => resolve(response.statusCode ?? 0))
+          socket.once("error", () => undefined)
+        })
+      )
+      expect(refused).toBe(401)
+      expect((await recordWith("gateway.auth.rejected")).logLevel).toBe("DEBUG")
+      child.kill("SIGTERM")
+      expect(await within("exit", exited)).toBe(0)
+      // Every line written, to the last one, is a JSON record.
+      expect(records().length).toBeGreaterThanOrEqual(2)
+    } finally {
+      child.kill("SIGKILL")
+    }
+  })
+})

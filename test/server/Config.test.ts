@@ -1,6 +1,6 @@
 /** GatewayConfig from the environment: defaults, validation naming the key, dev mode. */
 import { describe, expect, it } from "@effect/vitest"
-import { ConfigProvider, Duration, Effect, Either, Redacted } from "effect"
+import { ConfigProvider, Duration, Effect, Either, LogLevel, Redacted } from "effect"
 import * as Config from "../../src/server/Config.js"
 
 const load = (env: Record<string, string>) =>
@@ -64,7 +64,9 @@ describe("GatewayConfig", () => {
         ["GATEWAY_INGRESS_EVENTS_PER_WINDOW", "many"],
         ["GATEWAY_INGRESS_WINDOW_SECS", "0"],
         ["GATEWAY_PORT", "70000"],
-        ["GATEWAY_JWT_SECRET", "short"]
+        ["GATEWAY_JWT_SECRET", "short"],
+        ["GATEWAY_LOG_LEVEL", "warning"],
+        ["GATEWAY_LOG_FORMAT", "JSON"]
       ]
       for (const [key, value] of cases) {
         const result = yield* load({ GATEWAY_JWT_SECRET: SECRET, GATEWAY_PUBLISH_KEY: KEY, [key]: value })
@@ -94,6 +96,22 @@ describe("GatewayConfig", () => {
       expect(
         String(Either.getLeft(result).pipe((left) => (left._tag === "Some" ? left.value : "")))
       ).toContain("GATEWAY_PUBLISH_KEY")
+    })
+  )
+
+  it.effect("logging: pretty at info by default; GATEWAY_LOG_LEVEL in any case, GATEWAY_LOG_FORMAT", () =>
+    Effect.gen(function* () {
+      const base = { GATEWAY_JWT_SECRET: SECRET, GATEWAY_PUBLISH_KEY: KEY }
+      const defaults = Either.getOrThrow(yield* load(base))
+      expect([defaults.logLevel, defaults.logFormat]).toEqual([LogLevel.Info, "pretty"])
+      const chosen = Either.getOrThrow(
+        yield* load({ ...base, GATEWAY_LOG_LEVEL: "DEBUG", GATEWAY_LOG_FORMAT: "json" })
+      )
+      expect([chosen.logLevel, chosen.logFormat]).toEqual([LogLevel.Debug, "json"])
+      const quiet = Either.getOrThrow(
+        yield* load({ ...base, GATEWAY_LOG_LEVEL: "off", GATEWAY_LOG_FORMAT: "logfmt" })
+      )
+      expect([quiet.logLevel, quiet.logFormat]).toEqual([LogLevel.None, "logfmt"])
     })
   )
 })
