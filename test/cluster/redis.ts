@@ -80,6 +80,17 @@ const stop = (child: ChildProcess) =>
     child.kill("SIGKILL")
   })
 
+/** A plain connection to one server (closed with the scope), e.g. to inject foreign messages. */
+const connectTo = (port: number) =>
+  Effect.acquireRelease(
+    Effect.promise(async () => {
+      const redis = new Redis(port, "127.0.0.1", { lazyConnect: true, maxRetriesPerRequest: 1 })
+      await redis.connect()
+      return redis
+    }),
+    (redis) => Effect.sync(() => redis.disconnect(false))
+  )
+
 export const startRedis = Effect.gen(function* () {
   const port = yield* freePort
   let child = yield* launch(port)
@@ -93,15 +104,7 @@ export const startRedis = Effect.gen(function* () {
     start: Effect.map(Effect.orDie(launch(port)), (next) => {
       child = next
     }),
-    client: () =>
-      Effect.acquireRelease(
-        Effect.promise(async () => {
-          const redis = new Redis(port, "127.0.0.1", { lazyConnect: true, maxRetriesPerRequest: 1 })
-          await redis.connect()
-          return redis
-        }),
-        (redis) => Effect.sync(() => redis.disconnect(false))
-      )
+    client: () => connectTo(port)
   }
   return server
 }).pipe(Effect.orDie)
@@ -111,17 +114,6 @@ export const redisEnv = (redis: RedisBackend): Record<string, string> => ({
   GATEWAY_REDIS_URL: Redacted.value(redis.endpoint.urls).join(","),
   GATEWAY_REDIS_CLUSTER: String(redis.endpoint.cluster)
 })
-
-/** Plain connections to each node, for the setup commands. */
-const connectTo = (port: number) =>
-  Effect.acquireRelease(
-    Effect.promise(async () => {
-      const redis = new Redis(port, "127.0.0.1", { lazyConnect: true, maxRetriesPerRequest: 1 })
-      await redis.connect()
-      return redis
-    }),
-    (redis) => Effect.sync(() => redis.disconnect(false))
-  )
 
 /** The three masters' slot ranges: the whole 0..16383 once. */
 const SLOT_RANGES = [
