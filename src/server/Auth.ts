@@ -4,12 +4,15 @@
  * optional `guilds` claim mapping a guild ULID to a list of channel ULIDs or `"*"`. The signature
  * check is synchronous `node:crypto` HMAC (~5 µs): WebCrypto, which `jose` uses, costs a threadpool
  * round trip per connect and left ~1.5 KB of resident memory behind per verification. `exp` and `nbf`
- * are checked against the Effect `Clock`, so expiry is testable with `TestClock`.
+ * are checked against the Effect `Clock`, so expiry is testable with `TestClock`. During a secret
+ * rotation (`GATEWAY_JWT_PREVIOUS_SECRET`) a token whose signature matches only the previous secret
+ * is accepted too and counted.
  */
-import { Clock, Context, Effect, Either, Layer, ParseResult, Redacted, Schema } from "effect"
-import { createSigner, createVerifier } from "fast-jwt"
+import { Clock, Context, Effect, Either, Layer, Option, ParseResult, Redacted, Schema } from "effect"
+import { createSigner, createVerifier, TokenError } from "fast-jwt"
 import { ChannelId, GuildId, UserId, ingress } from "../protocol/Ids.js"
 import { GatewayConfig } from "./Config.js"
+import { GatewayMetrics } from "./Metrics.js"
 import { Unauthorized } from "./Errors.js"
 
 /** Channels of a guild the principal may use: all (`"*"`) or a listed set. */
@@ -89,9 +92,8 @@ const makeToPrincipal = () => {
     })
 }
 
-/** The default verifier: JWT HS256 with a shared secret. */
-export const makeJwt = (secret: Redacted.Redacted<string>): TokenVerifierShape => {
-  const checkSignature = createVerifier({
+const signatureChecker = (secret: Redacted.Redacted<string>) =>
+  createVerifier({
     key: Buffer.from(Redacted.value(secret)),
     algorithms: ["HS256"],
     requiredClaims: ["exp", "sub"],
@@ -99,6 +101,28 @@ export const makeJwt = (secret: Redacted.Redacted<string>): TokenVerifierShape =
     ignoreExpiration: true,
     ignoreNotBefore: true
   })
+
+export interface JwtRotation {
+  /** Tokens signed with this secret are accepted too, while clients move to the new one. */
+  readonly previousSecret: Redacted.Redacted<string>
+  /** Called for each token accepted with the previous secret (the rotation's progress). */
+  readonly onPreviousSecret: () => void
+}
+
+/** The default verifier: JWT HS256 with a shared secret (and, during a rotation, the previous one). */
+export const makeJwt = (secret: Redacted.Redacted<string>, rotation?: JwtRotation): TokenVerifierShape => {
+  const current = signatureChecker(secret)
+  const previous = rotation === undefined ? undefined : signatureChecker(rotation.previousSecret)
+  /** The claims, and whether only the previous secret's signature matched. */
+  const checkSignature = (token: string): { readonly claims: unknown; readonly viaPrevious: boolean } => {
+    try {
+      return { claims: current(token), viaPrevious: false }
+    } catch (error) {
+      const otherKey = error instanceof TokenError && error.code === TokenError.codes.invalidSignature
+      if (previous === undefined || !otherKey) throw error
+      return { claims: previous(token), viaPrevious: true }
+    }
+  }
   const toPrincipal = makeToPrincipal()
   return {
     verify: (token) =>
@@ -107,21 +131,33 @@ export const makeJwt = (secret: Redacted.Redacted<string>): TokenVerifierShape =
           return yield* new Unauthorized({ reason: "missing_token", detail: "no access token" })
         }
         const now = yield* Clock.currentTimeMillis
-        const claims = yield* Effect.try({
-          try: (): unknown => checkSignature(token),
+        const { claims, viaPrevious } = yield* Effect.try({
+          try: () => checkSignature(token),
           catch: (error) => new Unauthorized({ reason: "invalid_token", detail: String(error) })
         })
-        return yield* Either.mapLeft(
+        const principal = yield* Either.mapLeft(
           toPrincipal(claims, now),
           (detail) => new Unauthorized({ reason: "invalid_token", detail })
         )
+        if (viaPrevious) rotation?.onPreviousSecret()
+        return principal
       })
   }
 }
 
-export const layerJwt: Layer.Layer<TokenVerifier, never, GatewayConfig> = Layer.effect(
+export const layerJwt: Layer.Layer<TokenVerifier, never, GatewayConfig | GatewayMetrics> = Layer.effect(
   TokenVerifier,
-  Effect.map(GatewayConfig, (config) => makeJwt(config.jwtSecret))
+  Effect.gen(function* () {
+    const config = yield* GatewayConfig
+    const metrics = yield* GatewayMetrics
+    return makeJwt(
+      config.jwtSecret,
+      Option.match(config.jwtPreviousSecret, {
+        onNone: () => undefined,
+        onSome: (previousSecret) => ({ previousSecret, onPreviousSecret: metrics.authPreviousSecret })
+      })
+    )
+  })
 )
 
 /** Mints an access token the default verifier accepts (dev-mode sample token, tests). */

@@ -25,6 +25,8 @@ export interface GatewayConfigShape {
   readonly host: string
   readonly port: number
   readonly jwtSecret: Redacted.Redacted<string>
+  /** During a secret rotation: tokens signed with this one are accepted too (and counted). */
+  readonly jwtPreviousSecret: Option.Option<Redacted.Redacted<string>>
   readonly publishKey: Redacted.Redacted<string>
   /** True when the secret was generated because `GATEWAY_JWT_SECRET` is unset. */
   readonly devMode: boolean
@@ -161,6 +163,7 @@ export const config: Config.Config<GatewayConfigShape> = Config.all({
     Config.withDefault(8080)
   ),
   jwtSecret: secret("GATEWAY_JWT_SECRET"),
+  jwtPreviousSecret: secret("GATEWAY_JWT_PREVIOUS_SECRET"),
   publishKey: secret("GATEWAY_PUBLISH_KEY"),
   maxEventBytes: positiveInt("GATEWAY_MAX_EVENT_BYTES", MAX_EVENT_BYTES, MAX_EVENT_BYTES),
   outboundQueue: positiveInt("GATEWAY_OUTBOUND_QUEUE", 256),
@@ -281,6 +284,14 @@ export const config: Config.Config<GatewayConfigShape> = Config.all({
         ConfigError.MissingData(
           ["GATEWAY_JWT_SECRET"],
           `GATEWAY_WORKERS=${rest.workers} needs GATEWAY_JWT_SECRET: every worker must accept the same tokens`
+        )
+      )
+    }
+    if (Option.isSome(rest.jwtPreviousSecret) && Option.isNone(jwtSecret)) {
+      return Either.left(
+        ConfigError.MissingData(
+          ["GATEWAY_JWT_SECRET"],
+          "GATEWAY_JWT_PREVIOUS_SECRET is set without GATEWAY_JWT_SECRET (a rotation needs the new secret)"
         )
       )
     }

@@ -497,10 +497,9 @@ export const layerDefaults = Layer.mergeAll(
     // Presence and voice are in Redis (with the dead-node reaper above) when GATEWAY_REDIS_URL is set.
     Layer.provideMerge(Layer.mergeAll(ClusterPresence.layer, ClusterVoice.layer, Registry.layer)),
     // The bus follows the registry's interest: built from the config (Redis or in-memory).
-    Layer.provideMerge(Bus.layer),
-    Layer.provideMerge(Metrics.layer)
+    Layer.provideMerge(Bus.layer)
   )
-)
+).pipe(Layer.provideMerge(Metrics.layer))
 
 /** Gateway + default services; provide a `GatewayConfig` (e.g. `Config.layer`). */
 export const layerDefault = layer.pipe(Layer.provideMerge(layerDefaults))

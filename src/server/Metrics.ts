@@ -120,6 +120,11 @@ const FAMILIES = [
     help: "presence_sync snapshots cut at the id bound.",
     type: "counter"
   },
+  {
+    name: "filament_auth_previous_secret_total",
+    help: "Tokens accepted with GATEWAY_JWT_PREVIOUS_SECRET (a secret rotation in progress).",
+    type: "counter"
+  },
   { name: "filament_gateway_connections", help: "Open gateway connections.", type: "gauge" },
   { name: "filament_gateway_subscriptions", help: "Channel subscriptions held.", type: "gauge" },
   {
@@ -191,6 +196,7 @@ export interface GatewayMetricsShape {
   readonly revocation: (eventType: RevocationEvent, connections: number) => void
   readonly voicePublishRefused: (reason: VoiceRefusalReason) => void
   readonly presenceSyncTruncated: () => void
+  readonly authPreviousSecret: () => void
   readonly connectionRejected: (reason: ConnectionRejectReason) => void
   readonly subscribeRejected: (reason: SubscribeRejectReason) => void
   readonly httpRejected: (surface: HttpSurface, reason: HttpRejectReason) => void
@@ -292,6 +298,7 @@ export const make = (): GatewayMetricsShape => {
   const revocations = counter("filament_gateway_revocations_total")
   const voicePublishRefused = counter("filament_voice_publish_refused_total")
   const presenceSyncTruncated = counter("filament_presence_sync_truncated_total")
+  const authPreviousSecret = counter("filament_auth_previous_secret_total")
   const connections = Metric.gauge("filament_gateway_connections")
   const subscriptions = Metric.gauge("filament_gateway_subscriptions")
   const fanoutDuration = Metric.histogram("filament_gateway_fanout_duration_seconds", FANOUT_BOUNDARIES)
@@ -329,6 +336,7 @@ export const make = (): GatewayMetricsShape => {
     },
     voicePublishRefused: (why) => voicePublishRefused.unsafeModify(1, reason(why)),
     presenceSyncTruncated: () => presenceSyncTruncated.unsafeModify(1, []),
+    authPreviousSecret: () => authPreviousSecret.unsafeModify(1, []),
     connectionRejected: (why) => connectionsRejected.unsafeModify(1, reason(why)),
     subscribeRejected: (why) => subscribeRejected.unsafeModify(1, reason(why)),
     httpRejected: (surface, why) => httpRejected.unsafeModify(1, surfaceReason(surface, why)),

@@ -3,7 +3,7 @@
  * answered 401 `invalid_credentials` before any upgrade, counted, and leaves no connection behind.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, HashMap, Redacted } from "effect"
+import { Effect, HashMap, Option, Redacted } from "effect"
 import { createHmac } from "node:crypto"
 import { generateKeyPair, SignJWT, UnsecuredJWT } from "jose"
 import { newId, SECRET, startGateway } from "../server/harness.js"
@@ -136,6 +136,32 @@ describe("auth abuse", () => {
       const over = yield* sign({ sub: userId, exp: inOneHour(), pad: "x".repeat(400) })
       expect(over.length).toBeGreaterThan(512)
       expect((yield* Effect.flip(harness.connect(over))).status).toBe(401)
+    })
+  )
+
+  it.scoped("secret rotation: the previous secret's tokens connect and are counted; others stay 401", () =>
+    Effect.gen(function* () {
+      const previous = "previous-secret-0123456789-0123456789"
+      const harness = yield* startGateway({ jwtPreviousSecret: Option.some(Redacted.make(previous)) })
+      const userId = newId()
+      const rotated = () => harness.metric("filament_auth_previous_secret_total", {})
+      const refused = () => harness.metric("filament_auth_failures_total", { reason: "unauthorized" })
+      const [rotatedBefore, refusedBefore] = [yield* rotated(), yield* refused()]
+      const current = yield* harness.connect(yield* sign({ sub: userId, exp: inOneHour() }))
+      yield* current.nextOfType("ready")
+      expect(yield* rotated()).toBe(rotatedBefore)
+      const old = yield* harness.connect(yield* sign({ sub: userId, exp: inOneHour() }, { secret: previous }))
+      expect((yield* old.nextOfType("ready")).d["user_id"]).toBe(userId)
+      expect(yield* rotated()).toBe(rotatedBefore + 1)
+      const unknown = yield* sign(
+        { sub: userId, exp: inOneHour() },
+        { secret: "unknown-secret-0123456789-0123456789" }
+      )
+      expect(yield* Effect.flip(harness.connect(unknown))).toEqual({
+        status: 401,
+        body: JSON.stringify({ error: "invalid_credentials" })
+      })
+      expect([yield* rotated(), yield* refused()]).toEqual([rotatedBefore + 1, refusedBefore + 1])
     })
   )
 })

@@ -77,4 +77,32 @@ describe("Auth.makeJwt", () => {
         })
       })
   )
+
+  it.effect(
+    "rotation: a token signed only with the previous secret is accepted and reported, others are not",
+    () =>
+      Effect.gen(function* () {
+        yield* TestClock.setTime(Date.now())
+        const previousSecret = Redacted.make("auth-test-previous-secret-0123456789")
+        let reported = 0
+        const rotating = makeJwt(secret, { previousSecret, onPreviousSecret: () => reported++ })
+        const signedWith = (key: Redacted.Redacted<string>, expiresAt: number) =>
+          signToken({ secret: key, userId: USER, expiresAt })
+        // The new secret: accepted, not reported.
+        yield* rotating.verify(yield* signedWith(secret, expiresAt))
+        expect(reported).toBe(0)
+        // The previous secret: accepted (same principal), reported once.
+        const old = yield* signedWith(previousSecret, expiresAt)
+        expect((yield* rotating.verify(old)).userId).toBe(USER)
+        expect(reported).toBe(1)
+        // Without the rotation the same token is refused.
+        expect((yield* Effect.flip(verifier.verify(old))).reason).toBe("invalid_token")
+        // A third secret, or an expired token of the previous one: refused, not reported.
+        const other = yield* signedWith(Redacted.make("auth-test-unknown-secret-0123456789ab"), expiresAt)
+        expect((yield* Effect.flip(rotating.verify(other))).reason).toBe("invalid_token")
+        const expired = yield* signedWith(previousSecret, Math.floor(Date.now() / 1000) - 60)
+        expect((yield* Effect.flip(rotating.verify(expired))).detail).toContain("expired")
+        expect(reported).toBe(1)
+      })
+  )
 })

@@ -1,6 +1,6 @@
 /** GatewayConfig from the environment: defaults, validation naming the key, dev mode. */
 import { describe, expect, it } from "@effect/vitest"
-import { ConfigProvider, Duration, Effect, Either, LogLevel, Redacted } from "effect"
+import { ConfigProvider, Duration, Effect, Either, LogLevel, Option, Redacted } from "effect"
 import * as Config from "../../src/server/Config.js"
 
 const load = (env: Record<string, string>) =>
@@ -65,6 +65,7 @@ describe("GatewayConfig", () => {
         ["GATEWAY_INGRESS_WINDOW_SECS", "0"],
         ["GATEWAY_PORT", "70000"],
         ["GATEWAY_JWT_SECRET", "short"],
+        ["GATEWAY_JWT_PREVIOUS_SECRET", "short"],
         ["GATEWAY_LOG_LEVEL", "warning"],
         ["GATEWAY_LOG_FORMAT", "JSON"]
       ]
@@ -113,5 +114,22 @@ describe("GatewayConfig", () => {
       )
       expect([quiet.logLevel, quiet.logFormat]).toEqual([LogLevel.None, "logfmt"])
     })
+  )
+
+  it.effect(
+    "GATEWAY_JWT_PREVIOUS_SECRET: none by default, read when set, refused without GATEWAY_JWT_SECRET",
+    () =>
+      Effect.gen(function* () {
+        const base = { GATEWAY_JWT_SECRET: SECRET, GATEWAY_PUBLISH_KEY: KEY }
+        expect(Either.getOrThrow(yield* load(base)).jwtPreviousSecret._tag).toBe("None")
+        const rotating = Either.getOrThrow(
+          yield* load({ ...base, GATEWAY_JWT_PREVIOUS_SECRET: "o".repeat(32) })
+        )
+        expect(rotating.jwtPreviousSecret.pipe(Option.map(Redacted.value))).toEqual(
+          Option.some("o".repeat(32))
+        )
+        const alone = yield* load({ GATEWAY_JWT_PREVIOUS_SECRET: "o".repeat(32) })
+        expect(String(Either.getLeft(alone).pipe(Option.getOrElse(() => "")))).toContain("GATEWAY_JWT_SECRET")
+      })
   )
 })
