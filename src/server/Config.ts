@@ -51,7 +51,13 @@ export interface GatewayConfigShape {
   /** Bound on a close handshake and on the shutdown flush. */
   readonly closeGrace: Duration.Duration
   /** The cluster bus (`GATEWAY_REDIS_URL` + `GATEWAY_BUS_SECRET`); none: one node, in-memory bus. */
-  readonly redis: Option.Option<RedisEndpoint & { readonly busSecret: Redacted.Redacted<string> }>
+  readonly redis: Option.Option<
+    RedisEndpoint & {
+      readonly busSecret: Redacted.Redacted<string>
+      /** `GATEWAY_BUS_ACCEPT_SECRET`: also accepted on received messages, while a rotation rolls out. */
+      readonly busAcceptSecret: Option.Option<Redacted.Redacted<string>>
+    }
+  >
   /** A bus message (signature, routing header, envelope) larger than this is dropped. */
   readonly busMaxMessageBytes: number
   /** A bus message published longer ago than this is dropped as stale (bounds replays too). */
@@ -181,6 +187,7 @@ export const config: Config.Config<GatewayConfigShape> = Config.all({
   redisUrl: Config.redacted("GATEWAY_REDIS_URL").pipe(Config.option),
   redisCluster: Config.boolean("GATEWAY_REDIS_CLUSTER").pipe(Config.withDefault(false)),
   busSecret: secret("GATEWAY_BUS_SECRET"),
+  busAcceptSecret: secret("GATEWAY_BUS_ACCEPT_SECRET"),
   busMaxMessageBytes: positiveInt("GATEWAY_BUS_MAX_MESSAGE_BYTES", 98_304),
   busMaxLag: seconds("GATEWAY_BUS_MAX_LAG_SECS", 30),
   busReconnectMax: seconds("GATEWAY_BUS_RECONNECT_MAX_SECS", 5),
@@ -262,77 +269,88 @@ export const config: Config.Config<GatewayConfigShape> = Config.all({
     )
   )
 }).pipe(
-  Config.mapOrFail(({ busSecret, jwtSecret, publishKey, redisCluster, redisUrl, ...rest }) => {
-    if (Option.isSome(redisUrl) && Option.isNone(busSecret)) {
-      return Either.left(
-        ConfigError.MissingData(
-          ["GATEWAY_BUS_SECRET"],
-          "GATEWAY_BUS_SECRET is required when GATEWAY_REDIS_URL is set (bus messages are HMAC-signed)"
+  Config.mapOrFail(
+    ({ busAcceptSecret, busSecret, jwtSecret, publishKey, redisCluster, redisUrl, ...rest }) => {
+      if (Option.isSome(busAcceptSecret) && Option.isNone(redisUrl)) {
+        return Either.left(
+          ConfigError.InvalidData(
+            ["GATEWAY_BUS_ACCEPT_SECRET"],
+            "GATEWAY_BUS_ACCEPT_SECRET is set without GATEWAY_REDIS_URL (there is no bus to accept it on)"
+          )
         )
-      )
-    }
-    if (rest.workers > 1 && Option.isNone(redisUrl)) {
-      return Either.left(
-        ConfigError.InvalidData(
-          ["GATEWAY_WORKERS"],
-          `GATEWAY_WORKERS=${rest.workers} needs GATEWAY_REDIS_URL: worker processes reach each other's connections only over the Redis bus`
+      }
+      if (Option.isSome(redisUrl) && Option.isNone(busSecret)) {
+        return Either.left(
+          ConfigError.MissingData(
+            ["GATEWAY_BUS_SECRET"],
+            "GATEWAY_BUS_SECRET is required when GATEWAY_REDIS_URL is set (bus messages are HMAC-signed)"
+          )
         )
-      )
-    }
-    if (rest.workers > 1 && Option.isNone(jwtSecret)) {
-      return Either.left(
-        ConfigError.MissingData(
-          ["GATEWAY_JWT_SECRET"],
-          `GATEWAY_WORKERS=${rest.workers} needs GATEWAY_JWT_SECRET: every worker must accept the same tokens`
+      }
+      if (rest.workers > 1 && Option.isNone(redisUrl)) {
+        return Either.left(
+          ConfigError.InvalidData(
+            ["GATEWAY_WORKERS"],
+            `GATEWAY_WORKERS=${rest.workers} needs GATEWAY_REDIS_URL: worker processes reach each other's connections only over the Redis bus`
+          )
         )
-      )
-    }
-    if (Option.isSome(rest.jwtPreviousSecret) && Option.isNone(jwtSecret)) {
-      return Either.left(
-        ConfigError.MissingData(
-          ["GATEWAY_JWT_SECRET"],
-          "GATEWAY_JWT_PREVIOUS_SECRET is set without GATEWAY_JWT_SECRET (a rotation needs the new secret)"
+      }
+      if (rest.workers > 1 && Option.isNone(jwtSecret)) {
+        return Either.left(
+          ConfigError.MissingData(
+            ["GATEWAY_JWT_SECRET"],
+            `GATEWAY_WORKERS=${rest.workers} needs GATEWAY_JWT_SECRET: every worker must accept the same tokens`
+          )
         )
-      )
-    }
-    // Outside dev mode the publish key must be configured: a generated key nobody knows locks the API.
-    if (Option.isSome(jwtSecret) && Option.isNone(publishKey)) {
-      return Either.left(
-        ConfigError.MissingData(
-          ["GATEWAY_PUBLISH_KEY"],
-          "GATEWAY_PUBLISH_KEY is required when GATEWAY_JWT_SECRET is set"
+      }
+      if (Option.isSome(rest.jwtPreviousSecret) && Option.isNone(jwtSecret)) {
+        return Either.left(
+          ConfigError.MissingData(
+            ["GATEWAY_JWT_SECRET"],
+            "GATEWAY_JWT_PREVIOUS_SECRET is set without GATEWAY_JWT_SECRET (a rotation needs the new secret)"
+          )
         )
-      )
-    }
-    // One Redis: the URL as given. A Redis Cluster: comma-separated seed URLs.
-    const urls = Option.map(redisUrl, (url): ReadonlyArray<string> =>
-      redisCluster
-        ? Redacted.value(url)
-            .split(",")
-            .map((seed) => seed.trim())
-            .filter((seed) => seed !== "")
-        : [Redacted.value(url)]
-    )
-    if (Option.isSome(urls) && urls.value.length === 0) {
-      return Either.left(
-        ConfigError.InvalidData(
-          ["GATEWAY_REDIS_URL"],
-          "GATEWAY_REDIS_URL must hold at least one seed URL when GATEWAY_REDIS_CLUSTER=true"
+      }
+      // Outside dev mode the publish key must be configured: a generated key nobody knows locks the API.
+      if (Option.isSome(jwtSecret) && Option.isNone(publishKey)) {
+        return Either.left(
+          ConfigError.MissingData(
+            ["GATEWAY_PUBLISH_KEY"],
+            "GATEWAY_PUBLISH_KEY is required when GATEWAY_JWT_SECRET is set"
+          )
         )
+      }
+      // One Redis: the URL as given. A Redis Cluster: comma-separated seed URLs.
+      const urls = Option.map(redisUrl, (url): ReadonlyArray<string> =>
+        redisCluster
+          ? Redacted.value(url)
+              .split(",")
+              .map((seed) => seed.trim())
+              .filter((seed) => seed !== "")
+          : [Redacted.value(url)]
       )
+      if (Option.isSome(urls) && urls.value.length === 0) {
+        return Either.left(
+          ConfigError.InvalidData(
+            ["GATEWAY_REDIS_URL"],
+            "GATEWAY_REDIS_URL must hold at least one seed URL when GATEWAY_REDIS_CLUSTER=true"
+          )
+        )
+      }
+      return Either.right({
+        ...rest,
+        redis: Option.zipWith(urls, busSecret, (seeds, busSecret) => ({
+          cluster: redisCluster,
+          urls: Redacted.make(seeds),
+          busSecret,
+          busAcceptSecret
+        })),
+        devMode: Option.isNone(jwtSecret),
+        jwtSecret: Option.getOrElse(jwtSecret, generated),
+        publishKey: Option.getOrElse(publishKey, generated)
+      })
     }
-    return Either.right({
-      ...rest,
-      redis: Option.zipWith(urls, busSecret, (seeds, busSecret) => ({
-        cluster: redisCluster,
-        urls: Redacted.make(seeds),
-        busSecret
-      })),
-      devMode: Option.isNone(jwtSecret),
-      jwtSecret: Option.getOrElse(jwtSecret, generated),
-      publishKey: Option.getOrElse(publishKey, generated)
-    })
-  })
+  )
 )
 
 /** Reads the configuration; fails with a `ConfigError` naming the offending key. */

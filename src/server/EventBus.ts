@@ -141,14 +141,17 @@ export interface DecodedMessage {
  * routing ids, an envelope within the event cap. Nothing after the signature is trusted before it.
  */
 export const decodeMessage = (
-  secret: Buffer,
+  /** The signing secret first, then any accepted during a rotation. */
+  secrets: ReadonlyArray<Buffer>,
   message: Buffer,
   limits: { readonly maxMessageBytes: number; readonly maxEventBytes: number }
 ): Either.Either<DecodedMessage, BusDropReason> => {
   if (message.length > limits.maxMessageBytes) return Either.left("oversized")
   if (message.length < PREFIX_BYTES || message[0] !== FORMAT_VERSION) return Either.left("malformed")
-  const expected = mac(secret, message.subarray(1 + MAC_BYTES))
-  if (!timingSafeEqual(expected, message.subarray(1, 1 + MAC_BYTES))) return Either.left("bad_signature")
+  const body = message.subarray(1 + MAC_BYTES)
+  const signature = message.subarray(1, 1 + MAC_BYTES)
+  if (!secrets.some((secret) => timingSafeEqual(mac(secret, body), signature)))
+    return Either.left("bad_signature")
   const headerEnd = PREFIX_BYTES + message.readUInt16BE(1 + MAC_BYTES)
   if (headerEnd > message.length) return Either.left("malformed")
   const header = decodeHeader(message.toString("utf8", PREFIX_BYTES, headerEnd))
@@ -183,6 +186,8 @@ const routeOn = (topic: Topic, header: BusHeader): Route | undefined => {
 export interface RedisBusOptions {
   readonly endpoint: RedisEndpoint
   readonly secret: Redacted.Redacted<string>
+  /** During a rotation: messages signed with this secret are accepted too (never used to sign). */
+  readonly acceptSecret: Option.Option<Redacted.Redacted<string>>
   readonly maxMessageBytes: number
   readonly maxEventBytes: number
   /** Messages published longer ago than this (by the sender's clock) are dropped as stale. */
@@ -242,6 +247,10 @@ export const makeRedis = (
     const metrics = yield* GatewayMetrics
     const clock = yield* Effect.clock
     const secret = Buffer.from(Redacted.value(options.secret))
+    const accepted = [
+      secret,
+      ...Option.toArray(options.acceptSecret).map((extra) => Buffer.from(Redacted.value(extra)))
+    ]
     const node = randomBytes(16).toString("hex")
     const publisher = yield* connect(options, `filament-pub-${node}`, false)
     const subscriber = yield* connect(options, `filament-sub-${node}`, true)
@@ -317,7 +326,7 @@ export const makeRedis = (
 
     const limits = { maxMessageBytes: options.maxMessageBytes, maxEventBytes: options.maxEventBytes }
     subscriber.on(dialect.message, (channel: Buffer, message: Buffer) => {
-      const decoded = decodeMessage(secret, message, limits)
+      const decoded = decodeMessage(accepted, message, limits)
       if (Either.isLeft(decoded)) return metrics.busDropped(decoded.left)
       const { envelope, header } = decoded.right
       if (header.node === node) return // our own publish, already delivered locally
@@ -446,6 +455,7 @@ export const layer: Layer.Layer<EventBus, BusUnavailable, GatewayConfig | Gatewa
         makeRedis({
           endpoint: redis,
           secret: redis.busSecret,
+          acceptSecret: redis.busAcceptSecret,
           maxMessageBytes: config.busMaxMessageBytes,
           maxEventBytes: config.maxEventBytes,
           maxLag: config.busMaxLag,

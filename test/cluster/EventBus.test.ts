@@ -4,7 +4,7 @@
  * messages; user batches reach each user's topic once; the receive backlog is bounded.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Duration, Effect, Either, Queue, Redacted } from "effect"
+import { Duration, Effect, Either, Option, Queue, Redacted } from "effect"
 import { MessageCreate } from "../../src/protocol/events/message.js"
 import { ProfileUpdate } from "../../src/protocol/events/profile.js"
 import { ChannelCreate } from "../../src/protocol/events/workspace.js"
@@ -28,6 +28,7 @@ const bus = (redis: RedisBackend, backlog = 100) =>
   makeRedis({
     endpoint: redis.endpoint,
     secret: SECRET,
+    acceptSecret: Option.none(),
     maxMessageBytes: 98_304,
     maxEventBytes: 65_536,
     maxLag: Duration.seconds(30),

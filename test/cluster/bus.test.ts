@@ -88,7 +88,8 @@ describe.skipIf(!hasRedisServer)("cluster bus over Redis", () => {
           redis: Option.some({
             cluster: false,
             urls: Redacted.make([`redis://127.0.0.1:${port}`]),
-            busSecret: Redacted.make(BUS_SECRET)
+            busSecret: Redacted.make(BUS_SECRET),
+            busAcceptSecret: Option.none()
           }),
           busTimeout: Duration.millis(300)
         })
@@ -355,6 +356,46 @@ describe.skipIf(!hasRedisServer)("cluster bus over Redis", () => {
         yield* b.gateway.publish(MessageCreate, message(guild, channel, "after from B"))
         expect((yield* onA.nextOfType("message_create")).d["content"]).toBe("after from A")
         expect((yield* onA.nextOfType("message_create")).d["content"]).toBe("after from B")
+      })
+  )
+
+  it.scoped(
+    "bus secret rotation: a node signing with the new secret and one still signing with the old reach each other when each accepts the other's; a node without it drops and counts",
+    () =>
+      Effect.gen(function* () {
+        const redis = yield* startRedis
+        const NEW = "bus-secret-new-0123456789-0123456789-abc"
+        // Step 1 of the rollout: still signing with the old secret, already accepting the new one.
+        const stepOne = yield* startNode(redis, joinedBy(redis, { sign: BUS_SECRET, accept: NEW }))
+        // Step 2: signing with the new secret, still accepting the old one.
+        const stepTwo = yield* startNode(redis, joinedBy(redis, { sign: NEW, accept: BUS_SECRET }))
+        // Not rolled out yet: knows only the old secret.
+        const behind = yield* startNode(redis, joinedBy(redis))
+        const [guild, channel] = [newId(), newId()]
+        const access = { [guild]: "*" as const }
+        const [onOne, onTwo, onBehind] = [
+          yield* stepOne.connectReady(newId(), access),
+          yield* stepTwo.connectReady(newId(), access),
+          yield* behind.connectReady(newId(), access)
+        ]
+        for (const client of [onOne, onTwo, onBehind]) yield* client.subscribe(guild, channel)
+        const droppedBefore = yield* busDropped(behind, "bad_signature")
+
+        yield* stepOne.gateway.publish(MessageCreate, message(guild, channel, "old-signed"))
+        yield* stepTwo.gateway.publish(MessageCreate, message(guild, channel, "new-signed"))
+        const both = (frames: ReadonlyArray<Frame>) => field(frames, "message_create", content).length === 2
+        for (const client of [onOne, onTwo]) {
+          const got = field(yield* collectUntil(client, both), "message_create", content)
+          expect([...got].sort()).toEqual(["new-signed", "old-signed"])
+        }
+        // The node behind gets the old-signed event and drops the new-signed one, counted.
+        expect((yield* onBehind.nextOfType("message_create")).d["content"]).toBe("old-signed")
+        yield* waitFor(
+          "the new-signed message dropped",
+          Effect.map(busDropped(behind, "bad_signature"), (dropped) => dropped === droppedBefore + 1)
+        )
+        yield* behind.gateway.publish(MessageCreate, message(guild, channel, "marker"))
+        expect((yield* onBehind.nextOfType("message_create")).d["content"]).toBe("marker")
       })
   )
 })

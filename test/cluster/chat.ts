@@ -12,9 +12,16 @@ import type { RedisBackend } from "./redis.js"
 
 export const BUS_SECRET = "bus-secret-0123456789-0123456789-abcdef"
 
-/** The configuration that joins a node to the others by `redis`. */
-export const joinedBy = (redis: RedisBackend) => ({
-  redis: Option.some({ ...redis.endpoint, busSecret: Redacted.make(BUS_SECRET) })
+/** The configuration that joins a node to the others by `redis` (optionally signing with `secret`). */
+export const joinedBy = (
+  redis: RedisBackend,
+  secret: { readonly sign: string; readonly accept?: string } = { sign: BUS_SECRET }
+) => ({
+  redis: Option.some({
+    ...redis.endpoint,
+    busSecret: Redacted.make(secret.sign),
+    busAcceptSecret: Option.fromNullable(secret.accept).pipe(Option.map(Redacted.make))
+  })
 })
 
 /** A gateway node with the chat follow-ups, joined to the others by `redis`. */

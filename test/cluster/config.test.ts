@@ -108,4 +108,24 @@ describe("GatewayConfig: cluster", () => {
       }
     })
   )
+
+  it.effect(
+    "GATEWAY_BUS_ACCEPT_SECRET: none by default, read with Redis, refused without it or when short",
+    () =>
+      Effect.gen(function* () {
+        const none = Option.getOrThrow(Either.getOrThrow(yield* load({ ...BASE, ...REDIS })).redis)
+        expect(Option.isNone(none.busAcceptSecret)).toBe(true)
+        const rotating = Option.getOrThrow(
+          Either.getOrThrow(yield* load({ ...BASE, ...REDIS, GATEWAY_BUS_ACCEPT_SECRET: "n".repeat(32) }))
+            .redis
+        )
+        expect(rotating.busAcceptSecret.pipe(Option.map(Redacted.value))).toEqual(Option.some("n".repeat(32)))
+        expect(failure(yield* load({ ...BASE, GATEWAY_BUS_ACCEPT_SECRET: "n".repeat(32) }))).toContain(
+          "GATEWAY_BUS_ACCEPT_SECRET is set without GATEWAY_REDIS_URL"
+        )
+        expect(failure(yield* load({ ...BASE, ...REDIS, GATEWAY_BUS_ACCEPT_SECRET: "short" }))).toContain(
+          "GATEWAY_BUS_ACCEPT_SECRET"
+        )
+      })
+  )
 })
