@@ -28,6 +28,8 @@ export interface GatewayConfigShape {
   /** During a secret rotation: tokens signed with this one are accepted too (and counted). */
   readonly jwtPreviousSecret: Option.Option<Redacted.Redacted<string>>
   readonly publishKey: Redacted.Redacted<string>
+  /** During a key rotation: the publish API accepts this key too. */
+  readonly publishPreviousKey: Option.Option<Redacted.Redacted<string>>
   /** True when the secret was generated because `GATEWAY_JWT_SECRET` is unset. */
   readonly devMode: boolean
   /** Inbound frame cap and outbound envelope cap (bytes), never above the protocol's 65536. */
@@ -171,6 +173,7 @@ export const config: Config.Config<GatewayConfigShape> = Config.all({
   jwtSecret: secret("GATEWAY_JWT_SECRET"),
   jwtPreviousSecret: secret("GATEWAY_JWT_PREVIOUS_SECRET"),
   publishKey: secret("GATEWAY_PUBLISH_KEY"),
+  publishPreviousKey: secret("GATEWAY_PUBLISH_PREVIOUS_KEY"),
   maxEventBytes: positiveInt("GATEWAY_MAX_EVENT_BYTES", MAX_EVENT_BYTES, MAX_EVENT_BYTES),
   outboundQueue: positiveInt("GATEWAY_OUTBOUND_QUEUE", 256),
   socketHighWaterBytes: positiveInt("GATEWAY_SOCKET_HIGH_WATER_BYTES", 1_048_576),
@@ -308,6 +311,14 @@ export const config: Config.Config<GatewayConfigShape> = Config.all({
           ConfigError.MissingData(
             ["GATEWAY_JWT_SECRET"],
             "GATEWAY_JWT_PREVIOUS_SECRET is set without GATEWAY_JWT_SECRET (a rotation needs the new secret)"
+          )
+        )
+      }
+      if (Option.isSome(rest.publishPreviousKey) && Option.isNone(publishKey)) {
+        return Either.left(
+          ConfigError.MissingData(
+            ["GATEWAY_PUBLISH_KEY"],
+            "GATEWAY_PUBLISH_PREVIOUS_KEY is set without GATEWAY_PUBLISH_KEY (a rotation needs the new key)"
           )
         )
       }

@@ -101,7 +101,12 @@ const publish = Effect.gen(function* () {
   const gateway = yield* Gateway
   const metrics = yield* GatewayMetrics
   const authorization = request.headers["authorization"] ?? ""
-  if (!authorization.startsWith("Bearer ") || !keyMatches(authorization.slice(7), config.publishKey)) {
+  const presented = authorization.startsWith("Bearer ") ? authorization.slice(7) : undefined
+  const accepted =
+    presented !== undefined &&
+    (keyMatches(presented, config.publishKey) ||
+      Option.exists(config.publishPreviousKey, (previous) => keyMatches(presented, previous)))
+  if (!accepted) {
     metrics.authFailure("unauthorized")
     return jsonResponse(401, { error: "invalid_credentials" })
   }

@@ -3,7 +3,7 @@
  * a subscriber by its scope.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Effect } from "effect"
+import { Effect, Option, Redacted } from "effect"
 import { PROMETHEUS_CONTENT_TYPE } from "../../src/server/Metrics.js"
 import { newId, ORIGINAL_COUNTER_FAMILIES, publishHttp, startGateway } from "../server/harness.js"
 
@@ -106,6 +106,25 @@ describe("POST /v1/publish", () => {
       expect(missing.status).toBe(401)
       expect(yield* harness.metric("filament_auth_failures_total", { reason: "unauthorized" })).toBe(
         before + 2
+      )
+    })
+  )
+
+  it.scoped("key rotation: the current and the previous publish key are accepted, any other 401", () =>
+    Effect.gen(function* () {
+      const previous = "test-publish-previous-key-0123456789-01"
+      const harness = yield* startGateway({ publishPreviousKey: Option.some(Redacted.make(previous)) })
+      const before = yield* harness.metric("filament_auth_failures_total", { reason: "unauthorized" })
+      expect((yield* publishHttp(harness, channelCreate(newId()))).status).toBe(202)
+      expect((yield* publishHttp(harness, channelCreate(newId()), previous)).status).toBe(202)
+      // Same length as the accepted keys, one character off.
+      const near = `${previous.slice(0, -1)}x`
+      expect(yield* publishHttp(harness, channelCreate(newId()), near)).toEqual({
+        status: 401,
+        body: '{"error":"invalid_credentials"}'
+      })
+      expect(yield* harness.metric("filament_auth_failures_total", { reason: "unauthorized" })).toBe(
+        before + 1
       )
     })
   )

@@ -66,6 +66,7 @@ describe("GatewayConfig", () => {
         ["GATEWAY_PORT", "70000"],
         ["GATEWAY_JWT_SECRET", "short"],
         ["GATEWAY_JWT_PREVIOUS_SECRET", "short"],
+        ["GATEWAY_PUBLISH_PREVIOUS_KEY", "short"],
         ["GATEWAY_LOG_LEVEL", "warning"],
         ["GATEWAY_LOG_FORMAT", "JSON"]
       ]
@@ -130,6 +131,25 @@ describe("GatewayConfig", () => {
         )
         const alone = yield* load({ GATEWAY_JWT_PREVIOUS_SECRET: "o".repeat(32) })
         expect(String(Either.getLeft(alone).pipe(Option.getOrElse(() => "")))).toContain("GATEWAY_JWT_SECRET")
+      })
+  )
+
+  it.effect(
+    "GATEWAY_PUBLISH_PREVIOUS_KEY: none by default, read when set, refused without GATEWAY_PUBLISH_KEY",
+    () =>
+      Effect.gen(function* () {
+        const base = { GATEWAY_JWT_SECRET: SECRET, GATEWAY_PUBLISH_KEY: KEY }
+        expect(Either.getOrThrow(yield* load(base)).publishPreviousKey._tag).toBe("None")
+        const rotating = Either.getOrThrow(
+          yield* load({ ...base, GATEWAY_PUBLISH_PREVIOUS_KEY: "q".repeat(32) })
+        )
+        expect(rotating.publishPreviousKey.pipe(Option.map(Redacted.value))).toEqual(
+          Option.some("q".repeat(32))
+        )
+        const alone = yield* load({ GATEWAY_PUBLISH_PREVIOUS_KEY: "q".repeat(32) })
+        expect(String(Either.getLeft(alone).pipe(Option.getOrElse(() => "")))).toContain(
+          "GATEWAY_PUBLISH_KEY"
+        )
       })
   )
 })
