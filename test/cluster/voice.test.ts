@@ -80,6 +80,10 @@ describe.skipIf(!hasRedisServer).each(BACKENDS)("cluster voice snapshots on $bac
           published_at_unix: BASE_UNIX + 1
         })
       )
+      // Frames of different nodes have no order between them: A's reach the watcher first, then B's.
+      for (const t of ["voice_participant_join", "voice_stream_publish"]) {
+        expect((yield* watcher.next(t)).t).toBe(t)
+      }
       yield* b.gateway.publish(
         VoiceParticipantUpdate,
         typed(VoiceParticipantUpdate, {
@@ -91,9 +95,7 @@ describe.skipIf(!hasRedisServer).each(BACKENDS)("cluster voice snapshots on $bac
           updated_at_unix: BASE_UNIX + 2
         })
       )
-      for (const t of ["voice_participant_join", "voice_stream_publish", "voice_participant_update"]) {
-        expect((yield* watcher.next(t)).t).toBe(t)
-      }
+      expect((yield* watcher.next("voice_participant_update")).t).toBe("voice_participant_update")
 
       // A subscriber on node B gets the cluster's snapshot.
       const secondUser = newId()
