@@ -274,63 +274,68 @@ export const config: Config.Config<GatewayConfigShape> = Config.all({
 }).pipe(
   Config.mapOrFail(
     ({ busAcceptSecret, busSecret, jwtSecret, publishKey, redisCluster, redisUrl, ...rest }) => {
-      if (Option.isSome(busAcceptSecret) && Option.isNone(redisUrl)) {
-        return Either.left(
-          ConfigError.InvalidData(
-            ["GATEWAY_BUS_ACCEPT_SECRET"],
-            "GATEWAY_BUS_ACCEPT_SECRET is set without GATEWAY_REDIS_URL (there is no bus to accept it on)"
-          )
-        )
-      }
-      if (Option.isSome(redisUrl) && Option.isNone(busSecret)) {
-        return Either.left(
-          ConfigError.MissingData(
-            ["GATEWAY_BUS_SECRET"],
-            "GATEWAY_BUS_SECRET is required when GATEWAY_REDIS_URL is set (bus messages are HMAC-signed)"
-          )
-        )
-      }
-      if (rest.workers > 1 && Option.isNone(redisUrl)) {
-        return Either.left(
-          ConfigError.InvalidData(
-            ["GATEWAY_WORKERS"],
-            `GATEWAY_WORKERS=${rest.workers} needs GATEWAY_REDIS_URL: worker processes reach each other's connections only over the Redis bus`
-          )
-        )
-      }
-      if (rest.workers > 1 && Option.isNone(jwtSecret)) {
-        return Either.left(
-          ConfigError.MissingData(
-            ["GATEWAY_JWT_SECRET"],
-            `GATEWAY_WORKERS=${rest.workers} needs GATEWAY_JWT_SECRET: every worker must accept the same tokens`
-          )
-        )
-      }
-      if (Option.isSome(rest.jwtPreviousSecret) && Option.isNone(jwtSecret)) {
-        return Either.left(
-          ConfigError.MissingData(
-            ["GATEWAY_JWT_SECRET"],
-            "GATEWAY_JWT_PREVIOUS_SECRET is set without GATEWAY_JWT_SECRET (a rotation needs the new secret)"
-          )
-        )
-      }
-      if (Option.isSome(rest.publishPreviousKey) && Option.isNone(publishKey)) {
-        return Either.left(
-          ConfigError.MissingData(
-            ["GATEWAY_PUBLISH_KEY"],
-            "GATEWAY_PUBLISH_PREVIOUS_KEY is set without GATEWAY_PUBLISH_KEY (a rotation needs the new key)"
-          )
-        )
-      }
-      // Outside dev mode the publish key must be configured: a generated key nobody knows locks the API.
-      if (Option.isSome(jwtSecret) && Option.isNone(publishKey)) {
-        return Either.left(
-          ConfigError.MissingData(
-            ["GATEWAY_PUBLISH_KEY"],
-            "GATEWAY_PUBLISH_KEY is required when GATEWAY_JWT_SECRET is set"
-          )
-        )
-      }
+      // Keys that only make sense together; the first rule broken is the error.
+      const rules: ReadonlyArray<readonly [broken: boolean, error: () => ConfigError.ConfigError]> = [
+        [
+          Option.isSome(busAcceptSecret) && Option.isNone(redisUrl),
+          () =>
+            ConfigError.InvalidData(
+              ["GATEWAY_BUS_ACCEPT_SECRET"],
+              "GATEWAY_BUS_ACCEPT_SECRET is set without GATEWAY_REDIS_URL (there is no bus to accept it on)"
+            )
+        ],
+        [
+          Option.isSome(redisUrl) && Option.isNone(busSecret),
+          () =>
+            ConfigError.MissingData(
+              ["GATEWAY_BUS_SECRET"],
+              "GATEWAY_BUS_SECRET is required when GATEWAY_REDIS_URL is set (bus messages are HMAC-signed)"
+            )
+        ],
+        [
+          rest.workers > 1 && Option.isNone(redisUrl),
+          () =>
+            ConfigError.InvalidData(
+              ["GATEWAY_WORKERS"],
+              `GATEWAY_WORKERS=${rest.workers} needs GATEWAY_REDIS_URL: worker processes reach each other's connections only over the Redis bus`
+            )
+        ],
+        [
+          rest.workers > 1 && Option.isNone(jwtSecret),
+          () =>
+            ConfigError.MissingData(
+              ["GATEWAY_JWT_SECRET"],
+              `GATEWAY_WORKERS=${rest.workers} needs GATEWAY_JWT_SECRET: every worker must accept the same tokens`
+            )
+        ],
+        [
+          Option.isSome(rest.jwtPreviousSecret) && Option.isNone(jwtSecret),
+          () =>
+            ConfigError.MissingData(
+              ["GATEWAY_JWT_SECRET"],
+              "GATEWAY_JWT_PREVIOUS_SECRET is set without GATEWAY_JWT_SECRET (a rotation needs the new secret)"
+            )
+        ],
+        [
+          Option.isSome(rest.publishPreviousKey) && Option.isNone(publishKey),
+          () =>
+            ConfigError.MissingData(
+              ["GATEWAY_PUBLISH_KEY"],
+              "GATEWAY_PUBLISH_PREVIOUS_KEY is set without GATEWAY_PUBLISH_KEY (a rotation needs the new key)"
+            )
+        ],
+        // Outside dev mode the publish key must be configured: a generated key nobody knows locks the API.
+        [
+          Option.isSome(jwtSecret) && Option.isNone(publishKey),
+          () =>
+            ConfigError.MissingData(
+              ["GATEWAY_PUBLISH_KEY"],
+              "GATEWAY_PUBLISH_KEY is required when GATEWAY_JWT_SECRET is set"
+            )
+        ]
+      ]
+      const broken = rules.find(([isBroken]) => isBroken)
+      if (broken !== undefined) return Either.left(broken[1]())
       // One Redis: the URL as given. A Redis Cluster: comma-separated seed URLs.
       const urls = Option.map(redisUrl, (url): ReadonlyArray<string> =>
         redisCluster
