@@ -15,6 +15,8 @@ import type { RedisEndpoint } from "../../src/server/Config.js"
 import * as RedisClient from "../../src/server/RedisClient.js"
 
 const DEADLINE_MS = 10_000
+/** Forming a cluster waits out Redis's own 2 s writable delay plus gossip; under a loaded CI machine more. */
+const CLUSTER_DEADLINE_MS = 25_000
 
 export const hasRedisServer: boolean = spawnSync("redis-server", ["--version"]).status === 0
 if (!hasRedisServer) {
@@ -133,11 +135,16 @@ export const startRedisCluster = Effect.gen(function* () {
     (path) => Effect.promise(() => rm(path, { recursive: true, force: true }))
   )
   const ports: Array<number> = []
+  const busPorts: Array<number> = []
   for (const [first, last] of SLOT_RANGES) {
     const port = yield* freePort
+    // The bus port is chosen too: Redis's default (port + 10000) is refused above 55535 and may be taken.
+    const busPort = yield* freePort
     const child = yield* launch(port, [
       "--cluster-enabled",
       "yes",
+      "--cluster-port",
+      String(busPort),
       "--cluster-config-file",
       join(dir, `nodes-${port}.conf`)
     ])
@@ -145,20 +152,28 @@ export const startRedisCluster = Effect.gen(function* () {
     const node = yield* connectTo(port)
     yield* Effect.promise(() => node.call("CLUSTER", "ADDSLOTSRANGE", first, last))
     ports.push(port)
+    busPorts.push(busPort)
   }
   const nodes = yield* Effect.forEach(ports, connectTo)
-  for (const port of ports.slice(1)) {
-    yield* Effect.promise(() => nodes[0]!.call("CLUSTER", "MEET", "127.0.0.1", port))
+  // Every pair meets directly rather than through gossip: one lost handshake cannot keep a node out.
+  for (const [i, node] of nodes.entries()) {
+    for (const j of ports.keys()) {
+      if (j > i)
+        yield* Effect.promise(() => node.call("CLUSTER", "MEET", "127.0.0.1", ports[j]!, busPorts[j]!))
+    }
   }
-  const deadline = Date.now() + DEADLINE_MS
+  const info = (node: Redis) => Effect.promise(() => node.call("CLUSTER", "INFO") as Promise<string>)
+  const deadline = Date.now() + CLUSTER_DEADLINE_MS
   for (const node of nodes) {
-    while (
-      !(yield* Effect.promise(() => node.call("CLUSTER", "INFO") as Promise<string>)).includes(
-        "cluster_state:ok"
-      )
-    ) {
-      if (Date.now() > deadline)
-        return yield* Effect.fail(new Error("deadline: cluster_state:ok on every node"))
+    while (!(yield* info(node)).includes("cluster_state:ok")) {
+      if (Date.now() > deadline) {
+        const views = yield* Effect.forEach(nodes, (each) =>
+          Effect.promise(() => each.call("CLUSTER", "NODES") as Promise<string>)
+        )
+        return yield* Effect.fail(
+          new Error(`deadline: cluster_state:ok on every node\n${yield* info(node)}\n${views.join("\n")}`)
+        )
+      }
       yield* Effect.promise(() => new Promise<void>((resolve) => setTimeout(resolve, 20)))
     }
   }
