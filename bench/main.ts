@@ -13,7 +13,8 @@
  * tiny sizes in seconds and fails (exit 1) if any part of the harness breaks; it asserts no speed.
  *
  * flags: --smoke  --ns 100,1000,5000  --reps 3  --servers raw-ws,gateway  --skip fanout,registry,micro
- *        --profile  --batch <name>
+ *        --profile  --batch <name>  --server-flags "<node flags>" (diagnosis only: both servers get them,
+ *        the report says so and the targets are not judged)
  */
 import { spawn, spawnSync } from "node:child_process"
 import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
@@ -43,6 +44,8 @@ const shape = smoke ? SMOKE_SHAPE : FULL_SHAPE
 const ns = listArg("ns", smoke ? ["20"] : ["100", "1000", "5000"]).map(Number)
 const reps = Number(argValue("reps") ?? (smoke ? 1 : 3))
 const skip = new Set(listArg("skip", []))
+/** Extra node flags for every server process (e.g. `--trace-opt`): a diagnosis, not the agreed workload. */
+const serverFlags = (argValue("server-flags") ?? "").split(" ").filter((flag) => flag !== "")
 const registryConfig = smoke
   ? { n: 20, idleRooms: 10, subsPerConn: 2 }
   : { n: 5000, idleRooms: 1000, subsPerConn: 20 }
@@ -90,7 +93,7 @@ const runMatrix = async (n: number, rep: number, idleRooms: number, subsPerConn:
     const out = Path.join(dir, `${server.name}-N${n}${tag}-r${rep}.json`)
     process.stdout.write(`== rep ${rep} N=${n}${tag} ${server.name}\n`)
     try {
-      await runOne({ server, rep, n, shape, idleRooms, subsPerConn, out })
+      await runOne({ server, rep, n, shape, idleRooms, subsPerConn, out, serverNodeFlags: serverFlags })
     } catch (error) {
       failures.push(`${server.name} N=${n}${tag} rep ${rep}: ${(error as Error).message}`)
       process.stdout.write(`!! ${failures.at(-1)}\n`)
@@ -246,7 +249,7 @@ const main = async () => {
           idleRooms: 0,
           subsPerConn: 0,
           out: Path.join(profileDir, "profiled-run.json"),
-          serverNodeFlags: ["--cpu-prof", `--cpu-prof-dir=${profileDir}`]
+          serverNodeFlags: [...serverFlags, "--cpu-prof", `--cpu-prof-dir=${profileDir}`]
         })
         const file = readdirSync(profileDir).find((f) => f.endsWith(".cpuprofile"))
         if (file === undefined) throw new Error("no .cpuprofile written")
@@ -284,12 +287,17 @@ const main = async () => {
     commit: git("rev-parse", "--short", "HEAD"),
     uncommittedInSrc: git("status", "--porcelain", "--", "src").split("\n").filter(Boolean)
   }
-  const targets = smoke ? [] : targetLines(rows, registry, dispatch)
+  const targets = smoke || serverFlags.length > 0 ? [] : targetLines(rows, registry, dispatch)
   const md = [
     `# Benchmark batch \`${batch}\`${smoke ? " (smoke: tiny sizes, numbers mean nothing)" : ""}`,
     "",
     `Machine: ${machine.nproc} CPUs (${machine.cpuModel}), ${machine.memGB} GB, ${machine.kernel}, Node ${machine.node}; pinning ${machine.pinning}.`,
     `Code: commit ${code.commit}${code.uncommittedInSrc.length > 0 ? ` plus uncommitted changes in ${code.uncommittedInSrc.length} file(s) under src/` : ""}.`,
+    ...(serverFlags.length > 0
+      ? [
+          `Diagnosis: every server ran with \`node ${serverFlags.join(" ")}\`; not the agreed workload, targets not judged.`
+        ]
+      : []),
     `Shape: warmup ${shape.warmupDeliveries} deliveries, ${shape.rateDeliveriesPerSec}/s for ${shape.rateSeconds} s, burst ${shape.burstDeliveries} deliveries; reps ${reps}.`,
     "",
     "## Fanout",
@@ -346,6 +354,7 @@ const main = async () => {
         smoke,
         machine,
         code,
+        serverFlags,
         shape,
         reps,
         rows,
