@@ -6,7 +6,8 @@
  *  2. Registry scaling: the same hot-channel broadcast with N×S extra subscriptions in M idle
  *     channels (spread over idle guilds), compared with the run without, same rep.
  *  3. Micro-benchmarks on one pinned core: in-process dispatch (512 listeners × 128 iterations on
- *     the channel / guild / user paths, enqueue only) and ingress decode rate.
+ *     the channel / guild / user paths, enqueue only), ingress decode rate, and registry churn (µs
+ *     per subscribe / disconnect as one channel grows to 50 000 members).
  *  4. Optionally (`--profile`) one extra run per server at N=1000 under `node --cpu-prof`, summarized.
  *
  * Output: bench/results/<batch>/{results.json,results.md} plus every raw run file. Smoke mode runs
@@ -156,6 +157,17 @@ interface DispatchResult {
     readonly nsPerDispatch: number
   }>
 }
+interface ChurnTimes {
+  readonly subscribeUs: number
+  readonly disconnectUs: number
+}
+interface ChurnResult {
+  readonly cases: ReadonlyArray<{
+    readonly members: number
+    readonly registry: ChurnTimes
+    readonly mapSet: ChurnTimes
+  }>
+}
 interface IngressResult {
   readonly cases: ReadonlyArray<{
     readonly name: string
@@ -209,6 +221,7 @@ const main = async () => {
   }
   let dispatch: DispatchResult | null = null
   let ingress: IngressResult | null = null
+  let churn: ChurnResult | null = null
   if (!skip.has("micro")) {
     try {
       dispatch = (await runMicro(
@@ -227,6 +240,15 @@ const main = async () => {
       )) as IngressResult
     } catch (error) {
       failures.push(`ingress micro-benchmark: ${(error as Error).message}`)
+    }
+    try {
+      churn = (await runMicro(
+        "churn.ts",
+        ["--members", smoke ? "200" : "5000,50000"],
+        Path.join(dir, "micro-churn.json")
+      )) as ChurnResult
+    } catch (error) {
+      failures.push(`churn micro-benchmark: ${(error as Error).message}`)
     }
   }
   const profiles: Array<{
@@ -336,6 +358,19 @@ const main = async () => {
           `| **mix of valid frames** | | ${Math.round(ingress.valid.perSec).toLocaleString("en-US")} | |`,
           `| **mix of rejected frames** | | ${Math.round(ingress.rejected.perSec).toLocaleString("en-US")} | |`
         ]),
+    "",
+    "## Registry churn (one channel, K members subscribe then disconnect; µs per change)",
+    "",
+    ...(churn === null
+      ? ["not run"]
+      : [
+          "| members | registry subscribe | registry disconnect | Map/Set subscribe | Map/Set disconnect |",
+          "|---:|---:|---:|---:|---:|",
+          ...churn.cases.map(
+            (c) =>
+              `| ${c.members.toLocaleString("en-US")} | ${c.registry.subscribeUs.toFixed(2)} | ${c.registry.disconnectUs.toFixed(2)} | ${c.mapSet.subscribeUs.toFixed(3)} | ${c.mapSet.disconnectUs.toFixed(3)} |`
+          )
+        ]),
     ...profiles.flatMap((p) => [
       "",
       `## Server CPU profile: ${p.server} (N=${smoke ? 20 : 1000})`,
@@ -361,6 +396,7 @@ const main = async () => {
         registry,
         dispatch,
         ingress,
+        churn,
         profiles,
         targets,
         failures

@@ -2,14 +2,15 @@
  * SubscriptionRegistry: who receives what. Persistent indexes in one `Ref` — channel key ->
  * connections, guild -> connections, user -> connections, connection -> its subscriptions (with a
  * per-guild channel count) — so every change is a single `Ref.modify` and the indexes never
- * disagree. Member lists are copy-on-write arrays: subscribes are rare, fanouts are hot, and a
- * fanout then loops over a plain array snapshot that later changes cannot disturb.
+ * disagree. Member lists are persistent (`MemberList`: a change copies a chunk, not the list), and a
+ * fanout loops over a plain array snapshot of one that later changes cannot disturb.
  */
 import { Context, Effect, HashMap, Layer, Option, Ref } from "effect"
 import type { ChannelId, GuildId, UserId } from "../protocol/Ids.js"
 import type { Connection, ConnectionId } from "./Connection.js"
 import { GatewayConfig } from "./Config.js"
 import { EventBus, guildTopic, userTopic, type EventBusShape } from "./EventBus.js"
+import * as MemberList from "./MemberList.js"
 import { GatewayMetrics } from "./Metrics.js"
 
 export type ChannelKey = `${string}:${string}`
@@ -28,9 +29,9 @@ export interface ConnectionEntry {
 
 export interface RegistryState {
   readonly connections: HashMap.HashMap<ConnectionId, ConnectionEntry>
-  readonly channels: HashMap.HashMap<ChannelKey, ReadonlyArray<Connection>>
-  readonly guilds: HashMap.HashMap<GuildId, ReadonlyArray<Connection>>
-  readonly users: HashMap.HashMap<UserId, ReadonlyArray<Connection>>
+  readonly channels: HashMap.HashMap<ChannelKey, MemberList.MemberList>
+  readonly guilds: HashMap.HashMap<GuildId, MemberList.MemberList>
+  readonly users: HashMap.HashMap<UserId, MemberList.MemberList>
 }
 
 export const emptyState: RegistryState = {
@@ -93,26 +94,31 @@ const mapWithout = <K, V>(map: ReadonlyMap<K, V>, key: K): ReadonlyMap<K, V> => 
   return copy
 }
 
-const without = (members: ReadonlyArray<Connection>, connection: Connection) =>
-  members.filter((member) => member !== connection)
-
 const removeMember = <K>(
-  index: HashMap.HashMap<K, ReadonlyArray<Connection>>,
+  index: HashMap.HashMap<K, MemberList.MemberList>,
   key: K,
   connection: Connection
-): HashMap.HashMap<K, ReadonlyArray<Connection>> => {
+): HashMap.HashMap<K, MemberList.MemberList> => {
   const members = HashMap.get(index, key)
   if (Option.isNone(members)) return index
-  const rest = without(members.value, connection)
-  return rest.length === 0 ? HashMap.remove(index, key) : HashMap.set(index, key, rest)
+  const rest = MemberList.remove(members.value, connection)
+  if (rest === members.value) return index
+  return rest.size === 0 ? HashMap.remove(index, key) : HashMap.set(index, key, rest)
 }
 
 const addMember = <K>(
-  index: HashMap.HashMap<K, ReadonlyArray<Connection>>,
+  index: HashMap.HashMap<K, MemberList.MemberList>,
   key: K,
   connection: Connection
-): HashMap.HashMap<K, ReadonlyArray<Connection>> =>
-  HashMap.set(index, key, [...Option.getOrElse(HashMap.get(index, key), () => []), connection])
+): HashMap.HashMap<K, MemberList.MemberList> =>
+  HashMap.set(
+    index,
+    key,
+    MemberList.add(
+      Option.getOrElse(HashMap.get(index, key), () => MemberList.empty),
+      connection
+    )
+  )
 
 /** Whether a connection of `userId` other than `except` holds a channel of `guildId`. */
 const userHoldsGuild = (
@@ -121,8 +127,8 @@ const userHoldsGuild = (
   guildId: GuildId,
   except: Connection
 ): boolean => {
-  const members = Option.getOrElse(HashMap.get(state.users, userId), () => [])
-  return members.some((member) => {
+  const members = Option.getOrElse(HashMap.get(state.users, userId), () => MemberList.empty)
+  return MemberList.toArray(members).some((member) => {
     if (member === except) return false
     const entry = HashMap.get(state.connections, member.id)
     return Option.isSome(entry) && entry.value.guilds.has(guildId)
@@ -137,7 +143,7 @@ const userHoldsGuild = (
 const soleSubscriptionOfMember = (state: RegistryState, key: ChannelKey): ConnectionEntry | undefined => {
   const members = HashMap.get(state.channels, key)
   if (Option.isNone(members)) return undefined
-  const member = members.value[members.value.length - 1]
+  const member = MemberList.last(members.value)
   const entry = member === undefined ? Option.none() : HashMap.get(state.connections, member.id)
   return Option.isSome(entry) && entry.value.channels.size === 1 && entry.value.guilds.size === 1
     ? entry.value
@@ -265,7 +271,8 @@ export const transitions = {
     const affected: Array<Connection> = []
     let removed = 0
     let marked = false
-    for (const connection of Option.getOrElse(HashMap.get(state.users, userId), () => NONE)) {
+    const members = Option.getOrElse(HashMap.get(state.users, userId), () => MemberList.empty)
+    for (const connection of MemberList.toArray(members)) {
       const entry = HashMap.get(connections, connection.id)
       if (Option.isNone(entry)) continue
       const revoked = entry.value.revoked.has(guildId)
@@ -374,10 +381,11 @@ export const make = Effect.gen(function* () {
       return [outcome, after]
     })
   const awaitBus = (topic: string) => (bus === undefined ? Effect.void : bus.awaitActive(topic))
-  const lookup = <K>(
-    select: (state: RegistryState) => HashMap.HashMap<K, ReadonlyArray<Connection>>,
-    key: K
-  ) => Effect.map(Ref.get(ref), (state) => Option.getOrElse(HashMap.get(select(state), key), () => NONE))
+  const lookup = <K>(select: (state: RegistryState) => HashMap.HashMap<K, MemberList.MemberList>, key: K) =>
+    Effect.map(Ref.get(ref), (state) => {
+      const members = HashMap.get(select(state), key)
+      return Option.isSome(members) ? MemberList.toArray(members.value) : NONE
+    })
   const registry: SubscriptionRegistryShape = {
     register: (connection) =>
       Effect.zipRight(
