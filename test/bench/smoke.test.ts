@@ -1,0 +1,50 @@
+/**
+ * The benchmark harness cannot rot: `bench/main.ts --smoke` runs every part (raw `ws` and the
+ * gateway at a tiny N with every phase, the registry-scaling pair, the dispatch, ingress and churn
+ * micro-benchmarks) in real processes and exits 0 only when every run produced numbers, lost no
+ * delivery and closed no socket unexpectedly. No speed is asserted.
+ */
+import { spawn } from "node:child_process"
+import { readFileSync } from "node:fs"
+import { join } from "node:path"
+import { describe, expect, it } from "vitest"
+
+const REPO = join(import.meta.dirname, "..", "..")
+const BATCH = "smoke-test"
+
+const runSmoke = () =>
+  new Promise<{ code: number | null; output: string }>((resolve) => {
+    const child = spawn(process.execPath, ["--import", "tsx", "bench/main.ts", "--smoke", "--batch", BATCH], {
+      cwd: REPO,
+      stdio: ["ignore", "pipe", "pipe"]
+    })
+    let output = ""
+    child.stdout.on("data", (chunk: Buffer) => (output += chunk.toString()))
+    child.stderr.on("data", (chunk: Buffer) => (output += chunk.toString()))
+    child.once("exit", (code) => resolve({ code, output }))
+  })
+
+describe("bench smoke", () => {
+  it("every part of the harness runs and reports; nothing lost", { timeout: 180_000 }, async () => {
+    const { code, output } = await runSmoke()
+    expect(code, output.slice(-4000)).toBe(0)
+    const results = JSON.parse(
+      readFileSync(join(REPO, "bench", "results", BATCH, "results.json"), "utf8")
+    ) as {
+      readonly failures: ReadonlyArray<string>
+      readonly rows: ReadonlyArray<{ readonly server: string; readonly idleRooms: number }>
+      readonly registry: ReadonlyArray<{ readonly server: string }>
+      readonly dispatch: { readonly paths: ReadonlyArray<{ readonly nsPerDispatch: number }> } | null
+      readonly ingress: { readonly cases: ReadonlyArray<unknown> } | null
+      readonly churn: { readonly cases: ReadonlyArray<unknown> } | null
+    }
+    expect(results.failures).toEqual([])
+    expect(new Set(results.rows.map((row) => `${row.server}/${row.idleRooms > 0}`))).toEqual(
+      new Set(["raw-ws/false", "gateway/false", "raw-ws/true", "gateway/true"])
+    )
+    expect(results.registry.map((row) => row.server).sort()).toEqual(["gateway", "raw-ws"])
+    expect(results.dispatch?.paths).toHaveLength(3)
+    expect(results.ingress?.cases.length).toBeGreaterThan(0)
+    expect(results.churn?.cases).toHaveLength(1)
+  })
+})
