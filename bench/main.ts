@@ -206,6 +206,14 @@ const targetLines = (
   return lines
 }
 
+/** A report section: its title, then "not run" or the lines of its result. */
+const section = <A>(title: string, result: A | null, lines: (result: A) => ReadonlyArray<string>) => [
+  "",
+  `## ${title}`,
+  "",
+  ...(result === null ? ["not run"] : lines(result))
+]
+
 const main = async () => {
   const started = Date.now()
   if (!skip.has("fanout")) {
@@ -219,38 +227,22 @@ const main = async () => {
       await runMatrix(n, rep, idleRooms, subsPerConn)
     }
   }
-  let dispatch: DispatchResult | null = null
-  let ingress: IngressResult | null = null
-  let churn: ChurnResult | null = null
-  if (!skip.has("micro")) {
+  /** One micro-benchmark's result (`bench/micro/<name>.ts`), or null with the failure recorded. */
+  const micro = async <A>(name: string, args: ReadonlyArray<string>): Promise<A | null> => {
+    if (skip.has("micro")) return null
     try {
-      dispatch = (await runMicro(
-        "dispatch.ts",
-        smoke ? ["--listeners", "64", "--iterations", "8", "--rounds", "1"] : [],
-        Path.join(dir, "micro-dispatch.json")
-      )) as DispatchResult
+      return (await runMicro(`${name}.ts`, args, Path.join(dir, `micro-${name}.json`))) as A
     } catch (error) {
-      failures.push(`dispatch micro-benchmark: ${(error as Error).message}`)
-    }
-    try {
-      ingress = (await runMicro(
-        "ingress.ts",
-        ["--seconds", smoke ? "0.05" : "1"],
-        Path.join(dir, "micro-ingress.json")
-      )) as IngressResult
-    } catch (error) {
-      failures.push(`ingress micro-benchmark: ${(error as Error).message}`)
-    }
-    try {
-      churn = (await runMicro(
-        "churn.ts",
-        ["--members", smoke ? "200" : "5000,50000"],
-        Path.join(dir, "micro-churn.json")
-      )) as ChurnResult
-    } catch (error) {
-      failures.push(`churn micro-benchmark: ${(error as Error).message}`)
+      failures.push(`${name} micro-benchmark: ${(error as Error).message}`)
+      return null
     }
   }
+  const dispatch = await micro<DispatchResult>(
+    "dispatch",
+    smoke ? ["--listeners", "64", "--iterations", "8", "--rounds", "1"] : []
+  )
+  const ingress = await micro<IngressResult>("ingress", ["--seconds", smoke ? "0.05" : "1"])
+  const churn = await micro<ChurnResult>("churn", ["--members", smoke ? "200" : "5000,50000"])
   const profiles: Array<{
     readonly server: string
     readonly deliveries: number
@@ -329,48 +321,35 @@ const main = async () => {
     "## Registry scaling",
     "",
     registryMarkdown(rows, registry),
-    "",
-    "## In-process dispatch (enqueue only)",
-    "",
-    ...(dispatch === null
-      ? ["not run"]
-      : [
-          `${dispatch.listeners} listeners × ${dispatch.iterations} iterations.`,
-          "",
-          "| path | total ms | ns per dispatch |",
-          "|---|---:|---:|",
-          ...dispatch.paths.map(
-            (p) => `| ${p.path} | ${p.totalMs.toFixed(3)} | ${p.nsPerDispatch.toFixed(1)} |`
-          )
-        ]),
-    "",
-    "## Ingress decode (one core)",
-    "",
-    ...(ingress === null
-      ? ["not run"]
-      : [
-          "| frame | valid | decodes/s | ns/decode |",
-          "|---|---|---:|---:|",
-          ...ingress.cases.map(
-            (c) =>
-              `| ${c.name} | ${c.valid ? "yes" : "rejected"} | ${Math.round(c.perSec).toLocaleString("en-US")} | ${Math.round(c.nsPerOp)} |`
-          ),
-          `| **mix of valid frames** | | ${Math.round(ingress.valid.perSec).toLocaleString("en-US")} | |`,
-          `| **mix of rejected frames** | | ${Math.round(ingress.rejected.perSec).toLocaleString("en-US")} | |`
-        ]),
-    "",
-    "## Registry churn (one channel, K members subscribe then disconnect; µs per change)",
-    "",
-    ...(churn === null
-      ? ["not run"]
-      : [
-          "| members | registry subscribe | registry disconnect | Map/Set subscribe | Map/Set disconnect |",
-          "|---:|---:|---:|---:|---:|",
-          ...churn.cases.map(
-            (c) =>
-              `| ${c.members.toLocaleString("en-US")} | ${c.registry.subscribeUs.toFixed(2)} | ${c.registry.disconnectUs.toFixed(2)} | ${c.mapSet.subscribeUs.toFixed(3)} | ${c.mapSet.disconnectUs.toFixed(3)} |`
-          )
-        ]),
+    ...section("In-process dispatch (enqueue only)", dispatch, (result) => [
+      `${result.listeners} listeners × ${result.iterations} iterations.`,
+      "",
+      "| path | total ms | ns per dispatch |",
+      "|---|---:|---:|",
+      ...result.paths.map((p) => `| ${p.path} | ${p.totalMs.toFixed(3)} | ${p.nsPerDispatch.toFixed(1)} |`)
+    ]),
+    ...section("Ingress decode (one core)", ingress, (result) => [
+      "| frame | valid | decodes/s | ns/decode |",
+      "|---|---|---:|---:|",
+      ...result.cases.map(
+        (c) =>
+          `| ${c.name} | ${c.valid ? "yes" : "rejected"} | ${Math.round(c.perSec).toLocaleString("en-US")} | ${Math.round(c.nsPerOp)} |`
+      ),
+      `| **mix of valid frames** | | ${Math.round(result.valid.perSec).toLocaleString("en-US")} | |`,
+      `| **mix of rejected frames** | | ${Math.round(result.rejected.perSec).toLocaleString("en-US")} | |`
+    ]),
+    ...section(
+      "Registry churn (one channel, K members subscribe then disconnect; µs per change)",
+      churn,
+      (result) => [
+        "| members | registry subscribe | registry disconnect | Map/Set subscribe | Map/Set disconnect |",
+        "|---:|---:|---:|---:|---:|",
+        ...result.cases.map(
+          (c) =>
+            `| ${c.members.toLocaleString("en-US")} | ${c.registry.subscribeUs.toFixed(2)} | ${c.registry.disconnectUs.toFixed(2)} | ${c.mapSet.subscribeUs.toFixed(3)} | ${c.mapSet.disconnectUs.toFixed(3)} |`
+        )
+      ]
+    ),
     ...profiles.flatMap((p) => [
       "",
       `## Server CPU profile: ${p.server} (N=${smoke ? 20 : 1000})`,
