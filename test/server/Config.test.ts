@@ -117,39 +117,29 @@ describe("GatewayConfig", () => {
     })
   )
 
-  it.effect(
-    "GATEWAY_JWT_PREVIOUS_SECRET: none by default, read when set, refused without GATEWAY_JWT_SECRET",
-    () =>
+  for (const { key, field, requires, value } of [
+    {
+      key: "GATEWAY_JWT_PREVIOUS_SECRET",
+      field: "jwtPreviousSecret",
+      requires: "GATEWAY_JWT_SECRET",
+      value: "o".repeat(32)
+    },
+    {
+      key: "GATEWAY_PUBLISH_PREVIOUS_KEY",
+      field: "publishPreviousKey",
+      requires: "GATEWAY_PUBLISH_KEY",
+      value: "q".repeat(32)
+    }
+  ] as const) {
+    it.effect(`${key}: none by default, read when set, refused without ${requires}`, () =>
       Effect.gen(function* () {
         const base = { GATEWAY_JWT_SECRET: SECRET, GATEWAY_PUBLISH_KEY: KEY }
-        expect(Either.getOrThrow(yield* load(base)).jwtPreviousSecret._tag).toBe("None")
-        const rotating = Either.getOrThrow(
-          yield* load({ ...base, GATEWAY_JWT_PREVIOUS_SECRET: "o".repeat(32) })
-        )
-        expect(rotating.jwtPreviousSecret.pipe(Option.map(Redacted.value))).toEqual(
-          Option.some("o".repeat(32))
-        )
-        const alone = yield* load({ GATEWAY_JWT_PREVIOUS_SECRET: "o".repeat(32) })
-        expect(String(Either.getLeft(alone).pipe(Option.getOrElse(() => "")))).toContain("GATEWAY_JWT_SECRET")
+        expect(Either.getOrThrow(yield* load(base))[field]._tag).toBe("None")
+        const rotating = Either.getOrThrow(yield* load({ ...base, [key]: value }))
+        expect(rotating[field].pipe(Option.map(Redacted.value))).toEqual(Option.some(value))
+        const alone = yield* load({ [key]: value })
+        expect(String(Either.getLeft(alone).pipe(Option.getOrElse(() => "")))).toContain(requires)
       })
-  )
-
-  it.effect(
-    "GATEWAY_PUBLISH_PREVIOUS_KEY: none by default, read when set, refused without GATEWAY_PUBLISH_KEY",
-    () =>
-      Effect.gen(function* () {
-        const base = { GATEWAY_JWT_SECRET: SECRET, GATEWAY_PUBLISH_KEY: KEY }
-        expect(Either.getOrThrow(yield* load(base)).publishPreviousKey._tag).toBe("None")
-        const rotating = Either.getOrThrow(
-          yield* load({ ...base, GATEWAY_PUBLISH_PREVIOUS_KEY: "q".repeat(32) })
-        )
-        expect(rotating.publishPreviousKey.pipe(Option.map(Redacted.value))).toEqual(
-          Option.some("q".repeat(32))
-        )
-        const alone = yield* load({ GATEWAY_PUBLISH_PREVIOUS_KEY: "q".repeat(32) })
-        expect(String(Either.getLeft(alone).pipe(Option.getOrElse(() => "")))).toContain(
-          "GATEWAY_PUBLISH_KEY"
-        )
-      })
-  )
+    )
+  }
 })
