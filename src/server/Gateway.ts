@@ -226,6 +226,8 @@ export const make = Effect.gen(function* () {
 
   const ingress = Ingress.make({
     maxEventBytes: maxBytes,
+    maxPendingCommands: config.maxPendingCommands,
+    commandTimeout: config.commandTimeout,
     metrics,
     registry,
     access,
