@@ -331,7 +331,6 @@ export const make = Effect.gen(function* () {
 
   const upgrade = (request: IncomingMessage, socket: Duplex, head: Buffer) =>
     Effect.gen(function* () {
-      if (!accepting) return refuseDraining(socket)
       const token = accessToken(request)
       // Bounded before any verifier sees it: a huge token costs nothing but this comparison.
       const verified = yield* Effect.either(
@@ -478,6 +477,8 @@ export const make = Effect.gen(function* () {
   const gateway: GatewayShape = {
     ...publisher,
     handleUpgrade: (request, socket, head) => {
+      // Checked before forking: once the gateway's scope has ended there is no fiber left to answer it.
+      if (!accepting) return refuseDraining(socket)
       // Until ws owns the socket, a reset must not become an unhandled 'error'.
       socket.on("error", destroyOnError)
       run(upgrade(request, socket, head))

@@ -2,12 +2,14 @@
  * Connection lifecycle on the gateway's Clock (TestClock): heartbeat pong deadline (4009), token
  * expiry while connected (4010), and the drain on shutdown (1001 going_away, bounded grace).
  */
+import { createServer, type Server } from "node:http"
+import type { AddressInfo } from "node:net"
 import { describe, expect, it } from "@effect/vitest"
 import type { WebSocket } from "ws"
 import { Deferred, Duration, Effect, Either, Exit, Fiber, Layer, Metric, Scope, TestClock } from "effect"
 import { makeJwt, TokenVerifier } from "../../src/server/Auth.js"
 import { renderPrometheus } from "../../src/server/Metrics.js"
-import { eventually } from "../adversarial/support.js"
+import { eventually, rawExchange } from "../adversarial/support.js"
 import { awaitSleeps, newId, SECRET, seriesValue, startGateway } from "../server/harness.js"
 
 /** Listens now (eagerly, before the clock moves); the returned effect waits with a real deadline. */
@@ -203,6 +205,41 @@ describe("shutdown", () => {
         before + 1
       )
       expect(harness.gateway.connectionCount()).toBe(0)
+    })
+  )
+
+  it.scoped("a host server that still routes upgrades after the gateway's scope ended gets 503s", () =>
+    Effect.gen(function* () {
+      const scope = yield* Scope.make()
+      const harness = yield* startGateway().pipe(Scope.extend(scope))
+      // The host app's own server, which outlives the gateway's scope (the standalone one does not).
+      const host = yield* Effect.acquireRelease(
+        Effect.async<Server>((resume) => {
+          const server = createServer()
+          server.on("upgrade", (request, socket, head) =>
+            harness.gateway.handleUpgrade(request, socket, head)
+          )
+          server.listen(0, "127.0.0.1", () => resume(Effect.succeed(server)))
+        }),
+        (server) => Effect.sync(() => server.close())
+      )
+      const token = yield* harness.token({ userId: newId() })
+      yield* Scope.close(scope, Exit.void)
+      const before = counterNow("filament_gateway_connections_rejected_total", { reason: "shutting_down" })
+      const { port } = host.address() as AddressInfo
+      const answer = yield* rawExchange(port, (socket) => {
+        socket.write(
+          `GET /gateway/ws?access_token=${token} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\n` +
+            "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        )
+      })
+      expect({ status: answer.status, body: answer.body }).toEqual({
+        status: 503,
+        body: '{"error":"shutting_down"}'
+      })
+      expect(counterNow("filament_gateway_connections_rejected_total", { reason: "shutting_down" })).toBe(
+        before + 1
+      )
     })
   )
 
