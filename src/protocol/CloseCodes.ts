@@ -18,7 +18,12 @@ export const CLOSE_CODES = [
   { code: 1001, reason: "going_away", description: "server shutting down (drain)", reconnect: true },
   { code: 1008, reason: "slow_consumer", description: "outbound queue full", reconnect: true },
   { code: 1009, reason: "event_too_large", description: "inbound frame over the cap", reconnect: true },
-  { code: 1011, reason: "internal_error", description: "unexpected defect", reconnect: true },
+  {
+    code: 1011,
+    reason: "internal_error",
+    description: "unexpected defect, or a command's ack the server cannot build",
+    reconnect: true
+  },
   { code: 4001, reason: "invalid_envelope", description: "not JSON or bad envelope", reconnect: true },
   {
     code: 4002,
@@ -57,6 +62,18 @@ export const CLOSE_CODES = [
     code: 4011,
     reason: "message_rejected",
     description: "the message handler refused message_create",
+    reconnect: true
+  },
+  {
+    code: 4012,
+    reason: "command_timeout",
+    description: "a command did not finish within the command timeout",
+    reconnect: true
+  },
+  {
+    code: 4013,
+    reason: "command_queue_full",
+    description: "too many commands waiting behind a running one",
     reconnect: true
   }
 ] as const satisfies ReadonlyArray<Omit<CloseCode, "reason"> & { reason: string }>

@@ -40,6 +40,10 @@ export interface GatewayConfigShape {
   readonly socketHighWaterBytes: number
   readonly ingressEventsPerWindow: number
   readonly ingressWindow: Duration.Duration
+  /** Commands a connection may have waiting behind the running one; one more closes it (4013). */
+  readonly maxPendingCommands: number
+  /** How long one command (its AccessPolicy / MessageHandler calls included) may run; then 4012. */
+  readonly commandTimeout: Duration.Duration
   readonly pingInterval: Duration.Duration
   readonly pongTimeout: Duration.Duration
   /** How often the single heartbeat sweep runs (pong deadlines and token expiry resolution). */
@@ -179,6 +183,11 @@ export const config: Config.Config<GatewayConfigShape> = Config.all({
   socketHighWaterBytes: positiveInt("GATEWAY_SOCKET_HIGH_WATER_BYTES", 1_048_576),
   ingressEventsPerWindow: positiveInt("GATEWAY_INGRESS_EVENTS_PER_WINDOW", 60),
   ingressWindow: seconds("GATEWAY_INGRESS_WINDOW_SECS", 10),
+  // Above the 60 frames one default rate window admits: a client within the rate limit is never closed
+  // for its backlog unless a command hangs.
+  maxPendingCommands: positiveInt("GATEWAY_MAX_PENDING_COMMANDS", 64),
+  // Above the sum of a subscribe's own bounded waits on a slow Redis (bus topic, presence, voice).
+  commandTimeout: seconds("GATEWAY_COMMAND_TIMEOUT_SECS", 30),
   pingInterval: seconds("GATEWAY_PING_INTERVAL_SECS", 30),
   pongTimeout: seconds("GATEWAY_PONG_TIMEOUT_SECS", 30),
   heartbeatSweep: seconds("GATEWAY_HEARTBEAT_SWEEP_SECS", 1),

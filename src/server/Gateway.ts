@@ -226,6 +226,8 @@ export const make = Effect.gen(function* () {
 
   const ingress = Ingress.make({
     maxEventBytes: maxBytes,
+    maxPendingCommands: config.maxPendingCommands,
+    commandTimeout: config.commandTimeout,
     metrics,
     registry,
     access,
@@ -321,18 +323,21 @@ export const make = Effect.gen(function* () {
   /** Upgrades past the per-user cap check and not yet registered, per user. */
   const upgrading = new Map<UserId, number>()
 
+  /** Drain has begun: the upgrade is refused, whichever step of admission it had reached. */
+  const refuseDraining = (socket: Duplex) => {
+    metrics.connectionRejected("shutting_down")
+    refuseUpgrade(socket, 503, "shutting_down")
+  }
+
   const upgrade = (request: IncomingMessage, socket: Duplex, head: Buffer) =>
     Effect.gen(function* () {
-      if (!accepting) {
-        metrics.connectionRejected("shutting_down")
-        return refuseUpgrade(socket, 503, "shutting_down")
-      }
       const token = accessToken(request)
       // Bounded before any verifier sees it: a huge token costs nothing but this comparison.
       const verified = yield* Effect.either(
         token.length > config.maxTokenBytes
           ? new Unauthorized({ reason: "invalid_token", detail: "token over GATEWAY_MAX_TOKEN_BYTES" })
-          : verifier.verify(token)
+          : // Still running when the gateway's scope ends (drain is over): the socket is answered, not leaked.
+            Effect.onInterrupt(verifier.verify(token), () => Effect.sync(() => refuseDraining(socket)))
       )
       if (verified._tag === "Left") {
         metrics.authFailure("unauthorized")
@@ -370,6 +375,12 @@ export const make = Effect.gen(function* () {
   const establish = (request: IncomingMessage, socket: Duplex, head: Buffer, principal: Principal) =>
     Effect.gen(function* () {
       const connection = yield* Effect.async<Connection | undefined>((resume) => {
+        // Drain may have begun while the token was verified. ws completes the handshake and calls back
+        // synchronously, so nothing can begin draining between this check and `attach`.
+        if (!accepting) {
+          refuseDraining(socket)
+          return resume(Effect.succeed(undefined))
+        }
         // ws drops a socket that closed meanwhile without calling back.
         const closedFirst = () => resume(Effect.succeed(undefined))
         socket.once("close", closedFirst)
@@ -466,6 +477,8 @@ export const make = Effect.gen(function* () {
   const gateway: GatewayShape = {
     ...publisher,
     handleUpgrade: (request, socket, head) => {
+      // Checked before forking: once the gateway's scope has ended there is no fiber left to answer it.
+      if (!accepting) return refuseDraining(socket)
       // Until ws owns the socket, a reset must not become an unhandled 'error'.
       socket.on("error", destroyOnError)
       run(upgrade(request, socket, head))

@@ -2,9 +2,10 @@
  * Ingress: a client frame becomes a typed command, synchronously, inside the `ws` `message`
  * callback — rate window, `decodeCommand`, and on failure the metric and the close code. Accepted
  * commands of a connection run in arrival order as one short-lived effect per burst, so a slow
- * AccessPolicy or MessageHandler call delays only that connection.
+ * AccessPolicy or MessageHandler call delays only that connection; the commands waiting behind it
+ * are bounded, and each command is bounded in time.
  */
-import { Cause, Effect } from "effect"
+import { Cause, Duration, Effect } from "effect"
 import type { RawData } from "ws"
 import type {
   Command,
@@ -16,7 +17,7 @@ import { decodeCommand } from "../protocol/Commands.js"
 import { Subscribed, Unsubscribed } from "../protocol/events/connection.js"
 import { MessageCreate } from "../protocol/events/message.js"
 import type { AccessPolicyShape } from "./Access.js"
-import { MessageRejected } from "./Errors.js"
+import { CommandTimeout, MessageRejected, type OutboundError } from "./Errors.js"
 import type { Connection } from "./Connection.js"
 import type { Publisher, SubscriptionFollowUpsShape } from "./FollowUps.js"
 import type { MessageHandlerShape } from "./Messages.js"
@@ -25,6 +26,10 @@ import type { SubscriptionRegistryShape } from "./Registry.js"
 
 export interface IngressOptions {
   readonly maxEventBytes: number
+  /** Commands a connection may have waiting behind the running one; one more closes it. */
+  readonly maxPendingCommands: number
+  /** How long one command may run before the connection is closed. */
+  readonly commandTimeout: Duration.Duration
   readonly metrics: GatewayMetricsShape
   readonly registry: SubscriptionRegistryShape
   readonly access: AccessPolicyShape
@@ -126,7 +131,8 @@ export const make = (options: IngressOptions): Ingress => {
       })
     )
 
-  const execute = (connection: Connection, command: Command): Effect.Effect<void, unknown> => {
+  /** Fails only when the command's ack cannot be built: every other outcome is handled inside. */
+  const execute = (connection: Connection, command: Command): Effect.Effect<void, OutboundError> => {
     switch (command._tag) {
       case "subscribe":
         return subscribe(connection, command)
@@ -147,23 +153,54 @@ export const make = (options: IngressOptions): Ingress => {
       return next
     })
 
+  const timeoutMillis = Duration.toMillis(options.commandTimeout)
+
+  /**
+   * One command, bounded in time, with an outcome for each way it can fail. A command that cannot be
+   * answered ends its connection: the client would otherwise wait for an ack that never comes.
+   */
+  const executeCommand = (connection: Connection, command: Command): Effect.Effect<void> =>
+    execute(connection, command).pipe(
+      Effect.timeoutFail({
+        duration: options.commandTimeout,
+        onTimeout: () =>
+          new CommandTimeout({ reason: "command_timeout", command: command._tag, timeoutMillis })
+      }),
+      Effect.catchTags({
+        // A hanging AccessPolicy or MessageHandler: the commands behind it would wait for ever.
+        CommandTimeout: (timeout) =>
+          Effect.zipRight(
+            Effect.sync(() => connection.close(timeout.reason)),
+            Effect.logWarning("gateway.command.timeout").pipe(
+              Effect.annotateLogs({
+                user_id: connection.userId,
+                command: timeout.command,
+                timeout_ms: timeout.timeoutMillis
+              })
+            )
+          ),
+        // The ack's build failure is already counted and logged (once) by the build.
+        SerializeError: () => Effect.sync(() => connection.close("internal_error")),
+        OversizedOutbound: () => Effect.sync(() => connection.close("internal_error"))
+      }),
+      Effect.catchAllCause((cause) =>
+        Effect.sync(() => connection.close("internal_error")).pipe(
+          Effect.zipRight(
+            Effect.logError("gateway.command.defect", Cause.pretty(cause)).pipe(
+              Effect.annotateLogs({ user_id: connection.userId, command: command._tag })
+            )
+          )
+        )
+      )
+    )
+
   /** Runs the connection's queued commands in order until none is left; then the fiber ends. */
   const drain = (connection: Connection): Effect.Effect<void> =>
     Effect.gen(function* () {
       for (;;) {
         const command = yield* takeNext(connection)
         if (command === undefined) return
-        yield* execute(connection, command).pipe(
-          Effect.catchAllCause((cause) =>
-            Effect.sync(() => connection.close("internal_error")).pipe(
-              Effect.zipRight(
-                Effect.logError("gateway.command.defect", Cause.pretty(cause)).pipe(
-                  Effect.annotateLogs({ user_id: connection.userId, command: command._tag })
-                )
-              )
-            )
-          )
-        )
+        yield* executeCommand(connection, command)
       }
     })
 
@@ -189,7 +226,18 @@ export const make = (options: IngressOptions): Ingress => {
       }
       const decoded = decodeCommand(text, options.maxEventBytes)
       if (decoded._tag === "Right") {
-        ;(connection.pendingCommands ??= []).push(decoded.right)
+        const pending = (connection.pendingCommands ??= [])
+        // The rate window does not bound this queue: behind a hanging command it would grow every window.
+        if (pending.length >= options.maxPendingCommands) {
+          connection.close("command_queue_full")
+          options.run(
+            Effect.logWarning("gateway.command.queue_full").pipe(
+              Effect.annotateLogs({ user_id: connection.userId, pending: pending.length })
+            )
+          )
+          return
+        }
+        pending.push(decoded.right)
         schedule(connection)
         return
       }

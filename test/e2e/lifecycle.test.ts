@@ -2,11 +2,15 @@
  * Connection lifecycle on the gateway's Clock (TestClock): heartbeat pong deadline (4009), token
  * expiry while connected (4010), and the drain on shutdown (1001 going_away, bounded grace).
  */
+import { createServer, type Server } from "node:http"
+import type { AddressInfo } from "node:net"
 import { describe, expect, it } from "@effect/vitest"
 import type { WebSocket } from "ws"
-import { Duration, Effect, Exit, Fiber, Metric, Scope, TestClock } from "effect"
+import { Deferred, Duration, Effect, Either, Exit, Fiber, Layer, Metric, Scope, TestClock } from "effect"
+import { makeJwt, TokenVerifier } from "../../src/server/Auth.js"
 import { renderPrometheus } from "../../src/server/Metrics.js"
-import { awaitSleeps, newId, seriesValue, startGateway } from "../server/harness.js"
+import { eventually, rawExchange } from "../adversarial/support.js"
+import { awaitSleeps, newId, SECRET, seriesValue, startGateway } from "../server/harness.js"
 
 /** Listens now (eagerly, before the clock moves); the returned effect waits with a real deadline. */
 const nextEvent = (emitter: { once: (event: string, listener: () => void) => unknown }, event: string) => {
@@ -91,6 +95,30 @@ describe("token expiry while connected", () => {
   )
 })
 
+/** A counter series read from the process's metrics (the HTTP listener is gone once drain starts). */
+const counterNow = (name: string, labels: Readonly<Record<string, string>>) =>
+  seriesValue(renderPrometheus(Metric.unsafeSnapshot()), name, labels)
+
+/**
+ * A host TokenVerifier (the JWT one) whose check of one user's token does not finish until the test
+ * releases it: `verifying` tells the test the upgrade is inside the check.
+ */
+const heldVerifier = (heldUser: string) =>
+  Effect.gen(function* () {
+    const verifying = yield* Deferred.make<void>()
+    const release = yield* Deferred.make<void>()
+    const jwt = makeJwt(SECRET)
+    const layer = Layer.succeed(TokenVerifier, {
+      verify: (token) =>
+        Effect.tap(jwt.verify(token), (principal) =>
+          principal.userId === heldUser
+            ? Effect.zipRight(Deferred.succeed(verifying, undefined), Deferred.await(release))
+            : Effect.void
+        )
+    })
+    return { layer, verifying, release }
+  })
+
 describe("shutdown", () => {
   it.scoped("closing the gateway's scope stops accepting and closes every socket with 1001 going_away", () =>
     Effect.gen(function* () {
@@ -112,6 +140,106 @@ describe("shutdown", () => {
       // The listener is gone: a new connection is refused at the TCP level.
       const refused = yield* Effect.either(harness.connect(yield* harness.token({ userId: newId() })))
       expect(refused._tag).toBe("Left")
+    })
+  )
+
+  it.scoped("an upgrade whose token check ends after drain began is refused 503, nothing attaches", () =>
+    Effect.gen(function* () {
+      const heldUser = newId()
+      const held = yield* heldVerifier(heldUser)
+      const scope = yield* Scope.make()
+      const harness = yield* startGateway({ closeGrace: Duration.seconds(60) }, held.layer).pipe(
+        Scope.extend(scope)
+      )
+      // A peer that does not answer the close keeps the drain waiting out its grace.
+      const holder = yield* harness.connectReady(newId())
+      holder.socket.pause()
+      const late = yield* Effect.fork(
+        Effect.either(harness.connect(yield* harness.token({ userId: heldUser })))
+      )
+      yield* Deferred.await(held.verifying)
+      const before = counterNow("filament_gateway_connections_rejected_total", { reason: "shutting_down" })
+      const sleeping = (yield* TestClock.sleeps()).length
+      const closing = yield* Effect.fork(Scope.close(scope, Exit.void))
+      yield* awaitSleeps(sleeping + 1)
+      // Drain has begun; now the token check finishes.
+      yield* Deferred.succeed(held.release, undefined)
+      const refused = yield* Fiber.join(late)
+      expect(Either.isLeft(refused) && refused.left).toEqual({
+        status: 503,
+        body: '{"error":"shutting_down"}'
+      })
+      expect(counterNow("filament_gateway_connections_rejected_total", { reason: "shutting_down" })).toBe(
+        before + 1
+      )
+      expect(harness.gateway.connectionCount()).toBe(1)
+      expect(yield* harness.serverConnections(heldUser)).toHaveLength(0)
+      yield* TestClock.adjust(Duration.seconds(60))
+      yield* Fiber.join(closing)
+      expect(harness.gateway.connectionCount()).toBe(0)
+    })
+  )
+
+  it.scoped("an upgrade whose token check outlasts the drain is answered 503, not left open", () =>
+    Effect.gen(function* () {
+      const heldUser = newId()
+      const held = yield* heldVerifier(heldUser)
+      const scope = yield* Scope.make()
+      const harness = yield* startGateway({}, held.layer).pipe(Scope.extend(scope))
+      let answer: Either.Either<unknown, { status: number; body: string }> | undefined
+      yield* Effect.fork(
+        Effect.either(harness.connect(yield* harness.token({ userId: heldUser }))).pipe(
+          Effect.tap((result) => (answer = result))
+        )
+      )
+      yield* Deferred.await(held.verifying)
+      const before = counterNow("filament_gateway_connections_rejected_total", { reason: "shutting_down" })
+      // Nothing is connected: the drain ends at once, with the token check still running.
+      yield* Scope.close(scope, Exit.void)
+      yield* eventually("the held upgrade is answered", () => answer !== undefined)
+      expect(answer !== undefined && Either.isLeft(answer) && answer.left).toEqual({
+        status: 503,
+        body: '{"error":"shutting_down"}'
+      })
+      expect(counterNow("filament_gateway_connections_rejected_total", { reason: "shutting_down" })).toBe(
+        before + 1
+      )
+      expect(harness.gateway.connectionCount()).toBe(0)
+    })
+  )
+
+  it.scoped("a host server that still routes upgrades after the gateway's scope ended gets 503s", () =>
+    Effect.gen(function* () {
+      const scope = yield* Scope.make()
+      const harness = yield* startGateway().pipe(Scope.extend(scope))
+      // The host app's own server, which outlives the gateway's scope (the standalone one does not).
+      const host = yield* Effect.acquireRelease(
+        Effect.async<Server>((resume) => {
+          const server = createServer()
+          server.on("upgrade", (request, socket, head) =>
+            harness.gateway.handleUpgrade(request, socket, head)
+          )
+          server.listen(0, "127.0.0.1", () => resume(Effect.succeed(server)))
+        }),
+        (server) => Effect.sync(() => server.close())
+      )
+      const token = yield* harness.token({ userId: newId() })
+      yield* Scope.close(scope, Exit.void)
+      const before = counterNow("filament_gateway_connections_rejected_total", { reason: "shutting_down" })
+      const { port } = host.address() as AddressInfo
+      const answer = yield* rawExchange(port, (socket) => {
+        socket.write(
+          `GET /gateway/ws?access_token=${token} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\n` +
+            "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        )
+      })
+      expect({ status: answer.status, body: answer.body }).toEqual({
+        status: 503,
+        body: '{"error":"shutting_down"}'
+      })
+      expect(counterNow("filament_gateway_connections_rejected_total", { reason: "shutting_down" })).toBe(
+        before + 1
+      )
     })
   )
 

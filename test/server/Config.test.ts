@@ -22,9 +22,11 @@ describe("GatewayConfig", () => {
         ingressEventsPerWindow: 60,
         socketHighWaterBytes: 1_048_576,
         maxSubscriptionsPerConnection: 1024,
-        maxConnectionsPerUser: 32
+        maxConnectionsPerUser: 32,
+        maxPendingCommands: 64
       })
       expect(Duration.toSeconds(config.ingressWindow)).toBe(10)
+      expect(Duration.toSeconds(config.commandTimeout)).toBe(30)
       expect(Duration.toSeconds(config.pingInterval)).toBe(30)
       expect(Duration.toSeconds(config.pongTimeout)).toBe(30)
       expect(Redacted.value(config.jwtSecret)).toBe(SECRET)
@@ -42,16 +44,20 @@ describe("GatewayConfig", () => {
           GATEWAY_OUTBOUND_QUEUE: "8",
           GATEWAY_INGRESS_EVENTS_PER_WINDOW: "5",
           GATEWAY_INGRESS_WINDOW_SECS: "2.5",
-          GATEWAY_PONG_TIMEOUT_SECS: "7"
+          GATEWAY_PONG_TIMEOUT_SECS: "7",
+          GATEWAY_MAX_PENDING_COMMANDS: "3",
+          GATEWAY_COMMAND_TIMEOUT_SECS: "0.5"
         })
       )
       expect(config).toMatchObject({
         port: 0,
         maxEventBytes: 1024,
         outboundQueue: 8,
-        ingressEventsPerWindow: 5
+        ingressEventsPerWindow: 5,
+        maxPendingCommands: 3
       })
       expect(Duration.toMillis(config.ingressWindow)).toBe(2500)
+      expect(Duration.toMillis(config.commandTimeout)).toBe(500)
       expect(Duration.toSeconds(config.pongTimeout)).toBe(7)
     })
   )
@@ -63,6 +69,8 @@ describe("GatewayConfig", () => {
         ["GATEWAY_OUTBOUND_QUEUE", "0"],
         ["GATEWAY_INGRESS_EVENTS_PER_WINDOW", "many"],
         ["GATEWAY_INGRESS_WINDOW_SECS", "0"],
+        ["GATEWAY_MAX_PENDING_COMMANDS", "0"],
+        ["GATEWAY_COMMAND_TIMEOUT_SECS", "-1"],
         ["GATEWAY_PORT", "70000"],
         ["GATEWAY_JWT_SECRET", "short"],
         ["GATEWAY_JWT_PREVIOUS_SECRET", "short"],
