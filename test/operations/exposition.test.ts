@@ -96,7 +96,8 @@ describe("the /metrics exposition", () => {
             eventuallyEffect(
               `Prometheus has scraped ${total} deliveries`,
               Effect.map(prometheus.query(delivered), (result) => result[0]?.value === total),
-              10_000
+              10_000,
+              50
             )
           // Twice: a labelled series is born at its first value, so a rate needs a second one.
           yield* publish(messages)

@@ -172,7 +172,8 @@ export const generateTraffic = (redis: RedisServer) =>
         Effect.map(Effect.all([a.http("/readyz"), b.http("/readyz")]), (answers) =>
           answers.every((answer) => answer.status === status)
         ),
-        10_000
+        10_000,
+        50
       )
     yield* redis.kill
     yield* readyIs(503)

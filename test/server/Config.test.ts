@@ -27,6 +27,7 @@ describe("GatewayConfig", () => {
       expect(Duration.toSeconds(config.ingressWindow)).toBe(10)
       expect(Duration.toSeconds(config.pingInterval)).toBe(30)
       expect(Duration.toSeconds(config.pongTimeout)).toBe(30)
+      expect(Duration.toSeconds(config.workerReportTimeout)).toBe(2)
       expect(Redacted.value(config.jwtSecret)).toBe(SECRET)
     })
   )
@@ -42,7 +43,8 @@ describe("GatewayConfig", () => {
           GATEWAY_OUTBOUND_QUEUE: "8",
           GATEWAY_INGRESS_EVENTS_PER_WINDOW: "5",
           GATEWAY_INGRESS_WINDOW_SECS: "2.5",
-          GATEWAY_PONG_TIMEOUT_SECS: "7"
+          GATEWAY_PONG_TIMEOUT_SECS: "7",
+          GATEWAY_WORKER_REPORT_TIMEOUT_SECS: "0.5"
         })
       )
       expect(config).toMatchObject({
@@ -53,6 +55,7 @@ describe("GatewayConfig", () => {
       })
       expect(Duration.toMillis(config.ingressWindow)).toBe(2500)
       expect(Duration.toSeconds(config.pongTimeout)).toBe(7)
+      expect(Duration.toMillis(config.workerReportTimeout)).toBe(500)
     })
   )
 
@@ -63,6 +66,7 @@ describe("GatewayConfig", () => {
         ["GATEWAY_OUTBOUND_QUEUE", "0"],
         ["GATEWAY_INGRESS_EVENTS_PER_WINDOW", "many"],
         ["GATEWAY_INGRESS_WINDOW_SECS", "0"],
+        ["GATEWAY_WORKER_REPORT_TIMEOUT_SECS", "-1"],
         ["GATEWAY_PORT", "70000"],
         ["GATEWAY_JWT_SECRET", "short"],
         ["GATEWAY_JWT_PREVIOUS_SECRET", "short"],
