@@ -335,9 +335,12 @@ export const mergeSnapshots = (snapshots: ReadonlyArray<MetricsSnapshot>): Metri
   )
 }
 
-/** Only the families that accumulate (counters, histograms): what outlives the process that counted it. */
+/**
+ * What outlives the process that counted it: counters and histograms; gauge families stay (in their
+ * place in the order) without series.
+ */
 export const cumulativeOnly = (snapshot: MetricsSnapshot): MetricsSnapshot =>
-  snapshot.filter((family) => family.type !== "gauge")
+  snapshot.map((family) => (family.type === "gauge" ? { ...family, series: [] } : family))
 
 const escapeHelp = (text: string) => text.replace(/\\/g, "\\\\").replace(/\n/g, "\\n")
 

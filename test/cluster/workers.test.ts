@@ -3,6 +3,7 @@
  * workers sharing one port), joined only by a real `redis-server`; refused without Redis.
  */
 import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process"
+import { get as httpGet } from "node:http"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Redacted } from "effect"
 import WebSocket from "ws"
@@ -185,22 +186,30 @@ describe("GATEWAY_WORKERS", () => {
             GATEWAY_JWT_SECRET: JWT_SECRET,
             GATEWAY_PUBLISH_KEY: PUBLISH_KEY,
             GATEWAY_REDIS_URL: redis.url,
-            GATEWAY_BUS_SECRET: BUS_SECRET
+            GATEWAY_BUS_SECRET: BUS_SECRET,
+            GATEWAY_WORKER_REPORT_TIMEOUT_SECS: "0.5"
           })
           yield* within(
             "both workers listening",
             outputMatches(started, (output) => output.split("filament-gateway listening on").length === 3),
             START_DEADLINE_MS
           )
-          // Status 0: the connection was reset (a request handed to a worker as it died).
-          const get = (path: string) =>
-            Effect.promise(async () => {
-              try {
-                const response = await fetch(`http://127.0.0.1:${port}${path}`)
-                return { status: response.status, body: await response.text() }
-              } catch {
-                return { status: 0, body: "" }
-              }
+          // A new TCP connection per request, so that node:cluster hands each to the next worker in
+          // turn. Status 0: no answer within `ms` or the connection was reset (a worker that died or
+          // is stopped).
+          const get = (path: string, ms = DEADLINE_MS) =>
+            Effect.async<{ status: number; body: string }>((resume) => {
+              const request = httpGet(
+                `http://127.0.0.1:${port}${path}`,
+                { agent: false, signal: AbortSignal.timeout(ms) },
+                (response) => {
+                  let body = ""
+                  response.on("data", (chunk: Buffer) => (body += chunk.toString()))
+                  response.on("end", () => resume(Effect.succeed({ status: response.statusCode ?? 0, body })))
+                  response.on("error", () => resume(Effect.succeed({ status: 0, body: "" })))
+                }
+              )
+              request.on("error", () => resume(Effect.succeed({ status: 0, body: "" })))
             })
           const [guild, channel] = [newId(), newId()]
           const clients: Array<TestClient> = []
@@ -261,7 +270,8 @@ describe("GATEWAY_WORKERS", () => {
           const seen = new Set<string>()
           yield* eventuallyEffect(
             "a replacement worker is ready",
-            Effect.map(get("/readyz"), (answer) => {
+            // Short: a request handed to the worker as it died may hang instead of being reset.
+            Effect.map(get("/readyz", 1_000), (answer) => {
               if (answer.status === 0) return false
               const group = JSON.parse(answer.body) as typeof body
               seen.add(`${answer.status} ${group.status}`)
@@ -275,10 +285,53 @@ describe("GATEWAY_WORKERS", () => {
           expect(seen).toContain("503 starting")
           const after = (yield* get("/metrics")).body
           expect(delivered(after)).toBe(delivered(before))
+          const families = (text: string) => [...text.matchAll(/^# TYPE (\S+)/gm)].map((match) => match[1])
+          expect(families(after)).toEqual(families(before))
           for (const family of ["filament_gateway_events_emitted_total", "filament_ws_disconnects_total"])
             expect(familySum(after, family)).toBeGreaterThanOrEqual(familySum(before, family))
           // The dead worker's clients went with it; the gauge is the live workers' only.
           expect(seriesValue(after, "filament_gateway_connections")).toBe(2)
+
+          // A worker that cannot answer (stopped): after GATEWAY_WORKER_REPORT_TIMEOUT_SECS the other
+          // one answers for the group — unready, with the stopped worker's last report in the sums.
+          const group = JSON.parse((yield* get("/readyz")).body) as typeof body
+          const stopped = group.workers[0]!.pid
+          process.kill(stopped, "SIGSTOP")
+          yield* Effect.addFinalizer(() => Effect.sync(() => process.kill(stopped, "SIGCONT")))
+          let unready = { status: 0, body: "" }
+          yield* eventuallyEffect(
+            "the running worker reports the stopped one unresponsive",
+            Effect.map(get("/readyz", 2_000), (answer) => {
+              unready = answer
+              return answer.status !== 0
+            }),
+            START_DEADLINE_MS,
+            50
+          )
+          expect(unready.status).toBe(503)
+          expect(JSON.parse(unready.body)).toMatchObject({
+            status: "unresponsive",
+            workers: expect.arrayContaining([{ pid: stopped, status: "unresponsive" }])
+          })
+          let stale = ""
+          yield* eventuallyEffect(
+            "the running worker serves /metrics",
+            Effect.map(get("/metrics", 2_000), (answer) => {
+              stale = answer.body
+              return answer.status === 200
+            }),
+            START_DEADLINE_MS,
+            50
+          )
+          expect(delivered(stale)).toBe(delivered(before))
+          expect(seriesValue(stale, "filament_gateway_connections")).toBe(2)
+          process.kill(stopped, "SIGCONT")
+          yield* eventuallyEffect(
+            "ready again once it answers",
+            Effect.map(get("/readyz"), (answer) => answer.status === 200),
+            START_DEADLINE_MS,
+            50
+          )
         })
       ),
     60_000
