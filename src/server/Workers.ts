@@ -68,15 +68,19 @@ const isMessage = (value: unknown): value is Message =>
   (value as { _tag: string })._tag.startsWith("filament/")
 
 interface Round {
+  readonly id: number
   readonly waiting: Set<Worker>
   readonly answered: Map<Worker, Readiness>
-  readonly finish: () => void
+  /** The workers' requests this round answers (several when scrapes overlap). */
+  readonly requests: Array<{ readonly worker: Worker; readonly id: number }>
 }
 
 /**
  * The primary's half: `add` each forked worker, `remove` it when it exits. Plain callbacks, like the
  * rest of the supervisor: node:cluster's IPC is event-driven and the primary runs nothing else. A
- * round asks every listening worker and answers when all have, or at `timeout` with what it has.
+ * round asks every listening worker and answers when all have, or at `timeout` with what it has;
+ * requests that arrive while a round is out join it, so there is one round at a time however many
+ * scrapes come in.
  */
 export const makePrimary = (options: { readonly expected: number; readonly timeout: Duration.Duration }) => {
   const timeoutMs = Duration.toMillis(options.timeout)
@@ -85,7 +89,8 @@ export const makePrimary = (options: { readonly expected: number; readonly timeo
   const latest = new Map<Worker, MetricsSnapshot>()
   let exited: MetricsSnapshot = []
   let nextRound = 0
-  const rounds = new Map<number, Round>()
+  let round: Round | undefined
+  let timer: ReturnType<typeof setTimeout> | undefined
 
   const send = (worker: Worker, message: Message) => {
     if (worker.isConnected()) worker.send(message)
@@ -106,26 +111,37 @@ export const makePrimary = (options: { readonly expected: number; readonly timeo
     expected: options.expected
   })
 
-  const collect = (requester: Worker, requestId: number) => {
-    const id = nextRound++
-    const round: Round = {
-      waiting: new Set(listening),
-      answered: new Map(),
-      finish: () => {
-        if (!rounds.delete(id)) return
-        clearTimeout(timer)
-        send(requester, { _tag: "filament/group-report", id: requestId, report: reportOf(round.answered) })
-      }
-    }
-    const timer = setTimeout(round.finish, timeoutMs)
-    rounds.set(id, round)
-    for (const worker of round.waiting) send(worker, { _tag: "filament/collect", id })
-    if (round.waiting.size === 0) round.finish()
+  const finish = () => {
+    if (round === undefined) return
+    const done = round
+    round = undefined
+    clearTimeout(timer)
+    const report = reportOf(done.answered)
+    for (const request of done.requests)
+      send(request.worker, { _tag: "filament/group-report", id: request.id, report })
   }
 
-  const answered = (worker: Worker, round: Round) => {
+  const collect = (worker: Worker, requestId: number) => {
+    if (round !== undefined) {
+      round.requests.push({ worker, id: requestId })
+      return
+    }
+    const started: Round = {
+      id: nextRound++,
+      waiting: new Set(listening),
+      answered: new Map(),
+      requests: [{ worker, id: requestId }]
+    }
+    round = started
+    timer = setTimeout(finish, timeoutMs)
+    for (const asked of started.waiting) send(asked, { _tag: "filament/collect", id: started.id })
+    if (started.waiting.size === 0) finish()
+  }
+
+  const answered = (worker: Worker) => {
+    if (round === undefined) return
     round.waiting.delete(worker)
-    if (round.waiting.size === 0) round.finish()
+    if (round.waiting.size === 0) finish()
   }
 
   const onMessage = (worker: Worker) => (message: unknown) => {
@@ -133,10 +149,9 @@ export const makePrimary = (options: { readonly expected: number; readonly timeo
     if (message._tag === "filament/report-request") return collect(worker, message.id)
     if (message._tag !== "filament/collected") return
     latest.set(worker, message.metrics)
-    const round = rounds.get(message.id)
-    if (round === undefined) return
+    if (round?.id !== message.id) return
     round.answered.set(worker, message.readiness)
-    answered(worker, round)
+    answered(worker)
   }
 
   return {
@@ -151,7 +166,7 @@ export const makePrimary = (options: { readonly expected: number; readonly timeo
       latest.delete(worker)
       workers.delete(worker)
       listening.delete(worker)
-      for (const round of [...rounds.values()]) answered(worker, round)
+      answered(worker)
     }
   }
 }
