@@ -76,6 +76,8 @@ export interface GatewayConfigShape {
   readonly busBacklog: number
   /** Worker processes sharing the port (`GATEWAY_WORKERS`: a number or `auto` = one per core). */
   readonly workers: number
+  /** With workers: how long the primary waits for each worker's report on a `/metrics` or `/readyz`. */
+  readonly workerReportTimeout: Duration.Duration
   /** Cluster presence: a node silent for this long is dead and its users go offline. */
   readonly nodeTtl: Duration.Duration
   /** Time a request (upgrade or HTTP, headers and body) may take to arrive before 408. */
@@ -221,6 +223,7 @@ export const config: Config.Config<GatewayConfigShape> = Config.all({
             )
     )
   ),
+  workerReportTimeout: seconds("GATEWAY_WORKER_REPORT_TIMEOUT_SECS", 2),
   requestTimeout: seconds("GATEWAY_REQUEST_TIMEOUT_SECS", 10),
   rateLimitPerMinute: nonNegativeInt("GATEWAY_RATE_LIMIT_REQUESTS_PER_MINUTE", 0),
   maxConnectionsPerIp: nonNegativeInt("GATEWAY_MAX_CONNECTIONS_PER_IP", 0),

@@ -1,6 +1,7 @@
 /**
  * HTTP surface. The routes (`POST /v1/publish`, `GET /metrics`, `/healthz`, `/readyz`) are an
- * `@effect/platform` router, exported as an `HttpApp` a host can mount. The standalone server owns
+ * `@effect/platform` router, exported as an `HttpApp` a host can mount. In a `GATEWAY_WORKERS`
+ * worker, `main` also provides `WorkerGroup`, and `/metrics` and `/readyz` answer for every worker. The standalone server owns
  * the Node `http.Server` as a scoped resource: `request` goes to `NodeHttpServer.makeHandler`, and
  * `upgrade` — exactly one party may handle it — goes to the Gateway for `/gateway/ws`.
  */
@@ -20,7 +21,8 @@ import { PublishRejected } from "./Errors.js"
 import type { RoutedEvent, UserEvent } from "./FollowUps.js"
 import { Gateway } from "./Gateway.js"
 import * as HttpLimits from "./HttpLimits.js"
-import { GatewayMetrics, PROMETHEUS_CONTENT_TYPE } from "./Metrics.js"
+import { GatewayMetrics, PROMETHEUS_CONTENT_TYPE, renderSnapshot } from "./Metrics.js"
+import { groupStatus, readinessOf, WorkerGroup } from "./Workers.js"
 
 export const GATEWAY_PATH = "/gateway/ws"
 const PUBLISH_PATH = "/v1/publish"
@@ -165,21 +167,42 @@ export const httpApp = HttpRouter.empty.pipe(
   HttpRouter.post(PUBLISH_PATH, publish),
   HttpRouter.get(
     "/metrics",
-    Effect.map(GatewayMetrics, (metrics) =>
-      HttpServerResponse.text(metrics.render(), { contentType: PROMETHEUS_CONTENT_TYPE })
-    )
+    Effect.gen(function* () {
+      const metrics = yield* GatewayMetrics
+      const group = yield* Effect.serviceOption(WorkerGroup)
+      if (Option.isNone(group))
+        return HttpServerResponse.text(metrics.render(), { contentType: PROMETHEUS_CONTENT_TYPE })
+      return yield* group.value.report.pipe(
+        Effect.map((report) =>
+          HttpServerResponse.text(renderSnapshot(report.metrics), { contentType: PROMETHEUS_CONTENT_TYPE })
+        ),
+        // Never this worker's share alone: that would read as counters going backwards.
+        Effect.catchTag("WorkersUnavailable", (error) =>
+          Effect.succeed(jsonResponse(503, { error: "workers_unavailable", reason: error.reason }))
+        )
+      )
+    })
   ),
   HttpRouter.get("/healthz", Effect.succeed(jsonResponse(200, { status: "ok" }))),
   HttpRouter.get(
     "/readyz",
-    Effect.map(Gateway, (gateway) =>
-      !gateway.isAccepting()
-        ? jsonResponse(503, { status: "draining" })
-        : gateway.busHealthy()
-          ? jsonResponse(200, { status: "ready" })
-          : // Partitioned from the cluster: its clients would miss other nodes' events.
-            jsonResponse(503, { status: "bus_unavailable" })
-    )
+    Effect.gen(function* () {
+      const gateway = yield* Gateway
+      const group = yield* Effect.serviceOption(WorkerGroup)
+      if (Option.isNone(group)) {
+        const status = readinessOf(gateway)
+        return jsonResponse(status === "ready" ? 200 : 503, { status })
+      }
+      return yield* group.value.report.pipe(
+        Effect.map((report) => {
+          const status = groupStatus(report)
+          return jsonResponse(status === "ready" ? 200 : 503, { status, workers: report.workers })
+        }),
+        Effect.catchTag("WorkersUnavailable", (error) =>
+          Effect.succeed(jsonResponse(503, { status: "workers_unavailable", reason: error.reason }))
+        )
+      )
+    })
   ),
   // A plain GET on the WebSocket path: the original's framework answers 4xx without upgrade headers.
   HttpRouter.get(GATEWAY_PATH, Effect.succeed(jsonResponse(426, { error: "upgrade_required" })))

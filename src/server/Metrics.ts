@@ -209,6 +209,8 @@ export interface GatewayMetricsShape {
   /** The bus is connected again after `outageSeconds` down. */
   readonly busReconnected: (outageSeconds: number) => void
   readonly busLag: (seconds: number) => void
+  /** Every family of this process as data (see `MetricsSnapshot`). */
+  readonly snapshot: () => MetricsSnapshot
   /** Prometheus text exposition 0.0.4 of every family (HELP and TYPE even without series). */
   readonly render: () => string
 }
@@ -220,60 +222,162 @@ export class GatewayMetrics extends Context.Tag("filament/GatewayMetrics")<
 
 export const PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-const escapeLabel = (value: string) => value.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n")
+type Labels = ReadonlyArray<readonly [name: string, value: string]>
 
-const formatLabels = (labels: ReadonlyArray<readonly [string, string]>) =>
-  labels.length === 0 ? "" : `{${labels.map(([key, value]) => `${key}="${escapeLabel(value)}"`).join(",")}}`
+/** A counter's or gauge's series. */
+export interface ValueSeries {
+  readonly labels: Labels
+  readonly value: number
+}
 
-const formatNumber = (value: number | bigint) =>
-  typeof value === "bigint"
-    ? value.toString()
-    : Number.isFinite(value)
-      ? String(value)
-      : value > 0
-        ? "+Inf"
-        : value < 0
-          ? "-Inf"
-          : "NaN"
+/** A histogram's series: cumulative counts per finite upper bound (`+Inf` is `count`). */
+export interface HistogramSeries {
+  readonly labels: Labels
+  readonly buckets: ReadonlyArray<readonly [upperBound: number, cumulative: number]>
+  readonly sum: number
+  readonly count: number
+}
 
-const seriesLines = (family: Family, pair: MetricPair.MetricPair.Untyped): ReadonlyArray<string> => {
+export type FamilySnapshot =
+  | (Family & { readonly type: "counter" | "gauge"; readonly series: ReadonlyArray<ValueSeries> })
+  | (Family & { readonly type: "histogram"; readonly series: ReadonlyArray<HistogramSeries> })
+
+/**
+ * Every family with its series, as plain data (structured-clone safe: what a worker sends its
+ * primary), in exposition order, series sorted by label values.
+ */
+export type MetricsSnapshot = ReadonlyArray<FamilySnapshot>
+
+const seriesKey = (labels: Labels) => labels.map(([, value]) => value).join("\u0000")
+
+const byLabelValues = <S extends { readonly labels: Labels }>(series: ReadonlyArray<S>): Array<S> =>
+  series
+    .map((entry) => ({ key: seriesKey(entry.labels), entry }))
+    .sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))
+    .map(({ entry }) => entry)
+
+const toSeries = (family: Family, pair: MetricPair.MetricPair.Untyped): ValueSeries | HistogramSeries => {
   const labels = pair.metricKey.tags.map((tag) => [tag.key, tag.value] as const)
   const state = pair.metricState as unknown as Record<string, unknown>
   if (family.type === "histogram") {
-    const buckets = state["buckets"] as ReadonlyArray<readonly [number, number]>
-    const count = state["count"] as number
-    return [
-      ...buckets.map(
-        ([bound, cumulative]) =>
-          `${family.name}_bucket${formatLabels([...labels, ["le", String(bound)]])} ${cumulative}`
-      ),
-      `${family.name}_bucket${formatLabels([...labels, ["le", "+Inf"]])} ${count}`,
-      `${family.name}_sum${formatLabels(labels)} ${formatNumber(state["sum"] as number)}`,
-      `${family.name}_count${formatLabels(labels)} ${count}`
-    ]
+    // Effect's boundaries end with Infinity; that bucket is the `+Inf` one, printed from `count`.
+    const buckets = (state["buckets"] as ReadonlyArray<readonly [number, number]>).filter(([bound]) =>
+      Number.isFinite(bound)
+    )
+    return { labels, buckets, sum: state["sum"] as number, count: state["count"] as number }
   }
-  const value = (family.type === "counter" ? state["count"] : state["value"]) as number | bigint
-  return [`${family.name}${formatLabels(labels)} ${formatNumber(value)}`]
+  return {
+    labels,
+    value: Number((family.type === "counter" ? state["count"] : state["value"]) as number | bigint)
+  }
 }
 
-/** Renders the given metric pairs (normally `Metric.unsafeSnapshot()`) as Prometheus text. */
-export const renderPrometheus = (pairs: ReadonlyArray<MetricPair.MetricPair.Untyped>): string => {
+/** The families of `FAMILIES` found in `pairs` (normally `Metric.unsafeSnapshot()`). */
+export const snapshotOf = (pairs: ReadonlyArray<MetricPair.MetricPair.Untyped>): MetricsSnapshot => {
   const byName = new Map<string, Array<MetricPair.MetricPair.Untyped>>()
   for (const pair of pairs) {
     const list = byName.get(pair.metricKey.name)
     if (list === undefined) byName.set(pair.metricKey.name, [pair])
     else list.push(pair)
   }
-  const lines: Array<string> = []
-  for (const family of FAMILIES) {
-    lines.push(`# HELP ${family.name} ${family.help}`, `# TYPE ${family.name} ${family.type}`)
-    const series = (byName.get(family.name) ?? [])
-      .map((pair) => ({ key: pair.metricKey.tags.map((tag) => tag.value).join("\u0000"), pair }))
-      .sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))
-    for (const { pair } of series) lines.push(...seriesLines(family, pair))
-  }
-  return lines.join("\n") + "\n"
+  return FAMILIES.map(
+    (family) =>
+      ({
+        ...family,
+        series: byLabelValues((byName.get(family.name) ?? []).map((pair) => toSeries(family, pair)))
+      }) as FamilySnapshot
+  )
 }
+
+const addBuckets = (
+  a: HistogramSeries["buckets"],
+  b: HistogramSeries["buckets"]
+): HistogramSeries["buckets"] => {
+  const counts = new Map<number, number>(a)
+  for (const [bound, cumulative] of b) counts.set(bound, (counts.get(bound) ?? 0) + cumulative)
+  return [...counts].sort(([x], [y]) => x - y)
+}
+
+/**
+ * Adds snapshots up series by series (same family, same labels): the whole of several processes.
+ * Families keep the order they first appear in.
+ */
+export const mergeSnapshots = (snapshots: ReadonlyArray<MetricsSnapshot>): MetricsSnapshot => {
+  const families = new Map<string, { family: Family; series: Map<string, ValueSeries | HistogramSeries> }>()
+  for (const snapshot of snapshots) {
+    for (const { series, ...family } of snapshot) {
+      let merged = families.get(family.name)
+      if (merged === undefined) families.set(family.name, (merged = { family, series: new Map() }))
+      for (const entry of series as ReadonlyArray<ValueSeries | HistogramSeries>) {
+        const key = seriesKey(entry.labels)
+        const previous = merged.series.get(key)
+        merged.series.set(
+          key,
+          previous === undefined
+            ? entry
+            : "buckets" in entry && "buckets" in previous
+              ? {
+                  labels: entry.labels,
+                  buckets: addBuckets(previous.buckets, entry.buckets),
+                  sum: previous.sum + entry.sum,
+                  count: previous.count + entry.count
+                }
+              : {
+                  labels: entry.labels,
+                  value: (previous as ValueSeries).value + (entry as ValueSeries).value
+                }
+        )
+      }
+    }
+  }
+  return [...families.values()].map(
+    ({ family, series }) => ({ ...family, series: byLabelValues([...series.values()]) }) as FamilySnapshot
+  )
+}
+
+/**
+ * What outlives the process that counted it: counters and histograms; gauge families stay (in their
+ * place in the order) without series.
+ */
+export const cumulativeOnly = (snapshot: MetricsSnapshot): MetricsSnapshot =>
+  snapshot.map((family) => (family.type === "gauge" ? { ...family, series: [] } : family))
+
+const escapeHelp = (text: string) => text.replace(/\\/g, "\\\\").replace(/\n/g, "\\n")
+
+const escapeLabel = (value: string) => escapeHelp(value).replace(/"/g, '\\"')
+
+const formatLabels = (labels: Labels) =>
+  labels.length === 0 ? "" : `{${labels.map(([key, value]) => `${key}="${escapeLabel(value)}"`).join(",")}}`
+
+const formatNumber = (value: number) =>
+  Number.isFinite(value) ? String(value) : value > 0 ? "+Inf" : value < 0 ? "-Inf" : "NaN"
+
+const seriesLines = (family: FamilySnapshot): ReadonlyArray<string> =>
+  family.type === "histogram"
+    ? family.series.flatMap(({ buckets, count, labels, sum }) => [
+        ...buckets.map(
+          ([bound, cumulative]) =>
+            `${family.name}_bucket${formatLabels([...labels, ["le", formatNumber(bound)]])} ${cumulative}`
+        ),
+        `${family.name}_bucket${formatLabels([...labels, ["le", "+Inf"]])} ${count}`,
+        `${family.name}_sum${formatLabels(labels)} ${formatNumber(sum)}`,
+        `${family.name}_count${formatLabels(labels)} ${count}`
+      ])
+    : family.series.map(({ labels, value }) => `${family.name}${formatLabels(labels)} ${formatNumber(value)}`)
+
+/** Prometheus text exposition 0.0.4 of a snapshot (HELP and TYPE even for a family without series). */
+export const renderSnapshot = (snapshot: MetricsSnapshot): string =>
+  snapshot
+    .flatMap((family) => [
+      `# HELP ${family.name} ${escapeHelp(family.help)}`,
+      `# TYPE ${family.name} ${family.type}`,
+      ...seriesLines(family)
+    ])
+    .join("\n") + "\n"
+
+/** Renders the given metric pairs (normally `Metric.unsafeSnapshot()`) as Prometheus text. */
+export const renderPrometheus = (pairs: ReadonlyArray<MetricPair.MetricPair.Untyped>): string =>
+  renderSnapshot(snapshotOf(pairs))
 
 const FANOUT_BOUNDARIES = MetricBoundaries.fromIterable([
   0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1
@@ -308,6 +412,20 @@ export const make = (): GatewayMetricsShape => {
   const busReconnects = counter("filament_gateway_bus_reconnects_total")
   const busOutage = counter("filament_gateway_bus_outage_seconds_total")
   const busLag = Metric.histogram("filament_gateway_bus_lag_seconds", FANOUT_BOUNDARIES)
+  // The unlabelled series exist from the start: a process that has not counted yet still shows 0
+  // (every worker has a connections gauge), and `rate()` sees the first increase.
+  for (const metric of [
+    presenceSyncTruncated,
+    authPreviousSecret,
+    connections,
+    subscriptions,
+    busPublished,
+    busReceived,
+    busReconnects,
+    busOutage,
+    busLag
+  ])
+    metric.unsafeValue([])
   const scopeType = labelSets("scope", "event_type")
   const scopeTypeReason = labelSets("scope", "event_type", "reason")
   const scopeReason = labelSets("scope", "reason")
@@ -351,6 +469,7 @@ export const make = (): GatewayMetricsShape => {
       busOutage.unsafeModify(outageSeconds, [])
     },
     busLag: (seconds) => busLag.unsafeUpdate(seconds, []),
+    snapshot: () => snapshotOf(Metric.unsafeSnapshot()),
     render: () => renderPrometheus(Metric.unsafeSnapshot())
   }
 }

@@ -14,6 +14,7 @@ import * as Gateway from "./Gateway.js"
 import * as Http from "./Http.js"
 import { GatewayServer } from "./Http.js"
 import { ulid } from "./Messages.js"
+import * as Workers from "./Workers.js"
 
 const DEMO_TOKEN_SECONDS = 24 * 60 * 60
 
@@ -55,7 +56,12 @@ const program = Effect.gen(function* () {
   return yield* Effect.never
 })
 
-const MainLive = Http.layer.pipe(Layer.provideMerge(Gateway.layerDefault), Layer.provideMerge(Config.layer))
+const MainLive = Http.layer.pipe(
+  // A worker's /metrics and /readyz answer for every worker (Workers.ts).
+  Layer.provide(cluster.isWorker ? Workers.layerWorker : Layer.empty),
+  Layer.provideMerge(Gateway.layerDefault),
+  Layer.provideMerge(Config.layer)
+)
 
 /** How long the primary waits, beyond the close grace, for a worker to drain before killing it. */
 const WORKER_EXIT_MARGIN = Duration.seconds(5)
@@ -75,11 +81,14 @@ const supervise = (config: GatewayConfigShape) =>
   Effect.gen(function* () {
     let stopping = false
     const workers = new Set<Worker>()
+    const group = Workers.makePrimary({ expected: config.workers, timeout: config.workerReportTimeout })
     const fork = () => {
       const worker = cluster.fork()
       workers.add(worker)
+      group.add(worker)
       worker.once("exit", (code, signal) => {
         workers.delete(worker)
+        group.remove(worker)
         if (stopping) return
         console.error(
           `filament-gateway: worker ${worker.process.pid} exited (${signal ?? code}); starting another`

@@ -87,14 +87,16 @@ export const eventually = (label: string, check: () => boolean, deadlineMs = 5_0
 export const eventuallyEffect = <E, R>(
   label: string,
   check: Effect.Effect<boolean, E, R>,
-  deadlineMs = 5_000
+  deadlineMs = 5_000,
+  /** Between checks; longer when a check is a request to another process. */
+  pollMs = 2
 ): Effect.Effect<void, E | Error, R> =>
   Effect.gen(function* () {
     const until = performance.now() + deadlineMs
     for (;;) {
       if (yield* check) return
       if (performance.now() > until) return yield* Effect.fail(new Error(`deadline: ${label}`))
-      yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 2)))
+      yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, pollMs)))
     }
   })
 

@@ -29,6 +29,7 @@ describe("GatewayConfig", () => {
       expect(Duration.toSeconds(config.commandTimeout)).toBe(30)
       expect(Duration.toSeconds(config.pingInterval)).toBe(30)
       expect(Duration.toSeconds(config.pongTimeout)).toBe(30)
+      expect(Duration.toSeconds(config.workerReportTimeout)).toBe(2)
       expect(Redacted.value(config.jwtSecret)).toBe(SECRET)
     })
   )
@@ -46,7 +47,8 @@ describe("GatewayConfig", () => {
           GATEWAY_INGRESS_WINDOW_SECS: "2.5",
           GATEWAY_PONG_TIMEOUT_SECS: "7",
           GATEWAY_MAX_PENDING_COMMANDS: "3",
-          GATEWAY_COMMAND_TIMEOUT_SECS: "0.5"
+          GATEWAY_COMMAND_TIMEOUT_SECS: "0.5",
+          GATEWAY_WORKER_REPORT_TIMEOUT_SECS: "0.5"
         })
       )
       expect(config).toMatchObject({
@@ -59,6 +61,7 @@ describe("GatewayConfig", () => {
       expect(Duration.toMillis(config.ingressWindow)).toBe(2500)
       expect(Duration.toMillis(config.commandTimeout)).toBe(500)
       expect(Duration.toSeconds(config.pongTimeout)).toBe(7)
+      expect(Duration.toMillis(config.workerReportTimeout)).toBe(500)
     })
   )
 
@@ -71,6 +74,7 @@ describe("GatewayConfig", () => {
         ["GATEWAY_INGRESS_WINDOW_SECS", "0"],
         ["GATEWAY_MAX_PENDING_COMMANDS", "0"],
         ["GATEWAY_COMMAND_TIMEOUT_SECS", "-1"],
+        ["GATEWAY_WORKER_REPORT_TIMEOUT_SECS", "-1"],
         ["GATEWAY_PORT", "70000"],
         ["GATEWAY_JWT_SECRET", "short"],
         ["GATEWAY_JWT_PREVIOUS_SECRET", "short"],

@@ -1,7 +1,17 @@
 /** Prometheus exposition and label bounding. */
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Metric } from "effect"
-import { OTHER_EVENT_TYPE, ingressEventLabel, make, renderPrometheus } from "../../src/server/Metrics.js"
+import {
+  cumulativeOnly,
+  mergeSnapshots,
+  OTHER_EVENT_TYPE,
+  ingressEventLabel,
+  make,
+  renderPrometheus,
+  renderSnapshot,
+  snapshotOf,
+  type MetricsSnapshot
+} from "../../src/server/Metrics.js"
 import { ORIGINAL_COUNTER_FAMILIES, seriesValue } from "./harness.js"
 
 describe("GatewayMetrics", () => {
@@ -34,8 +44,80 @@ describe("GatewayMetrics", () => {
         )
       ].map((match) => Number(match[1]))
       expect(buckets).toEqual([...buckets].sort((a, b) => a - b))
+      // Effect's Infinity boundary is the +Inf bucket, printed once.
+      expect(text).not.toContain('le="Infinity"')
+      expect(
+        text.match(/^filament_gateway_fanout_duration_seconds_bucket\{scope="channel",le="\+Inf"\}/gm)
+      ).toHaveLength(1)
     })
   )
+
+  it("snapshots of several processes add up series by series; gauges do not outlive their process", () => {
+    const one: MetricsSnapshot = snapshotOf([])
+    const of = (name: string, series: ReadonlyArray<unknown>) =>
+      one.map((family) => (family.name === name ? { ...family, series } : family)) as MetricsSnapshot
+    const a = mergeSnapshots([
+      of("filament_ws_disconnects_total", [{ labels: [["reason", "client_close"]], value: 2 }]),
+      of("filament_gateway_connections", [{ labels: [], value: 3 }]),
+      of("filament_gateway_bus_lag_seconds", [
+        {
+          labels: [],
+          buckets: [
+            [0.1, 1],
+            [1, 2]
+          ],
+          sum: 0.6,
+          count: 3
+        }
+      ])
+    ])
+    const b = mergeSnapshots([
+      of("filament_ws_disconnects_total", [
+        { labels: [["reason", "slow_consumer"]], value: 1 },
+        { labels: [["reason", "client_close"]], value: 5 }
+      ]),
+      of("filament_gateway_connections", [{ labels: [], value: 4 }]),
+      of("filament_gateway_bus_lag_seconds", [
+        {
+          labels: [],
+          buckets: [
+            [0.1, 0],
+            [1, 1]
+          ],
+          sum: 0.5,
+          count: 1
+        }
+      ])
+    ])
+    const text = renderSnapshot(mergeSnapshots([a, b]))
+    expect(text).toContain('filament_ws_disconnects_total{reason="client_close"} 7\n')
+    expect(text).toContain('filament_ws_disconnects_total{reason="slow_consumer"} 1\n')
+    expect(text).toContain("filament_gateway_connections 7\n")
+    expect(text).toContain(
+      [
+        'filament_gateway_bus_lag_seconds_bucket{le="0.1"} 1',
+        'filament_gateway_bus_lag_seconds_bucket{le="1"} 3',
+        'filament_gateway_bus_lag_seconds_bucket{le="+Inf"} 4',
+        "filament_gateway_bus_lag_seconds_sum 1.1",
+        "filament_gateway_bus_lag_seconds_count 4"
+      ].join("\n")
+    )
+    // Families keep the exposition order.
+    expect([...text.matchAll(/^# TYPE (\S+)/gm)].map((m) => m[1])).toEqual(one.map((family) => family.name))
+    // What a primary keeps of a worker that exited, added to the live ones: order unchanged.
+    const kept = mergeSnapshots([cumulativeOnly(a), b])
+    expect(kept.map((family) => family.name)).toEqual(one.map((family) => family.name))
+    const keptText = renderSnapshot(kept)
+    expect(keptText).toContain('filament_ws_disconnects_total{reason="client_close"} 7\n')
+    expect(keptText).toContain("filament_gateway_connections 4\n")
+  })
+
+  it("unlabelled families show their series from the start", () => {
+    make()
+    const text = renderPrometheus(Metric.unsafeSnapshot())
+    for (const name of ["filament_gateway_connections", "filament_gateway_bus_published_total"])
+      expect(text).toMatch(new RegExp(`^${name} \\d+$`, "m"))
+  })
 
   it("unknown ingress types are bounded: protocol names as themselves, anything else as `other`", () => {
     expect(ingressEventLabel("presence_sync")).toBe("presence_sync")
