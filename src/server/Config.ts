@@ -106,6 +106,10 @@ export interface GatewayConfigShape {
   readonly logLevel: LogLevel.LogLevel
   /** How log records are written to stdout: `pretty` (for people), `logfmt` or one JSON object per line. */
   readonly logFormat: LogFormat
+  /** OTLP/HTTP traces endpoint (`…/v1/traces`); none: tracing off. */
+  readonly otlpTracesUrl: Option.Option<string>
+  /** Fraction of publishes and commands without a traced parent that start a trace. */
+  readonly traceSampleRatio: number
 }
 
 export type LogFormat = "pretty" | "logfmt" | "json"
@@ -268,6 +272,20 @@ export const config: Config.Config<GatewayConfigShape> = Config.all({
             )
           )
         : Either.right(level)
+    })
+  ),
+  otlpTracesUrl: Config.string("GATEWAY_OTLP_TRACES_URL").pipe(
+    Config.validate({
+      message: "GATEWAY_OTLP_TRACES_URL must be an http:// or https:// URL (the collector's /v1/traces)",
+      validation: (text) => URL.canParse(text) && /^https?:$/.test(new URL(text).protocol)
+    }),
+    Config.option
+  ),
+  traceSampleRatio: Config.number("GATEWAY_TRACE_SAMPLE_RATIO").pipe(
+    Config.withDefault(1),
+    Config.validate({
+      message: "GATEWAY_TRACE_SAMPLE_RATIO must be a number above 0 and at most 1",
+      validation: (ratio) => ratio > 0 && ratio <= 1
     })
   ),
   logFormat: Config.string("GATEWAY_LOG_FORMAT").pipe(

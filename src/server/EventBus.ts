@@ -51,6 +51,8 @@ export interface Delivery {
   readonly frame: Frame
   /** The publishing node's clock when it published (lag histogram). */
   readonly publishedAt: number
+  /** The W3C `traceparent` of the publisher's bus hand-off span, when that publish was traced. */
+  readonly trace: string | undefined
 }
 
 export type Topic = string
@@ -60,8 +62,11 @@ export const userTopic = (userId: UserId): Topic => `filament:u:${userId}`
 const USER_TOPIC_PREFIX = "filament:u:"
 
 export interface EventBusShape {
-  /** Carries a frame this node has delivered locally to the other nodes (at most once, never blocks). */
-  readonly publish: (route: Route, frame: Frame) => void
+  /**
+   * Carries a frame this node has delivered locally to the other nodes (at most once, never blocks),
+   * with the `traceparent` of a traced publish.
+   */
+  readonly publish: (route: Route, frame: Frame, trace?: string) => void
   /** Other nodes' frames, in arrival order, for the gateway's single delivery fiber. */
   readonly deliveries: Queue.Dequeue<Delivery>
   /** This node gained (`true`) or lost (`false`) its last local interest in a topic. */
@@ -112,7 +117,8 @@ const BusHeader = Schema.Struct({
   type: Schema.String,
   guild: Schema.optional(GuildId),
   channel: Schema.optional(ChannelId),
-  users: Schema.optional(Schema.Array(UserId).pipe(Schema.minItems(1), Schema.maxItems(USERS_PER_MESSAGE)))
+  users: Schema.optional(Schema.Array(UserId).pipe(Schema.minItems(1), Schema.maxItems(USERS_PER_MESSAGE))),
+  trace: Schema.optional(Schema.String.pipe(Schema.pattern(/^00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]$/)))
 })
 export type BusHeader = typeof BusHeader.Type
 const decodeHeader = Schema.decodeUnknownEither(Schema.parseJson(BusHeader), { onExcessProperty: "error" })
@@ -340,7 +346,7 @@ export const makeRedis = (
         bytes: envelope.length,
         wire: textFrame(envelope)
       }
-      if (!Queue.unsafeOffer(deliveries, { route, frame, publishedAt: header.at })) {
+      if (!Queue.unsafeOffer(deliveries, { route, frame, publishedAt: header.at, trace: header.trace })) {
         return metrics.busDropped("backlog_full")
       }
       metrics.busReceived()
@@ -400,9 +406,15 @@ export const makeRedis = (
     }
 
     const bus: EventBusShape = {
-      publish: (route, frame) => {
+      publish: (route, frame, trace) => {
         const envelope = frame.wire.subarray(frame.wire.length - frame.bytes)
-        const base = { node, at: clock.unsafeCurrentTimeMillis(), scope: route.scope, type: frame.eventType }
+        const base = {
+          node,
+          at: clock.unsafeCurrentTimeMillis(),
+          scope: route.scope,
+          type: frame.eventType,
+          ...(trace === undefined ? {} : { trace })
+        }
         if (!publisherConnected) {
           metrics.busDropped("unavailable")
           return

@@ -8,7 +8,19 @@
 import type { IncomingMessage } from "node:http"
 import type { Socket } from "node:net"
 import type { Duplex } from "node:stream"
-import { Clock, Context, Duration, Effect, Either, FiberSet, Layer, Queue, Schedule } from "effect"
+import {
+  Clock,
+  Context,
+  Duration,
+  Effect,
+  Either,
+  FiberSet,
+  Layer,
+  Option,
+  Queue,
+  Schedule,
+  Tracer
+} from "effect"
 import { WebSocket, WebSocketServer, type RawData, type ServerOptions } from "ws"
 import type { EventDefinition, PayloadOf } from "../protocol/EventDefinition.js"
 import { decodePayload } from "../protocol/EventDefinition.js"
@@ -36,6 +48,7 @@ import * as Metrics from "./Metrics.js"
 import * as Outbound from "./Outbound.js"
 import { SubscriptionRegistry } from "./Registry.js"
 import * as Registry from "./Registry.js"
+import * as Tracing from "./Tracing.js"
 
 export interface GatewayShape extends Publisher {
   /**
@@ -135,6 +148,7 @@ export const make = Effect.gen(function* () {
   const bus = yield* Bus.EventBus
   const access = yield* AccessPolicy
   const messages = yield* MessageHandler
+  const tracing = yield* Tracing.Tracing
   const clock = yield* Effect.clock
   const run = yield* FiberSet.makeRuntime<never, void, never>()
 
@@ -173,48 +187,81 @@ export const make = Effect.gen(function* () {
     return Either.isRight(encoded) ? encoded : buildFailed(event, encoded.left)
   }
 
-  const publisher: Publisher = {
-    // The hot path of every broadcast: plain steps rather than a generator, so the fiber that runs it
-    // does as little as it can (a host app runs one per event).
-    publish: (event, payload) =>
-      Effect.suspend((): Effect.Effect<number, PublishError> => {
-        const encoded = Outbound.encode(event, payload, maxBytes)
-        if (Either.isLeft(encoded)) return buildFailed(event, encoded.left)
-        const frame = encoded.right
-        // Every channel / guild event carries its routing ids (the manifest's scope contract).
-        const target = payload as unknown as { readonly guild_id: GuildId; readonly channel_id: ChannelId }
-        const recipients =
-          event.scope === "channel"
-            ? registry.channelMembers(target.guild_id, target.channel_id)
-            : registry.guildMembers(target.guild_id)
-        return Effect.zipRight(
-          followUps.publishing(event, payload, publisher),
-          Effect.flatMap(recipients, (recipients) => {
-            // Onto the bus first: other nodes send to their recipients while this one loops over its own.
-            bus.publish(
-              event.scope === "channel"
-                ? { scope: "channel", guildId: target.guild_id, channelId: target.channel_id }
-                : { scope: "guild", guildId: target.guild_id },
-              frame
-            )
-            const { delivered } = Fanout.broadcast(metrics, frame, recipients)
-            return Effect.as(followUps.published(event, payload, publisher), delivered)
-          })
+  /** Who receives a route's frame on this node: an index lookup (a user route: one per user). */
+  const recipientsOf = (route: Bus.Route): Effect.Effect<ReadonlyArray<Connection>> => {
+    if (route.scope === "channel") return registry.channelMembers(route.guildId, route.channelId)
+    if (route.scope === "guild") return registry.guildMembers(route.guildId)
+    if (route.userIds.length === 1) return registry.userMembers(route.userIds[0]!)
+    // A connection belongs to one user and the ids are distinct: the lists are disjoint, one loop serves all.
+    return Effect.map(
+      Effect.forEach(route.userIds, (userId) => registry.userMembers(userId)),
+      (lists) => lists.flat()
+    )
+  }
+
+  /** Every channel / guild event carries its routing ids (the manifest's scope contract). */
+  const routeOf = (event: EventDefinition, payload: unknown): Bus.Route => {
+    const target = payload as { readonly guild_id: GuildId; readonly channel_id: ChannelId }
+    return event.scope === "channel"
+      ? { scope: "channel", guildId: target.guild_id, channelId: target.channel_id }
+      : { scope: "guild", guildId: target.guild_id }
+  }
+
+  // The hot path of every broadcast: plain steps rather than a generator, so the fiber that runs it
+  // does as little as it can (a host app runs one per event).
+  const publishUntraced = (event: EventDefinition, payload: unknown, route: Bus.Route) =>
+    Effect.suspend((): Effect.Effect<number, PublishError> => {
+      const encoded = Outbound.encode(event, payload as never, maxBytes)
+      if (Either.isLeft(encoded)) return buildFailed(event, encoded.left)
+      const frame = encoded.right
+      return Effect.zipRight(
+        followUps.publishing(event, payload, publisher),
+        Effect.flatMap(recipientsOf(route), (recipients) => {
+          // Onto the bus first: other nodes send to their recipients while this one loops over its own.
+          bus.publish(route, frame)
+          const { delivered } = Fanout.broadcast(metrics, frame, recipients)
+          return Effect.as(followUps.published(event, payload, publisher), delivered)
+        })
+      )
+    })
+
+  /** The same steps, each a span; the bus hand-off carries its span to the nodes that deliver it. */
+  const publishTraced = (event: EventDefinition, payload: unknown, route: Bus.Route) =>
+    Effect.gen(function* () {
+      const frame = yield* build(event, payload as never).pipe(Effect.withSpan("gateway.publish.build"))
+      yield* followUps.publishing(event, payload, publisher)
+      const recipients = yield* recipientsOf(route)
+      yield* Effect.annotateCurrentSpan("filament.bytes", frame.bytes)
+      yield* Effect.useSpan("gateway.publish.bus_handoff", { kind: "producer" }, (span) =>
+        Effect.sync(() => bus.publish(route, frame, Tracing.traceparent(span)))
+      )
+      const { delivered } = yield* Effect.sync(() => Fanout.broadcast(metrics, frame, recipients)).pipe(
+        Effect.withSpan("gateway.publish.fanout", {
+          attributes: { "filament.recipients": recipients.length }
+        })
+      )
+      yield* followUps.published(event, payload, publisher)
+      return delivered
+    }).pipe(
+      Effect.withSpan("gateway.publish", {
+        attributes: { "filament.event_type": event.type, "filament.scope": event.scope }
+      })
+    )
+
+  /** Traced when the caller is (a traced command) or when a new trace is sampled. */
+  const publishRoute = tracing.enabled
+    ? (event: EventDefinition, payload: unknown, route: Bus.Route) =>
+        Effect.flatMap(Effect.serviceOption(Tracer.ParentSpan), (parent) =>
+          Option.isSome(parent) || tracing.sampleRoot()
+            ? publishTraced(event, payload, route)
+            : publishUntraced(event, payload, route)
         )
-      }),
+    : publishUntraced
+
+  const publisher: Publisher = {
+    publish: (event, payload) => publishRoute(event, payload, routeOf(event, payload)),
     publishToUsers: (event, payload, userIds) =>
-      Effect.gen(function* () {
-        const frame = yield* build(event, payload)
-        yield* followUps.publishing(event, payload, publisher)
-        // A connection belongs to one user: the users' member lists are disjoint, one loop serves all.
-        const recipients: Array<Connection> = []
-        const users = new Set(userIds)
-        for (const userId of users) recipients.push(...(yield* registry.userMembers(userId)))
-        bus.publish({ scope: "user", userIds: [...users] }, frame)
-        const { delivered } = Fanout.broadcast(metrics, frame, recipients)
-        yield* followUps.published(event, payload, publisher)
-        return delivered
-      }),
+      publishRoute(event, payload, { scope: "user", userIds: [...new Set(userIds)] }),
     send: (connection, event, payload) =>
       Effect.map(build(event, payload), (frame) => {
         const result = connection.deliver(frame)
@@ -234,6 +281,7 @@ export const make = Effect.gen(function* () {
     messages,
     followUps,
     publisher,
+    tracing,
     now: () => clock.unsafeCurrentTimeMillis(),
     run: (effect) => run(effect)
   })
@@ -434,23 +482,31 @@ export const make = Effect.gen(function* () {
   const deliverRemote = ({ frame, publishedAt, route }: Bus.Delivery) =>
     Effect.gen(function* () {
       metrics.busLag(Math.max(0, clock.unsafeCurrentTimeMillis() - publishedAt) / 1000)
-      const recipients =
-        route.scope === "channel"
-          ? yield* registry.channelMembers(route.guildId, route.channelId)
-          : route.scope === "guild"
-            ? yield* registry.guildMembers(route.guildId)
-            : yield* registry.userMembers(route.userIds[0]!)
-      Fanout.broadcast(metrics, frame, recipients)
+      Fanout.broadcast(metrics, frame, yield* recipientsOf(route))
       // The after-delivery follow-ups (revocation) act on this node's connections too; the
       // before-delivery ones (projections, dual emit) ran once, on the publishing node.
       const event = Manifest.lookup(frame.eventType)
       const payload = event === undefined ? undefined : remotePayload(event, frame)
       if (event !== undefined && payload !== undefined) yield* followUps.published(event, payload, publisher)
     })
+  /** A traced publish is continued here: this node's delivery is a span of the publisher's trace. */
+  const deliverRemoteTraced = (delivery: Bus.Delivery) =>
+    Option.match(delivery.trace === undefined ? Option.none() : Tracing.parentOf(delivery.trace), {
+      onNone: () => deliverRemote(delivery),
+      onSome: (parent) =>
+        Effect.withSpan(deliverRemote(delivery), "gateway.remote_delivery", {
+          parent,
+          kind: "consumer",
+          attributes: {
+            "filament.event_type": delivery.frame.eventType,
+            "filament.scope": delivery.route.scope
+          }
+        })
+    })
   // One fiber per node delivers the bus's frames in arrival order (per publisher: publish order).
   yield* Effect.forkScoped(
     Effect.forever(
-      Effect.flatMap(Queue.take(bus.deliveries), deliverRemote).pipe(
+      Effect.flatMap(Queue.take(bus.deliveries), tracing.enabled ? deliverRemoteTraced : deliverRemote).pipe(
         Effect.catchAllDefect((defect) => Effect.logError("gateway.bus_delivery.defect", defect))
       )
     )
@@ -505,6 +561,7 @@ export const layerDefaults = Layer.mergeAll(
   Auth.layerJwt,
   Access.layerClaims,
   Messages.layerPlainText,
+  Tracing.layer,
   ClusterPresence.layerFollowUps.pipe(
     Layer.provide(ChatFollowUps.layer),
     // Presence and voice are in Redis (with the dead-node reaper above) when GATEWAY_REDIS_URL is set.

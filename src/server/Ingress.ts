@@ -23,6 +23,7 @@ import type { Publisher, SubscriptionFollowUpsShape } from "./FollowUps.js"
 import type { MessageHandlerShape } from "./Messages.js"
 import type { GatewayMetricsShape } from "./Metrics.js"
 import type { SubscriptionRegistryShape } from "./Registry.js"
+import type { TracingShape } from "./Tracing.js"
 
 export interface IngressOptions {
   readonly maxEventBytes: number
@@ -36,6 +37,7 @@ export interface IngressOptions {
   readonly messages: MessageHandlerShape
   readonly followUps: SubscriptionFollowUpsShape
   readonly publisher: Publisher
+  readonly tracing: TracingShape
   /** Current time in ms from the Effect `Clock` the gateway runs with. */
   readonly now: () => number
   /** Forks a short-lived effect, owned by the gateway's scope. */
@@ -155,12 +157,23 @@ export const make = (options: IngressOptions): Ingress => {
 
   const timeoutMillis = Duration.toMillis(options.commandTimeout)
 
+  /** A sampled command is a span; the publish of a `message_create` becomes its child. */
+  const traced = options.tracing.enabled
+    ? (connection: Connection, command: Command) =>
+        options.tracing.sampleRoot()
+          ? Effect.withSpan(execute(connection, command), "gateway.command", {
+              kind: "server",
+              attributes: { "filament.command": command._tag, "filament.connection_id": connection.id }
+            })
+          : execute(connection, command)
+    : execute
+
   /**
    * One command, bounded in time, with an outcome for each way it can fail. A command that cannot be
    * answered ends its connection: the client would otherwise wait for an ack that never comes.
    */
   const executeCommand = (connection: Connection, command: Command): Effect.Effect<void> =>
-    execute(connection, command).pipe(
+    traced(connection, command).pipe(
       Effect.timeoutFail({
         duration: options.commandTimeout,
         onTimeout: () =>

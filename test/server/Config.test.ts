@@ -23,7 +23,9 @@ describe("GatewayConfig", () => {
         socketHighWaterBytes: 1_048_576,
         maxSubscriptionsPerConnection: 1024,
         maxConnectionsPerUser: 32,
-        maxPendingCommands: 64
+        maxPendingCommands: 64,
+        otlpTracesUrl: Option.none(),
+        traceSampleRatio: 1
       })
       expect(Duration.toSeconds(config.ingressWindow)).toBe(10)
       expect(Duration.toSeconds(config.commandTimeout)).toBe(30)
@@ -48,7 +50,9 @@ describe("GatewayConfig", () => {
           GATEWAY_PONG_TIMEOUT_SECS: "7",
           GATEWAY_MAX_PENDING_COMMANDS: "3",
           GATEWAY_COMMAND_TIMEOUT_SECS: "0.5",
-          GATEWAY_WORKER_REPORT_TIMEOUT_SECS: "0.5"
+          GATEWAY_WORKER_REPORT_TIMEOUT_SECS: "0.5",
+          GATEWAY_OTLP_TRACES_URL: "http://127.0.0.1:4318/v1/traces",
+          GATEWAY_TRACE_SAMPLE_RATIO: "0.25"
         })
       )
       expect(config).toMatchObject({
@@ -56,7 +60,9 @@ describe("GatewayConfig", () => {
         maxEventBytes: 1024,
         outboundQueue: 8,
         ingressEventsPerWindow: 5,
-        maxPendingCommands: 3
+        maxPendingCommands: 3,
+        otlpTracesUrl: Option.some("http://127.0.0.1:4318/v1/traces"),
+        traceSampleRatio: 0.25
       })
       expect(Duration.toMillis(config.ingressWindow)).toBe(2500)
       expect(Duration.toMillis(config.commandTimeout)).toBe(500)
@@ -75,6 +81,9 @@ describe("GatewayConfig", () => {
         ["GATEWAY_MAX_PENDING_COMMANDS", "0"],
         ["GATEWAY_COMMAND_TIMEOUT_SECS", "-1"],
         ["GATEWAY_WORKER_REPORT_TIMEOUT_SECS", "-1"],
+        ["GATEWAY_OTLP_TRACES_URL", "collector:4318"],
+        ["GATEWAY_TRACE_SAMPLE_RATIO", "0"],
+        ["GATEWAY_TRACE_SAMPLE_RATIO", "1.5"],
         ["GATEWAY_PORT", "70000"],
         ["GATEWAY_JWT_SECRET", "short"],
         ["GATEWAY_JWT_PREVIOUS_SECRET", "short"],
