@@ -8,7 +8,18 @@
 import type { IncomingMessage } from "node:http"
 import type { Socket } from "node:net"
 import type { Duplex } from "node:stream"
-import { Clock, Context, Duration, Effect, Either, FiberSet, Layer, Queue, Schedule } from "effect"
+import {
+  Clock,
+  Context,
+  Duration,
+  Effect,
+  Either,
+  FiberSet,
+  Layer,
+  ParseResult,
+  Queue,
+  Schedule
+} from "effect"
 import { WebSocket, WebSocketServer, type RawData, type ServerOptions } from "ws"
 import type { EventDefinition, PayloadOf } from "../protocol/EventDefinition.js"
 import { decodePayload } from "../protocol/EventDefinition.js"
@@ -84,11 +95,24 @@ class GatewaySocket extends WebSocket {
   }
 }
 
-/** The typed payload of a frame another node built (it was encoded from a valid payload there). */
-const remotePayload = (event: EventDefinition, frame: Outbound.Frame): unknown => {
-  const envelope = JSON.parse(frame.wire.toString("utf8", frame.wire.length - frame.bytes)) as { d: unknown }
-  const payload = decodePayload(event, envelope.d, { strict: false })
-  return Either.isRight(payload) ? payload.right : undefined
+/** Bound on the decode issue a log line quotes. */
+const MAX_DECODE_ISSUE_CHARS = 200
+
+/**
+ * The typed payload of a frame another node built, or the first decode issue: a node of another
+ * version (a rolling deploy) may have encoded a payload this one's schema no longer accepts.
+ */
+const remotePayload = (event: EventDefinition, frame: Outbound.Frame): Either.Either<unknown, string> => {
+  let envelope: { d?: unknown }
+  try {
+    envelope = JSON.parse(frame.wire.toString("utf8", frame.wire.length - frame.bytes)) as { d?: unknown }
+  } catch (error) {
+    return Either.left(String(error))
+  }
+  return Either.mapLeft(decodePayload(event, envelope.d, { strict: false }), (error) => {
+    const [issue] = ParseResult.ArrayFormatter.formatErrorSync(error)
+    return issue === undefined ? error.message : `${JSON.stringify(issue.path)}: ${issue.message}`
+  })
 }
 
 /** The upgrading socket's `error` listener (shared: `this` is the socket). */
@@ -432,9 +456,17 @@ export const make = Effect.gen(function* () {
       Fanout.broadcast(metrics, frame, recipients)
       // The after-delivery follow-ups (revocation) act on this node's connections too; the
       // before-delivery ones (projections, dual emit) ran once, on the publishing node.
+      // Only the events a follow-up acts on are decoded again.
+      if (!followUps.publishedEvents.has(frame.eventType)) return
       const event = Manifest.lookup(frame.eventType)
-      const payload = event === undefined ? undefined : remotePayload(event, frame)
-      if (event !== undefined && payload !== undefined) yield* followUps.published(event, payload, publisher)
+      if (event === undefined) return
+      const payload = remotePayload(event, frame)
+      if (Either.isRight(payload)) return yield* followUps.published(event, payload.right, publisher)
+      // Its follow-up (revocation) did not run on this node: worth an alert, not a crash.
+      metrics.busUndecodable(frame.eventType)
+      yield* Effect.logWarning(
+        `gateway.bus_delivery.undecodable event_type=${frame.eventType}: ${payload.left.slice(0, MAX_DECODE_ISSUE_CHARS)}`
+      )
     })
   // One fiber per node delivers the bus's frames in arrival order (per publisher: publish order).
   yield* Effect.forkScoped(
