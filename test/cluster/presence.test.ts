@@ -29,7 +29,7 @@ import {
   subscribe
 } from "./chat.js"
 import { eventuallyEffect } from "../adversarial/support.js"
-import { BACKENDS, freePort, hasRedisServer, redisEnv, type RedisBackend } from "./redis.js"
+import { BACKENDS, freePort, hasRedisServer, redisEnv, startRedis, type RedisBackend } from "./redis.js"
 
 const PUBLISH_KEY = "presence-publish-key-0123456789-0123456789"
 const NODE_TTL_SECONDS = 3
@@ -235,3 +235,40 @@ describe.skipIf(!hasRedisServer).each(BACKENDS)(
     )
   }
 )
+
+describe.skipIf(!hasRedisServer)("cluster presence on one Redis", () => {
+  it.scoped(
+    "Redis flushed (same server, same run id): each node's next heartbeat finds itself gone from the node registry and re-asserts",
+    () =>
+      Effect.gen(function* () {
+        const redis = yield* startRedis
+        const admin = yield* redis.client()
+        const a = yield* startChatNode(redis)
+        const b = yield* startChatNode(redis)
+        const [guild, channel] = [newId(), newId()]
+        const access = { [guild]: "*" as const }
+        const [u1, u2] = [newId(), newId()]
+        yield* subscribe(yield* a.connectReady(u1, access), guild, channel)
+        const two = yield* b.connectReady(u2, access)
+        yield* subscribe(two, guild, channel)
+        const reasserted0 = yield* a.metric("filament_cluster_state_reasserted_total", { store: "presence" })
+
+        yield* Effect.promise(() => admin.flushall())
+        yield* TestClock.adjust(Duration.millis((NODE_TTL_SECONDS * 1000) / 3))
+        yield* eventuallyEffect(
+          "both nodes re-asserted",
+          Effect.map(
+            a.metric("filament_cluster_state_reasserted_total", { store: "presence" }),
+            (n) => n === reasserted0 + 2
+          )
+        )
+        const observer = yield* a.connectReady(newId(), access)
+        const frames = yield* subscribe(observer, guild, channel)
+        expect(syncedUsers(frames)).toHaveLength(3)
+        expect(syncedUsers(frames)).toEqual(expect.arrayContaining([u1, u2]))
+        two.socket.close()
+        expect(presenceOf([yield* observer.next("u2 offline")], u2)).toEqual(["offline"])
+        yield* expectMarkerNext(a, guild, channel, [observer])
+      })
+  )
+})
