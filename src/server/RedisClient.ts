@@ -82,9 +82,10 @@ const infoField = (info: string, field: string) => new RegExp(`^${field}:(\\w+)`
 
 /**
  * Tells, call by call, whether a Redis server behind the client was replaced since it was last seen:
- * a server whose run id changed (restarted) or a replica now serving as master (a failover). Without
- * persistence, or with replication behind, either may have lost keys of its slots. Servers are
- * remembered by address while they are away, so one that comes back is recognised.
+ * a server whose run id changed (restarted) or whose role changed (a failover: the replica now
+ * master, the old master now replica). Without persistence, or with replication behind, the new
+ * owner of the slots may lack keys. Servers are remembered by address while they are away, so one
+ * that comes back is recognised.
  */
 export const replacementDetector = (client: RedisClient): (() => Promise<boolean>) => {
   const known = new Map<string, { readonly runId: string; readonly role: string }>()
@@ -107,12 +108,7 @@ export const replacementDetector = (client: RedisClient): (() => Promise<boolean
       if (result.status === "rejected") continue
       const [address, now] = result.value
       const before = known.get(address)
-      if (
-        before !== undefined &&
-        (before.runId !== now.runId || (before.role !== "master" && now.role === "master"))
-      ) {
-        replaced = true
-      }
+      if (before !== undefined && (before.runId !== now.runId || before.role !== now.role)) replaced = true
       known.set(address, now)
     }
     return replaced
