@@ -10,10 +10,12 @@
  * — exactly once, since the script deletes what it reaps. A SIGKILLed node's users are therefore
  * offline within TTL + one heartbeat period.
  *
- * Redis restarted empty (or a master failed over) loses all of that: every heartbeat also checks for
- * it — the heartbeat adding this node anew to `filament:nodes`, or a master with a new run id or
- * address — and then the node writes its holdings again from its own copy (one idempotent script per
- * user and guild), so presence converges within one heartbeat period after Redis is back.
+ * Redis restarted empty (or a master failed over) loses all of that: every heartbeat, and every
+ * connection to a server established again, also checks for it — the heartbeat adding this node
+ * anew to `filament:nodes`, or a server with a new run id or role (`RedisClient.replacementDetector`)
+ * — and then the node writes its registration, guild index and holdings again from its own copy
+ * (one idempotent script per guild and user), so presence converges within one heartbeat period
+ * after Redis serves again.
  *
  * Keys: one hash slot per guild (hash tag `{g:<guild>}`), so every script touches keys of one slot
  * and runs on a Redis Cluster as on one Redis: `filament:{g:<guild>}:presence` (hash user -> holding
@@ -243,8 +245,8 @@ export const makeRedis = (
         call(
           "join",
           async () => {
-            // Indexed first: a node that dies right after the join is still reaped in this guild.
             hold(guildId, userId, 1)
+            // Indexed first: a node that dies right after the join is still reaped in this guild.
             const [, came] = await Promise.all([
               redis.sadd(guildsOfNodeKey(node), guildId),
               redis.eval(JOIN, 2, holdingsKey(guildId, node), guildKey(guildId), userId)

@@ -11,9 +11,10 @@
  * one per locally connected user — so its bus traffic
  * follows its interest, not the cluster's size. Every message is HMAC-signed with the bus secret and
  * size-capped, and numbered per publisher so a captured message published again is dropped; whatever
- * fails a check is dropped and counted, so a foreign Redis client cannot put events into sockets. Redis pub/sub is at-most-once: during an outage local delivery goes on,
- * cross-node delivery stops, the node reconnects with backoff, re-subscribes its interest and counts
- * the gap.
+ * fails a check is dropped and counted, so a foreign Redis client cannot put events into sockets.
+ * Redis pub/sub is at-most-once: during an outage local delivery goes on, cross-node delivery stops,
+ * the node reconnects with backoff, re-subscribes its interest and counts the gap. A topic Redis
+ * refuses while connected is retried with backoff, the node unready meanwhile.
  */
 import { createHmac, randomBytes, timingSafeEqual } from "node:crypto"
 import {
