@@ -268,8 +268,12 @@ export const makeRedis = (
           await reassert(entries)
           return true
         }
-        for (const [i, { channelId, guildId, userId }] of entries.entries()) {
-          if (refresh) remember(guildId, channelId, userId, current[i])
+        for (const [i, copy] of current.entries()) {
+          const { channelId, guildId, userId } = entries[i]!
+          // Unless this node wrote the entry again meanwhile: its own write is the newer.
+          if (written.get(writtenKey(guildId, channelId, userId)) === entries[i]) {
+            remember(guildId, channelId, userId, copy)
+          }
         }
         return false
       }).pipe(

@@ -252,6 +252,30 @@ describe.skipIf(!hasRedisServer).each(BACKENDS)("cluster voice snapshots on $bac
         yield* cameOnline([watcher, first], secondUser)
         expect(later[later.length - 1]!.d["participants"]).toEqual([participantOf(listener, guild, voice)])
         yield* expectMarkerNext(a, guild, voice, [watcher, first, second])
+
+        // Node B's copy of the speaker goes at its next refresh (the leave went through node A), so a
+        // second restart brings back the listener alone.
+        yield* TestClock.adjust(Duration.seconds(1))
+        yield* redis.restartEmpty(`filament:{g:${guild}}:voice:ch:${voice}`)
+        for (const node of [a, b]) {
+          yield* eventuallyEffect(
+            "readyz 200 after the second restart",
+            Effect.map(node.http("/readyz"), (response) => response.status === 200)
+          )
+        }
+        yield* TestClock.adjust(Duration.seconds(1))
+        yield* eventuallyEffect(
+          "both nodes checked again",
+          Effect.map(
+            a.metric("filament_cluster_state_reasserted_total", { store: "voice" }),
+            (n) => n === reasserted0 + 4
+          )
+        )
+        const thirdUser = newId()
+        const third = yield* a.connectReady(thirdUser, access)
+        const last = yield* subscribe(third, guild, voice)
+        yield* cameOnline([watcher, first, second], thirdUser)
+        expect(last[last.length - 1]!.d["participants"]).toEqual([participantOf(listener, guild, voice)])
       })
   )
 })
