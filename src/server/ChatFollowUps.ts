@@ -231,6 +231,7 @@ export const make = Effect.gen(function* () {
       REVOKING_EVENTS.has(event.type)
         ? revoke(publisher, event.type as RevocationEvent, payload as Membership)
         : Effect.void,
+    publishedEvents: REVOKING_EVENTS,
 
     start: (publisher) => Effect.asVoid(Effect.repeat(sweep(publisher), Schedule.spaced(config.voiceSweep)))
   }

@@ -10,6 +10,13 @@
  * — exactly once, since the script deletes what it reaps. A SIGKILLed node's users are therefore
  * offline within TTL + one heartbeat period.
  *
+ * Redis restarted empty (or a master failed over) loses all of that: every heartbeat, and every
+ * connection to a server established again, also checks for it — the heartbeat adding this node
+ * anew to `filament:nodes`, or a server with a new run id or role (`RedisClient.replacementDetector`)
+ * — and then the node writes its registration, guild index and holdings again from its own copy
+ * (one idempotent script per guild and user), so presence converges within one heartbeat period
+ * after Redis serves again.
+ *
  * Keys: one hash slot per guild (hash tag `{g:<guild>}`), so every script touches keys of one slot
  * and runs on a Redis Cluster as on one Redis: `filament:{g:<guild>}:presence` (hash user -> holding
  * nodes) and `filament:{g:<guild>}:node:<node>` (hash user -> holdings of that node in the guild).
@@ -18,12 +25,13 @@
  * and `filament:nodes` (sorted set node -> last heartbeat).
  */
 import { randomBytes } from "node:crypto"
-import { Duration, Effect, Layer, Option, Schedule } from "effect"
+import { Duration, Effect, Layer, Option, Queue, Schedule } from "effect"
 import type { Scope } from "effect"
 import { PresenceUpdate } from "../protocol/events/presence.js"
 import type { GuildId, UserId } from "../protocol/Ids.js"
 import { GatewayConfig, type RedisEndpoint } from "./Config.js"
 import { SubscriptionFollowUps, type Publisher } from "./FollowUps.js"
+import { GatewayMetrics } from "./Metrics.js"
 import { Presence, type PresenceShape } from "./Presence.js"
 import * as PresenceMemory from "./Presence.js"
 import * as RedisClient from "./RedisClient.js"
@@ -64,6 +72,18 @@ for _, user in ipairs(redis.call('HKEYS', KEYS[1])) do
 end
 redis.call('DEL', KEYS[1])
 return offline`
+
+/**
+ * KEYS: node's holdings in the guild, guild hash. ARGV: user, this node's holdings of the user.
+ * Restores the holding; counts the node in the guild hash unless its holding was there (written by a
+ * join sent after Redis came back, or never lost). 1 when it restored the node's count.
+ */
+const REASSERT = `
+local had = redis.call('HEXISTS', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+if had == 1 then return 0 end
+redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
+return 1`
 
 /** Entries per HSCAN round of a snapshot: bounds one round trip, not the snapshot. */
 const SCAN_COUNT = 512
@@ -106,9 +126,10 @@ const reapNode = async (redis: RedisClient.RedisClient, node: string) => {
 
 export const makeRedis = (
   options: ClusterPresenceOptions
-): Effect.Effect<ClusterPresenceShape, never, Scope.Scope> =>
+): Effect.Effect<ClusterPresenceShape, never, Scope.Scope | GatewayMetrics> =>
   Effect.gen(function* () {
     const clock = yield* Effect.clock
+    const metrics = yield* GatewayMetrics
     const node = randomBytes(16).toString("hex")
     // Queued while disconnected (in order), so the counts converge after an outage even when an
     // announcement timed out meanwhile.
@@ -145,8 +166,77 @@ export const makeRedis = (
     })
     const ttlMillis = Duration.toMillis(options.nodeTtl)
 
+    /**
+     * This node's holdings (joins minus leaves) per guild and user: what it writes again when Redis
+     * lost them. Changed in the same synchronous step that sends the script, so the copy and the
+     * commands on the guild's connection are in one order: a re-assertion sent after them restores
+     * exactly the count they leave.
+     */
+    const held = new Map<GuildId, Map<UserId, number>>()
+    const hold = (guildId: GuildId, userId: UserId, delta: 1 | -1) => {
+      let users = held.get(guildId)
+      if (users === undefined) held.set(guildId, (users = new Map()))
+      const count = (users.get(userId) ?? 0) + delta
+      // As the LEAVE script: a holding at or below zero is gone.
+      if (count > 0) users.set(userId, count)
+      else users.delete(userId)
+      if (users.size === 0) held.delete(guildId)
+    }
+
+    /** Registers the node, its guilds and its holdings again. */
+    const reassert = () => {
+      const writes: Array<Promise<unknown>> = [redis.zadd(NODES, clock.unsafeCurrentTimeMillis(), node)]
+      if (held.size > 0) writes.push(redis.sadd(guildsOfNodeKey(node), ...held.keys()))
+      for (const [guildId, users] of held) {
+        for (const [userId, count] of users) {
+          writes.push(redis.eval(REASSERT, 2, holdingsKey(guildId, node), guildKey(guildId), userId, count))
+        }
+      }
+      return Promise.all(writes)
+    }
+
+    const replaced = RedisClient.replacementDetector(redis)
+    let registered = false
+    const serialized = (yield* Effect.makeSemaphore(1)).withPermits(1)
+    /** Re-asserts this node's holdings when `lost` says Redis lost them; one check at a time. */
+    const checkLost = (label: string, lost: () => Promise<boolean>) =>
+      serialized(
+        call(
+          label,
+          async () => {
+            if (!(await lost())) return false
+            await reassert()
+            return true
+          },
+          false
+        )
+      ).pipe(
+        Effect.flatMap((reasserted) =>
+          reasserted
+            ? Effect.zipRight(
+                Effect.sync(() => metrics.clusterStateReasserted("presence")),
+                Effect.logWarning(`gateway.cluster_presence.reasserted guilds=${held.size}`)
+              )
+            : Effect.void
+        )
+      )
     const heartbeat = Effect.suspend(() =>
-      call("heartbeat", () => redis.zadd(NODES, clock.unsafeCurrentTimeMillis(), node), 0)
+      checkLost("heartbeat", async () => {
+        const [added, restarted] = await Promise.all([
+          redis.zadd(NODES, clock.unsafeCurrentTimeMillis(), node),
+          replaced()
+        ])
+        // Added anew after the first heartbeat: the registry was lost (or a reaper took this node).
+        const lost = restarted || (registered && added === 1)
+        registered = true
+        return lost
+      })
+    )
+    // A server connected again (restarted, failed over): checked at once rather than at the next beat.
+    const reconnected = yield* Queue.sliding<void>(1)
+    RedisClient.onServerConnected(redis, () => Queue.unsafeOffer(reconnected, undefined))
+    yield* Effect.forkScoped(
+      Effect.forever(Effect.zipRight(Queue.take(reconnected), checkLost("reconnect", replaced)))
     )
     yield* heartbeat
 
@@ -155,6 +245,7 @@ export const makeRedis = (
         call(
           "join",
           async () => {
+            hold(guildId, userId, 1)
             // Indexed first: a node that dies right after the join is still reaped in this guild.
             const [, came] = await Promise.all([
               redis.sadd(guildsOfNodeKey(node), guildId),
@@ -167,7 +258,10 @@ export const makeRedis = (
       leave: (guildId, userId) =>
         call(
           "leave",
-          () => redis.eval(LEAVE, 2, holdingsKey(guildId, node), guildKey(guildId), userId),
+          () => {
+            hold(guildId, userId, -1)
+            return redis.eval(LEAVE, 2, holdingsKey(guildId, node), guildKey(guildId), userId)
+          },
           0
         ).pipe(Effect.map((went) => went === 1)),
       snapshot: (guildId, first, limit) =>
@@ -212,7 +306,7 @@ export const makeRedis = (
   })
 
 /** Redis presence when `GATEWAY_REDIS_URL` is set, else the in-memory one. */
-export const layer: Layer.Layer<Presence, never, GatewayConfig> = Layer.scoped(
+export const layer: Layer.Layer<Presence, never, GatewayConfig | GatewayMetrics> = Layer.scoped(
   Presence,
   Effect.flatMap(GatewayConfig, (config) =>
     Option.match(config.redis, {

@@ -5,6 +5,11 @@
  * reservation in the tracked-channel set before the join), and an expiry or a user's removal is
  * handed back (and so announced) by exactly one node — whichever ran the script that removed it.
  *
+ * Redis restarted empty (or a master failed over) loses the projection while the participants are
+ * still in their calls. Each node therefore keeps a copy of the entries it wrote last (kept in step
+ * with Redis once per check period: an entry another node changed or removed is refreshed or
+ * forgotten) and, when a Redis server was replaced, writes back those Redis no longer has.
+ *
  * Keys: one hash slot per guild (hash tag `{g:<guild>}`), so every script touches keys of one slot
  * and runs on a Redis Cluster as on one Redis: `filament:{g:<guild>}:voice:ch:<channel>` (hash
  * user -> entry JSON: participant, streams, expiry millis) and `filament:{g:<guild>}:voice:user:<user>`
@@ -12,11 +17,12 @@
  * around the scripts: `filament:voice:channels` (set of tracked "guild:channel": the channel cap and
  * the sweep) and `filament:voice:user:<user>` (set of the guilds the user may be in a channel of).
  */
-import { Duration, Effect, Layer, Option } from "effect"
+import { Duration, Effect, Layer, Option, Queue, Schedule } from "effect"
 import type { Scope } from "effect"
 import type { ChannelId, GuildId, UserId } from "../protocol/Ids.js"
 import type { VoiceParticipant, VoiceStreamKind } from "../protocol/Shapes.js"
 import { GatewayConfig, type RedisEndpoint } from "./Config.js"
+import { GatewayMetrics } from "./Metrics.js"
 import { PublishRefused } from "./Errors.js"
 import * as RedisClient from "./RedisClient.js"
 import { channelKey } from "./Registry.js"
@@ -33,6 +39,8 @@ interface StoredEntry {
   /** A set as an object: Lua's cjson writes an empty array as `{}`. */
   readonly streams: Partial<Record<VoiceStreamKind, true>>
   readonly expiresAt: number
+  /** When a node last wrote it (its clock): of two copies written back, the later wins. */
+  readonly writtenAt: number
 }
 
 const CHANNELS = "filament:voice:channels"
@@ -84,25 +92,44 @@ local removed, emptied = {}, {}
 drop(ARGV[2], ARGV[3], removed, emptied)
 return { removed, emptied }`
 
-/** KEYS: channel hash. ARGV: user, updated fields JSON, updated_at_unix, new expiry millis. */
+/**
+ * KEYS: channel hash. ARGV: user, updated fields JSON, updated_at_unix, now millis, new expiry
+ * millis. The new entry or nil.
+ */
 const UPDATE = `
 local entry = redis.call('HGET', KEYS[1], ARGV[1])
-if not entry then return 'ok' end
+if not entry then return false end
 entry = cjson.decode(entry)
 for field, value in pairs(cjson.decode(ARGV[2])) do entry.participant[field] = value end
 entry.participant.updated_at_unix = tonumber(ARGV[3])
-entry.expiresAt = tonumber(ARGV[4])
-redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(entry))
-return 'ok'`
+entry.writtenAt = tonumber(ARGV[4])
+entry.expiresAt = tonumber(ARGV[5])
+entry = cjson.encode(entry)
+redis.call('HSET', KEYS[1], ARGV[1], entry)
+return entry`
 
-/** KEYS: channel hash. ARGV: user, stream, "1" (published) or "0". */
+/** KEYS: channel hash. ARGV: user, stream, "1" (published) or "0", now millis. The new entry or nil. */
 const STREAM = `
 local entry = redis.call('HGET', KEYS[1], ARGV[1])
-if not entry then return 'ok' end
+if not entry then return false end
 entry = cjson.decode(entry)
 if ARGV[3] == '1' then entry.streams[ARGV[2]] = true else entry.streams[ARGV[2]] = nil end
-redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(entry))
-return 'ok'`
+entry.writtenAt = tonumber(ARGV[4])
+entry = cjson.encode(entry)
+redis.call('HSET', KEYS[1], ARGV[1], entry)
+return entry`
+
+/**
+ * KEYS: channel hash. ARGV: prefix, channel, user, entry JSON. Writes the entry back unless the
+ * channel has one for the user written as late or later (another node's newer copy, or a change
+ * made after Redis came back). 1 when written.
+ */
+const REASSERT = `${PREFIX}
+local current = redis.call('HGET', KEYS[1], ARGV[3])
+if current and (cjson.decode(current).writtenAt or 0) >= cjson.decode(ARGV[4]).writtenAt then return 0 end
+redis.call('HSET', KEYS[1], ARGV[3], ARGV[4])
+redis.call('SADD', userkey(ARGV[3]), ARGV[2])
+return 1`
 
 /**
  * KEYS: channel hash. ARGV: prefix, channel, now millis. Returns { removed pairs, emptied channels }
@@ -151,13 +178,24 @@ export interface ClusterVoiceOptions extends VoiceLimits {
   readonly endpoint: RedisEndpoint
   /** Bound on one Redis call (a refused join is then refused with the channel-limit reason). */
   readonly timeout: Duration.Duration
+  /** How often the node checks whether Redis lost the projection (and refreshes its copy). */
+  readonly checkEvery: Duration.Duration
+}
+
+/** One entry this node wrote last, as Redis holds it. */
+interface Written {
+  readonly guildId: GuildId
+  readonly channelId: ChannelId
+  readonly userId: UserId
+  readonly entry: string
 }
 
 export const makeRedis = (
   options: ClusterVoiceOptions
-): Effect.Effect<VoiceParticipantsShape, never, Scope.Scope> =>
+): Effect.Effect<VoiceParticipantsShape, never, Scope.Scope | GatewayMetrics> =>
   Effect.gen(function* () {
     const clock = yield* Effect.clock
+    const metrics = yield* GatewayMetrics
     const redis = yield* RedisClient.make(options.endpoint, {
       connectionName: "filament-voice",
       lazyConnect: false,
@@ -174,6 +212,88 @@ export const makeRedis = (
     const list = (label: string, run: () => Promise<ReadonlyArray<VoiceRemoval>>) =>
       call(label, run).pipe(Effect.orElseSucceed((): ReadonlyArray<VoiceRemoval> => []))
     const quiet = (label: string, run: () => Promise<unknown>) => Effect.ignore(call(label, run))
+
+    /** The entries this node wrote last, by channel and user: what it writes back when Redis lost them. */
+    const written = new Map<string, Written>()
+    const writtenKey = (guildId: GuildId, channelId: ChannelId, userId: UserId) =>
+      `${channelKey(guildId, channelId)}:${userId}`
+    /** Records what a script left in Redis for the user: the entry, or nothing (null). */
+    const remember = (guildId: GuildId, channelId: ChannelId, userId: UserId, entry: unknown) => {
+      const key = writtenKey(guildId, channelId, userId)
+      if (typeof entry === "string") written.set(key, { guildId, channelId, userId, entry })
+      else written.delete(key)
+    }
+    const forget = (removed: ReadonlyArray<VoiceRemoval>) => {
+      for (const removal of removed)
+        written.delete(writtenKey(removal.guildId, removal.channelId, removal.userId))
+      return removed
+    }
+
+    const reassert = (entries: ReadonlyArray<Written>) =>
+      Promise.all(
+        entries.map(async ({ channelId, entry, guildId, userId }) => {
+          await redis.eval(
+            REASSERT,
+            1,
+            channelHashKey(guildId, channelId),
+            guildPrefix(guildId),
+            channelId,
+            userId,
+            entry
+          )
+          await Promise.all([
+            redis.sadd(CHANNELS, channelKey(guildId, channelId)),
+            redis.sadd(userGuildsKey(userId), guildId)
+          ])
+        })
+      )
+
+    const replaced = RedisClient.replacementDetector(redis)
+    const serialized = (yield* Effect.makeSemaphore(1)).withPermits(1)
+    /**
+     * Refreshes the copy from Redis (entries other nodes changed or removed) unless a server was
+     * replaced meanwhile; then the copy as it was is written back instead.
+     */
+    const check = (refresh: boolean) =>
+      call("check", async () => {
+        const entries = [...written.values()]
+        const current = refresh
+          ? await Promise.all(
+              entries.map(({ channelId, guildId, userId }) =>
+                redis.hget(channelHashKey(guildId, channelId), userId)
+              )
+            )
+          : []
+        if (await replaced()) {
+          await reassert(entries)
+          return true
+        }
+        for (const [i, copy] of current.entries()) {
+          const { channelId, guildId, userId } = entries[i]!
+          // Unless this node wrote the entry again meanwhile: its own write is the newer.
+          if (written.get(writtenKey(guildId, channelId, userId)) === entries[i]) {
+            remember(guildId, channelId, userId, copy)
+          }
+        }
+        return false
+      }).pipe(
+        Effect.flatMap((reasserted) =>
+          reasserted
+            ? Effect.zipRight(
+                Effect.sync(() => metrics.clusterStateReasserted("voice")),
+                Effect.logWarning(`gateway.cluster_voice.reasserted entries=${written.size}`)
+              )
+            : Effect.void
+        ),
+        Effect.ignore,
+        serialized
+      )
+    yield* check(false)
+    yield* Effect.forkScoped(Effect.repeat(check(true), Schedule.spaced(options.checkEvery)))
+    // A server connected again (restarted, failed over): checked at once rather than at the next period.
+    const reconnected = yield* Queue.sliding<void>(1)
+    RedisClient.onServerConnected(redis, () => Queue.unsafeOffer(reconnected, undefined))
+    yield* Effect.forkScoped(Effect.forever(Effect.zipRight(Queue.take(reconnected), check(false))))
 
     /**
      * Removes `member` from an index outside the guild's slot unless it still holds something: a
@@ -209,6 +329,7 @@ export const makeRedis = (
     }
 
     const join = async (guildId: GuildId, channelId: ChannelId, userId: UserId, entry: StoredEntry) => {
+      const entryJson = JSON.stringify(entry)
       const tracked = await redis.eval(
         RESERVE,
         1,
@@ -224,11 +345,12 @@ export const makeRedis = (
         guildPrefix(guildId),
         channelId,
         userId,
-        JSON.stringify(entry),
+        entryJson,
         options.maxParticipantsPerChannel
       )
       // Indexed again after the script: an untrack racing with this join cannot leave it out.
       if (outcome === "ok") {
+        remember(guildId, channelId, userId, entryJson)
         await Promise.all([
           redis.sadd(CHANNELS, channelKey(guildId, channelId)),
           redis.sadd(userGuildsKey(userId), guildId)
@@ -243,10 +365,12 @@ export const makeRedis = (
         const key = channelHashKey(guildId, channelId)
         switch (change._tag) {
           case "join": {
+            const now = clock.unsafeCurrentTimeMillis()
             const entry: StoredEntry = {
               participant: change.payload.participant,
               streams: {},
-              expiresAt: clock.unsafeCurrentTimeMillis() + lifetime
+              expiresAt: now + lifetime,
+              writtenAt: now
             }
             return call("join", () =>
               join(guildId, channelId, change.payload.participant.user_id, entry)
@@ -271,30 +395,38 @@ export const makeRedis = (
             )
           }
           case "leave":
-            return quiet("leave", () => removeIn(guildId, LEAVE, key, channelId, change.payload.user_id))
+            return quiet("leave", () =>
+              removeIn(guildId, LEAVE, key, channelId, change.payload.user_id).then(forget)
+            )
           case "update":
             return quiet("update", () =>
-              redis.eval(
-                UPDATE,
-                1,
-                key,
-                change.payload.user_id,
-                JSON.stringify(change.payload.updated_fields),
-                change.payload.updated_at_unix,
-                clock.unsafeCurrentTimeMillis() + lifetime
-              )
+              redis
+                .eval(
+                  UPDATE,
+                  1,
+                  key,
+                  change.payload.user_id,
+                  JSON.stringify(change.payload.updated_fields),
+                  change.payload.updated_at_unix,
+                  clock.unsafeCurrentTimeMillis(),
+                  clock.unsafeCurrentTimeMillis() + lifetime
+                )
+                .then((entry) => remember(guildId, channelId, change.payload.user_id, entry))
             )
           case "publish":
           case "unpublish":
             return quiet("stream", () =>
-              redis.eval(
-                STREAM,
-                1,
-                key,
-                change.payload.user_id,
-                change.payload.stream,
-                change._tag === "publish" ? "1" : "0"
-              )
+              redis
+                .eval(
+                  STREAM,
+                  1,
+                  key,
+                  change.payload.user_id,
+                  change.payload.stream,
+                  change._tag === "publish" ? "1" : "0",
+                  clock.unsafeCurrentTimeMillis()
+                )
+                .then((entry) => remember(guildId, channelId, change.payload.user_id, entry))
             )
         }
       },
@@ -310,7 +442,7 @@ export const makeRedis = (
               removeIn(guildId, EXPIRE, channelHashKey(guildId, channelId), channelId, now)
             )
           )
-          return removed.flat()
+          return forget(removed.flat())
         }),
       removeUser: (userId, guildId) =>
         list("remove_user", async () => {
@@ -326,7 +458,7 @@ export const makeRedis = (
               return inGuild
             })
           )
-          return removed.flat()
+          return forget(removed.flat())
         }),
       snapshot: (guildId, channelId) =>
         call("snapshot", () => redis.hvals(channelHashKey(guildId, channelId))).pipe(
@@ -339,7 +471,7 @@ export const makeRedis = (
   })
 
 /** Redis voice projection when `GATEWAY_REDIS_URL` is set, else the in-memory one. */
-export const layer: Layer.Layer<VoiceParticipants, never, GatewayConfig> = Layer.scoped(
+export const layer: Layer.Layer<VoiceParticipants, never, GatewayConfig | GatewayMetrics> = Layer.scoped(
   VoiceParticipants,
   Effect.flatMap(GatewayConfig, (config) => {
     const limits: VoiceLimits = {
@@ -349,7 +481,14 @@ export const layer: Layer.Layer<VoiceParticipants, never, GatewayConfig> = Layer
     }
     return Option.match(config.redis, {
       onNone: () => Effect.sync(() => Voice.makeMemory(limits)),
-      onSome: (endpoint) => makeRedis({ ...limits, endpoint, timeout: config.busTimeout })
+      onSome: (endpoint) =>
+        makeRedis({
+          ...limits,
+          endpoint,
+          timeout: config.busTimeout,
+          // The presence heartbeat's period: both converge within it after Redis lost them.
+          checkEvery: Duration.millis(Math.max(1, Math.floor(Duration.toMillis(config.nodeTtl) / 3)))
+        })
     })
   })
 )

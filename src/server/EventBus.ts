@@ -10,10 +10,11 @@
  * subscribes only to the topics it has local interest in — one per guild with a local subscription,
  * one per locally connected user — so its bus traffic
  * follows its interest, not the cluster's size. Every message is HMAC-signed with the bus secret and
- * size-capped; whatever fails a check is dropped and counted, so a foreign Redis client cannot put
- * events into sockets. Redis pub/sub is at-most-once: during an outage local delivery goes on,
- * cross-node delivery stops, the node reconnects with backoff, re-subscribes its interest and counts
- * the gap.
+ * size-capped, and numbered per publisher so a captured message published again is dropped; whatever
+ * fails a check is dropped and counted, so a foreign Redis client cannot put events into sockets.
+ * Redis pub/sub is at-most-once: during an outage local delivery goes on, cross-node delivery stops,
+ * the node reconnects with backoff, re-subscribes its interest and counts the gap. A topic Redis
+ * refuses while connected is retried with backoff, the node unready meanwhile.
  */
 import { createHmac, randomBytes, timingSafeEqual } from "node:crypto"
 import {
@@ -77,7 +78,10 @@ export interface EventBusShape {
    * when the bus is down (the gap is counted, the ack is not held hostage by Redis).
    */
   readonly awaitActive: (topic: Topic) => Effect.Effect<void>
-  /** False while the broker is unreachable (`/readyz`). */
+  /**
+   * False while the broker is unreachable or a topic this node has interest in could not be
+   * subscribed (`/readyz`).
+   */
   readonly healthy: () => boolean
 }
 
@@ -100,7 +104,7 @@ export const makeMemory: Effect.Effect<EventBusShape> = Effect.map(
 //   [0]       format version (1)
 //   [1..33)   HMAC-SHA256 over everything after it, keyed with GATEWAY_BUS_SECRET
 //   [33..35)  header length (uint16 BE)
-//   header    JSON: publishing node, publish time, scope, event type, routing ids
+//   header    JSON: publishing node, its sequence number, publish time, scope, event type, routing ids
 //   envelope  the UTF-8 envelope `{"v":1,"t":...,"d":...}` exactly as the publisher encoded it
 // ---------------------------------------------------------------------------------------------
 
@@ -112,6 +116,8 @@ export const USERS_PER_MESSAGE = 256
 
 const BusHeader = Schema.Struct({
   node: Schema.String.pipe(Schema.pattern(/^[0-9a-f]{32}$/)),
+  /** Increases with every message the node publishes: a receiver drops one it has seen (replay). */
+  seq: Schema.Number.pipe(Schema.int(), Schema.nonNegative()),
   at: Schema.Number.pipe(Schema.finite()),
   scope: Schema.Literal("channel", "guild", "user"),
   type: Schema.String,
@@ -121,7 +127,9 @@ const BusHeader = Schema.Struct({
   trace: Schema.optional(Schema.String.pipe(Schema.pattern(/^00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]$/)))
 })
 export type BusHeader = typeof BusHeader.Type
-const decodeHeader = Schema.decodeUnknownEither(Schema.parseJson(BusHeader), { onExcessProperty: "error" })
+// Fields a later version adds are ignored rather than refused: the header is signed, so they come from a
+// genuine node, and a rolling deploy keeps cross-node delivery.
+const decodeHeader = Schema.decodeUnknownEither(Schema.parseJson(BusHeader), { onExcessProperty: "ignore" })
 
 const mac = (secret: Buffer, body: Uint8Array) => createHmac("sha256", secret).update(body).digest()
 
@@ -262,6 +270,7 @@ export const makeRedis = (
     const subscriber = yield* connect(options, `filament-sub-${node}`, true)
     const deliveries = yield* Queue.dropping<Delivery>(options.backlog)
     const maxLagMillis = Duration.toMillis(options.maxLag)
+    const reconnectMaxMillis = Duration.toMillis(options.reconnectMax)
 
     const fail = (error: unknown) => new BusUnavailable({ reason: "bus_unavailable", detail: String(error) })
     yield* Effect.tryPromise({
@@ -276,6 +285,8 @@ export const makeRedis = (
     const active = new Set<Topic>()
     const changed = new Set<Topic>()
     const waiters = new Map<Topic, Deferred.Deferred<void>>()
+    /** Wanted topics whose subscribe failed, with the consecutive failures (retried with backoff). */
+    const failing = new Map<Topic, number>()
     const reconcile = yield* Queue.sliding<void>(1)
     let subscriberConnected = true
     let publisherConnected = true
@@ -291,11 +302,11 @@ export const makeRedis = (
       }
     }
 
-    const healthy = () => subscriberConnected && publisherConnected && !restoring
+    const joined = () => subscriberConnected && publisherConnected && !restoring
 
     /** Counts the gap once the bus is whole again: both connections up, interest restored. */
     const onChange = () => {
-      if (!healthy()) {
+      if (!joined()) {
         if (downSince === undefined) downSince = clock.unsafeCurrentTimeMillis()
       } else if (downSince !== undefined) {
         metrics.busReconnected((clock.unsafeCurrentTimeMillis() - downSince) / 1000)
@@ -306,6 +317,7 @@ export const makeRedis = (
     subscriber.on("close", () => {
       if (!subscriberConnected) return
       subscriberConnected = false
+      failing.clear() // the reconnect retries every topic
       // The subscriptions died with the connection: everything wanted is to be subscribed again.
       active.clear()
       for (const topic of wanted) changed.add(topic)
@@ -330,6 +342,34 @@ export const makeRedis = (
       onChange()
     })
 
+    /**
+     * Replay guard: per topic, each publishing node's highest sequence number seen on it. A publisher
+     * sends on one topic over one connection to the topic's one shard, so its messages arrive on the
+     * topic in sequence order; anything at or below the mark has been seen. A mark is forgotten once
+     * its message is older than the staleness window (every older message of that publisher is then
+     * dropped as stale anyway), so the memory is bounded by the topics subscribed and the nodes that
+     * published on them within the window.
+     */
+    const highWater = new Map<Topic, Map<string, { seq: number; at: number }>>()
+    let prunedAt = clock.unsafeCurrentTimeMillis()
+    const pruneHighWater = (now: number) => {
+      prunedAt = now
+      for (const [topic, marks] of highWater) {
+        for (const [origin, mark] of marks) if (now - mark.at > maxLagMillis) marks.delete(origin)
+        if (marks.size === 0) highWater.delete(topic)
+      }
+    }
+    /** True when the message was seen on this topic before; marks it seen otherwise. */
+    const replayed = (topic: Topic, header: BusHeader, now: number) => {
+      if (now - prunedAt > maxLagMillis) pruneHighWater(now)
+      let marks = highWater.get(topic)
+      if (marks === undefined) highWater.set(topic, (marks = new Map()))
+      const mark = marks.get(header.node)
+      if (mark !== undefined && header.seq <= mark.seq) return true
+      marks.set(header.node, { seq: header.seq, at: header.at })
+      return false
+    }
+
     const limits = { maxMessageBytes: options.maxMessageBytes, maxEventBytes: options.maxEventBytes }
     subscriber.on(dialect.message, (channel: Buffer, message: Buffer) => {
       const decoded = decodeMessage(accepted, message, limits)
@@ -338,8 +378,10 @@ export const makeRedis = (
       if (header.node === node) return // our own publish, already delivered locally
       const now = clock.unsafeCurrentTimeMillis()
       if (Math.abs(now - header.at) > maxLagMillis) return metrics.busDropped("stale")
-      const route = routeOn(channel.toString(), header)
+      const topic = channel.toString()
+      const route = routeOn(topic, header)
       if (route === undefined) return metrics.busDropped("misrouted")
+      if (replayed(topic, header, now)) return metrics.busDropped("replayed")
       const frame: Frame = {
         eventType: header.type,
         scope: header.scope,
@@ -365,16 +407,35 @@ export const makeRedis = (
       // One topic per command: sharded channels of one command must share a hash slot.
       const run = (command: Dialect["subscribe"] | Dialect["unsubscribe"], topic: Topic) =>
         Effect.tryPromise(() => subscriber[command](topic)).pipe(
-          Effect.match({
-            onFailure: () => {
-              changed.add(topic) // retried on the next change or reconnect
+          Effect.matchEffect({
+            onFailure: (error) => {
+              changed.add(topic) // retried on the next change, reconnect or backoff step
+              if (command !== dialect.subscribe || !subscriberConnected || !wanted.has(topic)) {
+                return Effect.void
+              }
+              // Refused while connected (an ACL, a moving slot): not ready, and the acks waiting
+              // for it are released instead of waiting out the timeout; retried with backoff.
+              const failures = (failing.get(topic) ?? 0) + 1
+              failing.set(topic, failures)
+              metrics.busSubscribeFailed()
+              releaseWaiters(topic)
+              const delay = Math.min(
+                RECONNECT_BASE_MILLIS * 2 ** Math.min(failures - 1, 16),
+                reconnectMaxMillis
+              )
+              return Effect.zipRight(
+                Effect.logWarning(`gateway.bus.subscribe_failed topic=${topic} attempt=${failures}`, error),
+                Effect.forkScoped(Effect.zipRight(Effect.sleep(delay), Queue.offer(reconcile, undefined)))
+              )
             },
-            onSuccess: () => {
-              if (command === dialect.subscribe) {
-                active.add(topic)
-                releaseWaiters(topic)
-              } else active.delete(topic)
-            }
+            onSuccess: () =>
+              Effect.sync(() => {
+                if (command === dialect.subscribe) {
+                  active.add(topic)
+                  failing.delete(topic)
+                  releaseWaiters(topic)
+                } else active.delete(topic)
+              })
           })
         )
       return Effect.all(
@@ -405,12 +466,17 @@ export const makeRedis = (
       )
     }
 
+    let seq = 0
+    /** Never decreases, so a receiver's replay mark ages out no earlier than the messages below it. */
+    let lastAt = 0
     const bus: EventBusShape = {
       publish: (route, frame, trace) => {
         const envelope = frame.wire.subarray(frame.wire.length - frame.bytes)
+        lastAt = Math.max(lastAt, clock.unsafeCurrentTimeMillis())
         const base = {
           node,
-          at: clock.unsafeCurrentTimeMillis(),
+          seq: seq++,
+          at: lastAt,
           scope: route.scope,
           type: frame.eventType,
           ...(trace === undefined ? {} : { trace })
@@ -437,6 +503,7 @@ export const makeRedis = (
         if (interested) wanted.add(topic)
         else {
           wanted.delete(topic)
+          failing.delete(topic)
           releaseWaiters(topic)
         }
         changed.add(topic)
@@ -444,7 +511,9 @@ export const makeRedis = (
       },
       awaitActive: (topic) =>
         Effect.suspend(() => {
-          if (!subscriberConnected || !wanted.has(topic) || active.has(topic)) return Effect.void
+          if (!subscriberConnected || !wanted.has(topic) || active.has(topic) || failing.has(topic)) {
+            return Effect.void
+          }
           let waiter = waiters.get(topic)
           if (waiter === undefined) {
             waiter = Deferred.unsafeMake<void>(FiberId.none)
@@ -452,7 +521,7 @@ export const makeRedis = (
           }
           return Deferred.await(waiter).pipe(Effect.timeout(options.timeout), Effect.ignore)
         }),
-      healthy
+      healthy: () => joined() && failing.size === 0
     }
     return bus
   })

@@ -84,6 +84,11 @@ export interface SubscriptionFollowUpsShape {
   ) => Effect.Effect<void, PublishRefused>
   /** After a routed or user event was delivered (revocation). */
   readonly published: (event: EventDefinition, payload: unknown, publisher: Publisher) => Effect.Effect<void>
+  /**
+   * The event types `published` acts on: a frame from another node is decoded back into its payload
+   * only for these (the others need no payload after delivery).
+   */
+  readonly publishedEvents: ReadonlySet<string>
   /** Background work (the voice expiry sweep), forked once in the gateway's scope. */
   readonly start: (publisher: Publisher) => Effect.Effect<void>
 }
@@ -100,6 +105,7 @@ export const none: SubscriptionFollowUpsShape = {
   disconnected: () => Effect.void,
   publishing: () => Effect.void,
   published: () => Effect.void,
+  publishedEvents: new Set(),
   start: () => Effect.void
 }
 

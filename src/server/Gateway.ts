@@ -17,6 +17,7 @@ import {
   FiberSet,
   Layer,
   Option,
+  ParseResult,
   Queue,
   Schedule,
   Tracer
@@ -97,11 +98,24 @@ class GatewaySocket extends WebSocket {
   }
 }
 
-/** The typed payload of a frame another node built (it was encoded from a valid payload there). */
-const remotePayload = (event: EventDefinition, frame: Outbound.Frame): unknown => {
-  const envelope = JSON.parse(frame.wire.toString("utf8", frame.wire.length - frame.bytes)) as { d: unknown }
-  const payload = decodePayload(event, envelope.d, { strict: false })
-  return Either.isRight(payload) ? payload.right : undefined
+/** Bound on the decode issue a log line quotes. */
+const MAX_DECODE_ISSUE_CHARS = 200
+
+/**
+ * The typed payload of a frame another node built, or the first decode issue: a node of another
+ * version (a rolling deploy) may have encoded a payload this one's schema no longer accepts.
+ */
+const remotePayload = (event: EventDefinition, frame: Outbound.Frame): Either.Either<unknown, string> => {
+  let envelope: { d?: unknown }
+  try {
+    envelope = JSON.parse(frame.wire.toString("utf8", frame.wire.length - frame.bytes)) as { d?: unknown }
+  } catch (error) {
+    return Either.left(String(error))
+  }
+  return Either.mapLeft(decodePayload(event, envelope.d, { strict: false }), (error) => {
+    const [issue] = ParseResult.ArrayFormatter.formatErrorSync(error)
+    return issue === undefined ? error.message : `${JSON.stringify(issue.path)}: ${issue.message}`
+  })
 }
 
 /** The upgrading socket's `error` listener (shared: `this` is the socket). */
@@ -485,9 +499,17 @@ export const make = Effect.gen(function* () {
       Fanout.broadcast(metrics, frame, yield* recipientsOf(route))
       // The after-delivery follow-ups (revocation) act on this node's connections too; the
       // before-delivery ones (projections, dual emit) ran once, on the publishing node.
+      // Only the events a follow-up acts on are decoded again.
+      if (!followUps.publishedEvents.has(frame.eventType)) return
       const event = Manifest.lookup(frame.eventType)
-      const payload = event === undefined ? undefined : remotePayload(event, frame)
-      if (event !== undefined && payload !== undefined) yield* followUps.published(event, payload, publisher)
+      if (event === undefined) return
+      const payload = remotePayload(event, frame)
+      if (Either.isRight(payload)) return yield* followUps.published(event, payload.right, publisher)
+      // Its follow-up (revocation) did not run on this node: worth an alert, not a crash.
+      metrics.busUndecodable(frame.eventType)
+      yield* Effect.logWarning(
+        `gateway.bus_delivery.undecodable event_type=${frame.eventType}: ${payload.left.slice(0, MAX_DECODE_ISSUE_CHARS)}`
+      )
     })
   /** A traced publish is continued here: this node's delivery is a span of the publisher's trace. */
   const deliverRemoteTraced = (delivery: Bus.Delivery) =>

@@ -30,7 +30,16 @@ export type RevocationEvent = "workspace_member_remove" | "workspace_member_ban"
 export type VoiceRefusalReason = "voice_channel_limit" | "voice_participant_limit"
 /** Why a bus message was not published or not delivered (see EventBus). */
 export type BusDropReason =
-  "bad_signature" | "oversized" | "malformed" | "stale" | "misrouted" | "backlog_full" | "unavailable"
+  | "bad_signature"
+  | "oversized"
+  | "malformed"
+  | "stale"
+  | "replayed"
+  | "misrouted"
+  | "backlog_full"
+  | "unavailable"
+/** The Redis-backed chat state a node re-asserts after Redis lost it. */
+export type ClusterStore = "presence" | "voice"
 /** Where an HTTP-layer refusal happened; `other` when the request never named its path in time. */
 export type HttpSurface = "upgrade" | "publish" | "other"
 export type HttpRejectReason =
@@ -157,6 +166,21 @@ const FAMILIES = [
     name: "filament_gateway_bus_lag_seconds",
     help: "From publish on another node to the start of local delivery.",
     type: "histogram"
+  },
+  {
+    name: "filament_gateway_bus_undecodable_total",
+    help: "Frames from other nodes whose payload this node could not decode for its follow-up (skipped).",
+    type: "counter"
+  },
+  {
+    name: "filament_gateway_bus_subscribe_failures_total",
+    help: "Bus topic subscriptions that failed (each is retried with backoff).",
+    type: "counter"
+  },
+  {
+    name: "filament_cluster_state_reasserted_total",
+    help: "Times this node wrote its presence or voice state to Redis again after Redis lost it.",
+    type: "counter"
   }
 ] as const satisfies ReadonlyArray<Family>
 
@@ -211,6 +235,11 @@ export interface GatewayMetricsShape {
   readonly busLag: (seconds: number) => void
   /** Every family of this process as data (see `MetricsSnapshot`). */
   readonly snapshot: () => MetricsSnapshot
+  /** A remote frame of an event with a follow-up whose payload did not decode. */
+  readonly busUndecodable: (eventType: string) => void
+  readonly busSubscribeFailed: () => void
+  /** This node re-asserted its state in `store` after Redis lost it. */
+  readonly clusterStateReasserted: (store: ClusterStore) => void
   /** Prometheus text exposition 0.0.4 of every family (HELP and TYPE even without series). */
   readonly render: () => string
 }
@@ -412,6 +441,9 @@ export const make = (): GatewayMetricsShape => {
   const busReconnects = counter("filament_gateway_bus_reconnects_total")
   const busOutage = counter("filament_gateway_bus_outage_seconds_total")
   const busLag = Metric.histogram("filament_gateway_bus_lag_seconds", FANOUT_BOUNDARIES)
+  const busUndecodable = counter("filament_gateway_bus_undecodable_total")
+  const busSubscribeFailures = counter("filament_gateway_bus_subscribe_failures_total")
+  const clusterStateReasserted = counter("filament_cluster_state_reasserted_total")
   // The unlabelled series exist from the start: a process that has not counted yet still shows 0
   // (every worker has a connections gauge), and `rate()` sees the first increase.
   for (const metric of [
@@ -423,9 +455,11 @@ export const make = (): GatewayMetricsShape => {
     busReceived,
     busReconnects,
     busOutage,
-    busLag
+    busLag,
+    busSubscribeFailures
   ])
     metric.unsafeValue([])
+  const store = labelSets("store")
   const scopeType = labelSets("scope", "event_type")
   const scopeTypeReason = labelSets("scope", "event_type", "reason")
   const scopeReason = labelSets("scope", "reason")
@@ -470,6 +504,9 @@ export const make = (): GatewayMetricsShape => {
     },
     busLag: (seconds) => busLag.unsafeUpdate(seconds, []),
     snapshot: () => snapshotOf(Metric.unsafeSnapshot()),
+    busUndecodable: (eventType) => busUndecodable.unsafeModify(1, eventTypeOnly(eventType)),
+    busSubscribeFailed: () => busSubscribeFailures.unsafeModify(1, []),
+    clusterStateReasserted: (which) => clusterStateReasserted.unsafeModify(1, store(which)),
     render: () => renderPrometheus(Metric.unsafeSnapshot())
   }
 }

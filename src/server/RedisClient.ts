@@ -78,6 +78,49 @@ export const connect = async (client: RedisClient): Promise<void> => {
   if (client instanceof Cluster) await openMasters(client)
 }
 
+const infoField = (info: string, field: string) => new RegExp(`^${field}:(\\w+)`, "m").exec(info)?.[1] ?? ""
+
+/**
+ * Tells, call by call, whether a Redis server behind the client was replaced since it was last seen:
+ * a server whose run id changed (restarted) or whose role changed (a failover: the replica now
+ * master, the old master now replica). Without persistence, or with replication behind, the new
+ * owner of the slots may lack keys. Servers are remembered by address while they are away, so one
+ * that comes back is recognised.
+ */
+export const replacementDetector = (client: RedisClient): (() => Promise<boolean>) => {
+  const known = new Map<string, { readonly runId: string; readonly role: string }>()
+  return async () => {
+    // A Cluster client drops a server whose connection ended and re-adds it only when a command
+    // is redirected to it: the slot map is refreshed here so a restarted master is seen.
+    if (client instanceof Cluster)
+      await new Promise<void>((resolve) => client.refreshSlotsCache(() => resolve()))
+    const servers = client instanceof Cluster ? client.nodes("all") : [client]
+    const seen = await Promise.allSettled(
+      servers.map(async (server) => {
+        const info = (await server.call("INFO", "server", "replication")) as string
+        const address = `${server.options.host}:${server.options.port}`
+        return [address, { runId: infoField(info, "run_id"), role: infoField(info, "role") }] as const
+      })
+    )
+    let replaced = false
+    for (const result of seen) {
+      // A server that cannot answer now is asked again at the next call.
+      if (result.status === "rejected") continue
+      const [address, now] = result.value
+      const before = known.get(address)
+      if (before !== undefined && (before.runId !== now.runId || before.role !== now.role)) replaced = true
+      known.set(address, now)
+    }
+    return replaced
+  }
+}
+
+/** Calls `listener` when a connection to a server is (re)established: after a restart or failover. */
+export const onServerConnected = (client: RedisClient, listener: () => void): void => {
+  if (client instanceof Cluster) client.on("+node", (server: Redis) => server.on("ready", listener))
+  else client.on("ready", listener)
+}
+
 /** A client closed with the scope. Connection errors are retried by the client, never thrown. */
 export const make = (
   endpoint: RedisEndpoint,

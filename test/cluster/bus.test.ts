@@ -26,7 +26,7 @@ import {
   type Harness,
   type TestClient
 } from "../server/harness.js"
-import { BUS_SECRET, joinedBy } from "./chat.js"
+import { BUS_SECRET, joinedBy, startClusterNode, subscribe as subscribeChat } from "./chat.js"
 import { freePort, hasRedisServer, startRedis, type RedisBackend } from "./redis.js"
 
 const channelCreate = (guild: string, name: string) =>
@@ -238,6 +238,7 @@ describe.skipIf(!hasRedisServer)("cluster bus over Redis", () => {
         }
         const header = (overrides: Partial<BusHeader> = {}): BusHeader => ({
           node: "f".repeat(32),
+          seq: 0,
           at: now,
           scope: "channel",
           type: "message_create",
@@ -396,6 +397,170 @@ describe.skipIf(!hasRedisServer)("cluster bus over Redis", () => {
         )
         yield* behind.gateway.publish(MessageCreate, message(guild, channel, "marker"))
         expect((yield* onBehind.nextOfType("message_create")).d["content"]).toBe("marker")
+      })
+  )
+  it.scoped(
+    "a genuine message captured off Redis and published again is dropped and counted (replayed) inside the staleness window, stale after it; other publishers are unaffected",
+    () =>
+      Effect.gen(function* () {
+        const redis = yield* startRedis
+        const capture = yield* redis.client()
+        const injector = yield* redis.client()
+        const a = yield* startNode(redis)
+        const b = yield* startNode(redis)
+        const c = yield* startNode(redis)
+        const [guild, channel] = [newId(), newId()]
+        const onB = yield* b.connectReady(newId(), { [guild]: "*" })
+        yield* onB.subscribe(guild, channel)
+        const topic = guildTopic(guild as GuildId)
+        const captured: Array<Buffer> = []
+        capture.on("smessageBuffer", (_channel: Buffer, raw: Buffer) => captured.push(raw))
+        yield* Effect.promise(() => capture.ssubscribe(topic))
+        const replayed0 = yield* busDropped(b, "replayed")
+        const stale0 = yield* busDropped(b, "stale")
+
+        yield* a.gateway.publish(MessageCreate, message(guild, channel, "once"))
+        expect((yield* onB.nextOfType("message_create")).d["content"]).toBe("once")
+        yield* waitFor(
+          "the message captured",
+          Effect.sync(() => captured.length === 1)
+        )
+        for (let i = 0; i < 3; i++) yield* Effect.promise(() => injector.spublish(topic, captured[0]!))
+        yield* waitFor(
+          "three replays counted",
+          Effect.map(busDropped(b, "replayed"), (n) => n === replayed0 + 3)
+        )
+        // A later message of the same publisher and the first of another one (its sequence starts
+        // low) still arrive, each once, in order.
+        yield* a.gateway.publish(MessageCreate, message(guild, channel, "A again"))
+        yield* c.gateway.publish(MessageCreate, message(guild, channel, "from C"))
+        expect((yield* onB.nextOfType("message_create")).d["content"]).toBe("A again")
+        expect((yield* onB.nextOfType("message_create")).d["content"]).toBe("from C")
+
+        // Past the staleness window the same capture is stale (its mark may be forgotten).
+        yield* TestClock.adjust(Duration.sum(b.config.busMaxLag, Duration.seconds(1)))
+        yield* Effect.promise(() => injector.spublish(topic, captured[0]!))
+        yield* waitFor(
+          "the late replay counted stale",
+          Effect.map(busDropped(b, "stale"), (n) => n === stale0 + 1)
+        )
+        expect(yield* busDropped(b, "replayed")).toBe(replayed0 + 3)
+        yield* a.gateway.publish(MessageCreate, message(guild, channel, "marker"))
+        expect((yield* onB.nextOfType("message_create")).d["content"]).toBe("marker")
+      })
+  )
+
+  it.scoped(
+    "a refused SSUBSCRIBE (ACL without the channel) releases the ack, makes /readyz 503, is counted and retried with backoff until it succeeds",
+    () =>
+      Effect.gen(function* () {
+        const redis = yield* startRedis
+        const admin = yield* redis.client()
+        // Allowed every key and command, but only the user topics.
+        yield* Effect.promise(() =>
+          admin.call(
+            "ACL",
+            "SETUSER",
+            "gateway",
+            "on",
+            ">gateway-pass",
+            "~*",
+            "resetchannels",
+            "&filament:u:*",
+            "+@all"
+          )
+        )
+        const restricted: RedisBackend = {
+          ...redis,
+          endpoint: {
+            cluster: false,
+            urls: Redacted.make([`redis://gateway:gateway-pass@127.0.0.1:${redis.port}`])
+          }
+        }
+        const a = yield* startNode(restricted)
+        const b = yield* startNode(redis)
+        const [guild, channel] = [newId(), newId()]
+        const failures0 = yield* a.metric("filament_gateway_bus_subscribe_failures_total")
+        expect(yield* readyStatus(a)).toBe(200)
+
+        const onA = yield* a.connectReady(newId(), { [guild]: "*" })
+        // The ack does not wait for a subscription that was refused (the clock stands still).
+        yield* onA.subscribe(guild, channel)
+        expect(yield* a.metric("filament_gateway_bus_subscribe_failures_total")).toBe(failures0 + 1)
+        expect(yield* a.http("/readyz")).toEqual({ status: 503, body: '{"status":"bus_unavailable"}' })
+
+        // Granted: the next backoff step subscribes, the node is ready and gets node B's events.
+        yield* Effect.promise(() => admin.call("ACL", "SETUSER", "gateway", "allchannels"))
+        yield* TestClock.adjust(a.config.busReconnectMax)
+        yield* waitFor(
+          "readyz ready once the retry subscribed",
+          Effect.map(readyStatus(a), (s) => s === 200)
+        )
+        expect(yield* a.metric("filament_gateway_bus_subscribe_failures_total")).toBe(failures0 + 1)
+        yield* b.gateway.publish(MessageCreate, message(guild, channel, "from B"))
+        expect((yield* onA.nextOfType("message_create")).d["content"]).toBe("from B")
+      })
+  )
+
+  it.scoped(
+    "a remote revocation event whose payload does not decode here (schema skew) is delivered, counted and logged; events without a follow-up are not decoded",
+    () =>
+      Effect.gen(function* () {
+        const redis = yield* startRedis
+        const injector = yield* redis.client()
+        const node = yield* startClusterNode(redis)
+        const [guild, channel] = [newId(), newId()]
+        const member = yield* node.connectReady(newId(), { [guild]: "*" })
+        yield* subscribeChat(member, guild, channel)
+        const undecodable = (type: string) =>
+          node.metric("filament_gateway_bus_undecodable_total", { event_type: type })
+        const [remove0, message0] = [
+          yield* undecodable("workspace_member_remove"),
+          yield* undecodable("message_create")
+        ]
+
+        const now = yield* Clock.currentTimeMillis
+        const signed = (seq: number, type: string, scope: "guild" | "channel", d: unknown) =>
+          encodeMessage(
+            Buffer.from(BUS_SECRET),
+            {
+              node: "e".repeat(32),
+              seq,
+              at: now,
+              scope,
+              type,
+              guild: guild as BusHeader["guild"] & string,
+              ...(scope === "channel" ? { channel: channel as BusHeader["channel"] & string } : {})
+            },
+            Buffer.from(JSON.stringify({ v: 1, t: type, d }))
+          )
+        const topic = guildTopic(guild as GuildId)
+        // A newer node's removal reason this node's schema does not know.
+        yield* Effect.promise(() =>
+          injector.spublish(
+            topic,
+            signed(0, "workspace_member_remove", "guild", {
+              guild_id: guild,
+              user_id: newId(),
+              reason: "retired",
+              removed_at_unix: BASE_UNIX
+            })
+          )
+        )
+        // A message whose payload does not decode either: it has no follow-up, so it is not decoded.
+        yield* Effect.promise(() =>
+          injector.spublish(
+            topic,
+            signed(1, "message_create", "channel", { channel_id: channel, content: 7 })
+          )
+        )
+        expect((yield* member.next("remove")).d["reason"]).toBe("retired")
+        expect((yield* member.next("message")).d["content"]).toBe(7)
+        yield* waitFor(
+          "the undecodable removal counted",
+          Effect.map(undecodable("workspace_member_remove"), (n) => n === remove0 + 1)
+        )
+        expect(yield* undecodable("message_create")).toBe(message0)
       })
   )
 })

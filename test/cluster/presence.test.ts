@@ -10,7 +10,16 @@ import { MessageCreate } from "../../src/protocol/events/message.js"
 import { WorkspaceMemberRemove } from "../../src/protocol/events/workspace.js"
 import * as Auth from "../../src/server/Auth.js"
 import type { GatewayConfigShape } from "../../src/server/Config.js"
-import { BASE_UNIX, message, newId, SECRET, TestClient, typed } from "../server/harness.js"
+import {
+  BASE_UNIX,
+  message,
+  newId,
+  SECRET,
+  TestClient,
+  typed,
+  type Frame,
+  type Harness
+} from "../server/harness.js"
 import {
   BUS_SECRET,
   expectMarkerNext,
@@ -19,13 +28,19 @@ import {
   startNodeProcess,
   subscribe
 } from "./chat.js"
-import { BACKENDS, freePort, hasRedisServer, redisEnv, type RedisBackend } from "./redis.js"
+import { eventuallyEffect } from "../adversarial/support.js"
+import { BACKENDS, freePort, hasRedisServer, redisEnv, startRedis, type RedisBackend } from "./redis.js"
 
 const PUBLISH_KEY = "presence-publish-key-0123456789-0123456789"
 const NODE_TTL_SECONDS = 3
 
 const startChatNode = (redis: RedisBackend, overrides: Partial<GatewayConfigShape> = {}) =>
   startClusterNode(redis, { nodeTtl: Duration.seconds(NODE_TTL_SECONDS), ...overrides })
+
+const syncedUsers = (frames: ReadonlyArray<Frame>) =>
+  [...(frames.find((frame) => frame.t === "presence_sync")!.d["user_ids"] as Array<string>)].sort()
+
+const ready = (node: Harness) => Effect.map(node.http("/readyz"), (response) => response.status === 200)
 
 const presenceCount = (redis: RedisBackend, guild: string, user: string) =>
   Effect.flatMap(redis.client(), (client) =>
@@ -160,5 +175,100 @@ describe.skipIf(!hasRedisServer).each(BACKENDS)(
           expect(yield* presenceCount(redis, guild, user)).toBe(0)
         })
     )
+
+    it.scoped(
+      "Redis (or the guild's master) restarted empty: within one heartbeat each node notices and re-asserts its holdings; presence_sync, offline and online are right again, and after the node TTL",
+      () =>
+        Effect.gen(function* () {
+          const redis = yield* start
+          const a = yield* startChatNode(redis)
+          const b = yield* startChatNode(redis)
+          const [guild, channel] = [newId(), newId()]
+          const access = { [guild]: "*" as const }
+          const [u1, u2, u3] = [newId(), newId(), newId()]
+          const one = yield* a.connectReady(u1, access)
+          const two = yield* b.connectReady(u2, access)
+          const three = yield* a.connectReady(u3, access)
+          for (const client of [one, two, three]) yield* subscribe(client, guild, channel)
+          const reasserted0 = yield* a.metric("filament_cluster_state_reasserted_total", {
+            store: "presence"
+          })
+
+          yield* redis.restartEmpty(`filament:{g:${guild}}:presence`)
+          for (const node of [a, b]) yield* eventuallyEffect("readyz 200 after the restart", ready(node))
+          // Each node notices when it reconnects to the server, at the latest at its next heartbeat,
+          // and writes its holdings again.
+          yield* TestClock.adjust(Duration.millis((NODE_TTL_SECONDS * 1000) / 3))
+          yield* eventuallyEffect(
+            "both nodes re-asserted",
+            Effect.map(
+              a.metric("filament_cluster_state_reasserted_total", { store: "presence" }),
+              (n) => n === reasserted0 + 2
+            )
+          )
+
+          // A new subscriber's snapshot lists every online user of both nodes.
+          const u4 = newId()
+          const observer = yield* b.connectReady(u4, access)
+          expect(syncedUsers(yield* subscribe(observer, guild, channel))).toEqual([u1, u2, u3, u4].sort())
+          // A second connection of an online user (on the other node) is not announced again.
+          const twoAgain = yield* a.connectReady(u2, access)
+          expect(presenceOf(yield* subscribe(twoAgain, guild, channel), u2)).toEqual([])
+          yield* expectMarkerNext(a, guild, channel, [observer])
+          // A user who disconnects is announced offline, once.
+          one.socket.close()
+          expect(presenceOf([yield* observer.next("u1 offline")], u1)).toEqual(["offline"])
+          yield* expectMarkerNext(b, guild, channel, [observer])
+
+          // Still right after the node TTL (nobody reaped: both nodes are registered again).
+          yield* TestClock.adjust(Duration.millis(NODE_TTL_SECONDS * 1000 + (NODE_TTL_SECONDS * 1000) / 3))
+          const u5 = newId()
+          const late = yield* a.connectReady(u5, access)
+          const lateSync = syncedUsers(yield* subscribe(late, guild, channel))
+          expect(presenceOf([yield* observer.next("u5 online")], u5)).toEqual(["online"])
+          expect(lateSync).toEqual([u2, u3, u4, u5].sort())
+          yield* expectMarkerNext(a, guild, channel, [observer])
+          three.socket.close()
+          expect(presenceOf([yield* observer.next("u3 offline")], u3)).toEqual(["offline"])
+          yield* expectMarkerNext(a, guild, channel, [observer])
+        })
+    )
   }
 )
+
+describe.skipIf(!hasRedisServer)("cluster presence on one Redis", () => {
+  it.scoped(
+    "Redis flushed (same server, same run id): each node's next heartbeat finds itself gone from the node registry and re-asserts",
+    () =>
+      Effect.gen(function* () {
+        const redis = yield* startRedis
+        const admin = yield* redis.client()
+        const a = yield* startChatNode(redis)
+        const b = yield* startChatNode(redis)
+        const [guild, channel] = [newId(), newId()]
+        const access = { [guild]: "*" as const }
+        const [u1, u2] = [newId(), newId()]
+        yield* subscribe(yield* a.connectReady(u1, access), guild, channel)
+        const two = yield* b.connectReady(u2, access)
+        yield* subscribe(two, guild, channel)
+        const reasserted0 = yield* a.metric("filament_cluster_state_reasserted_total", { store: "presence" })
+
+        yield* Effect.promise(() => admin.flushall())
+        yield* TestClock.adjust(Duration.millis((NODE_TTL_SECONDS * 1000) / 3))
+        yield* eventuallyEffect(
+          "both nodes re-asserted",
+          Effect.map(
+            a.metric("filament_cluster_state_reasserted_total", { store: "presence" }),
+            (n) => n === reasserted0 + 2
+          )
+        )
+        const observer = yield* a.connectReady(newId(), access)
+        const frames = yield* subscribe(observer, guild, channel)
+        expect(syncedUsers(frames)).toHaveLength(3)
+        expect(syncedUsers(frames)).toEqual(expect.arrayContaining([u1, u2]))
+        two.socket.close()
+        expect(presenceOf([yield* observer.next("u2 offline")], u2)).toEqual(["offline"])
+        yield* expectMarkerNext(a, guild, channel, [observer])
+      })
+  )
+})

@@ -38,6 +38,11 @@ export interface RedisBackend {
   readonly endpoint: RedisEndpoint
   /** A plain client (closed with the scope), e.g. to inject foreign messages or read state. */
   readonly client: () => Effect.Effect<RedisClient.RedisClient, never, Scope.Scope>
+  /**
+   * SIGKILLs the server holding `key` (one Redis, or the Cluster master owning the key's slot) and
+   * starts it again on the same port, empty; returns once it serves again.
+   */
+  readonly restartEmpty: (key: string) => Effect.Effect<void>
 }
 
 export interface RedisServer extends RedisBackend {
@@ -106,7 +111,8 @@ export const startRedis = Effect.gen(function* () {
     start: Effect.map(Effect.orDie(launch(port)), (next) => {
       child = next
     }),
-    client: () => connectTo(port)
+    client: () => connectTo(port),
+    restartEmpty: () => Effect.zipRight(server.kill, server.start)
   }
   return server
 }).pipe(Effect.orDie)
@@ -136,11 +142,9 @@ export const startRedisCluster = Effect.gen(function* () {
   )
   const ports: Array<number> = []
   const busPorts: Array<number> = []
-  for (const [first, last] of SLOT_RANGES) {
-    const port = yield* freePort
-    // The bus port is chosen too: Redis's default (port + 10000) is refused above 55535 and may be taken.
-    const busPort = yield* freePort
-    const child = yield* launch(port, [
+  const children: Array<ChildProcess> = []
+  const launchMaster = (port: number, busPort: number) =>
+    launch(port, [
       "--cluster-enabled",
       "yes",
       "--cluster-port",
@@ -148,7 +152,12 @@ export const startRedisCluster = Effect.gen(function* () {
       "--cluster-config-file",
       join(dir, `nodes-${port}.conf`)
     ])
-    yield* Effect.addFinalizer(() => stop(child))
+  yield* Effect.addFinalizer(() => Effect.forEach(children, stop, { discard: true }))
+  for (const [first, last] of SLOT_RANGES) {
+    const port = yield* freePort
+    // The bus port is chosen too: Redis's default (port + 10000) is refused above 55535 and may be taken.
+    const busPort = yield* freePort
+    children.push(yield* launchMaster(port, busPort))
     const node = yield* connectTo(port)
     yield* Effect.promise(() => node.call("CLUSTER", "ADDSLOTSRANGE", first, last))
     ports.push(port)
@@ -163,20 +172,27 @@ export const startRedisCluster = Effect.gen(function* () {
     }
   }
   const info = (node: Redis) => Effect.promise(() => node.call("CLUSTER", "INFO") as Promise<string>)
-  const deadline = Date.now() + CLUSTER_DEADLINE_MS
-  for (const node of nodes) {
-    while (!(yield* info(node)).includes("cluster_state:ok")) {
-      if (Date.now() > deadline) {
-        const views = yield* Effect.forEach(nodes, (each) =>
-          Effect.promise(() => each.call("CLUSTER", "NODES") as Promise<string>)
-        )
-        return yield* Effect.fail(
-          new Error(`deadline: cluster_state:ok on every node\n${yield* info(node)}\n${views.join("\n")}`)
-        )
+  /** Every node (each probed over a connection of its own) reports `cluster_state:ok`. */
+  const formed = Effect.scoped(
+    Effect.gen(function* () {
+      const probes = yield* Effect.forEach(ports, connectTo)
+      const deadline = Date.now() + CLUSTER_DEADLINE_MS
+      for (const node of probes) {
+        while (!(yield* info(node)).includes("cluster_state:ok")) {
+          if (Date.now() > deadline) {
+            const views = yield* Effect.forEach(probes, (each) =>
+              Effect.promise(() => each.call("CLUSTER", "NODES") as Promise<string>)
+            )
+            return yield* Effect.fail(
+              new Error(`deadline: cluster_state:ok on every node\n${yield* info(node)}\n${views.join("\n")}`)
+            )
+          }
+          yield* Effect.promise(() => new Promise<void>((resolve) => setTimeout(resolve, 20)))
+        }
       }
-      yield* Effect.promise(() => new Promise<void>((resolve) => setTimeout(resolve, 20)))
-    }
-  }
+    })
+  )
+  yield* formed
   const urls = ports.map((port) => `redis://127.0.0.1:${port}`)
   const cluster: RedisBackend = {
     // Two seeds: the client discovers the third.
@@ -188,7 +204,20 @@ export const startRedisCluster = Effect.gen(function* () {
           { connectionName: "test", lazyConnect: true, offlineQueue: false, maxRetriesPerRequest: 1 }
         ),
         (client) => Effect.promise(() => client.connect())
-      )
+      ),
+    restartEmpty: (key) =>
+      Effect.gen(function* () {
+        const slot = yield* Effect.scoped(
+          Effect.flatMap(connectTo(ports[0]!), (node) =>
+            Effect.promise(() => node.call("CLUSTER", "KEYSLOT", key) as Promise<number>)
+          )
+        )
+        const i = SLOT_RANGES.findIndex(([, last]) => slot <= last)
+        yield* stop(children[i]!)
+        // Its node file keeps its identity and slots: it rejoins the cluster with no keys.
+        children[i] = yield* launchMaster(ports[i]!, busPorts[i]!)
+        yield* formed
+      }).pipe(Effect.orDie)
   }
   return cluster
 }).pipe(Effect.orDie)

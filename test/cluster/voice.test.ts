@@ -8,10 +8,12 @@ import { describe, expect, it } from "@effect/vitest"
 import { Duration, Effect, TestClock } from "effect"
 import {
   VoiceParticipantJoin,
+  VoiceParticipantLeave,
   VoiceParticipantUpdate,
   VoiceStreamPublish
 } from "../../src/protocol/events/voice.js"
 import { BASE_UNIX, newId, publishHttp, typed, type TestClient } from "../server/harness.js"
+import { eventuallyEffect } from "../adversarial/support.js"
 import { expectMarkerNext, startClusterNode, subscribe } from "./chat.js"
 import { BACKENDS, hasRedisServer } from "./redis.js"
 
@@ -136,5 +138,144 @@ describe.skipIf(!hasRedisServer).each(BACKENDS)("cluster voice snapshots on $bac
       yield* expectMarkerNext(a, guild, voice, [watcher, second])
       yield* expectMarkerNext(b, guild, voice, [watcher, second])
     })
+  )
+  it.scoped(
+    "Redis (or the guild's master) restarted empty: within one check period each node writes back the entries it wrote last, the later copy winning; snapshots and leaves are right again",
+    () =>
+      Effect.gen(function* () {
+        const redis = yield* start
+        const config = { ...quiet, nodeTtl: Duration.seconds(3), maxVoiceParticipantsPerChannel: 5 }
+        const a = yield* startClusterNode(redis, config)
+        const b = yield* startClusterNode(redis, config)
+        const [guild, voice] = [newId(), newId()]
+        const [speaker, listener] = [newId(), newId()]
+        const access = { [guild]: "*" as const }
+        const watcher = yield* b.connectReady(newId(), access)
+        yield* subscribe(watcher, guild, voice)
+        yield* expectMarkerNext(a, guild, voice, [watcher])
+        const identity = (user: string) => `u.${user}.${guild}.${voice}`
+
+        // The speaker joins and turns the camera on through node A; node B updates it later and
+        // lets the listener join.
+        yield* a.gateway.publish(
+          VoiceParticipantJoin,
+          typed(VoiceParticipantJoin, {
+            guild_id: guild,
+            channel_id: voice,
+            participant: participantOf(speaker, guild, voice)
+          })
+        )
+        yield* a.gateway.publish(
+          VoiceStreamPublish,
+          typed(VoiceStreamPublish, {
+            guild_id: guild,
+            channel_id: voice,
+            user_id: speaker,
+            identity: identity(speaker),
+            stream: "camera",
+            published_at_unix: BASE_UNIX + 1
+          })
+        )
+        for (const t of ["voice_participant_join", "voice_stream_publish"]) {
+          expect((yield* watcher.next(t)).t).toBe(t)
+        }
+        yield* TestClock.adjust(Duration.millis(1))
+        yield* b.gateway.publish(
+          VoiceParticipantUpdate,
+          typed(VoiceParticipantUpdate, {
+            guild_id: guild,
+            channel_id: voice,
+            user_id: speaker,
+            identity: identity(speaker),
+            updated_fields: { is_speaking: true },
+            updated_at_unix: BASE_UNIX + 2
+          })
+        )
+        yield* b.gateway.publish(
+          VoiceParticipantJoin,
+          typed(VoiceParticipantJoin, {
+            guild_id: guild,
+            channel_id: voice,
+            participant: participantOf(listener, guild, voice)
+          })
+        )
+        for (const t of ["voice_participant_update", "voice_participant_join"]) {
+          expect((yield* watcher.next(t)).t).toBe(t)
+        }
+        const projection = [
+          { ...participantOf(speaker, guild, voice), is_speaking: true, updated_at_unix: BASE_UNIX + 2 },
+          participantOf(listener, guild, voice)
+        ].sort((x, y) => (x.identity < y.identity ? -1 : 1))
+        const reasserted0 = yield* a.metric("filament_cluster_state_reasserted_total", { store: "voice" })
+
+        yield* redis.restartEmpty(`filament:{g:${guild}}:voice:ch:${voice}`)
+        for (const node of [a, b]) {
+          yield* eventuallyEffect(
+            "readyz 200 after the restart",
+            Effect.map(node.http("/readyz"), (response) => response.status === 200)
+          )
+        }
+        yield* TestClock.adjust(Duration.seconds(1))
+        yield* eventuallyEffect(
+          "both nodes wrote their entries back",
+          Effect.map(
+            a.metric("filament_cluster_state_reasserted_total", { store: "voice" }),
+            (n) => n === reasserted0 + 2
+          )
+        )
+
+        // A new subscriber's snapshot is the projection before the restart (node B's later copy of
+        // the speaker over node A's own).
+        const firstUser = newId()
+        const first = yield* a.connectReady(firstUser, access)
+        const frames = yield* subscribe(first, guild, voice)
+        yield* cameOnline([watcher], firstUser)
+        expect(frames[frames.length - 1]!.d["participants"]).toEqual(projection)
+
+        // A leave through node A is announced once and leaves the listener alone in the snapshot.
+        yield* a.gateway.publish(
+          VoiceParticipantLeave,
+          typed(VoiceParticipantLeave, {
+            guild_id: guild,
+            channel_id: voice,
+            user_id: speaker,
+            identity: identity(speaker),
+            left_at_unix: BASE_UNIX + 3
+          })
+        )
+        for (const client of [watcher, first]) {
+          expect((yield* client.next("leave")).d).toMatchObject({ user_id: speaker })
+        }
+        const secondUser = newId()
+        const second = yield* b.connectReady(secondUser, access)
+        const later = yield* subscribe(second, guild, voice)
+        yield* cameOnline([watcher, first], secondUser)
+        expect(later[later.length - 1]!.d["participants"]).toEqual([participantOf(listener, guild, voice)])
+        yield* expectMarkerNext(a, guild, voice, [watcher, first, second])
+
+        // Node B's copy of the speaker goes at its next refresh (the leave went through node A), so a
+        // second restart brings back the listener alone.
+        yield* TestClock.adjust(Duration.seconds(1))
+        yield* redis.restartEmpty(`filament:{g:${guild}}:voice:ch:${voice}`)
+        for (const node of [a, b]) {
+          yield* eventuallyEffect(
+            "readyz 200 after the second restart",
+            Effect.map(node.http("/readyz"), (response) => response.status === 200)
+          )
+        }
+        yield* TestClock.adjust(Duration.seconds(1))
+        yield* eventuallyEffect(
+          "both nodes checked again",
+          Effect.map(
+            a.metric("filament_cluster_state_reasserted_total", { store: "voice" }),
+            (n) => n === reasserted0 + 4
+          )
+        )
+        const thirdUser = newId()
+        const third = yield* a.connectReady(thirdUser, access)
+        const last = yield* subscribe(third, guild, voice)
+        yield* cameOnline([watcher, first, second], thirdUser)
+        expect(last[last.length - 1]!.d["participants"]).toEqual([participantOf(listener, guild, voice)])
+      })
   )
 })
