@@ -116,16 +116,64 @@ const renderPath = (prefix: ReadonlyArray<PropertyKey>, path: ReadonlyArray<Prop
   return truncate(rendered, MAX_ISSUE_PATH_CHARS)
 }
 
+/** Stands in for an offending value: rendered by its `toString`, never by walking the value. */
+class ValueSummary {
+  constructor(private readonly text: string) {}
+  toString() {
+    return this.text
+  }
+}
+
+const summarize = (value: unknown): ValueSummary =>
+  new ValueSummary(
+    typeof value === "string"
+      ? JSON.stringify(truncate(value, 40))
+      : Array.isArray(value)
+        ? `an array of ${value.length} item${value.length === 1 ? "" : "s"}`
+        : typeof value === "object" && value !== null
+          ? "an object"
+          : String(value)
+  )
+
+/**
+ * The issue tree with every `Type` issue's value replaced by its summary. Effect's formatters render
+ * that value whole and recursively (a 32 000-element array costs milliseconds, deep nesting overflows
+ * the stack); this walk follows the schema's shape, not the value's.
+ */
+const summarized = (issue: ParseResult.ParseIssue): ParseResult.ParseIssue => {
+  switch (issue._tag) {
+    case "Type":
+      return new ParseResult.Type(issue.ast, summarize(issue.actual), issue.message)
+    case "Pointer":
+      return new ParseResult.Pointer(issue.path, issue.actual, summarized(issue.issue))
+    case "Refinement":
+      return new ParseResult.Refinement(issue.ast, issue.actual, issue.kind, summarized(issue.issue))
+    case "Transformation":
+      return new ParseResult.Transformation(issue.ast, issue.actual, issue.kind, summarized(issue.issue))
+    case "Composite":
+      return new ParseResult.Composite(
+        issue.ast,
+        issue.actual,
+        Array.isArray(issue.issues)
+          ? (issue.issues.map(summarized) as unknown as readonly [ParseResult.ParseIssue])
+          : summarized(issue.issues as ParseResult.ParseIssue),
+        issue.output
+      )
+    default:
+      return issue
+  }
+}
+
 /**
  * A schema rejection as at most `MAX_SCHEMA_ISSUES` issues, each a path (under `prefix`) and the
- * message, both cut to their bound: never the schema's internals (brands, transformations). The input
- * must be within `MAX_JSON_DEPTH` (the message renders the offending value).
+ * message, both cut to their bound: never the schema's internals (brands, transformations), and the
+ * offending value only as a summary (`"abc"`, `an array of 3 items`, `an object`).
  */
 export const schemaIssues = (
   error: ParseResult.ParseError,
   prefix: ReadonlyArray<PropertyKey> = []
 ): ReadonlyArray<SchemaIssue> =>
-  ParseResult.ArrayFormatter.formatErrorSync(error)
+  ParseResult.ArrayFormatter.formatIssueSync(summarized(error.issue))
     .slice(0, MAX_SCHEMA_ISSUES)
     .map((issue) => ({
       path: renderPath(prefix, issue.path),
