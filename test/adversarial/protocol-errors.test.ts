@@ -71,6 +71,11 @@ const CASES: ReadonlyArray<readonly [string, ReadonlyArray<Buffer>, CloseReason]
     [encodeFrame({ opcode: TEXT, payload: Uint8Array.from([0x7b, 0xc0, 0xaf, 0x7d]) })],
     "invalid_envelope"
   ],
+  [
+    "close frame whose reason is not UTF-8",
+    [encodeFrame({ opcode: CLOSE, payload: Uint8Array.from([0x03, 0xe8, 0xc0, 0xaf]) })],
+    "invalid_envelope"
+  ],
   ["70 000 one-byte fragments", [fragmentFlood], "too_many_fragments"],
   [
     "a header claiming 2^62 bytes",
