@@ -4,7 +4,7 @@
  * Ingress decoding is strict (exactly the keys `v`, `t`, `d`); client decoding tolerates unknown
  * top-level keys, as the original web client does. Both check the UTF-8 byte size before parsing.
  */
-import { Either, ParseResult, Schema } from "effect"
+import { Array as Arr, Either, Option, ParseResult, Schema, SchemaAST as AST } from "effect"
 
 export const PROTOCOL_VERSION = 1 as const
 
@@ -116,34 +116,60 @@ const renderPath = (prefix: ReadonlyArray<PropertyKey>, path: ReadonlyArray<Prop
   return truncate(rendered, MAX_ISSUE_PATH_CHARS)
 }
 
-/** Stands in for an offending value: rendered by its `toString`, never by walking the value. */
-class ValueSummary {
-  constructor(private readonly text: string) {}
-  toString() {
-    return this.text
+/** An offending value in a few words, never by walking it. */
+const summarize = (value: unknown): string =>
+  typeof value === "string"
+    ? JSON.stringify(truncate(value, 40))
+    : Array.isArray(value)
+      ? `an array of ${value.length} item${value.length === 1 ? "" : "s"}`
+      : typeof value === "object" && value !== null
+        ? "an object"
+        : String(value)
+
+/**
+ * What a `Type` issue expected, in a few words: keywords and literals as Effect prints them, arrays
+ * and objects by kind, refinements and declarations by their annotation. `String(ast)` would spell
+ * out the whole schema (patterns, transformations, brands).
+ */
+const expected = (ast: AST.AST): string => {
+  switch (ast._tag) {
+    case "TupleType":
+      return "an array"
+    case "TypeLiteral":
+      return "an object"
+    case "Union":
+      return ast.types.map(expected).join(" | ")
+    case "Transformation":
+      return expected(ast.from)
+    case "Refinement":
+    case "Declaration":
+      return AST.getDescriptionAnnotation(ast).pipe(
+        Option.orElse(() => AST.getTitleAnnotation(ast)),
+        Option.getOrElse(() => (ast._tag === "Refinement" ? expected(ast.from) : "a valid value"))
+      )
+    default:
+      return truncate(String(ast), 40)
   }
 }
 
-const summarize = (value: unknown): ValueSummary =>
-  new ValueSummary(
-    typeof value === "string"
-      ? JSON.stringify(truncate(value, 40))
-      : Array.isArray(value)
-        ? `an array of ${value.length} item${value.length === 1 ? "" : "s"}`
-        : typeof value === "object" && value !== null
-          ? "an object"
-          : String(value)
-  )
-
 /**
- * The issue tree with every `Type` issue's value replaced by its summary. Effect's formatters render
- * that value whole and recursively (a 32 000-element array costs milliseconds, deep nesting overflows
- * the stack); this walk follows the schema's shape, not the value's.
+ * The issue tree with every `Type` issue given its message: what was expected in a few words and the
+ * value as a summary. Effect's default renders the value whole and recursively (a 32 000-element array
+ * costs milliseconds, deep nesting overflows the stack) and the schema in full; this walk follows the
+ * schema's shape, not the value's. Messages a schema declares still take precedence.
  */
+const isMany = (
+  issues: ParseResult.SingleOrNonEmpty<ParseResult.ParseIssue>
+): issues is Arr.NonEmptyReadonlyArray<ParseResult.ParseIssue> => Array.isArray(issues)
+
 const summarized = (issue: ParseResult.ParseIssue): ParseResult.ParseIssue => {
   switch (issue._tag) {
     case "Type":
-      return new ParseResult.Type(issue.ast, summarize(issue.actual), issue.message)
+      return new ParseResult.Type(
+        issue.ast,
+        issue.actual,
+        issue.message ?? `Expected ${expected(issue.ast)}, actual ${summarize(issue.actual)}`
+      )
     case "Pointer":
       return new ParseResult.Pointer(issue.path, issue.actual, summarized(issue.issue))
     case "Refinement":
@@ -154,9 +180,7 @@ const summarized = (issue: ParseResult.ParseIssue): ParseResult.ParseIssue => {
       return new ParseResult.Composite(
         issue.ast,
         issue.actual,
-        Array.isArray(issue.issues)
-          ? (issue.issues.map(summarized) as unknown as readonly [ParseResult.ParseIssue])
-          : summarized(issue.issues as ParseResult.ParseIssue),
+        isMany(issue.issues) ? Arr.map(issue.issues, summarized) : summarized(issue.issues),
         issue.output
       )
     default:
