@@ -192,6 +192,14 @@ describe("decodeCommand", () => {
       "d.content: Expected string, actual an object"
     )
     expect(reject(frame("subscribe", { guild_id: G })).detail).toBe("d.channel_id: is missing")
+    // A union: each alternative in a few words, not the schema spelled out (patterns, brands).
+    expect(
+      reject(frame("message_create", { guild_id: G, channel_id: C, content: "x", attachment_ids: "nope" }))
+        .detail
+    ).toBe(
+      'd.attachment_ids: Expected an array, actual "nope"; d.attachment_ids: Expected null, actual "nope"; ' +
+        'd.attachment_ids: Expected undefined, actual "nope"'
+    )
     const long = reject(frame("subscribe", { guild_id: "x".repeat(50_000), channel_id: C })).detail
     expect(long.length).toBeLessThanOrEqual(MAX_ISSUE_PATH_CHARS + 2 + MAX_ISSUE_MESSAGE_CHARS)
     expect(long).not.toContain("Brand<")
