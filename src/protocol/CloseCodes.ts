@@ -16,7 +16,19 @@ export const CLOSE_CODES = [
   { code: 1000, reason: "normal", description: "orderly close by the server", reconnect: false },
   { code: 1000, reason: "client_close", description: "orderly close by the client", reconnect: false },
   { code: 1001, reason: "going_away", description: "server shutting down (drain)", reconnect: true },
+  {
+    code: 1002,
+    reason: "protocol_error",
+    description: "a frame that breaks RFC 6455 (opcode, mask, RSV bits, control frame size, close code)",
+    reconnect: true
+  },
   { code: 1008, reason: "slow_consumer", description: "outbound queue full", reconnect: true },
+  {
+    code: 1008,
+    reason: "too_many_fragments",
+    description: "a message in more than 16 384 fragments",
+    reconnect: true
+  },
   { code: 1009, reason: "event_too_large", description: "inbound frame over the cap", reconnect: true },
   {
     code: 1011,

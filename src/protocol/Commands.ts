@@ -4,8 +4,14 @@
  * accepted in any case and yield their canonical uppercase form. A rejection's `reason` is exactly
  * the metric reason and the close reason.
  */
-import { Either, Schema } from "effect"
-import { MAX_EVENT_BYTES, parseEnvelope, utf8ByteLength } from "./Envelope.js"
+import { Either, type ParseResult, Schema } from "effect"
+import {
+  formatSchemaIssues,
+  MAX_EVENT_BYTES,
+  parseEnvelope,
+  schemaIssues,
+  utf8ByteLength
+} from "./Envelope.js"
 import { AttachmentId, ChannelId, GuildId, ingress } from "./Ids.js"
 
 export const MAX_MESSAGE_CONTENT_BYTES = 2000
@@ -132,7 +138,12 @@ const decoders = {
 const rejection = (reason: CommandRejectionReason, detail: string, eventType?: string): CommandRejection =>
   eventType === undefined ? { reason, detail } : { reason, detail, eventType }
 
-/** Decodes one text frame into a command. Never throws. */
+const payloadDetail = (error: ParseResult.ParseError) => formatSchemaIssues(schemaIssues(error, ["d"]))
+
+/**
+ * Decodes one text frame into a command. Never throws. Work is bounded by the frame: the size cap,
+ * then the nesting bound (`MAX_JSON_DEPTH`, a 4001 `invalid_envelope`), both before parsing.
+ */
 export const decodeCommand = (
   text: string,
   maxBytes: number = MAX_EVENT_BYTES
@@ -150,17 +161,17 @@ export const decodeCommand = (
   switch (t) {
     case "subscribe":
       return Either.match(decoders.subscribe(d), {
-        onLeft: (error) => Either.left(rejection("invalid_subscribe_payload", error.message, t)),
+        onLeft: (error) => Either.left(rejection("invalid_subscribe_payload", payloadDetail(error), t)),
         onRight: (payload) => Either.right({ _tag: "subscribe" as const, ...payload })
       })
     case "unsubscribe":
       return Either.match(decoders.unsubscribe(d), {
-        onLeft: (error) => Either.left(rejection("invalid_unsubscribe_payload", error.message, t)),
+        onLeft: (error) => Either.left(rejection("invalid_unsubscribe_payload", payloadDetail(error), t)),
         onRight: (payload) => Either.right({ _tag: "unsubscribe" as const, ...payload })
       })
     case "message_create":
       return Either.match(decoders.message_create(d), {
-        onLeft: (error) => Either.left(rejection("invalid_message_create_payload", error.message, t)),
+        onLeft: (error) => Either.left(rejection("invalid_message_create_payload", payloadDetail(error), t)),
         onRight: (payload) => Either.right({ _tag: "message_create" as const, ...payload })
       })
     default:

@@ -34,6 +34,18 @@ export class TokenVerifier extends Context.Tag("filament/TokenVerifier")<
   TokenVerifierShape
 >() {}
 
+const BEARER = /^bearer +/i
+
+/**
+ * The credentials of an `Authorization: Bearer <token>` header, or `undefined` for another scheme.
+ * The scheme name is case-insensitive and may be followed by several spaces (RFC 7235 §2.1).
+ */
+export const bearerToken = (authorization: string | undefined): string | undefined => {
+  if (authorization === undefined) return undefined
+  const scheme = BEARER.exec(authorization)
+  return scheme === null ? undefined : authorization.slice(scheme[0].length)
+}
+
 const GuildsClaim = Schema.Record({
   key: Schema.String,
   value: Schema.Union(Schema.Literal("*"), Schema.Array(ingress(ChannelId)))

@@ -50,7 +50,10 @@ export interface GatewayConfigShape {
   readonly heartbeatSweep: Duration.Duration
   readonly maxSubscriptionsPerConnection: number
   readonly maxConnectionsPerUser: number
-  /** Publish API request body cap (bytes). */
+  /**
+   * Publish API request body cap (bytes). The default fits the largest body the other defaults allow:
+   * `GATEWAY_MAX_PUBLISH_USERS` ids (29 bytes each in the array) plus an envelope at the event cap.
+   */
   readonly maxPublishBodyBytes: number
   /** Recipients per user-scoped publish. */
   readonly maxPublishUsers: number
@@ -199,7 +202,7 @@ export const config: Config.Config<GatewayConfigShape> = Config.all({
   heartbeatSweep: seconds("GATEWAY_HEARTBEAT_SWEEP_SECS", 1),
   maxSubscriptionsPerConnection: positiveInt("GATEWAY_MAX_SUBSCRIPTIONS_PER_CONNECTION", 1024),
   maxConnectionsPerUser: positiveInt("GATEWAY_MAX_CONNECTIONS_PER_USER", 32),
-  maxPublishBodyBytes: positiveInt("GATEWAY_MAX_PUBLISH_BODY_BYTES", 262_144),
+  maxPublishBodyBytes: positiveInt("GATEWAY_MAX_PUBLISH_BODY_BYTES", 524_288),
   maxPublishUsers: positiveInt("GATEWAY_MAX_PUBLISH_USERS", 10_000),
   closeGrace: seconds("GATEWAY_CLOSE_GRACE_SECS", 5),
   redisUrl: Config.redacted("GATEWAY_REDIS_URL").pipe(Config.option),

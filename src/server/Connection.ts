@@ -40,6 +40,44 @@ export type DeliveryResult = "sent" | "queued" | "evicted" | "closed"
 /** Why a connection ended: one of our close reasons, or what the peer / transport did. */
 export type DisconnectReason = CloseReason | "connection_closed" | "socket_error"
 
+/**
+ * What `ws` refuses itself (before a frame reaches the gateway), by the code of the error it emits,
+ * and the reason that close gets: ws closes with a bare code, the gateway gives it this reason and
+ * counts the disconnect under it. Any other socket error is `socket_error`.
+ */
+const WS_ERROR_REASONS: Readonly<Record<string, CloseReason>> = {
+  WS_ERR_UNEXPECTED_RSV_1: "protocol_error",
+  WS_ERR_UNEXPECTED_RSV_2_3: "protocol_error",
+  WS_ERR_INVALID_OPCODE: "protocol_error",
+  WS_ERR_EXPECTED_FIN: "protocol_error",
+  WS_ERR_INVALID_CONTROL_PAYLOAD_LENGTH: "protocol_error",
+  WS_ERR_EXPECTED_MASK: "protocol_error",
+  WS_ERR_UNEXPECTED_MASK: "protocol_error",
+  WS_ERR_INVALID_CLOSE_CODE: "protocol_error",
+  // A text frame (or a close reason) that is not UTF-8 is not JSON text: like any other such frame.
+  WS_ERR_INVALID_UTF8: "invalid_envelope",
+  // ws's maxFragments (16 384 per message) and maxBufferedChunks.
+  WS_ERR_TOO_MANY_BUFFERED_PARTS: "too_many_fragments",
+  // Over maxPayload (the event cap), or a length header beyond 2^53 - 1, both from the frame header.
+  WS_ERR_UNSUPPORTED_MESSAGE_LENGTH: "event_too_large",
+  WS_ERR_UNSUPPORTED_DATA_PAYLOAD_LENGTH: "event_too_large"
+}
+
+/** The disconnect reason of a `ws` socket error. */
+export const wsErrorReason = (errorCode: string | undefined): DisconnectReason =>
+  (errorCode === undefined ? undefined : WS_ERROR_REASONS[errorCode]) ?? "socket_error"
+
+/** The bare codes ws closes with on those errors (1002, 1007, 1008, 1009), as our reasons. */
+const WS_CLOSE_REASONS: Readonly<Record<number, CloseReason>> = {
+  1002: "protocol_error",
+  1007: "invalid_envelope",
+  1008: "too_many_fragments",
+  1009: "event_too_large"
+}
+
+/** The reason for a close ws starts with a bare `code` (no reason of its own), if it is one of ours. */
+export const wsCloseReason = (code: number): CloseReason | undefined => WS_CLOSE_REASONS[code]
+
 export interface ConnectionLimits {
   readonly outboundQueue: number
   readonly socketHighWaterBytes: number

@@ -3,6 +3,7 @@
  * label, a close reason or an HTTP error body.
  */
 import { Data } from "effect"
+import type { SchemaIssue } from "../protocol/Envelope.js"
 
 /** Building an outbound frame failed: the payload does not encode with its schema, or `t` is invalid. */
 export class SerializeError extends Data.TaggedError("SerializeError")<{
@@ -44,6 +45,8 @@ export class CommandTimeout extends Data.TaggedError("CommandTimeout")<{
 export class PublishRejected extends Data.TaggedError("PublishRejected")<{
   readonly reason: "invalid_event"
   readonly detail: string
+  /** Set when the body or payload failed its schema: the bounded issues (path and message). */
+  readonly issues?: ReadonlyArray<SchemaIssue>
 }> {}
 
 /**

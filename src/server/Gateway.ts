@@ -25,6 +25,7 @@ import {
 import { WebSocket, WebSocketServer, type RawData, type ServerOptions } from "ws"
 import type { EventDefinition, PayloadOf } from "../protocol/EventDefinition.js"
 import { decodePayload } from "../protocol/EventDefinition.js"
+import { closeCodeFor } from "../protocol/CloseCodes.js"
 import { Ready } from "../protocol/events/connection.js"
 import { Manifest } from "../protocol/Manifest.js"
 import type { ChannelId, GuildId, UserId } from "../protocol/Ids.js"
@@ -33,7 +34,7 @@ import * as Access from "./Access.js"
 import * as Auth from "./Auth.js"
 import { TokenVerifier, type Principal } from "./Auth.js"
 import { GatewayConfig } from "./Config.js"
-import { Connection, type DisconnectReason } from "./Connection.js"
+import { Connection, type DisconnectReason, wsCloseReason, wsErrorReason } from "./Connection.js"
 import * as Bus from "./EventBus.js"
 import { Unauthorized, type OutboundError, type PublishError } from "./Errors.js"
 import * as Fanout from "./Fanout.js"
@@ -67,16 +68,13 @@ export interface GatewayShape extends Publisher {
 
 export class Gateway extends Context.Tag("filament/Gateway")<Gateway, GatewayShape>() {}
 
-const WS_ERR_UNSUPPORTED_MESSAGE_LENGTH = "WS_ERR_UNSUPPORTED_MESSAGE_LENGTH"
-const WS_ERR_INVALID_UTF8 = "WS_ERR_INVALID_UTF8"
-
 /** The connection of a socket the gateway attached (its listeners only exist after attach). */
 const connectionOf = (socket: WebSocket): Connection => (socket as GatewaySocket).connection!
 
 /**
- * ws refuses an oversized frame itself (from the frame header, before buffering it) and closes
- * with a bare 1009; this gives that close the documented reason. A text frame that is not UTF-8
- * (ws: bare 1007) is not JSON text: it closes like every other such frame, 4001 `invalid_envelope`.
+ * ws refuses some frames itself (an oversized one from its header, before buffering it; protocol
+ * errors; fragment floods; text that is not UTF-8) and closes with a bare code; this gives each such
+ * close its documented code and reason (see `wsCloseReason`).
  */
 class GatewaySocket extends WebSocket {
   /** Set on attach; lets one set of listener functions serve every socket (no closures per connection). */
@@ -92,8 +90,8 @@ class GatewaySocket extends WebSocket {
   }
 
   override close(code?: number, data?: string | Buffer): void {
-    if (data === undefined && code === 1009) return super.close(code, "event_too_large")
-    if (data === undefined && code === 1007) return super.close(4001, "invalid_envelope")
+    const reason = data === undefined && code !== undefined ? wsCloseReason(code) : undefined
+    if (reason !== undefined) return super.close(closeCodeFor(reason).code, reason)
     super.close(code, data)
   }
 }
@@ -128,8 +126,7 @@ export const accessToken = (request: IncomingMessage): string => {
   const url = new URL(request.url ?? "/", "http://gateway.invalid")
   const fromQuery = url.searchParams.get("access_token")
   if (fromQuery !== null) return fromQuery
-  const header = request.headers.authorization
-  return header !== undefined && header.startsWith("Bearer ") ? header.slice("Bearer ".length) : ""
+  return Auth.bearerToken(request.headers.authorization) ?? ""
 }
 
 const STATUS_TEXT: Record<number, string> = {
@@ -346,15 +343,10 @@ export const make = Effect.gen(function* () {
     }
   }
   function onError(this: WebSocket, error: Error & { code?: string }) {
-    // ws has already answered an oversized frame (1009) or a non-UTF-8 text frame (4001, above).
-    if (error.code === WS_ERR_INVALID_UTF8) {
-      metrics.parseRejected("invalid_envelope")
-      connectionOf(this).closedByPeer("invalid_envelope")
-      return
-    }
-    connectionOf(this).closedByPeer(
-      error.code === WS_ERR_UNSUPPORTED_MESSAGE_LENGTH ? "event_too_large" : "socket_error"
-    )
+    // ws has already sent the close for a frame it refused itself (GatewaySocket.close, above).
+    const reason = wsErrorReason(error.code)
+    if (reason === "invalid_envelope") metrics.parseRejected("invalid_envelope")
+    connectionOf(this).closedByPeer(reason)
   }
   function onClose(this: WebSocket, code: number) {
     const connection = connectionOf(this)

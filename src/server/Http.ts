@@ -10,12 +10,14 @@ import { createServer, type Server } from "node:http"
 import type { AddressInfo } from "node:net"
 import { HttpIncomingMessage, HttpRouter, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { NodeHttpServer } from "@effect/platform-node"
-import { Context, Duration, Effect, Either, Layer, Option, ParseResult, Redacted, Schema } from "effect"
+import { Context, Duration, Effect, Either, Layer, Option, type ParseResult, Redacted, Schema } from "effect"
+import { formatSchemaIssues, MAX_JSON_DEPTH, nestsDeeperThan, schemaIssues } from "../protocol/Envelope.js"
 import { decodePayload, type EventDefinition } from "../protocol/EventDefinition.js"
 import { PresenceSync, PresenceUpdate } from "../protocol/events/presence.js"
 import { VoiceParticipantSync } from "../protocol/events/voice.js"
 import { ingress, UserId } from "../protocol/Ids.js"
 import { Manifest } from "../protocol/Manifest.js"
+import { bearerToken } from "./Auth.js"
 import { GatewayConfig } from "./Config.js"
 import { PublishRejected } from "./Errors.js"
 import type { RoutedEvent, UserEvent } from "./FollowUps.js"
@@ -56,6 +58,14 @@ const GATEWAY_OWNED: ReadonlySet<string> = new Set([
 
 const invalid = (detail: string) => Either.left(new PublishRejected({ reason: "invalid_event", detail }))
 
+/** A schema rejection, concise: the first issues' paths (from the body's root) and messages. */
+const invalidSchema = (error: ParseResult.ParseError, prefix: ReadonlyArray<PropertyKey>) => {
+  const issues = schemaIssues(error, prefix)
+  return Either.left(
+    new PublishRejected({ reason: "invalid_event", detail: formatSchemaIssues(issues), issues })
+  )
+}
+
 /**
  * Validates a publish body: a known, non-connection event type, a payload that passes its schema
  * strictly, and `users` exactly when the event is user-scoped.
@@ -65,14 +75,14 @@ export const decodePublishRequest = (
   maxUsers: number
 ): Either.Either<PublishRequest, PublishRejected> => {
   const body = decodeBody(json)
-  if (Either.isLeft(body)) return invalid(ParseResult.TreeFormatter.formatErrorSync(body.left))
+  if (Either.isLeft(body)) return invalidSchema(body.left, [])
   const { d, t, users } = body.right
   const event: EventDefinition | undefined = Manifest.lookup(t)
   if (event === undefined) return invalid(`unknown event type "${t}"`)
   if (event.scope === "connection") return invalid(`"${t}" is connection-scoped and cannot be published`)
   if (GATEWAY_OWNED.has(t)) return invalid(`"${t}" is produced by the gateway itself and cannot be published`)
   const payload = decodePayload(event, d, { strict: true })
-  if (Either.isLeft(payload)) return invalid(ParseResult.TreeFormatter.formatErrorSync(payload.left))
+  if (Either.isLeft(payload)) return invalidSchema(payload.left, ["d"])
   if (event.scope !== "user") {
     if (users !== undefined)
       return invalid(`"users" is only for user-scoped events, "${t}" is ${event.scope}-scoped`)
@@ -102,8 +112,7 @@ const publish = Effect.gen(function* () {
   const config = yield* GatewayConfig
   const gateway = yield* Gateway
   const metrics = yield* GatewayMetrics
-  const authorization = request.headers["authorization"] ?? ""
-  const presented = authorization.startsWith("Bearer ") ? authorization.slice(7) : undefined
+  const presented = bearerToken(request.headers["authorization"])
   const accepted =
     presented !== undefined &&
     (keyMatches(presented, config.publishKey) ||
@@ -133,6 +142,12 @@ const publish = Effect.gen(function* () {
   // (already answered 408 and counted).
   if (Either.isLeft(text))
     return jsonResponse(400, { error: "invalid_event", detail: "the request body could not be read" })
+  // Bounded before parsing, as on ingress: decoding and the rejection message then do bounded work.
+  if (nestsDeeperThan(text.right, MAX_JSON_DEPTH))
+    return jsonResponse(400, {
+      error: "invalid_event",
+      detail: `body nests deeper than ${MAX_JSON_DEPTH} levels`
+    })
   let json: unknown
   try {
     json = JSON.parse(text.right)
@@ -140,8 +155,10 @@ const publish = Effect.gen(function* () {
     return jsonResponse(400, { error: "invalid_event", detail: "body is not JSON" })
   }
   const decoded = decodePublishRequest(json, config.maxPublishUsers)
-  if (Either.isLeft(decoded))
-    return jsonResponse(400, { error: "invalid_event", detail: decoded.left.detail })
+  if (Either.isLeft(decoded)) {
+    const { detail, issues } = decoded.left
+    return jsonResponse(400, { error: "invalid_event", detail, ...(issues === undefined ? {} : { issues }) })
+  }
   const target = decoded.right
   const published =
     target._tag === "Routed"

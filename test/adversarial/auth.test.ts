@@ -117,12 +117,22 @@ describe("auth abuse", () => {
       // A good query with a bad header is accepted: the header is not consulted.
       const client = yield* harness.connect(good, { headers: { authorization: "Bearer bad-token" } })
       expect((yield* client.nextOfType("ready")).t).toBe("ready")
-      // Header only, without the exact "Bearer " prefix: no token.
-      const lowercase = yield* Effect.flip(
-        harness.connect(good, { query: false, headers: { authorization: `bearer ${good}` } })
+      // Header only: the scheme is case-insensitive (RFC 7235), another scheme carries no token.
+      for (const scheme of ["bearer", "BEARER", "bEaReR  "]) {
+        const header = yield* harness.connect(good, {
+          query: false,
+          headers: { authorization: `${scheme} ${good}` }
+        })
+        expect((yield* header.nextOfType("ready")).t, scheme).toBe("ready")
+      }
+      const basic = yield* Effect.flip(
+        harness.connect(good, { query: false, headers: { authorization: `Basic ${good}` } })
       )
-      expect(lowercase.status).toBe(401)
-      expect(harness.gateway.connectionCount()).toBe(1)
+      expect(basic.status).toBe(401)
+      expect(yield* harness.metric("filament_auth_failures_total", { reason: "unauthorized" })).toBe(
+        before + 3
+      )
+      expect(harness.gateway.connectionCount()).toBe(4)
     })
   )
 

@@ -8,9 +8,10 @@
  * and afterwards `Object.prototype` is untouched.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Effect } from "effect"
+import { Effect, FiberRef, HashSet, Logger, LogLevel } from "effect"
 import fc from "fast-check"
 import { closeCodeFor, type CloseReason } from "../../src/protocol/CloseCodes.js"
+import { MAX_JSON_DEPTH } from "../../src/protocol/Envelope.js"
 import { ChannelCreate } from "../../src/protocol/events/workspace.js"
 import type { ChannelId, GuildId } from "../../src/protocol/Ids.js"
 import { newId, startGateway, type Harness, type TestClient } from "../server/harness.js"
@@ -117,6 +118,41 @@ const breakOneField = (base: Record<string, unknown>) =>
       .map(([key, id, at, bad]) => ({ ...base, [key]: id.slice(0, at) + bad + id.slice(at + 1) }))
   )
 
+/** `depth` levels of arrays (`[[…]]`) or objects (`{"a":{"a":…1}}`). */
+const nestedValue = (depth: number, objects = false) =>
+  objects ? `${'{"a":'.repeat(depth)}1${"}".repeat(depth)}` : `${"[".repeat(depth)}${"]".repeat(depth)}`
+
+/** A frame with `value` in one place: v, t, d, or any field of any command's d. */
+const nestingPlaces = (guildId: string): ReadonlyArray<(value: string) => string> => {
+  const target = { guild_id: guildId, channel_id: newId() }
+  const commands = {
+    subscribe: target,
+    unsubscribe: target,
+    message_create: { ...target, content: "hi", attachment_ids: [newId()] }
+  }
+  const places: Array<(value: string) => string> = [
+    (value) => `{"v":${value},"t":"subscribe","d":${JSON.stringify(target)}}`,
+    (value) => `{"v":1,"t":${value},"d":${JSON.stringify(target)}}`
+  ]
+  for (const [t, d] of Object.entries(commands)) {
+    places.push((value) => `{"v":1,"t":"${t}","d":${value}}`)
+    for (const key of Object.keys(d)) {
+      const marker = `"@${key}@"`
+      const template = JSON.stringify({ v: 1, t, d: { ...d, [key]: "@" + key + "@" } })
+      places.push((value) => template.replace(marker, value))
+    }
+  }
+  // Inside an array element (an attachment id).
+  places.push((value) =>
+    JSON.stringify({
+      v: 1,
+      t: "message_create",
+      d: { ...target, content: "", attachment_ids: ["@"] }
+    }).replace('"@"', value)
+  )
+  return places
+}
+
 const frames = (guildId: string): fc.Arbitrary<Wire> => {
   const valid = {
     subscribe: { guild_id: guildId, channel_id: newId() },
@@ -163,19 +199,15 @@ const frames = (guildId: string): fc.Arbitrary<Wire> => {
         '{"v":1.0000000000000001,"t":"unsubscribe","d":{}}'
       )
     ),
-    // Deep nesting, within and beyond the frame cap.
+    // Deep nesting in every field of every command, arrays or objects, up to and beyond the frame cap.
     text(
       fc
-        .integer({ min: 1, max: 3000 })
-        .map((depth) => `{"v":1,"t":"subscribe","d":${"[".repeat(depth)}${"]".repeat(depth)}}`)
-    ),
-    text(
-      fc
-        .integer({ min: 1, max: 1000 })
-        .map(
-          (depth) =>
-            `{"v":1,"t":"subscribe","d":{"guild_id":"${guildId}","channel_id":${'{"a":'.repeat(depth)}1${"}".repeat(depth)}}}`
+        .tuple(
+          fc.constantFrom(...nestingPlaces(guildId)),
+          fc.integer({ min: 1, max: MAX_EVENT_BYTES / 2 + 64 }),
+          fc.boolean()
         )
+        .map(([put, depth, objects]) => put(nestedValue(depth, objects)))
     ),
     // Unicode edge cases in t and in ids.
     text(
@@ -342,6 +374,52 @@ describe("ingress fuzzing", () => {
         expect(closes).toBeLessThan(sample.length)
         expect(Object.getOwnPropertyNames(Object.prototype).sort()).toEqual(prototypeKeys)
         expect(({} as Record<string, unknown>)["polluted"]).toBeUndefined()
+      })
+  )
+
+  it.scoped(
+    "nesting in every field up to the 64 KiB frame cap: 4001 invalid_envelope, counted, no defect, no ERROR log",
+    () =>
+      Effect.gen(function* () {
+        // Every log line of the gateway's fibers (they inherit the loggers of the scope that built it).
+        const logged: Array<{ readonly level: LogLevel.LogLevel; readonly message: unknown }> = []
+        yield* Effect.locallyScopedWith(
+          FiberRef.currentLoggers,
+          HashSet.add(Logger.make(({ logLevel, message }) => void logged.push({ level: logLevel, message })))
+        )
+        const harness = yield* startGateway({ ingressEventsPerWindow: 1_000_000 })
+        const cap = harness.config.maxEventBytes
+        const guildId = newId()
+        const token = yield* harness.token({ userId: newId(), guilds: { [guildId]: "*" } })
+        const rejected = (text: string) =>
+          seriesIn(text, "filament_gateway_events_parse_rejected_total", {
+            scope: "ingress",
+            reason: "invalid_envelope"
+          })
+        let frames = 0
+        for (const put of nestingPlaces(guildId)) {
+          const largest = Math.floor((cap - put("").length) / 2)
+          for (const depth of [MAX_JSON_DEPTH + 1, 2_500, 10_000, largest]) {
+            const frame = put(nestedValue(depth))
+            expect(Buffer.byteLength(frame)).toBeLessThanOrEqual(cap)
+            const client = yield* harness.connect(token).pipe(Effect.orDie)
+            yield* client.nextOfType("ready")
+            const before = yield* harness.metrics()
+            client.socket.send(frame)
+            const closed = yield* client.waitClosed()
+            const after = yield* harness.metrics()
+            const label = `${frame.slice(0, 80)} (depth ${depth})`
+            expect(closed, label).toEqual({ code: 4001, reason: "invalid_envelope" })
+            expect(rejected(after), label).toBe(rejected(before) + 1)
+            expect(familySum(after, "filament_ws_disconnects_total"), label).toBe(
+              familySum(before, "filament_ws_disconnects_total") + 1
+            )
+            frames++
+          }
+        }
+        expect(frames).toBe(nestingPlaces(guildId).length * 4)
+        expect(yield* harness.metric("filament_ws_disconnects_total", { reason: "internal_error" })).toBe(0)
+        expect(logged.filter((entry) => LogLevel.greaterThanEqual(entry.level, LogLevel.Error))).toEqual([])
       })
   )
 })

@@ -140,10 +140,16 @@ describe("publish API abuse", () => {
           "invalid_credentials"
         ],
         [
-          "lowercase bearer",
-          raw(JSON.stringify(guildEvent), { authorization: `bearer ${KEY}` }),
+          "another scheme",
+          raw(JSON.stringify(guildEvent), { authorization: `Basic ${KEY}` }),
           401,
           "invalid_credentials"
+        ],
+        [
+          "t nested to the body cap",
+          raw(`{"t":${"[".repeat(2040)}${"]".repeat(2040)},"d":{}}`),
+          400,
+          "invalid_event"
         ]
       ]
       const authBefore = yield* harness.metric("filament_auth_failures_total", { reason: "unauthorized" })

@@ -12,6 +12,7 @@ import {
   decodeCommand,
   MAX_ATTACHMENTS_PER_MESSAGE
 } from "../../src/protocol/Commands.js"
+import { MAX_ISSUE_MESSAGE_CHARS, MAX_ISSUE_PATH_CHARS, MAX_JSON_DEPTH } from "../../src/protocol/Envelope.js"
 import { A, C, COMMAND_VECTORS, G, M, R, U, ulids } from "./vectors.js"
 
 const frame = (t: unknown, d: unknown) => JSON.stringify({ v: 1, t, d })
@@ -155,6 +156,53 @@ describe("decodeCommand", () => {
     const capped = decodeCommand(subscribe, subscribe.length - 1)
     expect(Either.isLeft(capped) && capped.left.reason).toBe("event_too_large")
     expect(Either.isRight(decodeCommand(subscribe, subscribe.length))).toBe(true)
+  })
+
+  it(`nesting deeper than MAX_JSON_DEPTH (${MAX_JSON_DEPTH}) anywhere is invalid_envelope, before parsing`, () => {
+    const nested = (depth: number) => `${"[".repeat(depth)}${"]".repeat(depth)}`
+    // Envelope, d, then the value: a value of depth - 2 levels makes a frame `depth` deep.
+    const deep = (depth: number) =>
+      `{"v":1,"t":"subscribe","d":{"guild_id":${nested(depth - 2)},"channel_id":"${C}"}}`
+    expect(reject(deep(MAX_JSON_DEPTH)).reason).toBe("invalid_subscribe_payload")
+    expect(reject(deep(MAX_JSON_DEPTH + 1))).toEqual({
+      reason: "invalid_envelope",
+      detail: `frame nests deeper than ${MAX_JSON_DEPTH} levels`
+    })
+    // Brackets inside strings are text, not nesting.
+    const brackets = frame("message_create", { guild_id: G, channel_id: C, content: "[".repeat(1000) })
+    expect(accept(brackets)).toMatchObject({ _tag: "message_create", content: "[".repeat(1000) })
+    for (const text of [
+      `{"v":${nested(40_000)},"t":"subscribe","d":{}}`,
+      `{"v":1,"t":"message_create","d":{"guild_id":"${G}","channel_id":"${C}","content":${nested(30_000)}}}`,
+      // Not JSON at all (unbalanced): refused the same way, without parsing.
+      `{"v":1,"t":"subscribe","d":${"{".repeat(60_000)}`
+    ])
+      expect(decodeCommand(text, 200_000)).toEqual(
+        Either.left({
+          reason: "invalid_envelope",
+          detail: `frame nests deeper than ${MAX_JSON_DEPTH} levels`
+        })
+      )
+  })
+
+  it("a rejection detail is concise: path and message, the value only as a summary", () => {
+    const wide = frame("subscribe", { guild_id: Array.from({ length: 20_000 }, () => 1), channel_id: C })
+    expect(reject(wide).detail).toBe("d.guild_id: Expected string, actual an array of 20000 items")
+    expect(reject(frame("message_create", { guild_id: G, channel_id: C, content: { a: [1] } })).detail).toBe(
+      "d.content: Expected string, actual an object"
+    )
+    expect(reject(frame("subscribe", { guild_id: G })).detail).toBe("d.channel_id: is missing")
+    // A union: each alternative in a few words, not the schema spelled out (patterns, brands).
+    expect(
+      reject(frame("message_create", { guild_id: G, channel_id: C, content: "x", attachment_ids: "nope" }))
+        .detail
+    ).toBe(
+      'd.attachment_ids: Expected an array, actual "nope"; d.attachment_ids: Expected null, actual "nope"; ' +
+        'd.attachment_ids: Expected undefined, actual "nope"'
+    )
+    const long = reject(frame("subscribe", { guild_id: "x".repeat(50_000), channel_id: C })).detail
+    expect(long.length).toBeLessThanOrEqual(MAX_ISSUE_PATH_CHARS + 2 + MAX_ISSUE_MESSAGE_CHARS)
+    expect(long).not.toContain("Brand<")
   })
 
   it("every payload and envelope rejection reason is a metric reason with a close code", () => {

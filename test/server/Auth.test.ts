@@ -6,7 +6,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Redacted, TestClock } from "effect"
 import { SignJWT } from "jose"
-import { makeJwt, signToken } from "../../src/server/Auth.js"
+import { bearerToken, makeJwt, signToken } from "../../src/server/Auth.js"
 
 const secret = Redacted.make("auth-test-secret-0123456789abcdef")
 const verifier = makeJwt(secret)
@@ -105,4 +105,22 @@ describe("Auth.makeJwt", () => {
         expect(reported).toBe(1)
       })
   )
+})
+
+describe("Auth.bearerToken", () => {
+  it("takes the Bearer credentials in any letter case of the scheme (RFC 7235), nothing else", () => {
+    const cases: ReadonlyArray<readonly [string | undefined, string | undefined]> = [
+      ["Bearer abc", "abc"],
+      ["bearer abc", "abc"],
+      ["BEARER abc", "abc"],
+      ["bEaReR   abc", "abc"],
+      ["Bearer ", ""],
+      ["Bearerabc", undefined],
+      ["Basic abc", undefined],
+      [" Bearer abc", undefined],
+      ["", undefined],
+      [undefined, undefined]
+    ]
+    for (const [header, token] of cases) expect(bearerToken(header), String(header)).toBe(token)
+  })
 })
