@@ -130,39 +130,66 @@ export class GatewayConfig extends Context.Tag("filament/GatewayConfig")<
   GatewayConfigShape
 >() {}
 
-const positiveInt = (key: string, fallback: number, max = Number.MAX_SAFE_INTEGER) =>
-  Config.integer(key).pipe(
-    Config.withDefault(fallback),
-    Config.validate({
-      message: `${key} must be ${max === Number.MAX_SAFE_INTEGER ? "a positive integer" : `an integer between 1 and ${max}`}`,
-      validation: (value) => value >= 1 && value <= max
+/**
+ * `key` as a number: a value that does not parse, or that `accept` refuses, fails with one message
+ * naming the key, the rule and the value given (`Config.validate` would lose the key's path).
+ */
+const numeric = (
+  key: string,
+  fallback: number,
+  rule: string,
+  accept: (value: number) => boolean,
+  parse: (text: string) => number
+) =>
+  Config.string(key).pipe(
+    Config.option,
+    Config.mapOrFail((text) => {
+      if (Option.isNone(text)) return Either.right(fallback)
+      const value = parse(text.value.trim())
+      return accept(value)
+        ? Either.right(value)
+        : Either.left(ConfigError.InvalidData([key], `${key} must be ${rule} (got "${text.value}")`))
     })
+  )
+
+/** Decimal digits only: `Number.parseInt` would take "12abc" as 12. */
+const parseInteger = (text: string) => (/^-?[0-9]+$/.test(text) ? Number(text) : Number.NaN)
+const parseDecimal = (text: string) => (text === "" ? Number.NaN : Number(text))
+
+const positiveInt = (key: string, fallback: number, max = Number.MAX_SAFE_INTEGER) =>
+  numeric(
+    key,
+    fallback,
+    max === Number.MAX_SAFE_INTEGER ? "a positive integer" : `an integer between 1 and ${max}`,
+    (value) => Number.isSafeInteger(value) && value >= 1 && value <= max,
+    parseInteger
   )
 
 const nonNegativeInt = (key: string, fallback: number) =>
-  Config.integer(key).pipe(
-    Config.withDefault(fallback),
-    Config.validate({
-      message: `${key} must be 0 (off) or a positive integer`,
-      validation: (value) => value >= 0
-    })
+  numeric(
+    key,
+    fallback,
+    "0 (off) or a positive integer",
+    (value) => Number.isSafeInteger(value) && value >= 0,
+    parseInteger
   )
 
 const seconds = (key: string, fallbackSeconds: number) =>
-  Config.number(key).pipe(
-    Config.withDefault(fallbackSeconds),
-    Config.validate({
-      message: `${key} must be a positive number of seconds`,
-      validation: (value) => value > 0
-    }),
-    Config.map((value) => Duration.millis(Math.round(value * 1000)))
-  )
+  numeric(
+    key,
+    fallbackSeconds,
+    "a positive number of seconds",
+    (value) => Number.isFinite(value) && value > 0,
+    parseDecimal
+  ).pipe(Config.map((value) => Duration.millis(Math.round(value * 1000))))
 
 const secret = (key: string) =>
   Config.redacted(key).pipe(
-    Config.validate({
-      message: `${key} must be at least 32 characters`,
-      validation: (value) => Redacted.value(value).length >= 32
+    Config.mapOrFail((value) => {
+      const length = Redacted.value(value).length
+      return length >= 32
+        ? Either.right(value)
+        : Either.left(ConfigError.InvalidData([key], `${key} must be at least 32 characters (got ${length})`))
     }),
     Config.option
   )
@@ -172,16 +199,12 @@ const generated = () => Redacted.make(randomBytes(32).toString("base64url"))
 /** The configuration as an effect `Config`, read from the current `ConfigProvider`. */
 export const config: Config.Config<GatewayConfigShape> = Config.all({
   host: Config.string("GATEWAY_HOST").pipe(Config.withDefault("127.0.0.1")),
-  port: Config.port("GATEWAY_PORT").pipe(
-    Config.orElse(() =>
-      Config.integer("GATEWAY_PORT").pipe(
-        Config.validate({
-          message: "GATEWAY_PORT must be 0 (any free port) or a port number (1-65535)",
-          validation: (p) => p === 0
-        })
-      )
-    ),
-    Config.withDefault(8080)
+  port: numeric(
+    "GATEWAY_PORT",
+    8080,
+    "0 (any free port) or a port number (1-65535)",
+    (value) => Number.isInteger(value) && value >= 0 && value <= 65535,
+    parseInteger
   ),
   jwtSecret: secret("GATEWAY_JWT_SECRET"),
   jwtPreviousSecret: secret("GATEWAY_JWT_PREVIOUS_SECRET"),

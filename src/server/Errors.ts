@@ -66,5 +66,23 @@ export type PublishError = OutboundError | PublishRefused
 /** The cluster bus (Redis) could not be reached within its timeout at startup. */
 export class BusUnavailable extends Data.TaggedError("BusUnavailable")<{
   readonly reason: "bus_unavailable"
+  /** The Redis URL(s), without credentials. */
+  readonly redis: string
+  /** Why: the last connection error, or the timeout. */
   readonly detail: string
-}> {}
+}> {
+  override get message() {
+    return `cannot reach Redis at ${this.redis} (GATEWAY_REDIS_URL): ${this.detail}`
+  }
+}
+
+/** The standalone server could not listen on `GATEWAY_HOST`:`GATEWAY_PORT` (in use, not permitted, …). */
+export class ListenFailed extends Data.TaggedError("ListenFailed")<{
+  readonly reason: "listen_failed"
+  readonly address: string
+  readonly detail: string
+}> {
+  override get message() {
+    return `cannot listen on ${this.address} (GATEWAY_HOST, GATEWAY_PORT): ${this.detail}`
+  }
+}

@@ -272,7 +272,12 @@ export const makeRedis = (
     const maxLagMillis = Duration.toMillis(options.maxLag)
     const reconnectMaxMillis = Duration.toMillis(options.reconnectMax)
 
-    const fail = (error: unknown) => new BusUnavailable({ reason: "bus_unavailable", detail: String(error) })
+    const fail = (error: unknown) =>
+      new BusUnavailable({
+        reason: "bus_unavailable",
+        redis: RedisClient.describeEndpoint(options.endpoint),
+        detail: error instanceof Error ? error.message : String(error)
+      })
     yield* Effect.tryPromise({
       try: () => Promise.all([RedisClient.connect(publisher), RedisClient.connect(subscriber)]),
       catch: fail

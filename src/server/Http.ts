@@ -8,6 +8,7 @@
 import { timingSafeEqual } from "node:crypto"
 import { createServer, type Server } from "node:http"
 import type { AddressInfo } from "node:net"
+import { getSystemErrorMap } from "node:util"
 import { HttpIncomingMessage, HttpRouter, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { NodeHttpServer } from "@effect/platform-node"
 import { Context, Duration, Effect, Either, Layer, Option, type ParseResult, Redacted, Schema } from "effect"
@@ -19,7 +20,7 @@ import { ingress, UserId } from "../protocol/Ids.js"
 import { Manifest } from "../protocol/Manifest.js"
 import { bearerToken } from "./Auth.js"
 import { GatewayConfig } from "./Config.js"
-import { PublishRejected } from "./Errors.js"
+import { ListenFailed, PublishRejected } from "./Errors.js"
 import type { RoutedEvent, UserEvent } from "./FollowUps.js"
 import { Gateway } from "./Gateway.js"
 import * as HttpLimits from "./HttpLimits.js"
@@ -238,9 +239,24 @@ export class GatewayServer extends Context.Tag("filament/GatewayServer")<
   GatewayServerShape
 >() {}
 
+/** "address already in use (EADDRINUSE)" rather than Node's "listen EADDRINUSE: … 127.0.0.1:8080". */
+const systemErrorText = (error: NodeJS.ErrnoException) => {
+  const known = error.errno === undefined ? undefined : getSystemErrorMap().get(error.errno)
+  return known === undefined ? error.message : `${known[1]} (${known[0]})`
+}
+
 const listen = (server: Server, host: string, port: number) =>
-  Effect.async<void, Error>((resume) => {
-    const onError = (error: Error) => resume(Effect.fail(error))
+  Effect.async<void, ListenFailed>((resume) => {
+    const onError = (error: NodeJS.ErrnoException) =>
+      resume(
+        Effect.fail(
+          new ListenFailed({
+            reason: "listen_failed",
+            address: `${host}:${port}`,
+            detail: systemErrorText(error)
+          })
+        )
+      )
     server.once("error", onError)
     server.listen(port, host, () => {
       server.off("error", onError)
@@ -302,5 +318,5 @@ export const make = Effect.gen(function* () {
 })
 
 /** The standalone HTTP + WebSocket server on `GATEWAY_HOST`:`GATEWAY_PORT`. */
-export const layer: Layer.Layer<GatewayServer, Error, GatewayConfig | Gateway | GatewayMetrics> =
+export const layer: Layer.Layer<GatewayServer, ListenFailed, GatewayConfig | Gateway | GatewayMetrics> =
   Layer.scoped(GatewayServer, make)

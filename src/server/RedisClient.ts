@@ -72,10 +72,23 @@ const construct = (endpoint: RedisEndpoint, options: RedisClientOptions): RedisC
 const openMasters = (cluster: Cluster) =>
   Promise.all(cluster.nodes("master").map((node) => node.ping().catch(() => undefined)))
 
-/** Connects a lazily connecting client; with a Cluster, once every master's connection is open. */
+/**
+ * Connects a lazily connecting client; with a Cluster, once every master's connection is open. A
+ * refused connect rejects with the last connection error (ioredis's own rejection only says
+ * "Connection is closed.").
+ */
 export const connect = async (client: RedisClient): Promise<void> => {
-  await client.connect()
-  if (client instanceof Cluster) await openMasters(client)
+  let lastError: unknown
+  const record = (error: unknown) => (lastError = error)
+  client.on("error", record)
+  try {
+    await client.connect()
+    if (client instanceof Cluster) await openMasters(client)
+  } catch (error) {
+    throw lastError ?? error
+  } finally {
+    client.off("error", record)
+  }
 }
 
 const infoField = (info: string, field: string) => new RegExp(`^${field}:(\\w+)`, "m").exec(info)?.[1] ?? ""
@@ -120,6 +133,18 @@ export const onServerConnected = (client: RedisClient, listener: () => void): vo
   if (client instanceof Cluster) client.on("+node", (server: Redis) => server.on("ready", listener))
   else client.on("ready", listener)
 }
+
+/** The endpoint's URL(s) for messages and logs: without user name and password. */
+export const describeEndpoint = (endpoint: RedisEndpoint): string =>
+  Redacted.value(endpoint.urls)
+    .map((url) => {
+      if (!URL.canParse(url)) return "(a URL that does not parse)"
+      const parsed = new URL(url)
+      parsed.username = ""
+      parsed.password = ""
+      return parsed.href.replace(/\/$/, "")
+    })
+    .join(",")
 
 /** A client closed with the scope. Connection errors are retried by the client, never thrown. */
 export const make = (

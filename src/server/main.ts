@@ -1,11 +1,12 @@
 /**
- * Node entry point (`npm start`): configuration from the environment, the gateway with its default
- * services, the HTTP + WebSocket server. SIGTERM/SIGINT interrupt the program; the layers then
- * drain (1001 `going_away`, bounded grace) and the process exits 0.
+ * Node entry point (`node dist/server/main.js`; `npm start` builds, then execs it): configuration
+ * from the environment, the gateway with its default services, the HTTP + WebSocket server.
+ * SIGTERM/SIGINT interrupt the program; the layers then drain (1001 `going_away`, bounded grace) and
+ * the process exits 0. A startup failure prints one line per cause on stderr and exits 1.
  */
 import cluster, { type Worker } from "node:cluster"
 import { NodeRuntime } from "@effect/platform-node"
-import { Clock, Console, Duration, Effect, Layer, Logger, Redacted } from "effect"
+import { Cause, Chunk, Clock, ConfigError, Console, Duration, Effect, Layer, Logger, Redacted } from "effect"
 import type { GatewayConfigShape, LogFormat } from "./Config.js"
 import * as Auth from "./Auth.js"
 import * as Config from "./Config.js"
@@ -131,6 +132,39 @@ const LOGGERS: Record<LogFormat, Layer.Layer<never>> = {
 const logging = (config: GatewayConfigShape) =>
   Layer.merge(LOGGERS[config.logFormat], Logger.minimumLogLevel(config.logLevel))
 
+/** Every leaf of a configuration error, each naming its key (an `And` holds one per refused key). */
+const configProblems = (error: ConfigError.ConfigError): ReadonlyArray<string> => {
+  switch (error._op) {
+    case "And":
+    case "Or":
+      return [...configProblems(error.left), ...configProblems(error.right)]
+    default: {
+      const key = error.path.join(".")
+      return [error.message.startsWith(key) ? error.message : `${key}: ${error.message}`]
+    }
+  }
+}
+
+/**
+ * A startup failure as one plain stderr line per problem, whatever `GATEWAY_LOG_FORMAT` says (a
+ * refused configuration has no format yet): the key or resource and why, no stack, no secrets.
+ * A defect is a bug and keeps its full rendering.
+ */
+const reportFailure = (cause: Cause.Cause<Effect.Effect.Error<typeof main>>) =>
+  Effect.sync(() => {
+    if (Cause.isInterruptedOnly(cause)) return
+    const failures = Chunk.toReadonlyArray(Cause.failures(cause))
+    const lines =
+      failures.length === 0
+        ? [Cause.pretty(cause)]
+        : failures.flatMap((error) =>
+            ConfigError.isConfigError(error)
+              ? configProblems(error).map((line) => `invalid configuration: ${line}`)
+              : [error.message]
+          )
+    for (const line of lines) process.stderr.write(`filament-gateway: ${line}\n`)
+  })
+
 const main = Effect.gen(function* () {
   // Read (and validated) once here, so a refused configuration never forks anything.
   const config = yield* Config.make
@@ -141,4 +175,14 @@ const main = Effect.gen(function* () {
   return yield* run.pipe(Effect.provide(logging(config)))
 })
 
-NodeRuntime.runMain(main, { disablePrettyLogger: true })
+// Failures are reported by `reportFailure`; runMain still exits 1 on them, 0 after a signal's drain.
+NodeRuntime.runMain(main.pipe(Effect.tapErrorCause(reportFailure)), {
+  disableErrorReporting: true,
+  disablePrettyLogger: true
+})
+
+// runMain stops listening after the first SIGINT/SIGTERM, so a second one would kill the process
+// mid-drain with the signal's default action. Ctrl-C under `npm start` delivers two (the terminal's
+// to the whole process group, then npm's forwarded copy), so repeats are ignored: the drain is
+// bounded by GATEWAY_CLOSE_GRACE_SECS, and SIGKILL stops the process at once.
+for (const signal of ["SIGINT", "SIGTERM"] as const) process.on(signal, () => undefined)

@@ -1,69 +1,100 @@
 /**
- * Packaging: `npm run build` (tsc -p tsconfig.build.json) emits ESM JavaScript and `.d.ts` for every
- * entry point of package.json `exports`, and the built entries load in Node.
- * Built into a scratch directory under node_modules/.cache (so `effect` still resolves), not dist/.
+ * A clean package: `npm pack`, installed from the tarball with production dependencies only into an
+ * empty folder (no dev tooling arrives), every subpath of package.json `exports` imports in Node
+ * ESM, and a consumer importing every subpath type-checks with `skipLibCheck: false` (the public
+ * declarations only name types the package's dependencies bring).
  */
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
-import { execFileSync } from "node:child_process"
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs"
-import { createRequire } from "node:module"
+import { execFile } from "node:child_process"
+import { existsSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
-import { fileURLToPath, pathToFileURL } from "node:url"
+import { promisify } from "node:util"
+import { installPacked, pkg, tsc, type Installed } from "./packed.js"
 
-const root = fileURLToPath(new URL("../..", import.meta.url))
-const pkg = JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as {
-  readonly main: string
-  readonly types: string
-  readonly exports: Record<string, string | { readonly types: string; readonly import: string }>
-}
-const entries = Object.entries(pkg.exports).flatMap(([name, target]) =>
-  typeof target === "string" ? [] : [{ name, ...target }]
-)
+const run = promisify(execFile)
 
-/** The source file tsc compiles to a `./dist/...js` target. */
-const sourceOf = (target: string) => join(root, target.replace(/^\.\/dist\//, "src/").replace(/\.js$/, ".ts"))
+/** Every subpath, as a consumer writes it: `filament-gateway`, `filament-gateway/client`, … */
+const specifiers = Object.keys(pkg.exports).map((subpath) => `filament-gateway${subpath.slice(1)}`)
+const isJson = (specifier: string) => specifier.endsWith(".json")
 
-describe("package entry points", () => {
-  let outDir: string
-  beforeAll(() => {
-    const cache = join(root, "node_modules", ".cache")
-    mkdirSync(cache, { recursive: true })
-    outDir = mkdtempSync(join(cache, "filament-build-"))
-    const tsc = createRequire(import.meta.url).resolve("typescript/bin/tsc")
-    execFileSync(process.execPath, [tsc, "-p", join(root, "tsconfig.build.json"), "--outDir", outDir], {
-      cwd: root,
-      stdio: "pipe"
-    })
-  }, 120_000)
-  afterAll(() => rmSync(outDir, { recursive: true, force: true }))
+describe("the packed package, installed with production dependencies only", () => {
+  let installed: Installed
+  beforeAll(async () => {
+    installed = await installPacked()
+  }, 180_000)
+  afterAll(() => installed?.remove())
 
-  const built = (target: string) => join(outDir, target.replace(/^\.\/dist\//, ""))
+  const installedPath = (...parts: Array<string>) => join(installed.consumer, "node_modules", ...parts)
 
-  it("exports ., ./protocol, ./server and ./client with types, and main/types point at the root entry", () => {
-    expect(entries.map((entry) => entry.name)).toEqual([".", "./protocol", "./server", "./client"])
-    const rootEntry = entries.find((entry) => entry.name === ".")!
-    expect([pkg.main, pkg.types]).toEqual([rootEntry.import, rootEntry.types])
-  })
-
-  // `./protocol` and `./server` need src/protocol/index.ts and src/server/index.ts from their owners;
-  // until those exist these cases report as skipped, not passed.
-  describe.each(entries)("$name", ({ import: js, types }) => {
-    it.skipIf(!existsSync(sourceOf(js)))(
-      "builds to ESM JavaScript and declarations that load in Node",
-      async () => {
-        expect(existsSync(built(js))).toBe(true)
-        expect(existsSync(built(types))).toBe(true)
-        const module = (await import(pathToFileURL(built(js)).href)) as Record<string, unknown>
-        expect(Object.keys(module).length).toBeGreaterThan(0)
+  it("main and types point at the root entry; every entry has declarations and ESM JavaScript in the tarball", () => {
+    const rootEntry = pkg.exports["."]
+    expect(typeof rootEntry === "object" && [rootEntry.import, rootEntry.types]).toEqual([
+      pkg.main,
+      pkg.types
+    ])
+    for (const target of Object.values(pkg.exports)) {
+      for (const file of typeof target === "string" ? [target] : [target.import, target.types]) {
+        expect(existsSync(installedPath("filament-gateway", file)), file).toBe(true)
       }
-    )
+    }
   })
 
-  it("the client entry exposes the SDK modules", async () => {
-    const client = (await import(pathToFileURL(built("./dist/client/index.js")).href)) as Record<
-      string,
-      unknown
-    >
-    expect(Object.keys(client).sort()).toEqual(["Decode", "Dispatch", "GatewayClient", "GatewayConnection"])
+  it("brings no dev tooling: tsx, esbuild, typescript and vitest are not installed", () => {
+    expect(pkg.dependencies).not.toHaveProperty("tsx")
+    for (const tool of ["tsx", "esbuild", "typescript", "vitest"]) {
+      expect(existsSync(installedPath(tool)), tool).toBe(false)
+    }
+    // Nor the build's incremental state.
+    expect(existsSync(installedPath("filament-gateway", "dist", ".tsbuildinfo"))).toBe(false)
   })
+
+  it("every subpath of exports imports in Node ESM", async () => {
+    const script = join(installed.consumer, "import-all.mjs")
+    writeFileSync(
+      script,
+      [
+        "const names = {}",
+        ...specifiers.map(
+          (specifier) =>
+            `names[${JSON.stringify(specifier)}] = Object.keys(await import(${JSON.stringify(specifier)}${isJson(specifier) ? ', { with: { type: "json" } }' : ""}))`
+        ),
+        "console.log(JSON.stringify(names))"
+      ].join("\n")
+    )
+    const { stdout } = await run(process.execPath, [script], { cwd: installed.consumer })
+    const names = JSON.parse(stdout) as Record<string, Array<string>>
+    expect(Object.keys(names)).toEqual(specifiers)
+    for (const specifier of specifiers) expect(names[specifier]!.length, specifier).toBeGreaterThan(0)
+  })
+
+  it("a consumer importing every subpath type-checks with skipLibCheck: false", async () => {
+    const code = specifiers
+      .filter((specifier) => !isJson(specifier))
+      .map((specifier, i) => `import * as entry${i} from ${JSON.stringify(specifier)}\nexport { entry${i} }`)
+    writeFileSync(join(installed.consumer, "consumer.ts"), code.join("\n") + "\n")
+    writeFileSync(
+      join(installed.consumer, "tsconfig.json"),
+      JSON.stringify({
+        compilerOptions: {
+          target: "ES2022",
+          // effect's own platform declarations name DOM types (Transferable, ImageData).
+          lib: ["ES2022", "DOM"],
+          module: "NodeNext",
+          moduleResolution: "NodeNext",
+          strict: true,
+          exactOptionalPropertyTypes: true,
+          skipLibCheck: false,
+          noEmit: true
+        },
+        files: ["consumer.ts"]
+      })
+    )
+    const checked = await run(process.execPath, [tsc, "-p", installed.consumer], {
+      cwd: installed.consumer
+    }).then(
+      () => "",
+      (error: { stdout: string }) => error.stdout
+    )
+    expect(checked).toBe("")
+  }, 120_000)
 })
