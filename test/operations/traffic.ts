@@ -10,9 +10,9 @@ import { Clock, Effect, Option, Redacted, TestClock } from "effect"
 import { MessageCreate } from "../../src/protocol/events/message.js"
 import type { GuildId } from "../../src/protocol/Ids.js"
 import * as Auth from "../../src/server/Auth.js"
-import { guildTopic } from "../../src/server/EventBus.js"
+import { encodeMessage, guildTopic } from "../../src/server/EventBus.js"
 import { eventuallyEffect } from "../adversarial/support.js"
-import { startClusterNode, subscribe } from "../cluster/chat.js"
+import { BUS_SECRET, startClusterNode, subscribe } from "../cluster/chat.js"
 import type { RedisServer } from "../cluster/redis.js"
 import { message, newId, PUBLISH_KEY, type Harness, type TestClient } from "../server/harness.js"
 
@@ -164,6 +164,28 @@ export const generateTraffic = (redis: RedisServer) =>
     // A foreign message on the bus, dropped by both nodes.
     const injector = yield* redis.client()
     yield* Effect.promise(() => injector.spublish(guildTopic(guild as GuildId), Buffer.from("hello")))
+    // A genuine removal from a newer node whose reason this version's schema does not know: delivered,
+    // its revocation follow-up skipped and counted.
+    const skewed = encodeMessage(
+      Buffer.from(BUS_SECRET),
+      {
+        node: "e".repeat(32),
+        seq: 0,
+        at: now,
+        scope: "guild",
+        type: "workspace_member_remove",
+        guild: guild as GuildId
+      },
+      Buffer.from(
+        JSON.stringify({
+          v: 1,
+          t: "workspace_member_remove",
+          d: { guild_id: guild, user_id: newId(), reason: "retired", removed_at_unix: 1_700_000_003 }
+        })
+      )
+    )
+    yield* Effect.promise(() => injector.spublish(guildTopic(guild as GuildId), skewed))
+    yield* until(onA, "workspace_member_remove")
 
     // A Redis outage: both nodes turn unready, reconnect and count the gap.
     const readyIs = (status: number) =>
@@ -180,6 +202,13 @@ export const generateTraffic = (redis: RedisServer) =>
     yield* TestClock.adjust("2 seconds")
     yield* redis.start
     yield* readyIs(200)
+    // Redis came back empty (no persistence): each node writes its presence and voice state again.
+    for (const store of ["presence", "voice"]) {
+      yield* eventuallyEffect(
+        `${store} state re-asserted`,
+        Effect.map(a.metric("filament_cluster_state_reasserted_total", { store }), (n) => n > 0)
+      )
+    }
     yield* eventuallyEffect(
       "the foreign bus message is counted",
       Effect.map(a.metric("filament_gateway_bus_dropped_total", { reason: "malformed" }), (n) => n > 0)
