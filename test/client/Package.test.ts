@@ -39,8 +39,14 @@ describe("package entry points", () => {
 
   const built = (target: string) => join(outDir, target.replace(/^\.\/dist\//, ""))
 
-  it("exports ., ./protocol, ./server and ./client with types, and main/types point at the root entry", () => {
-    expect(entries.map((entry) => entry.name)).toEqual([".", "./protocol", "./server", "./client"])
+  it("exports ., ./protocol, ./server, ./client and ./client/effect with types, and main/types point at the root entry", () => {
+    expect(entries.map((entry) => entry.name)).toEqual([
+      ".",
+      "./protocol",
+      "./server",
+      "./client",
+      "./client/effect"
+    ])
     const rootEntry = entries.find((entry) => entry.name === ".")!
     expect([pkg.main, pkg.types]).toEqual([rootEntry.import, rootEntry.types])
   })
@@ -64,6 +70,11 @@ describe("package entry points", () => {
       string,
       unknown
     >
-    expect(Object.keys(client).sort()).toEqual(["Decode", "Dispatch", "GatewayClient", "GatewayConnection"])
+    expect(Object.keys(client).sort()).toEqual(["Decode", "Dispatch", "GatewayClient"])
+    const effect = (await import(pathToFileURL(built("./dist/client/effect.js")).href)) as Record<
+      string,
+      unknown
+    >
+    expect(Object.keys(effect)).toEqual(["GatewayConnection"])
   })
 })
