@@ -5,15 +5,15 @@
  * and the same decoded value as `Schema.decodeUnknownEither` (the parity property test checks both);
  * a failure names the path of the offending value.
  *
- * Supported: string, number, boolean and undefined keywords, literals, unions (candidates chosen as
- * Effect chooses them, by literal keys first), arrays, structs, the built-in filters listed in
+ * Supported: string, number, boolean and undefined keywords, literals, unions (of literals, of members
+ * sharing one literal key, or of members without literal keys, tried as Effect tries them), arrays, structs, the built-in filters listed in
  * `BUILT_IN_FILTERS`, and filters, transformations and declarations that name a rule of
  * `src/protocol/Rules.ts`. Any other node fails generation with its path, so nothing is accepted
  * silently.
  */
 import { Option, ParseResult, Schema, SchemaAST as AST } from "effect"
 import { COMMANDS } from "../src/protocol/Commands.js"
-import { EVENT_TYPE_PATTERN, Envelope, MAX_EVENT_BYTES, PROTOCOL_VERSION } from "../src/protocol/Envelope.js"
+import { Envelope, MAX_EVENT_BYTES, PROTOCOL_VERSION } from "../src/protocol/Envelope.js"
 import { Manifest } from "../src/protocol/Manifest.js"
 import { RuleAnnotationId, type RuleAnnotation } from "../src/protocol/Rules.js"
 
@@ -271,7 +271,9 @@ class Compiler {
 
   /**
    * Effect tries the members whose literal keys match the input first (by key, then by member order),
-   * then the members without literal keys, and takes the first that decodes: the same search tree here.
+   * then the members without literal keys, and takes the first that decodes. The contract has three
+   * kinds, compiled as such: literals, members told apart by one literal key (one lookup), members
+   * without literal keys (tried in order). Any other union fails generation.
    */
   private union(ast: AST.Union, mode: Mode, path: string): string {
     const literals = ast.types.flatMap((type) => (AST.isLiteral(type) ? [literalCode(type.literal)] : []))
@@ -299,12 +301,8 @@ class Compiler {
       )
       for (const literal of Object.keys(buckets)) {
         const members = buckets[literal]!
-        lines.push(
-          `  case ${JSON.stringify(literal)}:`,
-          members.length === 1
-            ? `    return ${decoderOf(members[0]!)}(u)`
-            : `    return firstOf(${list(members)}, u)`
-        )
+        if (members.length !== 1) throw new GeneratorError(`${path}: two members share ${key} ${literal}`)
+        lines.push(`  case ${JSON.stringify(literal)}:`, `    return ${decoderOf(members[0]!)}(u)`)
       }
       lines.push(
         `  default:`,
@@ -314,25 +312,8 @@ class Compiler {
       return lines.join("\n")
     }
     if (keys.length === 0) return `return firstOf(${list(tree.otherwise)}, u)`
-    lines.push(`let candidates: ReadonlyArray<Decoder> = []`)
-    {
-      lines.push(`if (typeof u === "object" && u !== null) {`)
-      for (const key of keys) {
-        const buckets = tree.keys[key]!.buckets
-        const table = Object.entries(buckets)
-          .map(([literal, members]) => `[${JSON.stringify(literal)}, ${list(members)}]`)
-          .join(", ")
-        lines.push(
-          `  if (Object.hasOwn(u, ${JSON.stringify(key)})) {`,
-          `    const bucket = new Map<string, ReadonlyArray<Decoder>>([${table}]).get(String((u as Rec)[${JSON.stringify(key)}]))`,
-          `    if (bucket !== undefined) candidates = candidates.concat(bucket)`,
-          `  }`
-        )
-      }
-      lines.push(`}`)
-    }
-    lines.push(`return firstOf(candidates.concat(${list(tree.otherwise)}), u)`)
-    return lines.join("\n")
+    // Several discriminating keys, or keyed members mixed with others: none in the contract today.
+    throw new GeneratorError(`${path}: a union with several literal keys or mixed members is not supported`)
   }
 
   private transformation(ast: AST.Transformation, mode: Mode, path: string): string {
@@ -409,12 +390,11 @@ export const renderClientDecoders = (): string => {
  */
 /* eslint-disable no-control-regex -- the contract's patterns reject control characters */
 import type { CommandType, Command } from "../../protocol/Commands.js"
-import type { GatewayEventType, PayloadOfType } from "../../protocol/Manifest.js"
+import type { GatewayEventType } from "../../protocol/Manifest.js"
 import { DECLARATION_RULES, FILTER_RULES, TRANSFORM_RULES } from "../../protocol/Rules.js"
 
 export const PROTOCOL_VERSION = ${PROTOCOL_VERSION}
 export const MAX_EVENT_BYTES = ${MAX_EVENT_BYTES}
-export const EVENT_TYPE_PATTERN = ${EVENT_TYPE_PATTERN}
 
 /** Every event type, in catalog order. */
 export const EVENT_TYPES: ReadonlyArray<GatewayEventType> = ${JSON.stringify(Manifest.events.map((event) => event.type))}
@@ -484,10 +464,6 @@ export const decodeEnvelope = (input: unknown): Decoded<EnvelopeValue> => run(${
 export const EVENT_PAYLOAD_DECODERS: ReadonlyMap<string, (input: unknown) => Decoded<unknown>> = new Map([
 ${events.map(({ type, decoder }) => `  [${JSON.stringify(type)}, (input: unknown) => run(${decoder}, input)]`).join(",\n")}
 ])
-
-/** The payload of the event \`type\` (tolerant). */
-export const decodeEventPayload = <T extends GatewayEventType>(type: T, input: unknown): Decoded<PayloadOfType<T>> =>
-  EVENT_PAYLOAD_DECODERS.get(type)!(input) as Decoded<PayloadOfType<T>>
 
 type CommandPayload<T extends CommandType> = Omit<Extract<Command, { readonly _tag: T }>, "_tag">
 

@@ -37,7 +37,14 @@ describe("generated docs", () => {
     ["a declaration with no rule", Schema.Struct({ at: Schema.DateFromSelf })],
     ["an index signature", Schema.Record({ key: Schema.String, value: Schema.Number })],
     ["a recursive schema", Schema.suspend(() => Schema.String)],
-    ["a tuple", Schema.Tuple(Schema.String, Schema.Number)]
+    ["a tuple", Schema.Tuple(Schema.String, Schema.Number)],
+    [
+      "a union told apart by two literal keys",
+      Schema.Union(
+        Schema.Struct({ a: Schema.Literal("x"), n: Schema.Number }),
+        Schema.Struct({ b: Schema.Literal("y"), s: Schema.String })
+      )
+    ]
   ])("the decoder generator fails loudly on %s", (_name, schema) => {
     expect(() => compileDecoder(schema, "tolerant")).toThrow(GeneratorError)
   })

@@ -7,12 +7,11 @@
  */
 /* eslint-disable no-control-regex -- the contract's patterns reject control characters */
 import type { CommandType, Command } from "../../protocol/Commands.js"
-import type { GatewayEventType, PayloadOfType } from "../../protocol/Manifest.js"
+import type { GatewayEventType } from "../../protocol/Manifest.js"
 import { DECLARATION_RULES, FILTER_RULES, TRANSFORM_RULES } from "../../protocol/Rules.js"
 
 export const PROTOCOL_VERSION = 1
 export const MAX_EVENT_BYTES = 65536
-export const EVENT_TYPE_PATTERN = /^[a-z0-9_.]{1,64}$/
 
 /** Every event type, in catalog order. */
 export const EVENT_TYPES: ReadonlyArray<GatewayEventType> = ["ready","subscribed","message_create","message_update","message_delete","message_reaction","channel_create","presence_sync","presence_update","voice_participant_sync","voice_participant_join","voice_participant_leave","voice_participant_update","voice_stream_publish","voice_stream_unpublish","workspace_update","workspace_member_add","workspace_member_update","workspace_member_remove","workspace_member_ban","workspace_role_create","workspace_role_update","workspace_role_delete","workspace_role_reorder","workspace_role_assignment_add","workspace_role_assignment_remove","workspace_channel_role_override_update","workspace_channel_permission_override_update","workspace_ip_ban_sync","profile_update","profile_avatar_update","profile_banner_update","friend_request_create","friend_request_update","friend_request_delete","friend_remove","unsubscribed","workspace_channel_override_update"]
@@ -2922,10 +2921,6 @@ export const EVENT_PAYLOAD_DECODERS: ReadonlyMap<string, (input: unknown) => Dec
   ["unsubscribed", (input: unknown) => run(d8, input)],
   ["workspace_channel_override_update", (input: unknown) => run(d172, input)]
 ])
-
-/** The payload of the event `type` (tolerant). */
-export const decodeEventPayload = <T extends GatewayEventType>(type: T, input: unknown): Decoded<PayloadOfType<T>> =>
-  EVENT_PAYLOAD_DECODERS.get(type)!(input) as Decoded<PayloadOfType<T>>
 
 type CommandPayload<T extends CommandType> = Omit<Extract<Command, { readonly _tag: T }>, "_tag">
 
