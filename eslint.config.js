@@ -31,5 +31,34 @@ export default tseslint.config(
         }
       ]
     }
+  },
+  {
+    // The callback client ships without Effect (its bundle budget is 16 KB); only the Effect entry uses it.
+    files: ["src/client/**/*.ts"],
+    ignores: ["src/client/GatewayConnection.ts", "src/client/effect.ts"],
+    rules: {
+      "no-restricted-imports": [
+        "error",
+        {
+          patterns: [
+            { group: ["node:*"], message: "protocol and client are isomorphic: no Node built-ins." },
+            {
+              group: ["**/server/**", "**/server/*"],
+              message: "protocol and client never import the server."
+            },
+            {
+              group: ["effect", "effect/*", "@effect/*"],
+              allowTypeImports: true,
+              message: "the callback client imports no Effect runtime (types only): see docs/CLIENT.md."
+            },
+            {
+              group: ["**/protocol/*", "!**/protocol/Rules.js", "!**/protocol/CloseCodes.js"],
+              allowTypeImports: true,
+              message: "protocol modules other than Rules and CloseCodes load Effect: import types only."
+            }
+          ]
+        }
+      ]
+    }
   }
 )

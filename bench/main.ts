@@ -6,8 +6,9 @@
  *  2. Registry scaling: the same hot-channel broadcast with N×S extra subscriptions in M idle
  *     channels (spread over idle guilds), compared with the run without, same rep.
  *  3. Micro-benchmarks on one pinned core: in-process dispatch (512 listeners × 128 iterations on
- *     the channel / guild / user paths, enqueue only), ingress decode rate, and registry churn (µs
- *     per subscribe / disconnect as one channel grows to 50 000 members).
+ *     the channel / guild / user paths, enqueue only), ingress decode rate, registry churn (µs
+ *     per subscribe / disconnect as one channel grows to 50 000 members), and client decode (ns per
+ *     event frame, generated decoders vs Effect Schema).
  *  4. Optionally (`--profile`) one extra run per server at N=1000 under `node --cpu-prof`, summarized.
  *
  * Output: bench/results/<batch>/{results.json,results.md} plus every raw run file. Smoke mode runs
@@ -179,6 +180,21 @@ interface IngressResult {
   readonly rejected: { readonly perSec: number }
 }
 
+interface DecodeTimes {
+  readonly generatedNs: number
+  readonly effectNs: number
+  readonly speedup: number
+}
+interface DecodeResult {
+  readonly mixes: ReadonlyArray<{
+    readonly name: string
+    readonly frames: number
+    readonly meanBytes: number
+    readonly frame: DecodeTimes
+    readonly payload: DecodeTimes
+  }>
+}
+
 const targetLines = (
   rows: ReadonlyArray<Row>,
   registry: ReadonlyArray<RegistryRow>,
@@ -243,6 +259,7 @@ const main = async () => {
   )
   const ingress = await micro<IngressResult>("ingress", ["--seconds", smoke ? "0.05" : "1"])
   const churn = await micro<ChurnResult>("churn", ["--members", smoke ? "200" : "5000,50000"])
+  const decode = await micro<DecodeResult>("decode", ["--seconds", smoke ? "0.05" : "1"])
   const profiles: Array<{
     readonly server: string
     readonly deliveries: number
@@ -350,6 +367,20 @@ const main = async () => {
         )
       ]
     ),
+    ...section(
+      "Client decode (one core; ns per frame, generated decoders vs Effect Schema)",
+      decode,
+      (result) => [
+        "| mix | frames | mean bytes | what | generated ns | Effect Schema ns | speed-up |",
+        "|---|---:|---:|---|---:|---:|---:|",
+        ...result.mixes.flatMap((mix) =>
+          (["frame", "payload"] as const).map((what) => {
+            const m = mix[what]
+            return `| ${mix.name} | ${mix.frames} | ${mix.meanBytes} | ${what} | ${Math.round(m.generatedNs)} | ${Math.round(m.effectNs)} | ×${m.speedup.toFixed(1)} |`
+          })
+        )
+      ]
+    ),
     ...profiles.flatMap((p) => [
       "",
       `## Server CPU profile: ${p.server} (N=${smoke ? 20 : 1000})`,
@@ -376,6 +407,7 @@ const main = async () => {
         dispatch,
         ingress,
         churn,
+        decode,
         profiles,
         targets,
         failures

@@ -5,3 +5,4 @@
  */
 export * from "./protocol/index.js"
 export * from "./client/index.js"
+export * from "./client/effect.js"

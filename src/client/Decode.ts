@@ -1,16 +1,24 @@
 /**
- * Client-side frame decoding: envelope and payload, built from the event registry.
+ * Client-side frame decoding: envelope and payload, by the decoders generated from the event
+ * registry (`generated/decoders.ts`: plain code, no Effect, the Effect schemas' verdicts).
  *
  * Tolerant where the original web client is tolerant (unknown top-level envelope keys, additive
  * payload fields, unknown event types) and fail-closed everywhere else: a known event whose payload
  * does not match its schema is dropped with a typed reason, and later frames are unaffected.
  */
-import { Data, Either } from "effect"
-import { MAX_EVENT_BYTES, parseEnvelope } from "../protocol/Envelope.js"
-import { decodePayload } from "../protocol/EventDefinition.js"
-import type { EventDefinition } from "../protocol/EventDefinition.js"
-import { decodeEvent, Manifest } from "../protocol/Manifest.js"
 import type { GatewayEventType, PayloadOfType } from "../protocol/Manifest.js"
+import { utf8ByteLength } from "../protocol/Rules.js"
+import {
+  decodeEnvelope,
+  EVENT_PAYLOAD_DECODERS,
+  EVENT_TYPES,
+  MAX_EVENT_BYTES,
+  REPLACED_BY
+} from "./generated/decoders.js"
+
+/** A decoding result, shaped like Effect's `Either` (`_tag`, `right` / `left`) but a plain object. */
+export type Result<A, E> =
+  { readonly _tag: "Right"; readonly right: A } | { readonly _tag: "Left"; readonly left: E }
 
 /**
  * Deprecated events the client still accepts, each with the compatibility-counter path it is
@@ -41,78 +49,91 @@ export type ClientEventOf<T extends ClientEventType> = Extract<ClientEvent, { re
 export type DropReason = "invalid_envelope" | "invalid_payload" | "unknown_event" | "oversized"
 
 /** Why a text frame did not become an event. `eventType` is the envelope's `t` when it was valid. */
-export class FrameDropped extends Data.TaggedError("FrameDropped")<{
+export class FrameDropped extends Error {
+  readonly _tag = "FrameDropped"
+  override readonly name = "FrameDropped"
   readonly reason: DropReason
   readonly eventType?: string
   readonly detail: string
-}> {
-  override get message(): string {
-    return `${this.reason}: ${this.detail}`
+
+  constructor(fields: { readonly reason: DropReason; readonly eventType?: string; readonly detail: string }) {
+    super(`${fields.reason}: ${fields.detail}`)
+    this.reason = fields.reason
+    if (fields.eventType !== undefined) this.eventType = fields.eventType
+    this.detail = fields.detail
   }
 }
 
-// Additive fields are tolerated (and stripped), as every web-client decoder does.
-const tolerant = { strict: false } as const
-
-const isLegacyEventType = (type: string): type is LegacyEventType => Object.hasOwn(LEGACY_EVENTS, type)
+export const isLegacyEventType = (type: string): type is LegacyEventType => Object.hasOwn(LEGACY_EVENTS, type)
 
 /** The explicit events a legacy event may normalize to, in the manifest's order. */
-const replacementsOf = (legacy: LegacyEventType): ReadonlyArray<string> =>
-  Manifest.lookup(legacy)?.migration?.replacedBy ?? []
+export const replacementsOf = (legacy: LegacyEventType): ReadonlyArray<GatewayEventType> =>
+  REPLACED_BY.get(legacy) ?? []
 
 /** Every event type the client decodes to, from the registry, in catalog order. */
-export const CLIENT_EVENT_TYPES: ReadonlyArray<ClientEventType> = Manifest.events
-  .map((event) => event.type)
-  .filter((type): type is ClientEventType => !isLegacyEventType(type))
+export const CLIENT_EVENT_TYPES: ReadonlyArray<ClientEventType> = EVENT_TYPES.filter(
+  (type): type is ClientEventType => !isLegacyEventType(type)
+)
 
-const drop = (reason: DropReason, detail: string, eventType?: string): Either.Either<never, FrameDropped> =>
-  Either.left(
+const drop = (reason: DropReason, detail: string, eventType?: string): Result<never, FrameDropped> => ({
+  _tag: "Left",
+  left:
     eventType === undefined
       ? new FrameDropped({ reason, detail })
       : new FrameDropped({ reason, detail, eventType })
-  )
+})
 
-const decodeLegacy = (legacy: LegacyEventType, data: unknown): Either.Either<ClientEvent, FrameDropped> => {
+// The payload was decoded by the decoder of `type`, so it is that event's payload.
+const decoded = (event: {
+  readonly type: string
+  readonly payload: unknown
+  readonly legacyType?: LegacyEventType
+}): Result<ClientEvent, never> => ({
+  _tag: "Right",
+  right: event as ClientEvent
+})
+
+const decodeLegacy = (legacy: LegacyEventType, data: unknown): Result<ClientEvent, FrameDropped> => {
   const errors: Array<string> = []
   for (const type of replacementsOf(legacy)) {
-    const event = Manifest.lookup(type)
-    if (event === undefined) continue
-    const result = decodePayload(event as EventDefinition, data, tolerant)
-    // The payload was decoded by the schema of `type`, so it is that event's payload.
-    if (Either.isRight(result))
-      return Either.right({ type, payload: result.right, legacyType: legacy } as ClientEvent)
-    errors.push(`as ${type}: ${result.left.message}`)
+    const result = EVENT_PAYLOAD_DECODERS.get(type)?.(data)
+    if (result === undefined) continue
+    if (result.ok) return decoded({ type, payload: result.value, legacyType: legacy })
+    errors.push(`as ${type}: ${result.error}`)
   }
   return drop("invalid_payload", errors.join("; ") || "no replacement event registered", legacy)
 }
 
 /**
  * Decodes one text frame. The byte size is checked before parsing; the envelope is tolerant of
- * unknown top-level keys; the payload is decoded by the registered schema of its event type.
+ * unknown top-level keys; the payload is decoded by the generated decoder of its event type.
  * Never throws.
  */
 export const decodeFrame = (
   text: string,
   options?: { readonly maxBytes?: number }
-): Either.Either<ClientEvent, FrameDropped> => {
+): Result<ClientEvent, FrameDropped> => {
   const maxBytes = options?.maxBytes ?? MAX_EVENT_BYTES
-  const envelope = parseEnvelope(text, { strict: false, maxBytes })
-  if (Either.isLeft(envelope)) {
-    const rejection = envelope.left
-    switch (rejection.reason) {
-      case "oversized":
-        return drop("oversized", `frame is ${rejection.bytes} bytes, over ${maxBytes}`)
-      case "invalid_json":
-        return drop("invalid_envelope", "frame is not JSON")
-      case "invalid_envelope":
-        return drop("invalid_envelope", rejection.detail)
-    }
+  // Checked before parsing: a UTF-16 unit is 1..3 UTF-8 bytes, so short frames skip the count.
+  if (text.length > maxBytes || (text.length * 3 > maxBytes && utf8ByteLength(text) > maxBytes)) {
+    return drop("oversized", `frame is ${utf8ByteLength(text)} bytes, over ${maxBytes}`)
   }
-  const { t, d } = envelope.right
+  let json: unknown
+  try {
+    json = JSON.parse(text)
+  } catch {
+    return drop("invalid_envelope", "frame is not JSON")
+  }
+  if (typeof json !== "object" || json === null || Array.isArray(json)) {
+    return drop("invalid_envelope", "frame is not a JSON object")
+  }
+  const envelope = decodeEnvelope(json)
+  if (!envelope.ok) return drop("invalid_envelope", envelope.error)
+  const { t, d } = envelope.value
   if (isLegacyEventType(t)) return decodeLegacy(t, d)
-  // The registry looks types up in a Map: `__proto__`, `constructor` and the like are unknown.
-  return Either.match(decodeEvent(t, d, tolerant), {
-    onLeft: (error) => drop(error.reason, error.detail, t),
-    onRight: (event) => Either.right(event as ClientEvent)
-  })
+  // A Map: `__proto__`, `constructor` and the like are unknown.
+  const decoder = EVENT_PAYLOAD_DECODERS.get(t)
+  if (decoder === undefined) return drop("unknown_event", `unknown event "${t}"`, t)
+  const payload = decoder(d)
+  return payload.ok ? decoded({ type: t, payload: payload.value }) : drop("invalid_payload", payload.error, t)
 }

@@ -5,11 +5,16 @@
  * route table is generated from `CLIENT_EVENT_TYPES`, so an event added to the registry is routable
  * without touching this module.
  */
-import { Either } from "effect"
-import { CLIENT_EVENT_TYPES, decodeFrame, LEGACY_EVENTS } from "./Decode.js"
-import type { ClientEvent, ClientEventOf, ClientEventType, FrameDropped, LegacyEventType } from "./Decode.js"
-import { Manifest } from "../protocol/Manifest.js"
 import type { PayloadOfType } from "../protocol/Manifest.js"
+import { CLIENT_EVENT_TYPES, decodeFrame, LEGACY_EVENTS, replacementsOf } from "./Decode.js"
+import type {
+  ClientEvent,
+  ClientEventOf,
+  ClientEventType,
+  FrameDropped,
+  LegacyEventType,
+  Result
+} from "./Decode.js"
 
 /** One optional handler per event type, typed from the manifest. */
 export type Handlers = {
@@ -23,8 +28,8 @@ export type CompatibilityCounterKey = `${MigrationPath}:${"legacy_decode" | "exp
 
 /** `explicit_decode` is counted for every replacement event of a legacy one, by the legacy's path. */
 const explicitPaths: ReadonlyMap<string, MigrationPath> = new Map(
-  Object.entries(LEGACY_EVENTS).flatMap(([legacy, { path }]) =>
-    (Manifest.lookup(legacy)?.migration?.replacedBy ?? []).map((type) => [type, path] as const)
+  (Object.keys(LEGACY_EVENTS) as Array<LegacyEventType>).flatMap((legacy) =>
+    replacementsOf(legacy).map((type) => [type, LEGACY_EVENTS[legacy].path] as const)
   )
 )
 
@@ -44,7 +49,7 @@ export interface Dispatcher {
   /** Routes a decoded event to its handler. `false` when no handler is registered for its type. */
   readonly dispatch: (event: ClientEvent) => boolean
   /** Decodes a text frame and dispatches it; a dropped frame is returned, never thrown. */
-  readonly dispatchFrame: (text: string) => Either.Either<ClientEvent, FrameDropped>
+  readonly dispatchFrame: (text: string) => Result<ClientEvent, FrameDropped>
   /** A snapshot of the compatibility counters (successful decodes only). */
   readonly compatibilityCounters: () => ReadonlyMap<CompatibilityCounterKey, number>
 }
@@ -77,7 +82,7 @@ export const makeDispatcher = (handlers: Handlers, options?: { readonly maxBytes
     dispatch,
     dispatchFrame: (text) => {
       const result = decodeFrame(text, options)
-      if (Either.isRight(result)) dispatch(result.right)
+      if (result._tag === "Right") dispatch(result.right)
       return result
     },
     compatibilityCounters: () => new Map(counters)

@@ -7,14 +7,13 @@
  * the token expired (4010). This module is the plain-callback API (`make`); `GatewayConnection` wraps
  * it as an Effect API, kept apart so callback users do not bundle Effect's Stream runtime.
  */
-import { Data, Either, Schema } from "effect"
 import { needsFreshToken, shouldReconnect } from "../protocol/CloseCodes.js"
-import { MessageCreatePayload, SubscribePayload } from "../protocol/Commands.js"
-import { MAX_EVENT_BYTES, PROTOCOL_VERSION } from "../protocol/Envelope.js"
 import { decodeFrame } from "./Decode.js"
 import type { ClientEvent, FrameDropped } from "./Decode.js"
 import { makeDispatcher } from "./Dispatch.js"
 import type { CompatibilityCounterKey, Handlers } from "./Dispatch.js"
+import { COMMAND_PAYLOAD_DECODERS, MAX_EVENT_BYTES, PROTOCOL_VERSION } from "./generated/decoders.js"
+import type { Decoded } from "./generated/decoders.js"
 
 export const GATEWAY_PATH = "/gateway/ws"
 
@@ -94,19 +93,26 @@ const systemTimer: Timer = {
 // Client
 // ---------------------------------------------------------------------------------------------
 
-export class GatewayClientError extends Data.TaggedError("GatewayClientError")<{
-  readonly reason:
-    | "invalid_url"
-    | "invalid_channel"
-    | "invalid_message"
-    | "too_many_subscriptions"
-    | "no_websocket"
-    | "retries_exhausted"
-    | "event_buffer_full"
+export type GatewayClientErrorReason =
+  | "invalid_url"
+  | "invalid_channel"
+  | "invalid_message"
+  | "too_many_subscriptions"
+  | "no_websocket"
+  | "retries_exhausted"
+  | "event_buffer_full"
+
+/** A typed client error (`_tag` `GatewayClientError`); a plain `Error`, so the client needs no Effect. */
+export class GatewayClientError extends Error {
+  readonly _tag = "GatewayClientError"
+  override readonly name = "GatewayClientError"
+  readonly reason: GatewayClientErrorReason
   readonly detail: string
-}> {
-  override get message(): string {
-    return `${this.reason}: ${this.detail}`
+
+  constructor(fields: { readonly reason: GatewayClientErrorReason; readonly detail: string }) {
+    super(`${fields.reason}: ${fields.detail}`)
+    this.reason = fields.reason
+    this.detail = fields.detail
   }
 }
 
@@ -194,16 +200,19 @@ export const gatewayUrl = (base: string | URL, token: string): string => {
   return url.toString()
 }
 
-const decodeChannel = Schema.decodeUnknownEither(SubscribePayload, { onExcessProperty: "error" })
-const decodeMessage = Schema.decodeUnknownEither(MessageCreatePayload, { onExcessProperty: "error" })
+/** The decoded command, or the typed error: the same decoders (strict) the server's verdict follows. */
+const commandOrThrow = <A>(decoded: Decoded<A>, reason: "invalid_channel" | "invalid_message"): A => {
+  if (decoded.ok) return decoded.value
+  throw new GatewayClientError({ reason, detail: decoded.error })
+}
 
 const channelKey = (channel: ChannelRef): string => `${channel.guild_id}:${channel.channel_id}`
 
 /** Canonical (uppercase) channel, or a typed error for ids the server would reject (and close for). */
 const canonicalChannel = (channel: ChannelRef): ChannelRef =>
-  Either.getOrThrowWith(
-    decodeChannel({ guild_id: channel.guild_id, channel_id: channel.channel_id }),
-    (error) => new GatewayClientError({ reason: "invalid_channel", detail: error.message })
+  commandOrThrow(
+    COMMAND_PAYLOAD_DECODERS.subscribe({ guild_id: channel.guild_id, channel_id: channel.channel_id }),
+    "invalid_channel"
   )
 
 /** Creates a client and starts connecting. */
@@ -272,7 +281,7 @@ export const make = (options: GatewayClientOptions): GatewayClient => {
   const onFrame = (data: unknown): void => {
     if (typeof data !== "string") return
     const result = decodeFrame(data, { maxBytes })
-    if (Either.isLeft(result)) {
+    if (result._tag === "Left") {
       if (options.onDrop !== undefined) safely(() => options.onDrop!(result.left))
       return
     }
@@ -395,14 +404,14 @@ export const make = (options: GatewayClientOptions): GatewayClient => {
     },
     subscribedChannels: () => [...channels.values()],
     sendMessage: (guildId, channelId, content, attachmentIds) => {
-      const message = Either.getOrThrowWith(
-        decodeMessage({
+      const message = commandOrThrow(
+        COMMAND_PAYLOAD_DECODERS.message_create({
           guild_id: guildId,
           channel_id: channelId,
           content,
           ...(attachmentIds === undefined ? {} : { attachment_ids: attachmentIds })
         }),
-        (error) => new GatewayClientError({ reason: "invalid_message", detail: error.message })
+        "invalid_message"
       )
       return send("message_create", message)
     },

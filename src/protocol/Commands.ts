@@ -5,14 +5,9 @@
  * the metric reason and the close reason.
  */
 import { Either, type ParseResult, Schema } from "effect"
-import {
-  formatSchemaIssues,
-  MAX_EVENT_BYTES,
-  parseEnvelope,
-  schemaIssues,
-  utf8ByteLength
-} from "./Envelope.js"
+import { formatSchemaIssues, MAX_EVENT_BYTES, parseEnvelope, schemaIssues } from "./Envelope.js"
 import { AttachmentId, ChannelId, GuildId, ingress } from "./Ids.js"
+import { ruleFilter, ruleTransform } from "./Refinements.js"
 
 export const MAX_MESSAGE_CONTENT_BYTES = 2000
 export const MAX_ATTACHMENTS_PER_MESSAGE = 5
@@ -27,16 +22,7 @@ export const UnsubscribePayload = Schema.Struct(ChannelTarget)
 
 export const MESSAGE_CREATE_CONTENT_BYTES_RULE = `content is at most ${MAX_MESSAGE_CONTENT_BYTES} UTF-8 bytes`
 
-/** The §3.2 content rule, shared by the wire and the decoded form. */
-const contentRule = (content: string, attachmentCount: number): true | string => {
-  const bytes = utf8ByteLength(content)
-  if (bytes > MAX_MESSAGE_CONTENT_BYTES)
-    return `content is ${bytes} UTF-8 bytes, over ${MAX_MESSAGE_CONTENT_BYTES}`
-  if (bytes === 0 && attachmentCount === 0)
-    return "content may be empty only when attachment_ids is non-empty"
-  return true
-}
-
+// The §3.2 content rule (`messageCreateContent`) holds for the wire and the decoded form alike.
 const MessageCreateWire = Schema.Struct({
   ...ChannelTarget,
   // The character bound is implied by the byte bound; it is here so the JSON Schema states it.
@@ -45,7 +31,7 @@ const MessageCreateWire = Schema.Struct({
     Schema.NullOr(Schema.Array(ingress(AttachmentId)).pipe(Schema.maxItems(MAX_ATTACHMENTS_PER_MESSAGE)))
   )
 }).pipe(
-  Schema.filter((message) => contentRule(message.content, message.attachment_ids?.length ?? 0), {
+  ruleFilter("messageCreateContent", [MAX_MESSAGE_CONTENT_BYTES], {
     jsonSchema: {
       $comment: "content may be empty only when attachment_ids is non-empty",
       if: { properties: { content: { type: "string", maxLength: 0 } }, required: ["content"] },
@@ -58,7 +44,7 @@ const MessageCreateWire = Schema.Struct({
  * `message_create`: null/absent attachments become `[]`; duplicates removed keeping first order.
  * The decoded form carries the same rules, so only valid commands can be constructed.
  */
-export const MessageCreatePayload = Schema.transform(
+export const MessageCreatePayload = ruleTransform(
   MessageCreateWire,
   Schema.Struct({
     guild_id: Schema.typeSchema(GuildId),
@@ -66,19 +52,11 @@ export const MessageCreatePayload = Schema.transform(
     content: Schema.String.pipe(Schema.maxLength(MAX_MESSAGE_CONTENT_BYTES)),
     attachment_ids: Schema.Array(Schema.typeSchema(AttachmentId)).pipe(
       Schema.maxItems(MAX_ATTACHMENTS_PER_MESSAGE),
-      Schema.filter((ids) => new Set(ids).size === ids.length || "attachment_ids must be unique")
+      ruleFilter("uniqueBy", [null, "attachment_ids must be unique"])
     )
-  }).pipe(Schema.filter((command) => contentRule(command.content, command.attachment_ids.length))),
-  {
-    strict: true,
-    decode: (wire) => ({
-      guild_id: wire.guild_id,
-      channel_id: wire.channel_id,
-      content: wire.content,
-      attachment_ids: [...new Set(wire.attachment_ids ?? [])]
-    }),
-    encode: (command) => command
-  }
+  }).pipe(ruleFilter("messageCreateContent", [MAX_MESSAGE_CONTENT_BYTES])),
+  "messageCreateCommand",
+  []
 )
 
 export type SubscribeCommand = { readonly _tag: "subscribe" } & typeof SubscribePayload.Type

@@ -5,6 +5,10 @@
  * top-level keys, as the original web client does. Both check the UTF-8 byte size before parsing.
  */
 import { Array as Arr, Either, Option, ParseResult, Schema, SchemaAST as AST } from "effect"
+import { declarationRule } from "./Refinements.js"
+import { DECLARATION_RULES, utf8ByteLength } from "./Rules.js"
+
+export { utf8ByteLength }
 
 export const PROTOCOL_VERSION = 1 as const
 
@@ -26,15 +30,13 @@ export const EventType = Schema.String.pipe(
   Schema.pattern(EVENT_TYPE_PATTERN, { message: () => "event type must match ^[a-z0-9_.]{1,64}$" })
 )
 
-const isJsonObject = (input: unknown): input is { readonly [key: string]: unknown } =>
-  typeof input === "object" && input !== null && !Array.isArray(input)
-
 /**
  * `d` must be a JSON object (not an array, not null). Passed through as parsed, not copied: a copy
  * made by assignment would turn an own `"__proto__"` key into the object's prototype, hiding it from
  * the payload decoder's unknown-key check (and exposing inherited values).
  */
-export const EnvelopeData = Schema.declare(isJsonObject, {
+export const EnvelopeData = Schema.declare(DECLARATION_RULES.isJsonObject, {
+  ...declarationRule("isJsonObject"),
   identifier: "EnvelopeData",
   description: "a JSON object",
   jsonSchema: { type: "object" }
@@ -51,24 +53,6 @@ export type EnvelopeRejection =
   | { readonly reason: "oversized"; readonly bytes: number }
   | { readonly reason: "invalid_json" }
   | { readonly reason: "invalid_envelope"; readonly detail: string }
-
-/** UTF-8 byte length of a string, without allocating (isomorphic: no Buffer). */
-export const utf8ByteLength = (text: string): number => {
-  let bytes = 0
-  for (let i = 0; i < text.length; i++) {
-    const unit = text.charCodeAt(i)
-    if (unit < 0x80) bytes += 1
-    else if (unit < 0x800) bytes += 2
-    else if (unit >= 0xd800 && unit <= 0xdbff && i + 1 < text.length) {
-      const next = text.charCodeAt(i + 1)
-      if (next >= 0xdc00 && next <= 0xdfff) {
-        bytes += 4
-        i++
-      } else bytes += 3
-    } else bytes += 3
-  }
-  return bytes
-}
 
 /**
  * Whether a JSON text nests arrays and objects deeper than `max` levels. One pass, no allocation,

@@ -6,6 +6,7 @@
  * does, and yields the canonical uppercase form so subscription keys always match published events.
  */
 import { Schema } from "effect"
+import { ruleTransform } from "./Refinements.js"
 
 /** Canonical ULID: 26 Crockford base32 characters, uppercase (no I, L, O, U). */
 export const ULID_PATTERN = /^[0-9A-HJKMNP-TV-Z]{26}$/
@@ -44,12 +45,13 @@ export type FriendRequestId = typeof FriendRequestId.Type
  * canonical uppercase branded id. Encoding yields the canonical form.
  */
 export const ingress = <A extends string, I extends string>(canonical: Schema.Schema<A, I>) =>
-  Schema.transform(
+  ruleTransform(
     Schema.String.pipe(
       Schema.pattern(ULID_PATTERN_ANY_CASE, {
         message: () => "expected a ULID (26 Crockford base32 characters)"
       })
     ),
     canonical,
-    { strict: false, decode: (raw) => raw.toUpperCase(), encode: (id) => id }
+    "upperCase",
+    []
   )

@@ -8,8 +8,8 @@
  */
 import { Schema } from "effect"
 import { MAX_ATTACHMENTS_PER_MESSAGE, MAX_MESSAGE_CONTENT_BYTES } from "./Commands.js"
-import { utf8ByteLength } from "./Envelope.js"
 import { AttachmentId, ChannelId, GuildId, MessageId, RoleId, UserId } from "./Ids.js"
+import { ruleFilter, ruleTransform } from "./Refinements.js"
 
 export const MAX_PRESENCE_SYNC_USER_IDS = 1024
 export const MAX_VOICE_PARTICIPANTS = 512
@@ -64,11 +64,7 @@ export const Username = Schema.String.pipe(Schema.minLength(1), Schema.maxLength
  */
 export const MessageContent = Schema.String.pipe(
   Schema.maxLength(MAX_MESSAGE_CONTENT_BYTES),
-  Schema.filter(
-    (content) =>
-      utf8ByteLength(content) <= MAX_MESSAGE_CONTENT_BYTES ||
-      `content is over ${MAX_MESSAGE_CONTENT_BYTES} UTF-8 bytes`
-  )
+  ruleFilter("maxUtf8Bytes", [MAX_MESSAGE_CONTENT_BYTES])
 )
 export const MESSAGE_CONTENT_BYTES_RULE = `content is at most ${MAX_MESSAGE_CONTENT_BYTES} UTF-8 bytes`
 
@@ -125,39 +121,22 @@ export const PermissionOverrideFields = Schema.Struct({ allow: Permissions, deny
 // Deduplication (the client keeps the first occurrence, in order)
 // ---------------------------------------------------------------------------------------------------------
 
-const firstByKey = <T>(items: ReadonlyArray<T>, key: (item: T) => string): ReadonlyArray<T> => {
-  const seen = new Set<string>()
-  const out: Array<T> = []
-  for (const item of items) {
-    const k = key(item)
-    if (!seen.has(k)) {
-      seen.add(k)
-      out.push(item)
-    }
-  }
-  return out
-}
-
-const isUniqueBy = <T>(items: ReadonlyArray<T>, key: (item: T) => string): boolean =>
-  new Set(items.map(key)).size === items.length
-
 /**
- * A wire array decoded with duplicates (by `key`) removed, first occurrence kept. The decoded side
- * is unique by construction; encoding is the identity.
+ * A wire array decoded with duplicates (by the item's `keyField`, or the item itself when `null`)
+ * removed, first occurrence kept. The decoded side is unique by construction; encoding is the identity.
  */
 export const dedupedArray = <A, I>(
   item: Schema.Schema<A, I>,
-  options: { readonly maxItems: number; readonly key: (item: A) => string; readonly keyName: string }
+  options: { readonly maxItems: number; readonly keyField: string | null; readonly keyName: string }
 ) =>
-  Schema.transform(
+  ruleTransform(
     Schema.Array(item).pipe(Schema.maxItems(options.maxItems)),
     Schema.Array(Schema.typeSchema(item)).pipe(
       Schema.maxItems(options.maxItems),
-      Schema.filter(
-        (items) => isUniqueBy(items, options.key) || `entries must be unique by ${options.keyName}`
-      )
+      ruleFilter("uniqueBy", [options.keyField, `entries must be unique by ${options.keyName}`])
     ),
-    { strict: true, decode: (items) => firstByKey(items, options.key), encode: (items) => items }
+    "firstBy",
+    [options.keyField]
   )
 
 // ---------------------------------------------------------------------------------------------------------
@@ -167,7 +146,7 @@ export const dedupedArray = <A, I>(
 const InlineText = Schema.String.pipe(Schema.maxLength(MAX_MARKDOWN_INLINE_CHARS))
 
 /** Fenced code language: the client lower-cases it. */
-export const CodeLanguage = Schema.transform(
+export const CodeLanguage = ruleTransform(
   Schema.String.pipe(
     Schema.minLength(1),
     Schema.maxLength(MAX_CODE_LANGUAGE_CHARS),
@@ -178,7 +157,8 @@ export const CodeLanguage = Schema.transform(
     Schema.maxLength(MAX_CODE_LANGUAGE_CHARS),
     Schema.pattern(/^[a-z0-9_.+-]+$/)
   ),
-  { strict: true, decode: (language) => language.toLowerCase(), encode: (language) => language }
+  "lowerCase",
+  []
 )
 
 const bareToken = <const T extends string>(type: T) => Schema.Struct({ type: Schema.Literal(type) })
@@ -217,11 +197,7 @@ export const FENCED_CODE_BLOCKS_RULE = `at most ${MAX_FENCED_CODE_BLOCKS} fenced
 
 export const MarkdownTokens = Schema.Array(MarkdownToken).pipe(
   Schema.maxItems(MAX_MARKDOWN_TOKENS),
-  Schema.filter(
-    (tokens) =>
-      tokens.filter((token) => token.type === "fenced_code").length <= MAX_FENCED_CODE_BLOCKS ||
-      FENCED_CODE_BLOCKS_RULE
-  )
+  ruleFilter("maxFencedCode", [MAX_FENCED_CODE_BLOCKS, FENCED_CODE_BLOCKS_RULE])
 )
 
 // ---------------------------------------------------------------------------------------------------------
@@ -264,28 +240,21 @@ export const Reaction = Schema.Struct({
   reactor_user_ids: Schema.optionalWith(
     Schema.Array(UserId).pipe(
       Schema.maxItems(MAX_REACTORS_PER_REACTION),
-      Schema.filter((ids) => isUniqueBy(ids, (id) => id) || "reactor_user_ids must be unique", {
+      ruleFilter("uniqueBy", [null, "reactor_user_ids must be unique"], {
         jsonSchema: { uniqueItems: true }
       })
     ),
     { exact: true }
   )
 }).pipe(
-  Schema.filter(
-    (reaction) => {
-      if (reaction.reacted_by_me === true && reaction.count === 0) return "reacted_by_me requires count >= 1"
-      if ((reaction.reactor_user_ids?.length ?? 0) > reaction.count) return REACTORS_WITHIN_COUNT_RULE
-      return true
-    },
-    {
-      identifier: "Reaction",
-      jsonSchema: {
-        $comment: "reacted_by_me: true requires count >= 1",
-        if: { properties: { reacted_by_me: { type: "boolean", const: true } }, required: ["reacted_by_me"] },
-        then: { properties: { count: { type: "integer", minimum: 1 } } }
-      }
+  ruleFilter("reactionCounts", [REACTORS_WITHIN_COUNT_RULE], {
+    identifier: "Reaction",
+    jsonSchema: {
+      $comment: "reacted_by_me: true requires count >= 1",
+      if: { properties: { reacted_by_me: { type: "boolean", const: true } }, required: ["reacted_by_me"] },
+      then: { properties: { count: { type: "integer", minimum: 1 } } }
     }
-  )
+  })
 )
 export type Reaction = typeof Reaction.Type
 
@@ -311,21 +280,13 @@ const MessageSnapshotWire = Schema.Struct({
   attachments: Schema.optionalWith(Attachments, { exact: true }),
   reactions: Schema.optionalWith(Reactions, { exact: true }),
   created_at_unix: UnixSeconds
-}).pipe(
-  Schema.filter(
-    (message) =>
-      message.content.length > 0 ||
-      (message.attachments ?? []).length > 0 ||
-      "content may be empty only when the message has attachments",
-    { jsonSchema: EMPTY_CONTENT_RULE_JSON_SCHEMA }
-  )
-)
+}).pipe(ruleFilter("contentOrAttachments", [], { jsonSchema: EMPTY_CONTENT_RULE_JSON_SCHEMA }))
 
 /**
  * A message as REST returns it (the flat `d` of `message_create`). The client treats missing
  * `attachments` / `reactions` as empty; the server always sends both.
  */
-export const MessageSnapshot = Schema.transform(
+export const MessageSnapshot = ruleTransform(
   MessageSnapshotWire,
   Schema.Struct({
     message_id: Schema.typeSchema(MessageId),
@@ -337,19 +298,9 @@ export const MessageSnapshot = Schema.transform(
     attachments: Schema.typeSchema(Attachments),
     reactions: Schema.typeSchema(Reactions),
     created_at_unix: UnixSeconds
-  }).pipe(
-    Schema.filter(
-      (message) =>
-        message.content.length > 0 ||
-        message.attachments.length > 0 ||
-        "content may be empty only when the message has attachments"
-    )
-  ),
-  {
-    strict: true,
-    decode: (wire) => ({ ...wire, attachments: wire.attachments ?? [], reactions: wire.reactions ?? [] }),
-    encode: (message) => message
-  }
+  }).pipe(ruleFilter("contentOrAttachments", [])),
+  "defaultEmptyLists",
+  [["attachments", "reactions"]]
 )
 export type MessageSnapshot = typeof MessageSnapshot.Type
 
@@ -379,7 +330,7 @@ export type VoiceParticipant = typeof VoiceParticipant.Type
 /** Voice participants of a snapshot, at most 512, duplicates by `identity` removed. */
 export const VoiceParticipants = dedupedArray(VoiceParticipant, {
   maxItems: MAX_VOICE_PARTICIPANTS,
-  key: (participant) => participant.identity,
+  keyField: "identity",
   keyName: "identity"
 })
 
@@ -414,10 +365,6 @@ export const bothOrNeither = (a: string, b: string) => ({ dependencies: { [a]: [
 export const atLeastOneOf =
   <const K extends string>(...keys: ReadonlyArray<K>) =>
   <A extends { readonly [P in K]?: unknown }, I, R>(self: Schema.Schema<A, I, R>) =>
-    self.pipe(
-      Schema.filter(
-        (fields: A) =>
-          keys.some((key) => fields[key] !== undefined) || `needs at least one of ${keys.join(", ")}`,
-        { jsonSchema: { allOf: [{ anyOf: keys.map((key) => ({ required: [key] })) }] } }
-      )
-    )
+    ruleFilter("atLeastOneOf", [keys], {
+      jsonSchema: { allOf: [{ anyOf: keys.map((key) => ({ required: [key] })) }] }
+    })(self)

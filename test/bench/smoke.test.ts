@@ -1,7 +1,7 @@
 /**
  * The benchmark harness cannot rot: `bench/main.ts --smoke` runs every part (raw `ws` and the
- * gateway at a tiny N with every phase, the registry-scaling pair, the dispatch, ingress and churn
- * micro-benchmarks) in real processes and exits 0 only when every run produced numbers, lost no
+ * gateway at a tiny N with every phase, the registry-scaling pair, the dispatch, ingress, churn and
+ * client decode micro-benchmarks) in real processes and exits 0 only when every run produced numbers, lost no
  * delivery and closed no socket unexpectedly. No speed is asserted.
  */
 import { spawn } from "node:child_process"
@@ -37,6 +37,7 @@ describe("bench smoke", () => {
       readonly dispatch: { readonly paths: ReadonlyArray<{ readonly nsPerDispatch: number }> } | null
       readonly ingress: { readonly cases: ReadonlyArray<unknown> } | null
       readonly churn: { readonly cases: ReadonlyArray<unknown> } | null
+      readonly decode: { readonly mixes: ReadonlyArray<unknown> } | null
     }
     expect(results.failures).toEqual([])
     expect(new Set(results.rows.map((row) => `${row.server}/${row.idleRooms > 0}`))).toEqual(
@@ -46,5 +47,6 @@ describe("bench smoke", () => {
     expect(results.dispatch?.paths).toHaveLength(3)
     expect(results.ingress?.cases.length).toBeGreaterThan(0)
     expect(results.churn?.cases).toHaveLength(1)
+    expect(results.decode?.mixes).toHaveLength(2)
   })
 })

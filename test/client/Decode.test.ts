@@ -3,7 +3,6 @@
  * vectors recorded from the original web client's own tests.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Either } from "effect"
 import * as fc from "fast-check"
 import { readFileSync } from "node:fs"
 import { decodeFrame } from "../../src/client/Decode.js"
@@ -24,13 +23,13 @@ const frame = (t: string, d: unknown, extra: object = {}) => JSON.stringify({ v:
 
 const accepted = (text: string): ClientEvent => {
   const result = decodeFrame(text)
-  if (Either.isLeft(result)) throw new Error(`expected accepted, got ${result.left.message}`)
+  if (result._tag === "Left") throw new Error(`expected accepted, got ${result.left.message}`)
   return result.right
 }
 
 const rejection = (text: string): { reason: DropReason; eventType: string | undefined } => {
   const result = decodeFrame(text)
-  if (Either.isRight(result)) throw new Error(`expected a drop, decoded ${JSON.stringify(result.right)}`)
+  if (result._tag === "Right") throw new Error(`expected a drop, decoded ${JSON.stringify(result.right)}`)
   return { reason: result.left.reason, eventType: result.left.eventType }
 }
 
@@ -70,7 +69,7 @@ describe("web-client vectors", () => {
   it.each(Object.entries(SERVER_SIDE_DISAGREEMENTS))("diverges on purpose: %s (%s)", (key) => {
     const entry = [...valid, ...invalid].find((vector) => vector.key === key)!
     const result = decodeFrame(frame(entry.type, entry.payload))
-    expect(Either.isRight(result)).toBe(key.includes(" invalid #"))
+    expect(result._tag === "Right").toBe(key.includes(" invalid #"))
   })
 
   it.each(validCases)("accepts valid %s", (_name, type, payload) => {

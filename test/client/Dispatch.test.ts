@@ -1,7 +1,7 @@
 import { describe, expect, expectTypeOf, it } from "@effect/vitest"
 import { Arbitrary, Either, FastCheck } from "effect"
 import { CLIENT_EVENT_TYPES, decodeFrame, LEGACY_EVENTS } from "../../src/client/Decode.js"
-import type { ClientEvent, ClientEventType } from "../../src/client/Decode.js"
+import type { ClientEvent, ClientEventType, FrameDropped, Result } from "../../src/client/Decode.js"
 import { makeDispatcher } from "../../src/client/Dispatch.js"
 import type { Handlers } from "../../src/client/Dispatch.js"
 import { encodePayload } from "../../src/protocol/EventDefinition.js"
@@ -10,6 +10,14 @@ import { EVENTS, Manifest } from "../../src/protocol/Manifest.js"
 import type { PayloadOfType } from "../../src/protocol/Manifest.js"
 
 const frame = (t: string, d: unknown) => JSON.stringify({ v: 1, t, d })
+
+const rightOrThrow = (result: Result<ClientEvent, FrameDropped>): ClientEvent => {
+  if (result._tag === "Left") throw result.left
+  return result.right
+}
+const rightOrReason = (result: Result<ClientEvent, FrameDropped>) =>
+  result._tag === "Right" ? result.right.type : result.left.reason
+const isDropped = (result: Result<ClientEvent, FrameDropped>) => result._tag === "Left"
 
 /** Valid wire payloads of an event, generated from its own schema. */
 const samplePayloads = (event: EventDefinition, count: number): Array<unknown> =>
@@ -72,7 +80,7 @@ describe("registry completeness", () => {
       const payloads = samplePayloads(event as EventDefinition, 5)
       for (const payload of payloads) {
         const result = dispatcher.dispatchFrame(frame(type, payload))
-        if (Either.isLeft(result)) throw new Error(`${type} did not decode: ${result.left.message}`)
+        if (result._tag === "Left") throw new Error(`${type} did not decode: ${result.left.message}`)
       }
       const expectedTypes = Object.hasOwn(LEGACY_EVENTS, type)
         ? (Manifest.lookup(type)?.migration?.replacedBy ?? [])
@@ -112,9 +120,7 @@ describe("dispatcher", () => {
       "{broken",
       frame("ready", { user_id: CHANNEL }),
       frame("presence_update", { guild_id: GUILD, user_id: CHANNEL, status: "online" })
-    ].map((text) =>
-      Either.match(dispatcher.dispatchFrame(text), { onLeft: (d) => d.reason, onRight: (e) => e.type })
-    )
+    ].map((text) => rightOrReason(dispatcher.dispatchFrame(text)))
     expect(results).toEqual([
       "invalid_payload",
       "invalid_payload",
@@ -128,8 +134,8 @@ describe("dispatcher", () => {
 
   it("reports whether a handler took the event", () => {
     const dispatcher = makeDispatcher({ ready: () => {} })
-    const ready = Either.getOrThrow(decodeFrame(frame("ready", { user_id: CHANNEL })))
-    const subscribed = Either.getOrThrow(
+    const ready = rightOrThrow(decodeFrame(frame("ready", { user_id: CHANNEL })))
+    const subscribed = rightOrThrow(
       decodeFrame(frame("subscribed", { guild_id: GUILD, channel_id: CHANNEL }))
     )
     expect(dispatcher.dispatch(ready)).toBe(true)
@@ -142,7 +148,7 @@ describe("dispatcher", () => {
     const hostile = JSON.parse('{"__proto__": {"ready": 1}, "constructor": 2}') as Handlers
     for (const handlers of [inherited, hostile]) {
       const dispatcher = makeDispatcher(handlers)
-      const ready = Either.getOrThrow(decodeFrame(frame("ready", { user_id: CHANNEL })))
+      const ready = rightOrThrow(decodeFrame(frame("ready", { user_id: CHANNEL })))
       expect(dispatcher.dispatch(ready)).toBe(false)
     }
     expect(calls).toEqual([])
@@ -161,7 +167,7 @@ describe("legacy workspace_channel_override_update", () => {
       frame("workspace_channel_permission_override_update", targetShape),
       frame("workspace_channel_permission_override_update", targetShape)
     ]) {
-      decoded.push(Either.getOrThrow(dispatcher.dispatchFrame(text)))
+      decoded.push(rightOrThrow(dispatcher.dispatchFrame(text)))
     }
     expect(decoded.map((event) => [event.type, event.legacyType])).toEqual([
       ["workspace_channel_role_override_update", "workspace_channel_override_update"],
@@ -183,13 +189,13 @@ describe("legacy workspace_channel_override_update", () => {
     const dispatcher = makeDispatcher({})
     const { role: _role, ...neither } = roleShape
     const result = dispatcher.dispatchFrame(frame("workspace_channel_override_update", neither))
-    expect(Either.isLeft(result) && [result.left.reason, result.left.eventType]).toEqual([
+    expect(result._tag === "Left" && [result.left.reason, result.left.eventType]).toEqual([
       "invalid_payload",
       "workspace_channel_override_update"
     ])
     // An explicit event with the other shape is not rescued by shape: names stay strict.
     expect(
-      Either.isLeft(dispatcher.dispatchFrame(frame("workspace_channel_role_override_update", targetShape)))
+      isDropped(dispatcher.dispatchFrame(frame("workspace_channel_role_override_update", targetShape)))
     ).toBe(true)
     expect(Object.fromEntries(dispatcher.compatibilityCounters())).toEqual({
       "channel_override_migration:legacy_decode": 0,

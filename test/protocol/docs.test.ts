@@ -1,9 +1,17 @@
 /**
- * The generated contract files are what the generator produces now (`npm run docs` regenerates
- * them), and the catalog's event headings are exactly the manifest.
+ * The generated contract files (docs and the client's decoders) are what the generators produce now
+ * (`npm run docs` regenerates them), and the catalog's event headings are exactly the manifest.
  */
 import { readFileSync } from "node:fs"
 import { describe, expect, it } from "vitest"
+import { Schema } from "effect"
+import {
+  compileDecoder,
+  GENERATED_DECODERS_PATH,
+  GeneratorError,
+  renderClientDecoders
+} from "../../scripts/client-decoders.js"
+import { ruleFilter } from "../../src/protocol/Refinements.js"
 import { renderEventCatalog } from "../../src/protocol/Catalog.js"
 import { CLOSE_CODES } from "../../src/protocol/CloseCodes.js"
 import { Manifest, renderJsonManifest } from "../../src/protocol/Manifest.js"
@@ -17,6 +25,40 @@ describe("generated docs", () => {
 
   it("docs/GATEWAY_EVENTS.md is up to date (run `npm run docs`)", () => {
     expect(doc("GATEWAY_EVENTS.md")).toBe(renderEventCatalog())
+  })
+
+  it(`${GENERATED_DECODERS_PATH} is up to date (run \`npm run docs\`)`, () => {
+    const committed = readFileSync(new URL(`../../${GENERATED_DECODERS_PATH}`, import.meta.url), "utf8")
+    expect(committed).toBe(renderClientDecoders())
+  })
+
+  it.each([
+    ["a filter with no rule", Schema.String.pipe(Schema.filter((s) => s.length % 2 === 0))],
+    ["a transformation with no rule", Schema.NumberFromString],
+    ["a declaration with no rule", Schema.Struct({ at: Schema.DateFromSelf })],
+    ["an index signature", Schema.Record({ key: Schema.String, value: Schema.Number })],
+    ["a recursive schema", Schema.suspend(() => Schema.String)],
+    ["a tuple", Schema.Tuple(Schema.String, Schema.Number)],
+    [
+      "a union told apart by two literal keys",
+      Schema.Union(
+        Schema.Struct({ a: Schema.Literal("x"), n: Schema.Number }),
+        Schema.Struct({ b: Schema.Literal("y"), s: Schema.String })
+      )
+    ]
+  ])("the decoder generator fails loudly on %s", (_name, schema) => {
+    expect(() => compileDecoder(schema, "tolerant")).toThrow(GeneratorError)
+  })
+
+  it("the decoder generator compiles a rule filter and the built-in filters", () => {
+    const schema = Schema.Struct({
+      name: Schema.String.pipe(
+        Schema.minLength(1),
+        Schema.maxLength(8),
+        ruleFilter("trimmedLength", [8, "m"])
+      )
+    })
+    expect(compileDecoder(schema, "strict")).toContain(`FILTER_RULES.trimmedLength(v as never, 8, "m")`)
   })
 
   it("has one event heading per manifest entry, active events before the deprecated section", () => {

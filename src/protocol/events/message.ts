@@ -2,6 +2,7 @@
 import { Schema } from "effect"
 import { defineEvent } from "../EventDefinition.js"
 import { ChannelId, GuildId, MessageId, UserId } from "../Ids.js"
+import { ruleFilter } from "../Refinements.js"
 import {
   atLeastOneOf,
   bothOrNeither,
@@ -82,10 +83,9 @@ export const MessageReaction = defineEvent({
     operation: Schema.optionalWith(ReactionOperation, { exact: true }),
     actor_user_id: Schema.optionalWith(UserId, { exact: true })
   }).pipe(
-    Schema.filter(
-      (reaction) =>
-        (reaction.operation === undefined) === (reaction.actor_user_id === undefined) ||
-        "operation and actor_user_id are present together or not at all",
+    ruleFilter(
+      "togetherOrNeither",
+      ["operation", "actor_user_id", "operation and actor_user_id are present together or not at all"],
       { jsonSchema: bothOrNeither("operation", "actor_user_id") }
     )
   )

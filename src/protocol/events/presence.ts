@@ -16,7 +16,7 @@ export const PresenceSync = defineEvent({
     guild_id: GuildId,
     user_ids: dedupedArray(UserId, {
       maxItems: MAX_PRESENCE_SYNC_USER_IDS,
-      key: (id) => id,
+      keyField: null,
       keyName: "user id"
     })
   })

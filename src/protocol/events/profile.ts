@@ -2,6 +2,7 @@
 import { Schema } from "effect"
 import { defineEvent } from "../EventDefinition.js"
 import { UserId } from "../Ids.js"
+import { ruleFilter } from "../Refinements.js"
 import {
   atLeastOneOf,
   FENCED_CODE_BLOCKS_RULE,
@@ -31,11 +32,9 @@ export const ProfileUpdate = defineEvent({
       about_markdown_tokens: Schema.optionalWith(MarkdownTokens, { exact: true })
     }).pipe(
       atLeastOneOf("username", "about_markdown", "about_markdown_tokens"),
-      Schema.filter(
-        (fields) =>
-          fields.about_markdown_tokens === undefined ||
-          fields.about_markdown !== undefined ||
-          "about_markdown_tokens requires about_markdown",
+      ruleFilter(
+        "requires",
+        ["about_markdown_tokens", "about_markdown", "about_markdown_tokens requires about_markdown"],
         { jsonSchema: { dependencies: { about_markdown_tokens: ["about_markdown"] } } }
       )
     ),

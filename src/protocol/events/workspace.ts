@@ -2,6 +2,7 @@
 import { Schema } from "effect"
 import { defineEvent } from "../EventDefinition.js"
 import { ChannelId, GuildId, RoleId, UserId } from "../Ids.js"
+import { ruleFilter } from "../Refinements.js"
 import {
   atLeastOneOf,
   ChannelSummary,
@@ -128,10 +129,7 @@ export const WorkspaceRoleUpdate = defineEvent({
       name: Schema.optionalWith(
         Schema.String.pipe(
           Schema.minLength(1),
-          Schema.filter((name) => {
-            const length = name.trim().length
-            return (length >= 1 && length <= MAX_ROLE_NAME_CHARS) || ROLE_NAME_TRIMMED_RULE
-          })
+          ruleFilter("trimmedLength", [MAX_ROLE_NAME_CHARS, ROLE_NAME_TRIMMED_RULE])
         ),
         { exact: true }
       ),
