@@ -1,6 +1,14 @@
 import js from "@eslint/js"
 import tseslint from "typescript-eslint"
 
+// A later config object's `no-restricted-imports` replaces an earlier one's, so each folder's rule
+// repeats the shared entries from here.
+const noEffectSchemaPackage = { name: "@effect/schema", message: "Use effect/Schema." }
+const isomorphic = [
+  { group: ["node:*"], message: "protocol and client are isomorphic: no Node built-ins." },
+  { group: ["**/server/**", "**/server/*"], message: "protocol and client never import the server." }
+]
+
 export default tseslint.config(
   { ignores: ["node_modules/", "dist/", "coverage/"] },
   js.configs.recommended,
@@ -9,27 +17,13 @@ export default tseslint.config(
     rules: {
       "@typescript-eslint/no-unused-vars": ["error", { argsIgnorePattern: "^_", varsIgnorePattern: "^_" }],
       "@typescript-eslint/consistent-type-imports": "error",
-      "no-restricted-imports": [
-        "error",
-        { paths: [{ name: "@effect/schema", message: "Use effect/Schema." }] }
-      ]
+      "no-restricted-imports": ["error", { paths: [noEffectSchemaPackage] }]
     }
   },
   {
     files: ["src/protocol/**/*.ts", "src/client/**/*.ts"],
     rules: {
-      "no-restricted-imports": [
-        "error",
-        {
-          patterns: [
-            { group: ["node:*"], message: "protocol and client are isomorphic: no Node built-ins." },
-            {
-              group: ["**/server/**", "**/server/*"],
-              message: "protocol and client never import the server."
-            }
-          ]
-        }
-      ]
+      "no-restricted-imports": ["error", { paths: [noEffectSchemaPackage], patterns: isomorphic }]
     }
   },
   {
@@ -40,12 +34,9 @@ export default tseslint.config(
       "no-restricted-imports": [
         "error",
         {
+          paths: [noEffectSchemaPackage],
           patterns: [
-            { group: ["node:*"], message: "protocol and client are isomorphic: no Node built-ins." },
-            {
-              group: ["**/server/**", "**/server/*"],
-              message: "protocol and client never import the server."
-            },
+            ...isomorphic,
             {
               group: ["effect", "effect/*", "@effect/*"],
               allowTypeImports: true,
