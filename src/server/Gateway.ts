@@ -10,6 +10,7 @@ import type { Socket } from "node:net"
 import type { Duplex } from "node:stream"
 import { Clock, Context, Duration, Effect, Either, FiberSet, Layer, Queue, Schedule } from "effect"
 import { WebSocket, WebSocketServer, type RawData, type ServerOptions } from "ws"
+import type { Command } from "../protocol/Commands.js"
 import type { EventDefinition, PayloadOf } from "../protocol/EventDefinition.js"
 import { decodePayload } from "../protocol/EventDefinition.js"
 import { Ready } from "../protocol/events/connection.js"
@@ -49,7 +50,25 @@ export interface GatewayShape extends Publisher {
   readonly busHealthy: () => boolean
   /** Open connections on this node. */
   readonly connectionCount: () => number
+  /**
+   * Sets (or with `undefined` removes) the one observer of this node's broadcasts — the inspector's,
+   * called once per event after its delivery loop, never per delivery.
+   */
+  readonly setPublishTap: (tap: PublishTap | undefined) => void
+  /**
+   * Runs a command on a connection's behalf, in order with its own commands (the inspector's "drop
+   * subscription"); false when the connection is closed or its command queue is full.
+   */
+  readonly runCommand: (connection: Connection, command: Command) => boolean
 }
+
+/** Observes one broadcast: its frame, route, how many local connections it was offered to, and whence. */
+export type PublishTap = (
+  frame: Outbound.Frame,
+  route: Bus.Route,
+  recipients: number,
+  origin: "local" | "bus"
+) => void
 
 export class Gateway extends Context.Tag("filament/Gateway")<Gateway, GatewayShape>() {}
 
@@ -150,6 +169,8 @@ export const make = Effect.gen(function* () {
   let onAllClosed: (() => void) | undefined
   let accepting = true
   let nextConnectionId = 1
+  // Undefined unless an inspector is looking: a publish then pays one comparison.
+  let publishTap: PublishTap | undefined
 
   /** An unbuildable frame is counted and logged, never delivered, never thrown. */
   const buildFailed = (event: EventDefinition, error: OutboundError) =>
@@ -190,14 +211,14 @@ export const make = Effect.gen(function* () {
         return Effect.zipRight(
           followUps.publishing(event, payload, publisher),
           Effect.flatMap(recipients, (recipients) => {
-            // Onto the bus first: other nodes send to their recipients while this one loops over its own.
-            bus.publish(
+            const route: Bus.Route =
               event.scope === "channel"
                 ? { scope: "channel", guildId: target.guild_id, channelId: target.channel_id }
-                : { scope: "guild", guildId: target.guild_id },
-              frame
-            )
+                : { scope: "guild", guildId: target.guild_id }
+            // Onto the bus first: other nodes send to their recipients while this one loops over its own.
+            bus.publish(route, frame)
             const { delivered } = Fanout.broadcast(metrics, frame, recipients)
+            if (publishTap !== undefined) publishTap(frame, route, recipients.length, "local")
             return Effect.as(followUps.published(event, payload, publisher), delivered)
           })
         )
@@ -210,8 +231,10 @@ export const make = Effect.gen(function* () {
         const recipients: Array<Connection> = []
         const users = new Set(userIds)
         for (const userId of users) recipients.push(...(yield* registry.userMembers(userId)))
-        bus.publish({ scope: "user", userIds: [...users] }, frame)
+        const route: Bus.Route = { scope: "user", userIds: [...users] }
+        bus.publish(route, frame)
         const { delivered } = Fanout.broadcast(metrics, frame, recipients)
+        if (publishTap !== undefined) publishTap(frame, route, recipients.length, "local")
         yield* followUps.published(event, payload, publisher)
         return delivered
       }),
@@ -441,6 +464,7 @@ export const make = Effect.gen(function* () {
             ? yield* registry.guildMembers(route.guildId)
             : yield* registry.userMembers(route.userIds[0]!)
       Fanout.broadcast(metrics, frame, recipients)
+      if (publishTap !== undefined) publishTap(frame, route, recipients.length, "bus")
       // The after-delivery follow-ups (revocation) act on this node's connections too; the
       // before-delivery ones (projections, dual emit) ran once, on the publishing node.
       const event = Manifest.lookup(frame.eventType)
@@ -485,7 +509,18 @@ export const make = Effect.gen(function* () {
     },
     isAccepting: () => accepting,
     busHealthy: bus.healthy,
-    connectionCount: () => live.size
+    connectionCount: () => live.size,
+    setPublishTap: (tap) => {
+      publishTap = tap
+    },
+    runCommand: (connection, command) => {
+      if (!connection.isOpen) return false
+      const pending = (connection.pendingCommands ??= [])
+      if (pending.length >= config.maxPendingCommands) return false
+      pending.push(command)
+      ingress.resume(connection)
+      return true
+    }
   }
   return gateway
 })

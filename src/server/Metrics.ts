@@ -36,6 +36,10 @@ export type HttpSurface = "upgrade" | "publish" | "other"
 export type HttpRejectReason =
   "request_timeout" | "rate_limited" | "ip_connection_limit" | "body_too_large" | "length_required"
 
+/** How an inspector (`/admin`) call ended: the `outcome` label, a closed set. */
+export type AdminRequestOutcome =
+  "ok" | "unauthorized" | "rate_limited" | "invalid" | "not_found" | "too_many_viewers"
+
 /** The label every ingress `t` outside the protocol's own names is counted under. */
 export const OTHER_EVENT_TYPE = "other"
 
@@ -157,6 +161,11 @@ const FAMILIES = [
     name: "filament_gateway_bus_lag_seconds",
     help: "From publish on another node to the start of local delivery.",
     type: "histogram"
+  },
+  {
+    name: "filament_gateway_admin_requests_total",
+    help: "Inspector (/admin) calls by outcome.",
+    type: "counter"
   }
 ] as const satisfies ReadonlyArray<Family>
 
@@ -209,6 +218,7 @@ export interface GatewayMetricsShape {
   /** The bus is connected again after `outageSeconds` down. */
   readonly busReconnected: (outageSeconds: number) => void
   readonly busLag: (seconds: number) => void
+  readonly adminRequest: (outcome: AdminRequestOutcome) => void
   /** Prometheus text exposition 0.0.4 of every family (HELP and TYPE even without series). */
   readonly render: () => string
 }
@@ -308,6 +318,8 @@ export const make = (): GatewayMetricsShape => {
   const busReconnects = counter("filament_gateway_bus_reconnects_total")
   const busOutage = counter("filament_gateway_bus_outage_seconds_total")
   const busLag = Metric.histogram("filament_gateway_bus_lag_seconds", FANOUT_BOUNDARIES)
+  const adminRequests = counter("filament_gateway_admin_requests_total")
+  const outcome = labelSets("outcome")
   const scopeType = labelSets("scope", "event_type")
   const scopeTypeReason = labelSets("scope", "event_type", "reason")
   const scopeReason = labelSets("scope", "reason")
@@ -351,6 +363,7 @@ export const make = (): GatewayMetricsShape => {
       busOutage.unsafeModify(outageSeconds, [])
     },
     busLag: (seconds) => busLag.unsafeUpdate(seconds, []),
+    adminRequest: (why) => adminRequests.unsafeModify(1, outcome(why)),
     render: () => renderPrometheus(Metric.unsafeSnapshot())
   }
 }

@@ -13,6 +13,7 @@ import { GatewayConfig } from "./Config.js"
 import * as Gateway from "./Gateway.js"
 import * as Http from "./Http.js"
 import { GatewayServer } from "./Http.js"
+import * as Inspector from "./inspector/Inspector.js"
 import { ulid } from "./Messages.js"
 
 const DEMO_TOKEN_SECONDS = 24 * 60 * 60
@@ -55,7 +56,12 @@ const program = Effect.gen(function* () {
   return yield* Effect.never
 })
 
-const MainLive = Http.layer.pipe(Layer.provideMerge(Gateway.layerDefault), Layer.provideMerge(Config.layer))
+const MainLive = Http.layer.pipe(
+  // The inspector's routes (`/admin`), served only when GATEWAY_ADMIN_KEY is set.
+  Layer.provideMerge(Inspector.layer),
+  Layer.provideMerge(Gateway.layerDefault),
+  Layer.provideMerge(Config.layer)
+)
 
 /** How long the primary waits, beyond the close grace, for a worker to drain before killing it. */
 const WORKER_EXIT_MARGIN = Duration.seconds(5)

@@ -1,0 +1,2 @@
+export const APP_JS = ""
+export const APP_CSS = ""
