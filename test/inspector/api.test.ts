@@ -9,9 +9,8 @@ import * as Config from "../../src/server/Config.js"
 import { MessageCreate } from "../../src/protocol/events/message.js"
 import { CONTENT_SECURITY_POLICY } from "../../src/server/inspector/Inspector.js"
 import { eventually } from "../adversarial/support.js"
+import { ADMIN_KEY } from "./support.js"
 import { DEADLINE_MS, message, newId, startGateway, type Harness } from "../server/harness.js"
-
-export const ADMIN_KEY = Redacted.make("test-admin-key-0123456789-0123456789-xyz")
 
 const ADMIN = { adminKey: Option.some(ADMIN_KEY) }
 
