@@ -6,11 +6,13 @@
 import { describe, expect, it } from "@effect/vitest"
 import { ConfigProvider, Duration, Effect, Option, Redacted, TestClock } from "effect"
 import * as Config from "../../src/server/Config.js"
+import { FriendRemove } from "../../src/protocol/events/friend.js"
+import type { UserId } from "../../src/protocol/Ids.js"
 import { MessageCreate } from "../../src/protocol/events/message.js"
 import { CONTENT_SECURITY_POLICY } from "../../src/server/inspector/Inspector.js"
 import { eventually } from "../adversarial/support.js"
 import { ADMIN_KEY } from "./support.js"
-import { DEADLINE_MS, message, newId, startGateway, type Harness } from "../server/harness.js"
+import { DEADLINE_MS, message, newId, startGateway, typed, type Harness } from "../server/harness.js"
 
 const ADMIN = { adminKey: Option.some(ADMIN_KEY) }
 
@@ -320,6 +322,40 @@ describe("inspector admin API", () => {
       )
       expect(valid).toMatchObject({ status: 202, body: { recipients: 1 } })
       expect((yield* client.nextOfType("channel_create")).d["channel"]).toMatchObject({ name: "ops" })
+    })
+  )
+
+  it.scoped("live tail of a user: the events delivered to any of the user's connections, nobody else's", () =>
+    Effect.gen(function* () {
+      const harness = yield* startGateway(ADMIN)
+      const cookie = yield* login(harness)
+      const [user, other, guild, channel, elsewhere] = [newId(), newId(), newId(), newId(), newId()]
+      const client = yield* harness.connectReady(user, { [guild]: "*" })
+      yield* client.subscribe(guild, channel)
+      const tail = yield* openTail(harness, cookie, `user=${user}`)
+      yield* eventually("tail ready", () => tail.events.some((event) => event.event === "ready"))
+      yield* harness.gateway.publish(MessageCreate, message(guild, elsewhere, "not hers"))
+      yield* harness.gateway.publishToUsers(
+        FriendRemove,
+        typed(FriendRemove, { user_id: other, friend_user_id: newId(), removed_at_unix: 1_700_000_000 }),
+        [other as UserId]
+      )
+      yield* harness.gateway.publish(MessageCreate, message(guild, channel, "hers"))
+      yield* harness.gateway.publishToUsers(
+        FriendRemove,
+        typed(FriendRemove, { user_id: user, friend_user_id: newId(), removed_at_unix: 1_700_000_000 }),
+        [user as UserId]
+      )
+      yield* eventually("two events", () => tail.events.filter((e) => e.event === "tail").length === 2)
+      const seen = tail.events.filter((event) => event.event === "tail").map((event) => event.data)
+      expect(seen.map((event) => [event.t, event.scope])).toEqual([
+        ["message_create", "channel"],
+        ["friend_remove", "user"]
+      ])
+      expect(seen[0].payload.content).toBe("hers")
+      expect(seen[1].route).toEqual({ scope: "user", userIds: [user] })
+      expect((yield* admin(harness, cookie, "/admin/api/tail?user=nope")).status).toBe(400)
+      expect((yield* admin(harness, cookie, `/admin/api/tail?user=${user}&guild=${guild}`)).status).toBe(400)
     })
   )
 
