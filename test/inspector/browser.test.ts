@@ -83,13 +83,15 @@ describe("inspector in a real browser", () => {
 
         // A wrong key is refused and counted.
         yield* step(() => page.goto(`${base}/admin`))
+        // The form appears once the page's session probe has been refused (counted before it answers).
+        yield* step(() => page.locator("#admin-key").waitFor())
         const unauthorized = yield* harness.metric("filament_gateway_admin_requests_total", {
           outcome: "unauthorized"
         })
         yield* step(() => page.fill("#admin-key", "not-the-admin-key-0123456789-0123456789"))
         yield* step(() => page.click("button[type=submit]"))
         yield* step(() => page.getByTestId("login-error").filter({ hasText: "Wrong key." }).waitFor())
-        // The sign-in probe (no session yet) and the wrong key.
+        // The wrong key alone (the probe was counted before the baseline).
         expect(
           (yield* harness.metric("filament_gateway_admin_requests_total", { outcome: "unauthorized" })) -
             unauthorized
