@@ -38,7 +38,7 @@ export type HttpRejectReason =
 
 /** How an inspector (`/admin`) call ended: the `outcome` label, a closed set. */
 export type AdminRequestOutcome =
-  "ok" | "unauthorized" | "rate_limited" | "invalid" | "not_found" | "too_many_viewers"
+  "ok" | "unauthorized" | "rate_limited" | "invalid" | "not_found" | "too_many_viewers" | "error"
 
 /** The label every ingress `t` outside the protocol's own names is counted under. */
 export const OTHER_EVENT_TYPE = "other"

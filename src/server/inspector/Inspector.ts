@@ -185,7 +185,9 @@ export const make = Effect.gen(function* () {
                 ? "not_found"
                 : status === 429
                   ? "too_many_viewers"
-                  : "invalid"
+                  : status >= 500
+                    ? "error"
+                    : "invalid"
       }
       metrics.adminRequest(outcome)
       return HttpServerResponse.setHeaders(response, SECURITY_HEADERS)
@@ -267,6 +269,9 @@ export const make = Effect.gen(function* () {
     // The connection's own unsubscribe, in order with its commands: follow-ups run and it gets the ack.
     if (!gateway.runCommand(connection, { _tag: "unsubscribe", guild_id, channel_id }))
       return json(409, { error: "connection_busy" })
+    yield* Effect.logInfo("gateway.admin.subscription_dropped").pipe(
+      Effect.annotateLogs({ user_id: connection.userId, connection_id: connection.id, guild_id, channel_id })
+    )
     return json(202, { connection: connection.id, guild_id, channel_id })
   }).pipe(Effect.catchAll(refused))
 
