@@ -8,7 +8,6 @@ import type { ChannelId, GuildId, UserId } from "../../protocol/Ids.js"
 import type { Connection, ConnectionId } from "../Connection.js"
 import * as MemberList from "../MemberList.js"
 import type { RegistryState } from "../Registry.js"
-import { NODE_ID } from "./Overview.js"
 
 export interface Ranked {
   readonly id: string
@@ -43,7 +42,8 @@ export const top = (state: RegistryState, limit: number) => ({
 export const userConnections = (
   state: RegistryState,
   userId: UserId,
-  now: number
+  now: number,
+  node: string
 ): ReadonlyArray<ConnectionView> => {
   const members = HashMap.get(state.users, userId)
   if (Option.isNone(members)) return []
@@ -53,7 +53,7 @@ export const userConnections = (
     if (entry === undefined) continue
     views.push({
       id: connection.id,
-      node: NODE_ID,
+      node,
       connectedAt: connection.connectedAt,
       ageSeconds: Math.max(0, Math.round((now - connection.connectedAt) / 1000)),
       subscriptions: [...entry.channels].map((key) => {

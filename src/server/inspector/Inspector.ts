@@ -2,9 +2,10 @@
  * The inspector: a page served by the gateway itself (`/admin`) to see and steer a running node —
  * overview, explore, live tail, publish console. This folder owns it whole: the admin API routes and
  * their guard (this module), who may use them (`Session`), the overview sampler (`Overview`), the
- * registry queries (`Explore`), the live tail hub (`Tail`) and the page (`Assets`, built from
- * `page/`). It is off unless `GATEWAY_ADMIN_KEY` is set, and reaches the rest of the gateway only
- * through `Gateway`, `SubscriptionRegistry`, `GatewayMetrics` and `GatewayConfig`.
+ * registry queries (`Explore`), the cluster view (`Cluster`), the live tail hub (`Tail`) and the
+ * page (`Assets`, built from `page/`). It is off unless `GATEWAY_ADMIN_KEY` is set, and reaches the
+ * rest of the gateway only through `Gateway`, `SubscriptionRegistry`, `GatewayMetrics` and
+ * `GatewayConfig` (and, for the cluster view, the gateway's Redis client module).
  *
  * Every response carries a strict Content-Security-Policy (no inline script, nothing from another
  * origin); every call is rate-limited per client address and counted
@@ -22,6 +23,7 @@ import { AdminRoutes, decodePublishRequest } from "../Http.js"
 import { GatewayMetrics, type AdminRequestOutcome } from "../Metrics.js"
 import { SubscriptionRegistry, channelKey } from "../Registry.js"
 import * as Assets from "./Assets.js"
+import * as Cluster from "./Cluster.js"
 import * as Explore from "./Explore.js"
 import * as Overview from "./Overview.js"
 import * as Session from "./Session.js"
@@ -141,6 +143,7 @@ export const make = Effect.gen(function* () {
   }
   const refreshTap = () => gateway.setPublishTap(overview.active() || hub.viewers() > 0 ? tap : undefined)
   const overview: Overview.Overview = yield* Overview.make(refreshTap)
+  const cluster = yield* Cluster.make(overview)
   const hub = Tail.make({
     maxViewers: config.adminMaxTailViewers,
     eventsPerSecond: config.adminTailEventsPerSecond,
@@ -216,7 +219,8 @@ export const make = Effect.gen(function* () {
     const request = yield* HttpServerRequest.HttpServerRequest
     const since = Number(new URL(request.url, "http://admin.invalid").searchParams.get("since") ?? "0")
     overview.viewed()
-    return json(200, yield* overview.snapshot(Number.isFinite(since) ? since : 0))
+    const snapshot = yield* overview.snapshot(Number.isFinite(since) ? since : 0)
+    return json(200, { ...snapshot, peers: yield* cluster.peers })
   })
 
   const topRoute = Effect.gen(function* () {
@@ -230,8 +234,8 @@ export const make = Effect.gen(function* () {
     const params = yield* HttpRouter.params
     const user = decodeUser(params["userId"])
     if (Either.isLeft(user)) return json(400, { error: "invalid_user_id" })
-    const connections = Explore.userConnections(yield* registry.state, user.right, now())
-    return json(200, { user_id: user.right, node: Overview.NODE_ID, connections })
+    const connections = Explore.userConnections(yield* registry.state, user.right, now(), overview.node)
+    return json(200, { user_id: user.right, node: overview.node, connections })
   })
 
   /** The connection named by the `:connectionId` path parameter, with the registry state it was found in. */
@@ -313,7 +317,7 @@ export const make = Effect.gen(function* () {
         viewer === undefined
           ? Stream.make(sse("error", { error: "too_many_viewers" }))
           : Stream.concat(
-              Stream.make(sse("ready", { filter, node: Overview.NODE_ID })),
+              Stream.make(sse("ready", { filter, node: overview.node })),
               Stream.repeatEffect(Effect.map(viewer.take, (event) => sse("tail", event)))
             ).pipe(
               Stream.merge(

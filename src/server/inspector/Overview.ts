@@ -5,6 +5,7 @@
  * `filament_gateway_events_emitted_total`; publishes per event type are counted by the inspector's
  * publish tap while the sampler runs (per event, never per delivery).
  */
+import { randomBytes } from "node:crypto"
 import { hostname } from "node:os"
 import { Clock, Duration, Effect, FiberSet, HashMap, Metric } from "effect"
 import type { MetricPair } from "effect"
@@ -17,7 +18,8 @@ const HISTORY = 300
 /** The sampler stops this long after the last overview request. */
 const IDLE_MS = 30_000
 
-export const NODE_ID = `${hostname()}:${process.pid}`
+/** This gateway's name in the inspector: host, process and a suffix (a process may run several). */
+const nodeId = () => `${hostname()}:${process.pid}:${randomBytes(2).toString("hex")}`
 
 export interface Sample {
   /** Gateway `Clock` time (ms). */
@@ -55,6 +57,10 @@ export interface OverviewSnapshot {
 }
 
 export interface Overview {
+  /** This gateway's name in the inspector (and in its peers' cluster view). */
+  readonly node: string
+  /** The current totals (read on demand, not sampled). */
+  readonly totals: Effect.Effect<Totals>
   /** Records an overview request: starts the sampler when idle. */
   readonly viewed: () => void
   readonly snapshot: (since: number) => Effect.Effect<OverviewSnapshot>
@@ -126,6 +132,7 @@ export const make = (onActivity: () => void) =>
     const clock = yield* Effect.clock
     const run = yield* FiberSet.makeRuntime<never, void, never>()
     const periodSeconds = Duration.toSeconds(PERIOD)
+    const node = nodeId()
 
     const history: Array<Sample> = []
     let running = false
@@ -173,7 +180,26 @@ export const make = (onActivity: () => void) =>
       )
     )
 
+    const totals = Effect.gen(function* () {
+      const state = yield* registry.state
+      const read = readRegistry()
+      const now = yield* Clock.currentTimeMillis
+      return {
+        connections: gateway.connectionCount(),
+        usersOnline: HashMap.size(state.users),
+        subscriptions: read.subscriptions,
+        drops: read.drops,
+        slowConsumerEvictions: read.slowConsumerEvictions,
+        ingressRejections: read.ingressRejections,
+        busHealthy: gateway.busHealthy(),
+        busOutageSeconds:
+          read.busOutageSeconds + (busDownSince === undefined ? 0 : (now - busDownSince) / 1000)
+      }
+    })
+
     const overview: Overview = {
+      node,
+      totals,
       viewed: () => {
         lastViewedAt = clock.unsafeCurrentTimeMillis()
         if (running) return
@@ -184,28 +210,15 @@ export const make = (onActivity: () => void) =>
         run(loop)
       },
       snapshot: (since) =>
-        Effect.gen(function* () {
-          const state = yield* registry.state
-          const read = readRegistry()
-          const now = yield* Clock.currentTimeMillis
-          return {
-            node: NODE_ID,
+        Effect.all({ totals, now: Clock.currentTimeMillis }).pipe(
+          Effect.map(({ now, totals }) => ({
+            node,
             now,
             periodSeconds,
-            totals: {
-              connections: gateway.connectionCount(),
-              usersOnline: HashMap.size(state.users),
-              subscriptions: read.subscriptions,
-              drops: read.drops,
-              slowConsumerEvictions: read.slowConsumerEvictions,
-              ingressRejections: read.ingressRejections,
-              busHealthy: gateway.busHealthy(),
-              busOutageSeconds:
-                read.busOutageSeconds + (busDownSince === undefined ? 0 : (now - busDownSince) / 1000)
-            },
+            totals,
             samples: history.filter((entry) => entry.at > since)
-          }
-        }),
+          }))
+        ),
       active: () => running,
       countPublish: (eventType) => {
         publishes[eventType] = (publishes[eventType] ?? 0) + 1

@@ -265,6 +265,68 @@ const countTable = (title: string, counts: Record<string, number>, testid: strin
   )
 }
 
+interface Peer {
+  readonly node: string
+  readonly at: number
+  readonly totals: Totals
+}
+
+/** Every node's totals: this one, then its peers (written to Redis every few seconds). */
+const clusterTable = (node: string, now: number, totals: Totals, peers: ReadonlyArray<Peer>) => {
+  const rows = [{ node: `${node} (this node)`, at: now, totals }, ...peers]
+  const sumOf = (pick: (totals: Totals) => number) => rows.reduce((total, row) => total + pick(row.totals), 0)
+  return h(
+    "div",
+    { class: "panel", "data-testid": "cluster" },
+    h(
+      "h2",
+      {},
+      "Cluster ",
+      h(
+        "span",
+        { class: "muted", "data-testid": "cluster-summary" },
+        `${rows.length} node${rows.length === 1 ? "" : "s"} · ${sumOf((t) => t.connections)} connections · ${sumOf((t) => t.usersOnline)} users online`
+      )
+    ),
+    peers.length === 0
+      ? h("p", { class: "muted" }, "no other node reports (one node, or no GATEWAY_REDIS_URL)")
+      : null,
+    h(
+      "div",
+      { class: "scroll" },
+      h(
+        "table",
+        {},
+        h(
+          "thead",
+          {},
+          h(
+            "tr",
+            {},
+            ["node", "connections", "users", "subscriptions", "bus", "as of"].map((name) => h("th", {}, name))
+          )
+        ),
+        h(
+          "tbody",
+          {},
+          rows.map((row) =>
+            h(
+              "tr",
+              { "data-node": row.node },
+              h("td", {}, h("code", {}, row.node)),
+              h("td", { class: "num" }, row.totals.connections),
+              h("td", { class: "num" }, row.totals.usersOnline),
+              h("td", { class: "num" }, row.totals.subscriptions),
+              h("td", {}, row.totals.busHealthy ? "healthy" : "DOWN"),
+              h("td", { class: "num" }, `${Math.max(0, Math.round((now - row.at) / 1000))} s ago`)
+            )
+          )
+        )
+      )
+    )
+  )
+}
+
 const renderOverview = (content: HTMLElement) => {
   let samples: Array<Sample> = []
   let since = 0
@@ -299,7 +361,8 @@ const renderOverview = (content: HTMLElement) => {
         rateChart("Publishes", samples, (sample) => sample.publishes, "publishes"),
         countTable("Drops by reason", totals.drops, "drops"),
         countTable("Ingress rejections by reason", totals.ingressRejections, "ingress")
-      )
+      ),
+      clusterTable(node, Number(answer.body["now"]), totals, answer.body["peers"] as Array<Peer>)
     )
   }
   const tick = () => void poll().catch(failed)
