@@ -154,6 +154,12 @@ describe("inspector in a real browser", () => {
         const row = page.locator("tr[data-connection]")
         yield* step(() => row.first().waitFor())
         yield* shot(page, "explore")
+        // Drop her subscription: her connection gets the unsubscribed ack, the row shows none.
+        yield* step(() => row.first().locator('[data-action="drop"]').click())
+        let ack = yield* a.next()
+        while (ack.t !== "unsubscribed") ack = yield* a.next()
+        expect(ack.d).toEqual({ guild_id: guild, channel_id: channel })
+        yield* step(() => row.first().locator("td", { hasText: "none" }).waitFor())
         yield* step(() => row.first().locator('[data-action="close"]').click())
         expect(yield* a.waitClosed()).toEqual({ code: 4014, reason: "closed_by_admin" })
         yield* step(() => page.getByTestId("status").filter({ hasText: "closed connection" }).waitFor())

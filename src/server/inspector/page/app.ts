@@ -42,6 +42,7 @@ const sparkline = (values: ReadonlyArray<number>, label: string): Element => {
   const svg = document.createElementNS(SVG, "svg")
   svg.setAttribute("viewBox", `0 0 ${width} ${height}`)
   svg.setAttribute("class", "spark")
+  svg.setAttribute("preserveAspectRatio", "none")
   svg.setAttribute("role", "img")
   svg.setAttribute("aria-label", label)
   const max = Math.max(1, ...values)
@@ -303,7 +304,9 @@ const clusterTable = (node: string, now: number, totals: Totals, peers: Readonly
           h(
             "tr",
             {},
-            ["node", "connections", "users", "subscriptions", "bus", "as of"].map((name) => h("th", {}, name))
+            ["node", "connections", "users", "subscriptions", "bus", "as of"].map((name, i) =>
+              h("th", { class: i === 0 || i === 4 ? undefined : "num" }, name)
+            )
           )
         ),
         h(
@@ -457,7 +460,7 @@ const renderExplore = (content: HTMLElement) => {
                   "tr",
                   {},
                   ["id", "node", "age", "subscriptions", "outbox", "buffered", ""].map((name) =>
-                    h("th", {}, name)
+                    h("th", { class: ["age", "outbox", "buffered"].includes(name) ? "num" : undefined }, name)
                   )
                 )
               ),
