@@ -190,6 +190,20 @@ describe("inspector admin API", () => {
     })
   )
 
+  it.scoped("behind a trusted proxy each forwarded client address has its own budget", () =>
+    Effect.gen(function* () {
+      const harness = yield* startGateway({
+        ...ADMIN,
+        adminRequestsPerMinute: 1,
+        trustedProxies: [{ address: "127.0.0.0", prefix: 8, family: "ipv4" }]
+      })
+      const from = (ip: string) => harness.http("/admin", { headers: { "x-forwarded-for": ip } })
+      expect((yield* from("203.0.113.1")).status).toBe(200)
+      expect((yield* from("203.0.113.1")).status).toBe(429)
+      expect((yield* from("203.0.113.2")).status).toBe(200)
+    })
+  )
+
   it.scoped("overview counts connections, users and subscriptions; explore ranks and looks up", () =>
     Effect.gen(function* () {
       const harness = yield* startGateway(ADMIN)

@@ -13,6 +13,7 @@
  * the login needs a session cookie or the key as a Bearer token.
  */
 import { HttpIncomingMessage, HttpRouter, HttpServerRequest, HttpServerResponse } from "@effect/platform"
+import { NodeHttpServerRequest } from "@effect/platform-node"
 import { Duration, Effect, Either, Layer, Option, ParseResult, Schedule, Schema, Stream } from "effect"
 import type { EventDefinition } from "../../protocol/EventDefinition.js"
 import { ingress, ChannelId, GuildId, UserId } from "../../protocol/Ids.js"
@@ -20,6 +21,7 @@ import { Manifest, toJsonManifest } from "../../protocol/Manifest.js"
 import { GatewayConfig } from "../Config.js"
 import { Gateway } from "../Gateway.js"
 import { AdminRoutes, decodePublishRequest } from "../Http.js"
+import * as HttpLimits from "../HttpLimits.js"
 import { GatewayMetrics, type AdminRequestOutcome } from "../Metrics.js"
 import { SubscriptionRegistry, channelKey } from "../Registry.js"
 import * as Assets from "./Assets.js"
@@ -128,6 +130,14 @@ export const make = Effect.gen(function* () {
   if (adminKey === undefined) return HttpRouter.empty
   const now = () => clock.unsafeCurrentTimeMillis()
 
+  // Only its client-IP rule is used: the gateway's own (a forwarded address from trusted proxies only).
+  const { clientIp } = HttpLimits.make({
+    requestsPerMinute: 0,
+    maxConnectionsPerIp: 0,
+    trustedProxies: config.trustedProxies,
+    metrics,
+    now
+  })
   const sessions = Session.make({
     key: adminKey,
     requestsPerMinute: config.adminRequestsPerMinute,
@@ -164,7 +174,7 @@ export const make = Effect.gen(function* () {
   ) =>
     Effect.gen(function* () {
       const request = yield* HttpServerRequest.HttpServerRequest
-      const address = Option.getOrElse(request.remoteAddress, () => "unknown")
+      const address = clientIp(NodeHttpServerRequest.toIncomingMessage(request))
       let outcome: AdminRequestOutcome
       let response: HttpServerResponse.HttpServerResponse
       if (!sessions.admit(address)) {
