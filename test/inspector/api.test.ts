@@ -252,6 +252,23 @@ describe("inspector admin API", () => {
     })
   )
 
+  it.scoped("the sampler runs only while the overview is looked at: it stops 30 s after the last look", () =>
+    Effect.gen(function* () {
+      const harness = yield* startGateway(ADMIN)
+      const cookie = yield* login(harness)
+      const first = yield* admin(harness, cookie, "/admin/api/overview")
+      expect(first.body.samples).toEqual([])
+      const viewedAt: number = first.body.now
+      yield* TestClock.adjust("90 seconds")
+      const later = yield* admin(harness, cookie, "/admin/api/overview")
+      const times: Array<number> = later.body.samples.map((sample: { at: number }) => sample.at)
+      // One a second for the 30 s after the look, then nothing for the remaining minute.
+      expect(times).toHaveLength(30)
+      expect(times[0]).toBe(viewedAt + 1000)
+      expect(times.at(-1)).toBe(viewedAt + 30_000)
+    })
+  )
+
   it.scoped("close a connection: the client sees 4014 closed_by_admin, counted as a disconnect", () =>
     Effect.gen(function* () {
       const harness = yield* startGateway(ADMIN)
