@@ -10,7 +10,7 @@ const isomorphic = [
 ]
 
 export default tseslint.config(
-  { ignores: ["node_modules/", "dist/", "coverage/"] },
+  { ignores: ["node_modules/", "dist/", "coverage/", "src/server/inspector/page/bundle.generated.ts"] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

@@ -15,11 +15,17 @@
  * capacity is K + 4 as in the original, so nothing is dropped. Reported: the median of 15 rounds. Every round asserts that each
  * publish reached all L connections and that each outbox then holds exactly K + 1 frames.
  *
+ * `--inspector`: the same measurement on four gateways in one process, their rounds taking turns
+ * (so drift and other load hit them alike) — the inspector off (no `GATEWAY_ADMIN_KEY`), on with
+ * nobody looking (`idle`), on with its overview open (`watched`: the publish tap installed, counting
+ * publishes per event type), and off again (the control: the run's own noise) — to show what an
+ * enabled inspector nobody watches costs per delivery.
+ *
  * usage: node --expose-gc --import tsx bench/micro/dispatch.ts [--listeners 512] [--iterations 128]
- *        [--rounds 15] [--out file.json]
+ *        [--rounds 15] [--inspector] [--out file.json]
  */
 import { writeFileSync } from "node:fs"
-import { Effect, Either, Layer, ManagedRuntime, MutableQueue, Redacted } from "effect"
+import { Effect, Either, Layer, ManagedRuntime, MutableQueue, Option, Redacted } from "effect"
 import WebSocket from "ws"
 import type { EventDefinition, PayloadOf } from "../../src/protocol/EventDefinition.js"
 import { Ready } from "../../src/protocol/events/connection.js"
@@ -31,6 +37,7 @@ import * as Config from "../../src/server/Config.js"
 import type { Connection } from "../../src/server/Connection.js"
 import * as Gateway from "../../src/server/Gateway.js"
 import * as Http from "../../src/server/Http.js"
+import * as Inspector from "../../src/server/inspector/Inspector.js"
 import * as Outbound from "../../src/server/Outbound.js"
 import { SubscriptionRegistry } from "../../src/server/Registry.js"
 import type { UserId } from "../../src/protocol/Ids.js"
@@ -44,6 +51,11 @@ const LISTENERS = Number(argValue("listeners") ?? 512)
 const ITERATIONS = Number(argValue("iterations") ?? 128)
 const ROUNDS = Number(argValue("rounds") ?? 15)
 const SECRET = "bench-only-jwt-secret-0123456789abcdef"
+const ADMIN_KEY = "bench-only-admin-key-0123456789abcdef"
+const COMPARE_INSPECTOR = process.argv.includes("--inspector")
+
+/** `off`: no admin key. `idle`: the inspector on, nobody looking. `watched`: its overview open. */
+type InspectorMode = "off" | "idle" | "watched"
 
 const USER = benchUlid("user", 1)
 const GUILD_A = benchUlid("guild", 100)
@@ -57,18 +69,28 @@ const gc = () => (globalThis as { gc?: () => void }).gc?.()
 const typed = <E extends EventDefinition>(_event: E, payload: Record<string, unknown>) =>
   payload as unknown as PayloadOf<E>
 
-const GatewayLive = Http.layer.pipe(
-  Layer.provideMerge(Gateway.layerDefault),
-  Layer.provideMerge(
-    Config.layerWith({
-      host: "127.0.0.1",
-      port: 0,
-      jwtSecret: Redacted.make(SECRET),
-      outboundQueue: ITERATIONS + 4,
-      maxConnectionsPerUser: LISTENERS
-    })
+const gatewayLive = (inspector: InspectorMode) =>
+  Http.layer.pipe(
+    Layer.provideMerge(Inspector.layer),
+    Layer.provideMerge(Gateway.layerDefault),
+    Layer.provideMerge(
+      Config.layerWith({
+        host: "127.0.0.1",
+        port: 0,
+        jwtSecret: Redacted.make(SECRET),
+        outboundQueue: ITERATIONS + 4,
+        maxConnectionsPerUser: LISTENERS,
+        adminKey: inspector === "off" ? Option.none() : Option.some(Redacted.make(ADMIN_KEY))
+      })
+    )
   )
-)
+
+interface PathResult {
+  readonly path: string
+  readonly totalMs: number
+  readonly nsPerDispatch: number
+  readonly bestNsPerDispatch: number
+}
 
 const connectAll = async (port: number, token: string): Promise<Array<WebSocket>> => {
   const open = (i: number) =>
@@ -95,8 +117,16 @@ const connectAll = async (port: number, token: string): Promise<Array<WebSocket>
   return sockets
 }
 
-const main = async () => {
-  const runtime = ManagedRuntime.make(GatewayLive)
+interface Bench {
+  readonly paths: ReadonlyArray<string>
+  /** One measured round of `path`: `ITERATIONS` publishes, each asserted to reach every listener (ns). */
+  readonly round: (path: string) => number
+  readonly close: () => Promise<void>
+}
+
+/** A gateway with `LISTENERS` subscribed clients, ready to measure. */
+const open = async (inspector: InspectorMode): Promise<Bench> => {
+  const runtime = ManagedRuntime.make(gatewayLive(inspector))
   try {
     const { gateway, port, registry } = await runtime.runPromise(
       Effect.all({
@@ -114,6 +144,13 @@ const main = async () => {
       })
     )
     const sockets = await connectAll(port, token)
+    if (inspector === "watched") {
+      // Opening the overview starts the sampler, which installs the publish tap for 30 s.
+      const overview = await fetch(`http://127.0.0.1:${port}/admin/api/overview`, {
+        headers: { authorization: `Bearer ${ADMIN_KEY}` }
+      })
+      if (overview.status !== 200) throw new Error(`overview answered ${overview.status}`)
+    }
     const connections: ReadonlyArray<Connection> = await runtime.runPromise(
       registry.userMembers(USER as UserId)
     )
@@ -165,16 +202,16 @@ const main = async () => {
       }
     }
 
-    const results = []
-    for (const { path, publish } of paths) {
-      const runSync = (effect: typeof publish) => runtime.runSync(effect)
-      const times: Array<number> = []
-      for (let round = -1; round < ROUNDS; round++) {
+    const byPath = new Map(paths.map(({ path, publish }) => [path, publish]))
+    return {
+      paths: paths.map(({ path }) => path),
+      round: (path) => {
+        const publish = byPath.get(path)!
         drainAndPrime()
         gc()
         const start = process.hrtime.bigint()
         for (let k = 0; k < ITERATIONS; k++) {
-          const delivered = runSync(publish)
+          const delivered = runtime.runSync(publish)
           if (delivered !== LISTENERS)
             throw new Error(`${path}: a publish reached ${delivered} of ${LISTENERS}`)
         }
@@ -184,38 +221,69 @@ const main = async () => {
           if (held !== ITERATIONS + 1)
             throw new Error(`${path}: an outbox holds ${held}, expected ${ITERATIONS + 1}`)
         }
-        if (round >= 0) times.push(elapsed) // round -1 warms the JIT
+        return elapsed
+      },
+      close: async () => {
+        for (const connection of connections)
+          while (MutableQueue.poll(connection.outbox, undefined) !== undefined) continue
+        for (const socket of sockets) socket.terminate()
+        await runtime.dispose()
       }
-      times.sort((a, b) => a - b)
-      const medianNs = times[times.length >> 1]!
-      const line = {
-        path,
-        totalMs: medianNs / 1e6,
-        nsPerDispatch: medianNs / (LISTENERS * ITERATIONS),
-        bestNsPerDispatch: times[0]! / (LISTENERS * ITERATIONS)
-      }
-      results.push(line)
-      process.stdout.write(
-        `fanout_snapshot path=${path} listeners=${LISTENERS} iterations=${ITERATIONS} ` +
-          `total_ms=${line.totalMs.toFixed(3)} ns_per_dispatch=${line.nsPerDispatch.toFixed(1)} (median of ${ROUNDS})\n`
+    }
+  } catch (error) {
+    await runtime.dispose()
+    throw error
+  }
+}
+
+/** The median and best of a path's rounds, printed as one line. */
+const summarize = (path: string, times: Array<number>, label: string): PathResult => {
+  times.sort((a, b) => a - b)
+  const medianNs = times[times.length >> 1]!
+  const line = {
+    path,
+    totalMs: medianNs / 1e6,
+    nsPerDispatch: medianNs / (LISTENERS * ITERATIONS),
+    bestNsPerDispatch: times[0]! / (LISTENERS * ITERATIONS)
+  }
+  process.stdout.write(
+    `fanout_snapshot ${label}path=${path} listeners=${LISTENERS} iterations=${ITERATIONS} ` +
+      `total_ms=${line.totalMs.toFixed(3)} ns_per_dispatch=${line.nsPerDispatch.toFixed(1)} (median of ${ROUNDS})\n`
+  )
+  return line
+}
+
+const main = async () => {
+  const out = argValue("out")
+  // A second `off` gateway is the control: its difference from the first is the run's own noise.
+  const modes: ReadonlyArray<InspectorMode> = COMPARE_INSPECTOR ? ["off", "idle", "watched", "off"] : ["off"]
+  const benches: Array<Bench> = []
+  try {
+    for (const mode of modes) benches.push(await open(mode))
+    const runs = modes.map((inspector) => ({ inspector, paths: [] as Array<PathResult> }))
+    for (const path of benches[0]!.paths) {
+      // Round -1 warms the JIT; then the modes take turns, round by round, so drift hits them alike.
+      for (const bench of benches) bench.round(path)
+      const times = benches.map((): Array<number> => [])
+      for (let round = 0; round < ROUNDS; round++)
+        benches.forEach((bench, i) => times[i]!.push(bench.round(path)))
+      runs.forEach((run, i) =>
+        run.paths.push(summarize(path, times[i]!, COMPARE_INSPECTOR ? `inspector=${run.inspector} ` : ""))
       )
     }
-    for (const connection of connections)
-      while (MutableQueue.poll(connection.outbox, undefined) !== undefined) continue
-    for (const socket of sockets) socket.terminate()
-    const out = argValue("out")
-    if (out !== undefined) {
+    if (out !== undefined)
       writeFileSync(
         out,
         JSON.stringify(
-          { listeners: LISTENERS, iterations: ITERATIONS, rounds: ROUNDS, paths: results },
+          COMPARE_INSPECTOR
+            ? { listeners: LISTENERS, iterations: ITERATIONS, rounds: ROUNDS, runs }
+            : { listeners: LISTENERS, iterations: ITERATIONS, rounds: ROUNDS, paths: runs[0]!.paths },
           null,
           2
         )
       )
-    }
   } finally {
-    await runtime.dispose()
+    for (const bench of benches) await bench.close()
   }
 }
 

@@ -87,6 +87,12 @@ export const CLOSE_CODES = [
     reason: "command_queue_full",
     description: "too many commands waiting behind a running one",
     reconnect: true
+  },
+  {
+    code: 4014,
+    reason: "closed_by_admin",
+    description: "an operator closed the connection from the inspector",
+    reconnect: true
   }
 ] as const satisfies ReadonlyArray<Omit<CloseCode, "reason"> & { reason: string }>
 

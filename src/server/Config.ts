@@ -113,6 +113,20 @@ export interface GatewayConfigShape {
   readonly otlpTracesUrl: Option.Option<string>
   /** Fraction of publishes and commands without a traced parent that start a trace. */
   readonly traceSampleRatio: number
+  /** `GATEWAY_ADMIN_KEY`: the inspector (`/admin`) is served only when set. */
+  readonly adminKey: Option.Option<Redacted.Redacted<string>>
+  /** Admin calls (page, API, session) per client address per minute; one more answers 429. */
+  readonly adminRequestsPerMinute: number
+  /** How long an admin session cookie stays valid. */
+  readonly adminSessionTtl: Duration.Duration
+  /** Admin sessions held at once; a new login beyond it ends the oldest. */
+  readonly adminMaxSessions: number
+  /** Live-tail streams open at once per node; one more answers 429. */
+  readonly adminMaxTailViewers: number
+  /** Events a live-tail viewer is sent per second at most (the rest are counted as skipped). */
+  readonly adminTailEventsPerSecond: number
+  /** Events waiting for one live-tail viewer; beyond it they are dropped for that viewer. */
+  readonly adminTailQueue: number
 }
 
 export type LogFormat = "pretty" | "logfmt" | "json"
@@ -326,7 +340,14 @@ export const config: Config.Config<GatewayConfigShape> = Config.all({
             )
           )
     )
-  )
+  ),
+  adminKey: secret("GATEWAY_ADMIN_KEY"),
+  adminRequestsPerMinute: positiveInt("GATEWAY_ADMIN_REQUESTS_PER_MINUTE", 600),
+  adminSessionTtl: seconds("GATEWAY_ADMIN_SESSION_TTL_SECS", 3600),
+  adminMaxSessions: positiveInt("GATEWAY_ADMIN_MAX_SESSIONS", 16),
+  adminMaxTailViewers: positiveInt("GATEWAY_ADMIN_MAX_TAIL_VIEWERS", 4),
+  adminTailEventsPerSecond: positiveInt("GATEWAY_ADMIN_TAIL_EVENTS_PER_SEC", 20),
+  adminTailQueue: positiveInt("GATEWAY_ADMIN_TAIL_QUEUE", 256)
 }).pipe(
   Config.mapOrFail(
     ({ busAcceptSecret, busSecret, jwtSecret, publishKey, redisCluster, redisUrl, ...rest }) => {

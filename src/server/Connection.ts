@@ -108,7 +108,8 @@ export class Connection {
     readonly socket: ConnectionSocket,
     readonly transport: ConnectionTransport,
     private readonly limits: ConnectionLimits,
-    connectedAt: number,
+    /** Gateway `Clock` time of the upgrade (ms). */
+    readonly connectedAt: number,
     /**
      * Called exactly once, with the reason, when the connection ends (the one cleanup path), with the
      * frames its outbox still held: accepted for this client, never written.
@@ -136,6 +137,11 @@ export class Connection {
 
   get isOpen(): boolean {
     return this.disconnectReason === undefined
+  }
+
+  /** Frames waiting in the outbox (without allocating one). */
+  get outboxDepth(): number {
+    return this.queue === undefined ? 0 : MutableQueue.length(this.queue)
   }
 
   /** Bytes accepted by `ws` but not yet handed to the kernel. */

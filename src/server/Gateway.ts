@@ -23,6 +23,7 @@ import {
   Tracer
 } from "effect"
 import { WebSocket, WebSocketServer, type RawData, type ServerOptions } from "ws"
+import type { Command } from "../protocol/Commands.js"
 import type { EventDefinition, PayloadOf } from "../protocol/EventDefinition.js"
 import { decodePayload } from "../protocol/EventDefinition.js"
 import { closeCodeFor } from "../protocol/CloseCodes.js"
@@ -64,7 +65,25 @@ export interface GatewayShape extends Publisher {
   readonly busHealthy: () => boolean
   /** Open connections on this node. */
   readonly connectionCount: () => number
+  /**
+   * Sets (or with `undefined` removes) the one observer of this node's broadcasts — the inspector's,
+   * called once per event after its delivery loop, never per delivery.
+   */
+  readonly setPublishTap: (tap: PublishTap | undefined) => void
+  /**
+   * Runs a command on a connection's behalf, in order with its own commands (the inspector's "drop
+   * subscription"); false when the connection is closed or its command queue is full.
+   */
+  readonly runCommand: (connection: Connection, command: Command) => boolean
 }
+
+/** Observes one broadcast: its frame, route, how many local connections it was offered to, and whence. */
+export type PublishTap = (
+  frame: Outbound.Frame,
+  route: Bus.Route,
+  recipients: number,
+  origin: "local" | "bus"
+) => void
 
 export class Gateway extends Context.Tag("filament/Gateway")<Gateway, GatewayShape>() {}
 
@@ -175,6 +194,8 @@ export const make = Effect.gen(function* () {
   let onAllClosed: (() => void) | undefined
   let accepting = true
   let nextConnectionId = 1
+  // Undefined unless an inspector is looking: a publish then pays one comparison.
+  let publishTap: PublishTap | undefined
 
   /** An unbuildable frame is counted and logged, never delivered, never thrown. */
   const buildFailed = (event: EventDefinition, error: OutboundError) =>
@@ -231,6 +252,7 @@ export const make = Effect.gen(function* () {
           // Onto the bus first: other nodes send to their recipients while this one loops over its own.
           bus.publish(route, frame)
           const { delivered } = Fanout.broadcast(metrics, frame, recipients)
+          if (publishTap !== undefined) publishTap(frame, route, recipients.length, "local")
           return Effect.as(followUps.published(event, payload, publisher), delivered)
         })
       )
@@ -251,6 +273,7 @@ export const make = Effect.gen(function* () {
           attributes: { "filament.recipients": recipients.length }
         })
       )
+      if (publishTap !== undefined) publishTap(frame, route, recipients.length, "local")
       yield* followUps.published(event, payload, publisher)
       return delivered
     }).pipe(
@@ -488,7 +511,9 @@ export const make = Effect.gen(function* () {
   const deliverRemote = ({ frame, publishedAt, route }: Bus.Delivery) =>
     Effect.gen(function* () {
       metrics.busLag(Math.max(0, clock.unsafeCurrentTimeMillis() - publishedAt) / 1000)
-      Fanout.broadcast(metrics, frame, yield* recipientsOf(route))
+      const recipients = yield* recipientsOf(route)
+      Fanout.broadcast(metrics, frame, recipients)
+      if (publishTap !== undefined) publishTap(frame, route, recipients.length, "bus")
       // The after-delivery follow-ups (revocation) act on this node's connections too; the
       // before-delivery ones (projections, dual emit) ran once, on the publishing node.
       // Only the events a follow-up acts on are decoded again.
@@ -555,7 +580,18 @@ export const make = Effect.gen(function* () {
     },
     isAccepting: () => accepting,
     busHealthy: bus.healthy,
-    connectionCount: () => live.size
+    connectionCount: () => live.size,
+    setPublishTap: (tap) => {
+      publishTap = tap
+    },
+    runCommand: (connection, command) => {
+      if (!connection.isOpen) return false
+      const pending = (connection.pendingCommands ??= [])
+      if (pending.length >= config.maxPendingCommands) return false
+      pending.push(command)
+      ingress.resume(connection)
+      return true
+    }
   }
   return gateway
 })

@@ -226,6 +226,15 @@ export const httpApp = HttpRouter.empty.pipe(
   HttpRouter.get(GATEWAY_PATH, Effect.succeed(jsonResponse(426, { error: "upgrade_required" })))
 )
 
+/**
+ * Routes a host or the inspector mounts beside the gateway's own (the inspector's `/admin`, when
+ * `GATEWAY_ADMIN_KEY` is set); optional: without the service nothing is added.
+ */
+export class AdminRoutes extends Context.Tag("filament/AdminRoutes")<
+  AdminRoutes,
+  HttpRouter.HttpRouter<never, never>
+>() {}
+
 export interface GatewayServerShape {
   readonly host: string
   readonly port: number
@@ -269,7 +278,10 @@ export const make = Effect.gen(function* () {
   const gateway = yield* Gateway
   const metrics = yield* GatewayMetrics
   const clock = yield* Effect.clock
-  const handler = yield* NodeHttpServer.makeHandler(httpApp)
+  const admin = yield* Effect.serviceOption(AdminRoutes)
+  const handler = yield* NodeHttpServer.makeHandler(
+    Option.match(admin, { onNone: () => httpApp, onSome: (routes) => HttpRouter.concat(httpApp, routes) })
+  )
   const limits = HttpLimits.make({
     requestsPerMinute: config.rateLimitPerMinute,
     maxConnectionsPerIp: config.maxConnectionsPerIp,

@@ -45,6 +45,10 @@ export type HttpSurface = "upgrade" | "publish" | "other"
 export type HttpRejectReason =
   "request_timeout" | "rate_limited" | "ip_connection_limit" | "body_too_large" | "length_required"
 
+/** How an inspector (`/admin`) call ended: the `outcome` label, a closed set. */
+export type AdminRequestOutcome =
+  "ok" | "unauthorized" | "rate_limited" | "invalid" | "not_found" | "too_many_viewers" | "error"
+
 /** The label every ingress `t` outside the protocol's own names is counted under. */
 export const OTHER_EVENT_TYPE = "other"
 
@@ -181,6 +185,11 @@ const FAMILIES = [
     name: "filament_cluster_state_reasserted_total",
     help: "Times this node wrote its presence or voice state to Redis again after Redis lost it.",
     type: "counter"
+  },
+  {
+    name: "filament_gateway_admin_requests_total",
+    help: "Inspector (/admin) calls by outcome.",
+    type: "counter"
   }
 ] as const satisfies ReadonlyArray<Family>
 
@@ -240,6 +249,7 @@ export interface GatewayMetricsShape {
   readonly busSubscribeFailed: () => void
   /** This node re-asserted its state in `store` after Redis lost it. */
   readonly clusterStateReasserted: (store: ClusterStore) => void
+  readonly adminRequest: (outcome: AdminRequestOutcome) => void
   /** Prometheus text exposition 0.0.4 of every family (HELP and TYPE even without series). */
   readonly render: () => string
 }
@@ -460,6 +470,8 @@ export const make = (): GatewayMetricsShape => {
   ])
     metric.unsafeValue([])
   const store = labelSets("store")
+  const adminRequests = counter("filament_gateway_admin_requests_total")
+  const outcome = labelSets("outcome")
   const scopeType = labelSets("scope", "event_type")
   const scopeTypeReason = labelSets("scope", "event_type", "reason")
   const scopeReason = labelSets("scope", "reason")
@@ -507,6 +519,7 @@ export const make = (): GatewayMetricsShape => {
     busUndecodable: (eventType) => busUndecodable.unsafeModify(1, eventTypeOnly(eventType)),
     busSubscribeFailed: () => busSubscribeFailures.unsafeModify(1, []),
     clusterStateReasserted: (which) => clusterStateReasserted.unsafeModify(1, store(which)),
+    adminRequest: (why) => adminRequests.unsafeModify(1, outcome(why)),
     render: () => renderPrometheus(Metric.unsafeSnapshot())
   }
 }

@@ -14,6 +14,7 @@ import { GatewayConfig } from "./Config.js"
 import * as Gateway from "./Gateway.js"
 import * as Http from "./Http.js"
 import { GatewayServer } from "./Http.js"
+import * as Inspector from "./inspector/Inspector.js"
 import { ulid } from "./Messages.js"
 import * as Workers from "./Workers.js"
 
@@ -60,6 +61,8 @@ const program = Effect.gen(function* () {
 const MainLive = Http.layer.pipe(
   // A worker's /metrics and /readyz answer for every worker (Workers.ts).
   Layer.provide(cluster.isWorker ? Workers.layerWorker : Layer.empty),
+  // The inspector's routes (`/admin`), served only when GATEWAY_ADMIN_KEY is set.
+  Layer.provideMerge(Inspector.layer),
   Layer.provideMerge(Gateway.layerDefault),
   Layer.provideMerge(Config.layer)
 )

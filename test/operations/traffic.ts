@@ -83,7 +83,8 @@ export const generateTraffic = (redis: RedisServer) =>
       maxVoiceChannels: 1,
       maxEventBytes: 2048,
       dualEmitLegacyOverride: true,
-      jwtPreviousSecret: Option.some(Redacted.make(PREVIOUS_SECRET))
+      jwtPreviousSecret: Option.some(Redacted.make(PREVIOUS_SECRET)),
+      adminKey: Option.some(Redacted.make("traffic-admin-key-0123456789-0123456789"))
     }
     const a = yield* startClusterNode(redis, config)
     const b = yield* startClusterNode(redis, config)
@@ -148,6 +149,12 @@ export const generateTraffic = (redis: RedisServer) =>
     rotated.send({ v: 1, t: "subscribe", d: { guild_id: guild, channel_id: forbidden } })
     yield* subscribe(rotated, guild, channel)
     yield* expectStatus("chunked publish", yield* chunkedPublish(a), 411)
+    const signIn = yield* a.http("/admin/api/session", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ key: "not-the-admin-key" })
+    })
+    yield* expectStatus("inspector sign-in with a wrong key", signIn.status, 401)
 
     // Broken clients: not JSON, an unknown command.
     for (const frame of ["not-json", JSON.stringify({ v: 1, t: "no_such_command", d: {} })]) {

@@ -12,6 +12,7 @@ import * as Auth from "../../src/server/Auth.js"
 import * as FollowUps from "../../src/server/FollowUps.js"
 import * as Gateway from "../../src/server/Gateway.js"
 import * as Http from "../../src/server/Http.js"
+import * as Inspector from "../../src/server/inspector/Inspector.js"
 import { SubscriptionRegistry } from "../../src/server/Registry.js"
 import type { Connection } from "../../src/server/Connection.js"
 import { ulid } from "../../src/server/Messages.js"
@@ -239,6 +240,8 @@ export const startGateway = <HostServices = never>(
     })
     const context = yield* Layer.build(
       Http.layer.pipe(
+        // Empty unless the overrides set `adminKey`.
+        Layer.provideMerge(Inspector.layer),
         Layer.provideMerge(
           Gateway.layer.pipe(
             Layer.provideMerge(host),
