@@ -12,7 +12,8 @@
  *
  * Redis restarted empty (or a master failed over) loses all of that: every heartbeat, and every
  * connection to a server established again, also checks for it — the heartbeat adding this node
- * anew to `filament:nodes`, or a server with a new run id or role (`RedisClient.replacementDetector`)
+ * anew to `filament:nodes`, or a server with a new run id or role, or a master not seen before (a
+ * promoted replica; `RedisClient.replacementDetector`)
  * — and then the node writes its registration, guild index and holdings again from its own copy
  * (one idempotent script per guild and user), so presence converges within one heartbeat period
  * after Redis serves again.
@@ -198,19 +199,12 @@ export const makeRedis = (
     const replaced = RedisClient.replacementDetector(redis)
     let registered = false
     const serialized = (yield* Effect.makeSemaphore(1)).withPermits(1)
-    /** Re-asserts this node's holdings when `lost` says Redis lost them; one check at a time. */
-    const checkLost = (label: string, lost: () => Promise<boolean>) =>
-      serialized(
-        call(
-          label,
-          async () => {
-            if (!(await lost())) return false
-            await reassert()
-            return true
-          },
-          false
-        )
-      ).pipe(
+    /**
+     * Re-asserts this node's holdings when a server was replaced or `registryLost` says Redis lost
+     * them; one check at a time.
+     */
+    const checkLost = (label: string, registryLost: () => Promise<boolean>) =>
+      serialized(call(label, async () => replaced(reassert, await registryLost()), false)).pipe(
         Effect.flatMap((reasserted) =>
           reasserted
             ? Effect.zipRight(
@@ -222,12 +216,9 @@ export const makeRedis = (
       )
     const heartbeat = Effect.suspend(() =>
       checkLost("heartbeat", async () => {
-        const [added, restarted] = await Promise.all([
-          redis.zadd(NODES, clock.unsafeCurrentTimeMillis(), node),
-          replaced()
-        ])
+        const added = await redis.zadd(NODES, clock.unsafeCurrentTimeMillis(), node)
         // Added anew after the first heartbeat: the registry was lost (or a reaper took this node).
-        const lost = restarted || (registered && added === 1)
+        const lost = registered && added === 1
         registered = true
         return lost
       })
@@ -236,7 +227,12 @@ export const makeRedis = (
     const reconnected = yield* Queue.sliding<void>(1)
     RedisClient.onServerConnected(redis, () => Queue.unsafeOffer(reconnected, undefined))
     yield* Effect.forkScoped(
-      Effect.forever(Effect.zipRight(Queue.take(reconnected), checkLost("reconnect", replaced)))
+      Effect.forever(
+        Effect.zipRight(
+          Queue.take(reconnected),
+          checkLost("reconnect", () => Promise.resolve(false))
+        )
+      )
     )
     yield* heartbeat
 

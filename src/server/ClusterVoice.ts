@@ -264,10 +264,7 @@ export const makeRedis = (
               )
             )
           : []
-        if (await replaced()) {
-          await reassert(entries)
-          return true
-        }
+        if (await replaced(() => reassert(entries))) return true
         for (const [i, copy] of current.entries()) {
           const { channelId, guildId, userId } = entries[i]!
           // Unless this node wrote the entry again meanwhile: its own write is the newer.

@@ -212,6 +212,11 @@ export interface RedisBusOptions {
   readonly timeout: Duration.Duration
   /** Received frames awaiting local delivery; beyond it they are dropped (`backlog_full`). */
   readonly backlog: number
+  /**
+   * Redis Cluster: how often the subscriber reads the slot map again, so its topics follow a slot
+   * whose master changed without a redirect or a dropped connection (a graceful failover).
+   */
+  readonly slotsRefresh: Duration.Duration
 }
 
 const RECONNECT_BASE_MILLIS = 50
@@ -251,7 +256,8 @@ const connect = (options: RedisBusOptions, name: string, shardedSubscriber: bool
     connectTimeoutMillis: Duration.toMillis(options.timeout),
     reconnectDelay: (attempt) =>
       Math.min(RECONNECT_BASE_MILLIS * 2 ** Math.min(attempt, 16), Duration.toMillis(options.reconnectMax)),
-    shardedSubscriber
+    shardedSubscriber,
+    ...(shardedSubscriber ? { slotsRefreshMillis: Duration.toMillis(options.slotsRefresh) } : {})
   })
 
 export const makeRedis = (
@@ -547,7 +553,9 @@ export const layer: Layer.Layer<EventBus, BusUnavailable, GatewayConfig | Gatewa
           maxLag: config.busMaxLag,
           reconnectMax: config.busReconnectMax,
           timeout: config.busTimeout,
-          backlog: config.busBacklog
+          backlog: config.busBacklog,
+          // The presence heartbeat's period: the bus follows a failover as fast as the state does.
+          slotsRefresh: Duration.millis(Math.max(1, Math.floor(Duration.toMillis(config.nodeTtl) / 3)))
         })
     })
   )

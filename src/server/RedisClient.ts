@@ -27,6 +27,13 @@ export interface RedisClientOptions {
   readonly connectTimeoutMillis?: number
   /** Cluster only: one subscriber connection per shard, so `SSUBSCRIBE` reaches the channel's owner. */
   readonly shardedSubscriber?: boolean
+  /**
+   * Cluster only: the slot map is read again this often (millis). A master that hands its slots
+   * over while staying up (a graceful failover, a resharding) drops their sharded subscriptions
+   * with a `sunsubscribe` the client ignores and nothing redirected: only a refreshed slot map
+   * moves them to the new owner.
+   */
+  readonly slotsRefreshMillis?: number
 }
 
 /** The credentials of a seed URL, for the nodes a Cluster client discovers (they come without). */
@@ -59,6 +66,7 @@ const construct = (endpoint: RedisEndpoint, options: RedisClientOptions): RedisC
     lazyConnect: options.lazyConnect,
     enableOfflineQueue: options.offlineQueue,
     shardedSubscribers: options.shardedSubscriber ?? false,
+    ...(options.slotsRefreshMillis === undefined ? {} : { slotsRefreshInterval: options.slotsRefreshMillis }),
     ...(options.reconnectDelay === undefined ? {} : { clusterRetryStrategy: options.reconnectDelay }),
     redisOptions: { ...connection, ...credentialsOf(urls[0]!) }
   })
@@ -94,17 +102,25 @@ export const connect = async (client: RedisClient): Promise<void> => {
 const infoField = (info: string, field: string) => new RegExp(`^${field}:(\\w+)`, "m").exec(info)?.[1] ?? ""
 
 /**
- * Tells, call by call, whether a Redis server behind the client was replaced since it was last seen:
- * a server whose run id changed (restarted) or whose role changed (a failover: the replica now
- * master, the old master now replica). Without persistence, or with replication behind, the new
+ * Tells, check by check, whether a Redis server behind the client was replaced since the last
+ * check: a server whose run id changed (restarted), whose role changed (a failover: the old master
+ * now replica), or a server not seen before (a Cluster client knows masters only, so a promoted
+ * replica first appears as a new master). Without persistence, or with replication behind, the new
  * owner of the slots may lack keys. Servers are remembered by address while they are away, so one
  * that comes back is recognised.
+ *
+ * A check calls `reassert` when a server was replaced (or `lost` says the state is gone anyway);
+ * what it saw is remembered only once `reassert` succeeded, so a re-assertion that fails while the
+ * failover is still settling (the slots' owner unreachable) is tried again at the next check.
  */
-export const replacementDetector = (client: RedisClient): (() => Promise<boolean>) => {
+export const replacementDetector = (
+  client: RedisClient
+): ((reassert: () => Promise<unknown>, lost?: boolean) => Promise<boolean>) => {
   const known = new Map<string, { readonly runId: string; readonly role: string }>()
-  return async () => {
+  let first = true
+  return async (reassert, lost = false) => {
     // A Cluster client drops a server whose connection ended and re-adds it only when a command
-    // is redirected to it: the slot map is refreshed here so a restarted master is seen.
+    // is redirected to it: the slot map is refreshed here so a restarted or promoted master is seen.
     if (client instanceof Cluster)
       await new Promise<void>((resolve) => client.refreshSlotsCache(() => resolve()))
     const servers = client instanceof Cluster ? client.nodes("all") : [client]
@@ -115,15 +131,17 @@ export const replacementDetector = (client: RedisClient): (() => Promise<boolean
         return [address, { runId: infoField(info, "run_id"), role: infoField(info, "role") }] as const
       })
     )
-    let replaced = false
-    for (const result of seen) {
-      // A server that cannot answer now is asked again at the next call.
-      if (result.status === "rejected") continue
-      const [address, now] = result.value
+    let replaced = lost
+    // A server that cannot answer now is asked again at the next check.
+    const answered = seen.flatMap((result) => (result.status === "fulfilled" ? [result.value] : []))
+    for (const [address, now] of answered) {
       const before = known.get(address)
-      if (before !== undefined && (before.runId !== now.runId || before.role !== now.role)) replaced = true
-      known.set(address, now)
+      if (before === undefined ? !first : before.runId !== now.runId || before.role !== now.role)
+        replaced = true
     }
+    if (replaced) await reassert()
+    first = false
+    for (const [address, now] of answered) known.set(address, now)
     return replaced
   }
 }

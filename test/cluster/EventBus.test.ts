@@ -34,7 +34,8 @@ const bus = (redis: RedisBackend, backlog = 100) =>
     maxLag: Duration.seconds(30),
     reconnectMax: Duration.millis(200),
     timeout: Duration.seconds(5),
-    backlog
+    backlog,
+    slotsRefresh: Duration.seconds(5)
   })
 
 const interested = (node: EventBusShape, topic: string) =>

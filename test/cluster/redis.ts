@@ -130,61 +130,57 @@ const SLOT_RANGES = [
   [10923, 16383]
 ] as const
 
+/** A Redis Cluster of three masters, each with a replica, that can fail a master over. */
+export interface RedisClusterWithReplicas extends RedisBackend {
+  /** The shard (0..2) whose slot range holds `key`. */
+  readonly shardOf: (key: string) => Effect.Effect<number>
+  /**
+   * Cuts the replication of `shard`: its replica is SIGSTOPped and the master drops the link, so
+   * writes from now on reach the master only (what asynchronous replication loses in a failover).
+   */
+  readonly cutReplication: (shard: number) => Effect.Effect<void>
+  /**
+   * Promotes the replica of `shard`. Graceful: `CLUSTER FAILOVER`, the old master becomes its replica
+   * (and takes the new master's data). Otherwise the master is SIGKILLed and the replica (resumed if
+   * cut) takes over with `CLUSTER FAILOVER TAKEOVER`. Returns once every live node reports
+   * `cluster_state:ok` and the promoted node as the master of the shard's slots.
+   */
+  readonly failover: (shard: number, mode: "graceful" | "takeover") => Effect.Effect<void>
+  /** Runs a command on the master now serving `key`'s slot, over a connection of its own. */
+  readonly atMaster: (key: string, ...command: [string, ...Array<string>]) => Effect.Effect<unknown>
+}
+
+const call = (node: Redis, ...args: [string, ...Array<string | number>]) =>
+  Effect.promise(() => node.call(...args) as Promise<string>)
+
 /**
- * A Redis Cluster of three masters (no replicas) on free loopback ports, nothing persisted: slots
- * assigned with `CLUSTER ADDSLOTSRANGE`, joined with `CLUSTER MEET`, ready once every node reports
- * `cluster_state:ok`. The processes and their node files go with the scope.
+ * Waits until `settled` holds for every node view (each probed over a connection of its own); the
+ * error of a missed deadline carries every node's `CLUSTER INFO` and `CLUSTER NODES`.
  */
-export const startRedisCluster = Effect.gen(function* () {
-  const dir = yield* Effect.acquireRelease(
-    Effect.promise(() => mkdtemp(join(tmpdir(), "filament-redis-cluster-"))),
-    (path) => Effect.promise(() => rm(path, { recursive: true, force: true }))
-  )
-  const ports: Array<number> = []
-  const busPorts: Array<number> = []
-  const children: Array<ChildProcess> = []
-  const launchMaster = (port: number, busPort: number) =>
-    launch(port, [
-      "--cluster-enabled",
-      "yes",
-      "--cluster-port",
-      String(busPort),
-      "--cluster-config-file",
-      join(dir, `nodes-${port}.conf`)
-    ])
-  yield* Effect.addFinalizer(() => Effect.forEach(children, stop, { discard: true }))
-  for (const [first, last] of SLOT_RANGES) {
-    const port = yield* freePort
-    // The bus port is chosen too: Redis's default (port + 10000) is refused above 55535 and may be taken.
-    const busPort = yield* freePort
-    children.push(yield* launchMaster(port, busPort))
-    const node = yield* connectTo(port)
-    yield* Effect.promise(() => node.call("CLUSTER", "ADDSLOTSRANGE", first, last))
-    ports.push(port)
-    busPorts.push(busPort)
-  }
-  const nodes = yield* Effect.forEach(ports, connectTo)
-  // Every pair meets directly rather than through gossip: one lost handshake cannot keep a node out.
-  for (const [i, node] of nodes.entries()) {
-    for (const j of ports.keys()) {
-      if (j > i)
-        yield* Effect.promise(() => node.call("CLUSTER", "MEET", "127.0.0.1", ports[j]!, busPorts[j]!))
-    }
-  }
-  const info = (node: Redis) => Effect.promise(() => node.call("CLUSTER", "INFO") as Promise<string>)
-  /** Every node (each probed over a connection of its own) reports `cluster_state:ok`. */
-  const formed = Effect.scoped(
+const clusterSettled = (
+  ports: ReadonlyArray<number>,
+  label: string,
+  settled: (view: { readonly info: string; readonly nodes: string; readonly port: number }) => boolean
+) =>
+  Effect.scoped(
     Effect.gen(function* () {
       const probes = yield* Effect.forEach(ports, connectTo)
+      const view = (i: number) =>
+        Effect.map(
+          Effect.all([call(probes[i]!, "CLUSTER", "INFO"), call(probes[i]!, "CLUSTER", "NODES")]),
+          ([info, nodes]) => ({ info, nodes, port: ports[i]! })
+        )
       const deadline = Date.now() + CLUSTER_DEADLINE_MS
-      for (const node of probes) {
-        while (!(yield* info(node)).includes("cluster_state:ok")) {
+      for (const i of ports.keys()) {
+        while (!settled(yield* view(i))) {
           if (Date.now() > deadline) {
-            const views = yield* Effect.forEach(probes, (each) =>
-              Effect.promise(() => each.call("CLUSTER", "NODES") as Promise<string>)
-            )
+            const views = yield* Effect.forEach(ports.keys(), view)
             return yield* Effect.fail(
-              new Error(`deadline: cluster_state:ok on every node\n${yield* info(node)}\n${views.join("\n")}`)
+              new Error(
+                `deadline: ${label} (node ${ports[i]})\n${views
+                  .map((each) => `--- ${each.port}\n${each.info}\n${each.nodes}`)
+                  .join("\n")}`
+              )
             )
           }
           yield* Effect.promise(() => new Promise<void>((resolve) => setTimeout(resolve, 20)))
@@ -192,35 +188,209 @@ export const startRedisCluster = Effect.gen(function* () {
       }
     })
   )
-  yield* formed
-  const urls = ports.map((port) => `redis://127.0.0.1:${port}`)
-  const cluster: RedisBackend = {
-    // Two seeds: the client discovers the third.
-    endpoint: { cluster: true, urls: Redacted.make(urls.slice(0, 2)) },
-    client: () =>
-      Effect.tap(
-        RedisClient.make(
-          { cluster: true, urls: Redacted.make(urls) },
-          { connectionName: "test", lazyConnect: true, offlineQueue: false, maxRetriesPerRequest: 1 }
-        ),
-        (client) => Effect.promise(() => client.connect())
-      ),
-    restartEmpty: (key) =>
+
+/** `CLUSTER NODES` lines as [id, address port, flags, master id, slots]. */
+const clusterNodes = (nodes: string) =>
+  nodes
+    .trim()
+    .split("\n")
+    .map((line) => {
+      const [id, address, flags, master, , , , , ...slots] = line.split(" ")
+      return { id: id!, port: Number(address!.split(":")[1]!.split("@")[0]), flags: flags!, master, slots }
+    })
+
+/**
+ * A Redis Cluster of three masters (with `replicas`, each with one replica) on free loopback ports,
+ * nothing persisted: slots assigned with `CLUSTER ADDSLOTSRANGE`, every pair joined with
+ * `CLUSTER MEET`, replicas attached with `CLUSTER REPLICATE`; ready once every node reports
+ * `cluster_state:ok` and knows every other node in its role. The processes and their node files (in
+ * a temporary directory) go with the scope.
+ */
+const startCluster = (replicas: boolean) =>
+  Effect.gen(function* () {
+    const dir = yield* Effect.acquireRelease(
+      Effect.promise(() => mkdtemp(join(tmpdir(), "filament-redis-cluster-"))),
+      (path) => Effect.promise(() => rm(path, { recursive: true, force: true }))
+    )
+    const shards = SLOT_RANGES.length
+    // Masters first (0..2), then their replicas (3..5, the replica of shard i at i + 3).
+    const count = replicas ? shards * 2 : shards
+    const ports: Array<number> = []
+    const busPorts: Array<number> = []
+    const children: Array<ChildProcess> = []
+    const launchNode = (i: number) =>
+      launch(ports[i]!, [
+        "--cluster-enabled",
+        "yes",
+        "--cluster-port",
+        String(busPorts[i]!),
+        "--cluster-config-file",
+        join(dir, `nodes-${ports[i]}.conf`),
+        "--dir",
+        dir
+      ])
+    yield* Effect.addFinalizer(() =>
+      Effect.forEach(
+        children,
+        (child) =>
+          Effect.zipRight(
+            Effect.sync(() => child.kill("SIGCONT")),
+            stop(child)
+          ),
+        { discard: true }
+      )
+    )
+    for (let i = 0; i < count; i++) {
+      ports.push(yield* freePort)
+      // The bus port is chosen too: Redis's default (port + 10000) is refused above 55535 and may be taken.
+      busPorts.push(yield* freePort)
+      children.push(yield* launchNode(i))
+    }
+    const knowsAll = (nodes: string) => {
+      const known = clusterNodes(nodes)
+      return known.length === count && known.every((node) => !/handshake|noaddr/.test(node.flags))
+    }
+    // The set-up connections close before any node is killed.
+    const ids = yield* Effect.scoped(
       Effect.gen(function* () {
-        const slot = yield* Effect.scoped(
-          Effect.flatMap(connectTo(ports[0]!), (node) =>
-            Effect.promise(() => node.call("CLUSTER", "KEYSLOT", key) as Promise<number>)
+        const nodes = yield* Effect.forEach(ports, connectTo)
+        for (const [i, [first, last]] of SLOT_RANGES.entries()) {
+          yield* call(nodes[i]!, "CLUSTER", "ADDSLOTSRANGE", first, last)
+        }
+        // Every pair meets directly rather than through gossip: one lost handshake cannot keep a node out.
+        for (const [i, node] of nodes.entries()) {
+          for (const j of ports.keys()) {
+            if (j > i) yield* call(node, "CLUSTER", "MEET", "127.0.0.1", ports[j]!, busPorts[j]!)
+          }
+        }
+        const ids = yield* Effect.forEach(nodes, (node) => call(node, "CLUSTER", "MYID"))
+        yield* clusterSettled(ports, "every node met every other", ({ nodes }) => knowsAll(nodes))
+        for (let shard = 0; shard < shards && replicas; shard++) {
+          yield* call(nodes[shard + shards]!, "CLUSTER", "REPLICATE", ids[shard]!)
+        }
+        return ids
+      })
+    )
+    /** Who serves each shard now (its master, its replica if any), by node index. */
+    const serving = SLOT_RANGES.map((_, shard) => ({ master: shard, replica: shard + shards }))
+    const live = new Set(ports.keys())
+    const livePorts = () => [...live].map((i) => ports[i]!)
+    const inRole = (nodes: string) =>
+      clusterNodes(nodes).every((node) => {
+        const i = ids.indexOf(node.id)
+        if (!live.has(i)) return true
+        const shard = serving.findIndex((each) => each.master === i || each.replica === i)
+        return serving[shard]!.master === i
+          ? node.flags.includes("master") && node.slots.join(" ") === SLOT_RANGES[shard]!.join("-")
+          : node.flags.includes("slave") && node.master === ids[serving[shard]!.master]
+      })
+    const formed = Effect.suspend(() =>
+      clusterSettled(
+        livePorts(),
+        "cluster_state:ok and every node in its role",
+        ({ info, nodes }) => info.includes("cluster_state:ok") && knowsAll(nodes) && inRole(nodes)
+      )
+    )
+    /** Every live replica copies its master (a failover has data to promote). */
+    const replicating = Effect.suspend(() =>
+      Effect.scoped(
+        Effect.forEach(
+          serving.filter(({ replica }) => replicas && live.has(replica)),
+          ({ replica }) =>
+            Effect.flatMap(connectTo(ports[replica]!), (node) =>
+              Effect.gen(function* () {
+                const deadline = Date.now() + CLUSTER_DEADLINE_MS
+                for (;;) {
+                  const info = yield* call(node, "INFO", "replication")
+                  if (info.includes("master_link_status:up")) return
+                  if (Date.now() > deadline)
+                    return yield* Effect.fail(
+                      new Error(`deadline: replica ${ports[replica]} in sync\n${info}`)
+                    )
+                  yield* Effect.promise(() => new Promise<void>((resolve) => setTimeout(resolve, 20)))
+                }
+              })
+            ),
+          { discard: true }
+        )
+      )
+    )
+    yield* formed
+    yield* replicating
+    const urls = ports.slice(0, shards).map((port) => `redis://127.0.0.1:${port}`)
+    const shardOf = (key: string) =>
+      Effect.scoped(
+        Effect.flatMap(connectTo(livePorts()[0]!), (node) =>
+          Effect.map(call(node, "CLUSTER", "KEYSLOT", key), (slot) =>
+            SLOT_RANGES.findIndex(([, last]) => Number(slot) <= last)
           )
         )
-        const i = SLOT_RANGES.findIndex(([, last]) => slot <= last)
-        yield* stop(children[i]!)
-        // Its node file keeps its identity and slots: it rejoins the cluster with no keys.
-        children[i] = yield* launchMaster(ports[i]!, busPorts[i]!)
-        yield* formed
-      }).pipe(Effect.orDie)
-  }
-  return cluster
-}).pipe(Effect.orDie)
+      )
+    const cluster: RedisClusterWithReplicas = {
+      // Two seeds: the client discovers the rest.
+      endpoint: { cluster: true, urls: Redacted.make(urls.slice(0, 2)) },
+      client: () =>
+        Effect.tap(
+          RedisClient.make(
+            { cluster: true, urls: Redacted.make(urls) },
+            { connectionName: "test", lazyConnect: true, offlineQueue: false, maxRetriesPerRequest: 1 }
+          ),
+          (client) => Effect.promise(() => client.connect())
+        ),
+      restartEmpty: (key) =>
+        Effect.gen(function* () {
+          const { master } = serving[yield* shardOf(key)]!
+          yield* stop(children[master]!)
+          // Its node file keeps its identity and slots: it rejoins the cluster with no keys.
+          children[master] = yield* launchNode(master)
+          yield* formed
+        }).pipe(Effect.orDie),
+      shardOf,
+      cutReplication: (shard) =>
+        Effect.gen(function* () {
+          const { master, replica } = serving[shard]!
+          children[replica]!.kill("SIGSTOP")
+          yield* Effect.scoped(
+            Effect.flatMap(connectTo(ports[master]!), (node) =>
+              call(node, "CLIENT", "KILL", "TYPE", "replica")
+            )
+          )
+        }),
+      failover: (shard, mode) =>
+        Effect.gen(function* () {
+          const { master, replica } = serving[shard]!
+          if (mode === "takeover") {
+            yield* stop(children[master]!)
+            live.delete(master)
+            children[replica]!.kill("SIGCONT")
+          }
+          // A fresh connection: one opened before a SIGSTOP may have been cut meanwhile.
+          yield* Effect.scoped(
+            Effect.flatMap(connectTo(ports[replica]!), (node) =>
+              call(node, "CLUSTER", "FAILOVER", ...(mode === "takeover" ? ["TAKEOVER"] : []))
+            )
+          )
+          serving[shard] = { master: replica, replica: master }
+          yield* formed
+          if (mode === "graceful") yield* replicating
+        }).pipe(Effect.orDie),
+      atMaster: (key, ...command) =>
+        Effect.gen(function* () {
+          const { master } = serving[yield* shardOf(key)]!
+          return yield* Effect.scoped(
+            Effect.flatMap(connectTo(ports[master]!), (node) => call(node, ...command))
+          )
+        })
+    }
+    return cluster
+  }).pipe(Effect.orDie)
+
+/** A Redis Cluster of three masters, no replicas. */
+export const startRedisCluster: Effect.Effect<RedisBackend, never, Scope.Scope> = startCluster(false)
+
+/** A Redis Cluster of three masters with a replica each. */
+export const startRedisClusterWithReplicas: Effect.Effect<RedisClusterWithReplicas, never, Scope.Scope> =
+  startCluster(true)
 
 /** The two backends the multi-node tests run on. */
 export const BACKENDS: ReadonlyArray<{
