@@ -3,7 +3,8 @@
  * gateway on port 0 with real `ws` clients. Signs in (a wrong key refused and counted), watches the
  * connection count change, sees a published event in the live tail with `<script>` and HTML in it
  * rendered inert, closes a client from the page (the client's socket sees 4014), publishes from the
- * generated form (a field error shown next to its field), at 1280 px and at phone width.
+ * generated form (a field error shown next to its field), at 1280 px and at phone width. Joined to a
+ * real redis-server (when installed), the overview also shows the cluster-wide rates.
  *
  * `INSPECTOR_SCREENSHOTS=1` also writes the screenshots of docs/OPERATIONS.md to docs/inspector/.
  */
@@ -13,6 +14,8 @@ import { mkdirSync } from "node:fs"
 import { fileURLToPath } from "node:url"
 import { chromium, type Browser, type Page } from "playwright-core"
 import { MessageCreate } from "../../src/protocol/events/message.js"
+import { joinedBy } from "../cluster/chat.js"
+import { hasRedisServer, startRedis } from "../cluster/redis.js"
 import { message, newId, startGateway } from "../server/harness.js"
 import { ADMIN_KEY } from "./support.js"
 
@@ -62,7 +65,10 @@ describe("inspector in a real browser", () => {
     "sign in, live counts, live tail (inert payload), close a client with 4014, publish form; 1280 px and phone",
     () =>
       Effect.gen(function* () {
-        const harness = yield* startGateway({ adminKey: Option.some(ADMIN_KEY) })
+        const harness = yield* startGateway({
+          adminKey: Option.some(ADMIN_KEY),
+          ...(hasRedisServer ? joinedBy(yield* startRedis) : {})
+        })
         const browser = yield* launch
         const context = yield* Effect.acquireRelease(
           step(() => browser.newContext({ viewport: { width: 1280, height: 900 } })),
@@ -124,6 +130,23 @@ describe("inspector in a real browser", () => {
         yield* step(() =>
           page.getByTestId("deliveries").locator("code", { hasText: "message_create" }).first().waitFor()
         )
+        if (hasRedisServer) {
+          // The cluster-wide rates: one point per 5 s (of the gateway's Clock) at the page's next poll.
+          for (let round = 0; round < 3; round++) {
+            yield* harness.gateway.publish(MessageCreate, message(guild, channel, `round ${round}`))
+            yield* TestClock.adjust("5 seconds")
+            yield* step(() =>
+              page.waitForResponse((response) => response.url().includes("/admin/api/overview"))
+            )
+          }
+          yield* step(() =>
+            page
+              .getByTestId("cluster-deliveries")
+              .locator("code", { hasText: "message_create" })
+              .first()
+              .waitFor()
+          )
+        }
         expect(yield* fitsWidth(page)).toBe(true)
         yield* shot(page, "overview")
 

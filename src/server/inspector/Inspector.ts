@@ -228,9 +228,14 @@ export const make = Effect.gen(function* () {
   const overviewRoute = Effect.gen(function* () {
     const request = yield* HttpServerRequest.HttpServerRequest
     const since = Number(new URL(request.url, "http://admin.invalid").searchParams.get("since") ?? "0")
-    overview.viewed()
+    overview.viewed("here")
     const snapshot = yield* overview.snapshot(Number.isFinite(since) ? since : 0)
-    return json(200, { ...snapshot, peers: yield* cluster.peers })
+    const peers = yield* cluster.peers
+    return json(200, {
+      ...snapshot,
+      peers,
+      cluster: cluster.enabled ? { periodSeconds: Cluster.PERIOD_SECONDS, samples: cluster.samples() } : null
+    })
   })
 
   const topRoute = Effect.gen(function* () {

@@ -3,7 +3,8 @@
  * overview (it stops after `IDLE_MS` without a request), reads the gateway's metric registry once a
  * second and keeps the last `HISTORY` samples. Deliveries per event type are the deltas of
  * `filament_gateway_events_emitted_total`; publishes per event type are counted by the inspector's
- * publish tap while the sampler runs (per event, never per delivery).
+ * publish tap while the sampler runs (per event, never per delivery). The sampler runs while this
+ * node's overview is looked at, or (with Redis) another node's (see `Cluster`).
  */
 import { randomBytes } from "node:crypto"
 import { hostname } from "node:os"
@@ -61,8 +62,17 @@ export interface Overview {
   readonly node: string
   /** The current totals (read on demand, not sampled). */
   readonly totals: Effect.Effect<Totals>
-  /** Records an overview request: starts the sampler when idle. */
-  readonly viewed: () => void
+  /** Records a look (an overview request here, or one on another node): starts the sampler when idle. */
+  readonly viewed: (where: "here" | "cluster") => void
+  /** Whether this node's overview was requested within the last `idleMillis`. */
+  readonly watchedHere: () => boolean
+  /** How long the sampler runs after the last look (ms). */
+  readonly idleMillis: number
+  /** Deliveries per event type since the process started (`filament_gateway_events_emitted_total`). */
+  readonly delivered: () => Readonly<Record<string, number>>
+  /** Publishes per event type counted since the sampler started at `since`; undefined when idle. */
+  readonly published: () =>
+    { readonly since: number; readonly counts: Readonly<Record<string, number>> } | undefined
   readonly snapshot: (since: number) => Effect.Effect<OverviewSnapshot>
   /** Whether the sampler runs (the publish tap counts publishes only then). */
   readonly active: () => boolean
@@ -137,7 +147,11 @@ export const make = (onActivity: () => void) =>
     const history: Array<Sample> = []
     let running = false
     let lastViewedAt = 0
+    let lastViewedHereAt = Number.NEGATIVE_INFINITY
+    let startedAt = 0
+    /** Publishes since the sampler started, and as of the previous sample. */
     let publishes: Record<string, number> = {}
+    let previousPublishes: Record<string, number> = {}
     let previousEmitted: Record<string, number> = {}
     /** When the sampler first saw the bus down (the outage not yet counted by the metric). */
     let busDownSince: number | undefined
@@ -152,8 +166,11 @@ export const make = (onActivity: () => void) =>
       }
       previousEmitted = read.emittedByType
       const published: Record<string, number> = {}
-      for (const [type, count] of Object.entries(publishes)) published[type] = count / periodSeconds
-      publishes = {}
+      for (const [type, count] of Object.entries(publishes)) {
+        const delta = count - (previousPublishes[type] ?? 0)
+        if (delta > 0) published[type] = delta / periodSeconds
+      }
+      previousPublishes = { ...publishes }
       if (gateway.busHealthy()) busDownSince = undefined
       else busDownSince ??= at
       history.push({
@@ -200,12 +217,15 @@ export const make = (onActivity: () => void) =>
     const overview: Overview = {
       node,
       totals,
-      viewed: () => {
+      viewed: (where) => {
         lastViewedAt = clock.unsafeCurrentTimeMillis()
+        if (where === "here") lastViewedHereAt = lastViewedAt
         if (running) return
         running = true
+        startedAt = lastViewedAt
         previousEmitted = readRegistry().emittedByType
         publishes = {}
+        previousPublishes = {}
         onActivity()
         run(loop)
       },
@@ -219,6 +239,10 @@ export const make = (onActivity: () => void) =>
             samples: history.filter((entry) => entry.at > since)
           }))
         ),
+      watchedHere: () => clock.unsafeCurrentTimeMillis() - lastViewedHereAt < IDLE_MS,
+      idleMillis: IDLE_MS,
+      delivered: () => readRegistry().emittedByType,
+      published: () => (running ? { since: startedAt, counts: { ...publishes } } : undefined),
       active: () => running,
       countPublish: (eventType) => {
         publishes[eventType] = (publishes[eventType] ?? 0) + 1

@@ -204,8 +204,17 @@ const stat = (name: string, label: string, value: string | number) =>
 
 const sum = (record: Record<string, number>) => Object.values(record).reduce((a, b) => a + b, 0)
 
+/** Rates per event type at one time: this node's samples and the cluster's points alike. */
+interface Rates {
+  readonly deliveries: Record<string, number>
+  readonly publishes: Record<string, number>
+}
+
 /** Per event type: its values over the samples, busiest types first. */
-const seriesByType = (samples: ReadonlyArray<Sample>, pick: (sample: Sample) => Record<string, number>) => {
+const seriesByType = <S extends Rates>(
+  samples: ReadonlyArray<S>,
+  pick: (sample: S) => Record<string, number>
+) => {
   const types = new Map<string, number>()
   for (const sample of samples)
     for (const [type, rate] of Object.entries(pick(sample))) types.set(type, (types.get(type) ?? 0) + rate)
@@ -215,10 +224,10 @@ const seriesByType = (samples: ReadonlyArray<Sample>, pick: (sample: Sample) => 
     .map(([type]) => ({ type, values: samples.map((sample) => pick(sample)[type] ?? 0) }))
 }
 
-const rateChart = (
+const rateChart = <S extends Rates>(
   title: string,
-  samples: ReadonlyArray<Sample>,
-  pick: (sample: Sample) => Record<string, number>,
+  samples: ReadonlyArray<S>,
+  pick: (sample: S) => Record<string, number>,
   testid: string
 ) => {
   const total = samples.map((sample) => sum(pick(sample)))
@@ -272,10 +281,18 @@ interface Peer {
   readonly totals: Totals
 }
 
+/** The cluster-wide rates (with Redis): one point per period, summed over the nodes that report. */
+interface ClusterView {
+  readonly periodSeconds: number
+  readonly samples: ReadonlyArray<Rates & { readonly at: number; readonly nodes: number }>
+}
+
 /** Every node's totals: this one, then its peers (written to Redis every few seconds). */
 const clusterTable = (node: string, now: number, totals: Totals, peers: ReadonlyArray<Peer>) => {
   const rows = [{ node: `${node} (this node)`, at: now, totals }, ...peers]
   const sumOf = (pick: (totals: Totals) => number) => rows.reduce((total, row) => total + pick(row.totals), 0)
+  const drops = (t: Totals) => sum(t.drops)
+  const rejections = (t: Totals) => sum(t.ingressRejections)
   return h(
     "div",
     { class: "panel", "data-testid": "cluster" },
@@ -286,7 +303,7 @@ const clusterTable = (node: string, now: number, totals: Totals, peers: Readonly
       h(
         "span",
         { class: "muted", "data-testid": "cluster-summary" },
-        `${rows.length} node${rows.length === 1 ? "" : "s"} · ${sumOf((t) => t.connections)} connections · ${sumOf((t) => t.usersOnline)} users online`
+        `${rows.length} node${rows.length === 1 ? "" : "s"} · ${sumOf((t) => t.connections)} connections · ${sumOf((t) => t.usersOnline)} users online · ${sumOf(drops)} drops · ${sumOf((t) => t.slowConsumerEvictions)} evictions · ${sumOf(rejections)} ingress rejections`
       )
     ),
     peers.length === 0
@@ -297,16 +314,24 @@ const clusterTable = (node: string, now: number, totals: Totals, peers: Readonly
       { class: "scroll" },
       h(
         "table",
-        {},
+        { class: "nodes" },
         h(
           "thead",
           {},
           h(
             "tr",
             {},
-            ["node", "connections", "users", "subscriptions", "bus", "as of"].map((name, i) =>
-              h("th", { class: i === 0 || i === 4 ? undefined : "num" }, name)
-            )
+            [
+              "node",
+              "connections",
+              "users",
+              "subscriptions",
+              "drops",
+              "evictions",
+              "rejections",
+              "bus",
+              "as of"
+            ].map((name, i) => h("th", { class: i === 0 || i === 7 ? undefined : "num" }, name))
           )
         ),
         h(
@@ -320,6 +345,9 @@ const clusterTable = (node: string, now: number, totals: Totals, peers: Readonly
               h("td", { class: "num" }, row.totals.connections),
               h("td", { class: "num" }, row.totals.usersOnline),
               h("td", { class: "num" }, row.totals.subscriptions),
+              h("td", { class: "num" }, drops(row.totals)),
+              h("td", { class: "num" }, row.totals.slowConsumerEvictions),
+              h("td", { class: "num" }, rejections(row.totals)),
               h("td", {}, row.totals.busHealthy ? "healthy" : "DOWN"),
               h("td", { class: "num" }, `${Math.max(0, Math.round((now - row.at) / 1000))} s ago`)
             )
@@ -340,6 +368,7 @@ const renderOverview = (content: HTMLElement) => {
     node = String(answer.body["node"])
     samples = samples.concat(answer.body["samples"] as Array<Sample>).slice(-HISTORY)
     since = samples.at(-1)?.at ?? since
+    const cluster = answer.body["cluster"] as ClusterView | null
     replace(
       content,
       h(
@@ -360,8 +389,24 @@ const renderOverview = (content: HTMLElement) => {
       h(
         "div",
         { class: "panels" },
-        rateChart("Deliveries", samples, (sample) => sample.deliveries, "deliveries"),
-        rateChart("Publishes", samples, (sample) => sample.publishes, "publishes"),
+        rateChart("Deliveries (this node)", samples, (sample) => sample.deliveries, "deliveries"),
+        rateChart("Publishes (this node)", samples, (sample) => sample.publishes, "publishes"),
+        cluster === null
+          ? null
+          : [
+              rateChart(
+                "Deliveries (cluster)",
+                cluster.samples,
+                (point) => point.deliveries,
+                "cluster-deliveries"
+              ),
+              rateChart(
+                "Publishes (cluster)",
+                cluster.samples,
+                (point) => point.publishes,
+                "cluster-publishes"
+              )
+            ],
         countTable("Drops by reason", totals.drops, "drops"),
         countTable("Ingress rejections by reason", totals.ingressRejections, "ingress")
       ),
