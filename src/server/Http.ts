@@ -22,7 +22,7 @@ import { bearerToken } from "./Auth.js"
 import { GatewayConfig } from "./Config.js"
 import { ListenFailed, PublishRejected } from "./Errors.js"
 import type { RoutedEvent, UserEvent } from "./FollowUps.js"
-import { Gateway } from "./Gateway.js"
+import { Gateway, type GatewayShape } from "./Gateway.js"
 import * as HttpLimits from "./HttpLimits.js"
 import { GatewayMetrics, PROMETHEUS_CONTENT_TYPE, renderSnapshot } from "./Metrics.js"
 import { groupStatus, readinessOf, WorkerGroup } from "./Workers.js"
@@ -106,7 +106,26 @@ const keyMatches = (presented: string, expected: Redacted.Redacted<string>): boo
   return a.length === b.length && timingSafeEqual(a, b)
 }
 
-const jsonResponse = (status: number, body: unknown) => HttpServerResponse.unsafeJson(body, { status })
+export const jsonResponse = (status: number, body: unknown) => HttpServerResponse.unsafeJson(body, { status })
+
+/** Publishes a validated request: 202 with the recipient count, or the refusal's status and body. */
+export const publishResponse = (gateway: GatewayShape, target: PublishRequest) =>
+  (target._tag === "Routed"
+    ? gateway.publish(target.event, target.payload)
+    : gateway.publishToUsers(target.event, target.payload, target.users)
+  ).pipe(
+    Effect.map((recipients) => jsonResponse(202, { recipients })),
+    Effect.catchTags({
+      OversizedOutbound: (error) =>
+        Effect.succeed(
+          jsonResponse(413, { error: "event_too_large", bytes: error.bytes, max_bytes: error.maxBytes })
+        ),
+      SerializeError: (error) =>
+        Effect.succeed(jsonResponse(500, { error: "serialize_error", detail: error.detail })),
+      PublishRefused: (error) =>
+        Effect.succeed(jsonResponse(409, { error: error.reason, limit: error.limit, detail: error.detail }))
+    })
+  )
 
 const publish = Effect.gen(function* () {
   const request = yield* HttpServerRequest.HttpServerRequest
@@ -160,24 +179,7 @@ const publish = Effect.gen(function* () {
     const { detail, issues } = decoded.left
     return jsonResponse(400, { error: "invalid_event", detail, ...(issues === undefined ? {} : { issues }) })
   }
-  const target = decoded.right
-  const published =
-    target._tag === "Routed"
-      ? gateway.publish(target.event, target.payload)
-      : gateway.publishToUsers(target.event, target.payload, target.users)
-  return yield* published.pipe(
-    Effect.map((recipients) => jsonResponse(202, { recipients })),
-    Effect.catchTags({
-      OversizedOutbound: (error) =>
-        Effect.succeed(
-          jsonResponse(413, { error: "event_too_large", bytes: error.bytes, max_bytes: error.maxBytes })
-        ),
-      SerializeError: (error) =>
-        Effect.succeed(jsonResponse(500, { error: "serialize_error", detail: error.detail })),
-      PublishRefused: (error) =>
-        Effect.succeed(jsonResponse(409, { error: error.reason, limit: error.limit, detail: error.detail }))
-    })
-  )
+  return yield* publishResponse(gateway, decoded.right)
 })
 
 /** The gateway's HTTP routes as an `HttpApp` (the WebSocket upgrade itself is `Gateway.handleUpgrade`). */

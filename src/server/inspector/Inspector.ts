@@ -20,7 +20,7 @@ import { ingress, ChannelId, GuildId, UserId } from "../../protocol/Ids.js"
 import { Manifest, toJsonManifest } from "../../protocol/Manifest.js"
 import { GatewayConfig } from "../Config.js"
 import { Gateway } from "../Gateway.js"
-import { AdminRoutes, decodePublishRequest } from "../Http.js"
+import { AdminRoutes, decodePublishRequest, jsonResponse as json, publishResponse } from "../Http.js"
 import * as HttpLimits from "../HttpLimits.js"
 import { GatewayMetrics, type AdminRequestOutcome } from "../Metrics.js"
 import { SubscriptionRegistry, channelKey } from "../Registry.js"
@@ -57,8 +57,6 @@ const SECURITY_HEADERS = {
 const SMALL_BODY_BYTES = 4096
 const TOP_LIMIT_MAX = 100
 const TAIL_KEEPALIVE = Duration.seconds(15)
-
-const json = (status: number, body: unknown) => HttpServerResponse.unsafeJson(body, { status })
 
 const decodeUser = Schema.decodeUnknownEither(ingress(UserId))
 const decodeGuild = Schema.decodeUnknownEither(ingress(GuildId))
@@ -299,24 +297,7 @@ export const make = Effect.gen(function* () {
     const decoded = decodePublishRequest(body, config.maxPublishUsers)
     if (Either.isLeft(decoded))
       return json(400, { error: "invalid_event", detail: decoded.left.detail, fields: fieldErrors(body) })
-    const target = decoded.right
-    const published =
-      target._tag === "Routed"
-        ? gateway.publish(target.event, target.payload)
-        : gateway.publishToUsers(target.event, target.payload, target.users)
-    return yield* published.pipe(
-      Effect.map((recipients) => json(202, { recipients })),
-      Effect.catchTags({
-        OversizedOutbound: (error) =>
-          Effect.succeed(
-            json(413, { error: "event_too_large", bytes: error.bytes, max_bytes: error.maxBytes })
-          ),
-        SerializeError: (error) =>
-          Effect.succeed(json(500, { error: "serialize_error", detail: error.detail })),
-        PublishRefused: (error) =>
-          Effect.succeed(json(409, { error: error.reason, limit: error.limit, detail: error.detail }))
-      })
-    )
+    return yield* publishResponse(gateway, decoded.right)
   }).pipe(Effect.catchAll(refused))
 
   const tailRoute = Effect.gen(function* () {
