@@ -265,8 +265,12 @@ export const makeRedis = (
           "snapshot",
           async () => {
             const key = guildKey(guildId)
-            const [total, firstOnline] = await Promise.all([redis.hlen(key), redis.hexists(key, first)])
-            const userIds: Array<UserId> = firstOnline === 1 && limit > 0 ? [first] : []
+            const [total, firstOnline] = await Promise.all([
+              redis.hlen(key),
+              first === undefined ? 0 : redis.hexists(key, first)
+            ])
+            const userIds: Array<UserId> =
+              first !== undefined && firstOnline === 1 && limit > 0 ? [first] : []
             let cursor = "0"
             do {
               if (userIds.length >= limit) break

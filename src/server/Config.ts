@@ -95,6 +95,13 @@ export interface GatewayConfigShape {
   readonly maxTokenBytes: number
   /** Ids per `presence_sync` (the contract's 1024 at most); above it the snapshot is truncated. */
   readonly presenceSyncMaxUsers: number
+  /** A guild's presence changes beyond the burst are held and sent together once per tick. */
+  readonly presenceTick: Duration.Duration
+  /**
+   * Presence changes a guild announces at once per tick; later ones wait for the tick's end, where
+   * more than this many become one guild-wide `presence_sync` instead of one update each.
+   */
+  readonly presenceBurst: number
   /** Voice channels the participant projection tracks; a join into one more is refused. */
   readonly maxVoiceChannels: number
   /** Participants per tracked voice channel (the contract's 512 at most); one more is refused. */
@@ -291,6 +298,8 @@ export const config: Config.Config<GatewayConfigShape> = Config.all({
     MAX_PRESENCE_SYNC_USER_IDS,
     MAX_PRESENCE_SYNC_USER_IDS
   ),
+  presenceTick: seconds("GATEWAY_PRESENCE_TICK_SECS", 0.05),
+  presenceBurst: positiveInt("GATEWAY_PRESENCE_BURST", 8),
   maxVoiceChannels: positiveInt("GATEWAY_MAX_VOICE_CHANNELS", 1024),
   maxVoiceParticipantsPerChannel: positiveInt(
     "GATEWAY_MAX_VOICE_PARTICIPANTS_PER_CHANNEL",

@@ -24,8 +24,12 @@ export interface PresenceShape {
   readonly join: (guildId: GuildId, userId: UserId) => Effect.Effect<boolean>
   /** This node no longer holds `userId` in `guildId`. True when the user just went offline there. */
   readonly leave: (guildId: GuildId, userId: UserId) => Effect.Effect<boolean>
-  /** The guild's online users for `presence_sync`: `first` leads the list when online; at most `limit`. */
-  readonly snapshot: (guildId: GuildId, first: UserId, limit: number) => Effect.Effect<PresenceSnapshot>
+  /** The guild's online users for `presence_sync`: `first` (if any) leads when online; at most `limit`. */
+  readonly snapshot: (
+    guildId: GuildId,
+    first: UserId | undefined,
+    limit: number
+  ) => Effect.Effect<PresenceSnapshot>
 }
 
 export class Presence extends Context.Tag("filament/Presence")<Presence, PresenceShape>() {}
@@ -59,7 +63,7 @@ export const makeMemory = (): PresenceShape => {
       Effect.sync(() => {
         const users = guilds.get(guildId)
         if (users === undefined || limit <= 0) return { userIds: [], total: users?.size ?? 0 }
-        const userIds: Array<UserId> = users.has(first) ? [first] : []
+        const userIds: Array<UserId> = first !== undefined && users.has(first) ? [first] : []
         for (const userId of users.keys()) {
           if (userIds.length >= limit) break
           if (userId !== first) userIds.push(userId)

@@ -1,11 +1,12 @@
 /**
  * Presence over real sockets (reference §3.1, §5.5, §5.7): the exact subscribe order on first and
  * repeated subscribes, online once and offline once for multi-connection users, offline on
- * disconnect and on unsubscribe of the guild's last channel, and the presence_sync bound.
+ * disconnect and on unsubscribe of the guild's last channel, the presence_sync bound, and the storm
+ * bound (a guild's changes beyond the burst held per tick, sent as one guild-wide presence_sync).
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Effect } from "effect"
-import { newId, publishHttp } from "../server/harness.js"
+import { Duration, Effect, TestClock } from "effect"
+import { newId, publishHttp, type TestClient } from "../server/harness.js"
 import { eventually, expectNextIsMarker, metricDelta, startChatGateway, subscribeInOrder } from "./chat.js"
 
 describe("presence", () => {
@@ -186,5 +187,114 @@ describe("presence", () => {
       }
       expect(yield* truncated).toBe(1)
     })
+  )
+
+  it.scoped(
+    "beyond the burst, changes wait for the tick's end; online then offline in one tick sends nothing",
+    () =>
+      Effect.gen(function* () {
+        const tick = Duration.millis(50)
+        const harness = yield* startChatGateway({ presenceBurst: 1, presenceTick: tick })
+        const [guild, channel] = [newId(), newId()]
+        const [brief, late] = [newId(), newId()]
+        const watcher = yield* harness.connectReady(newId(), { [guild]: "*" })
+        // The watcher's own online is the tick's one announcement at once.
+        yield* subscribeInOrder(watcher, guild, channel, { online: true })
+        const briefClient = yield* harness.connectReady(brief, { [guild]: "*" })
+        yield* subscribeInOrder(briefClient, guild, channel, { online: false })
+        briefClient.send({ v: 1, t: "unsubscribe", d: { guild_id: guild, channel_id: channel } })
+        yield* briefClient.nextOfType("unsubscribed")
+        const lateClient = yield* harness.connectReady(late, { [guild]: "*" })
+        const { presenceSync } = yield* subscribeInOrder(lateClient, guild, channel, { online: false })
+        expect(new Set(presenceSync.d["user_ids"] as Array<string>).has(brief)).toBe(false)
+        yield* expectNextIsMarker(harness, guild, [watcher, lateClient])
+
+        // One held change (not above the burst): an update, not a snapshot; the brief user's pair is gone.
+        yield* TestClock.adjust(tick)
+        for (const client of [watcher, lateClient]) {
+          expect((yield* client.nextOfType("presence_update")).d).toEqual({
+            guild_id: guild,
+            user_id: late,
+            status: "online"
+          })
+        }
+        yield* expectNextIsMarker(harness, guild, [watcher, lateClient])
+      })
+  )
+
+  /** The Filament client's presence state: `presence_sync` replaces the guild's set, an update changes one user. */
+  const onlineSet = (client: TestClient, guildId: string) => {
+    let online = new Set<string>()
+    for (const frame of client.frames) {
+      if (frame.d["guild_id"] !== guildId) continue
+      if (frame.t === "presence_sync") online = new Set(frame.d["user_ids"] as Array<string>)
+      if (frame.t === "presence_update") {
+        const userId = frame.d["user_id"] as string
+        if (frame.d["status"] === "online") online.add(userId)
+        else online.delete(userId)
+      }
+    }
+    return online
+  }
+  const presenceFrames = (clients: ReadonlyArray<TestClient>) =>
+    clients.reduce(
+      (sum, client) =>
+        sum + client.frames.filter((f) => f.t === "presence_sync" || f.t === "presence_update").length,
+      0
+    )
+  const sameSet = (a: ReadonlySet<string>, b: ReadonlySet<string>) =>
+    a.size === b.size && [...a].every((id) => b.has(id))
+
+  it.scoped(
+    "a storm: 200 users subscribe at once, then 100 leave; every subscriber ends with the online set, in bounded frames",
+    () =>
+      Effect.gen(function* () {
+        const burst = 8
+        const tick = Duration.millis(50)
+        const harness = yield* startChatGateway({ presenceBurst: burst, presenceTick: tick })
+        const [guild, channel] = [newId(), newId()]
+        const users = Array.from({ length: 200 }, () => newId())
+        const clients = yield* Effect.forEach(users, (user) => harness.connectReady(user, { [guild]: "*" }), {
+          concurrency: 20
+        })
+        for (const client of clients) {
+          client.send({ v: 1, t: "subscribe", d: { guild_id: guild, channel_id: channel } })
+        }
+        yield* eventually(
+          "every subscribe acknowledged",
+          Effect.sync(() => clients.every((client) => client.frames.some((f) => f.t === "subscribed"))),
+          (acknowledged) => acknowledged
+        )
+        // The first `burst` went out at once; the tick's end sends the rest as one presence_sync.
+        yield* TestClock.adjust(tick)
+        const everyone = new Set(users)
+        yield* eventually(
+          "every subscriber sees the 200 online",
+          Effect.sync(() => clients.map((client) => onlineSet(client, guild))),
+          (sets) => sets.every((set) => sameSet(set, everyone))
+        )
+        // Per subscriber: its own snapshot, at most `burst` updates, one guild-wide snapshot (one tick).
+        // Unbounded, this storm sends 200 snapshots + 200 * 201 / 2 updates.
+        expect(presenceFrames(clients)).toBeLessThanOrEqual(users.length * (2 + burst))
+
+        const leaving = clients.slice(0, 100)
+        const staying = clients.slice(100)
+        const sentBefore = presenceFrames(staying)
+        for (const client of leaving) client.socket.close()
+        yield* eventually(
+          "the leavers are cleaned up",
+          Effect.forEach(users.slice(0, 100), (user) => harness.serverConnections(user)),
+          (connections) => connections.every((c) => c.length === 0)
+        )
+        yield* TestClock.adjust(tick)
+        const remaining = new Set(users.slice(100))
+        yield* eventually(
+          "every remaining subscriber sees exactly the 100 still online",
+          Effect.sync(() => staying.map((client) => onlineSet(client, guild))),
+          (sets) => sets.every((set) => sameSet(set, remaining))
+        )
+        expect(presenceFrames(staying) - sentBefore).toBeLessThanOrEqual(staying.length * (1 + burst))
+      }),
+    60_000
   )
 })

@@ -20,6 +20,8 @@ describe("chat follow-up configuration", () => {
         })
         expect(Duration.toSeconds(config.voiceParticipantLifetime)).toBe(300)
         expect(Duration.toSeconds(config.voiceSweep)).toBe(15)
+        expect(Duration.toMillis(config.presenceTick)).toBe(50)
+        expect(config.presenceBurst).toBe(8)
       })
   )
 
@@ -28,6 +30,8 @@ describe("chat follow-up configuration", () => {
       const config = Either.getOrThrow(
         yield* load({
           GATEWAY_PRESENCE_SYNC_MAX_USERS: "10",
+          GATEWAY_PRESENCE_TICK_SECS: "0.2",
+          GATEWAY_PRESENCE_BURST: "3",
           GATEWAY_MAX_VOICE_CHANNELS: "3",
           GATEWAY_MAX_VOICE_PARTICIPANTS_PER_CHANNEL: "4",
           GATEWAY_VOICE_PARTICIPANT_TTL_SECS: "1.5",
@@ -37,12 +41,14 @@ describe("chat follow-up configuration", () => {
       )
       expect(config).toMatchObject({
         presenceSyncMaxUsers: 10,
+        presenceBurst: 3,
         maxVoiceChannels: 3,
         maxVoiceParticipantsPerChannel: 4,
         dualEmitLegacyOverride: true
       })
       expect(Duration.toMillis(config.voiceParticipantLifetime)).toBe(1500)
       expect(Duration.toSeconds(config.voiceSweep)).toBe(2)
+      expect(Duration.toMillis(config.presenceTick)).toBe(200)
     })
   )
 
@@ -51,6 +57,8 @@ describe("chat follow-up configuration", () => {
       for (const [key, value] of [
         ["GATEWAY_PRESENCE_SYNC_MAX_USERS", "1025"],
         ["GATEWAY_PRESENCE_SYNC_MAX_USERS", "0"],
+        ["GATEWAY_PRESENCE_TICK_SECS", "0"],
+        ["GATEWAY_PRESENCE_BURST", "0"],
         ["GATEWAY_MAX_VOICE_PARTICIPANTS_PER_CHANNEL", "513"],
         ["GATEWAY_MAX_VOICE_CHANNELS", "0"],
         ["GATEWAY_VOICE_PARTICIPANT_TTL_SECS", "0"],

@@ -9,9 +9,11 @@ export const PresenceSync = defineEvent({
   version: 1,
   scope: "guild",
   description:
-    "Snapshot of the users online in a guild, sent only to the subscribing connection. At most " +
+    "Snapshot of the users online in a guild; replaces the client's online set for the guild. At most " +
     `${MAX_PRESENCE_SYNC_USER_IDS} ids; duplicates are removed keeping the first occurrence.`,
-  delivery: "Only the connection that subscribed, right after an authorized subscribe (before `subscribed`).",
+  delivery:
+    "The connection that subscribed, right after an authorized subscribe (before `subscribed`); and, in " +
+    "a presence storm, the whole guild at a tick's end instead of the held `presence_update`s.",
   payload: Schema.Struct({
     guild_id: GuildId,
     user_ids: dedupedArray(UserId, {
