@@ -15,8 +15,7 @@ import type { EventScope } from "../protocol/EventDefinition.js"
 import { Manifest } from "../protocol/Manifest.js"
 
 export type DeliveryScope = EventScope
-export type DropReason =
-  "full_queue" | "closed" | "oversized_outbound" | "serialize_error" | "dispatch_timeout"
+export type DropReason = "full_queue" | "closed" | "oversized_outbound" | "serialize_error"
 export type ParseRejectReason =
   | "invalid_envelope"
   | "invalid_subscribe_payload"
