@@ -46,6 +46,12 @@ export type HttpSurface = "upgrade" | "publish" | "other"
 export type HttpRejectReason =
   "request_timeout" | "rate_limited" | "ip_connection_limit" | "body_too_large" | "length_required"
 
+/**
+ * Where a rate limit refused: the HTTP limiter (429 `rate_limited`) on upgrades, publish calls and
+ * inspector calls, or the per-connection ingress window (close 4008 `ingress_rate_limited`).
+ */
+export type RateLimitSurface = "upgrade" | "publish" | "admin" | "ingress"
+
 /** How an inspector (`/admin`) call ended: the `outcome` label, a closed set. */
 export type AdminRequestOutcome =
   "ok" | "unauthorized" | "rate_limited" | "invalid" | "not_found" | "too_many_viewers" | "error"
@@ -74,7 +80,7 @@ const FAMILIES = [
   { name: "filament_auth_failures_total", help: "Authentication failures.", type: "counter" },
   {
     name: "filament_rate_limit_hits_total",
-    help: "HTTP rate limit hits (not used by the gateway).",
+    help: "Requests and frames refused by a rate limit.",
     type: "counter"
   },
   { name: "filament_ws_disconnects_total", help: "WebSocket disconnects by reason.", type: "counter" },
@@ -214,6 +220,8 @@ export interface GatewayMetricsShape {
   readonly connectionRejected: (reason: ConnectionRejectReason) => void
   readonly subscribeRejected: (reason: SubscribeRejectReason) => void
   readonly httpRejected: (surface: HttpSurface, reason: HttpRejectReason) => void
+  /** `reason` is what the client was told: `ingress_rate_limited` on `ingress`, else `rate_limited`. */
+  readonly rateLimitHit: (surface: RateLimitSurface) => void
   readonly connectionsChanged: (delta: number) => void
   readonly subscriptionsChanged: (delta: number) => void
   readonly fanoutDuration: (scope: DeliveryScope, seconds: number) => void
@@ -434,6 +442,7 @@ const valueSnapshot = (series: ReturnType<typeof values>): ReadonlyArray<ValueSe
 /** Builds the service with series of its own (see the module comment). */
 export const make = (): GatewayMetricsShape => {
   const authFailures = values("reason")
+  const rateLimitHits = values("surface", "reason")
   const disconnects = values("reason")
   const emitted = values("scope", "event_type")
   const dropped = values("scope", "event_type", "reason")
@@ -478,7 +487,7 @@ export const make = (): GatewayMetricsShape => {
     readonly [Name in FamilyName]: () => ReadonlyArray<ValueSeries | HistogramSeries>
   } = {
     filament_auth_failures_total: () => valueSnapshot(authFailures),
-    filament_rate_limit_hits_total: () => [],
+    filament_rate_limit_hits_total: () => valueSnapshot(rateLimitHits),
     filament_ws_disconnects_total: () => valueSnapshot(disconnects),
     filament_gateway_events_emitted_total: () => valueSnapshot(emitted),
     filament_gateway_events_dropped_total: () => valueSnapshot(dropped),
@@ -557,6 +566,9 @@ export const make = (): GatewayMetricsShape => {
     },
     httpRejected: (surface, why) => {
       httpRejected.cell(surface, why).value++
+    },
+    rateLimitHit: (surface) => {
+      rateLimitHits.cell(surface, surface === "ingress" ? "ingress_rate_limited" : "rate_limited").value++
     },
     connectionsChanged: (delta) => {
       connectionsNow.value += delta
