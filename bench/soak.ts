@@ -21,7 +21,7 @@ import * as Auth from "../src/server/Auth.js"
 import * as Config from "../src/server/Config.js"
 import * as Gateway from "../src/server/Gateway.js"
 import * as Http from "../src/server/Http.js"
-import { ulid } from "../src/server/Messages.js"
+import { ulid } from "../src/protocol/Ids.js"
 import { GatewayMetrics } from "../src/server/Metrics.js"
 import { plainTextMessage } from "../test/fixtures/messages.js"
 

@@ -6,7 +6,7 @@
 import { mkdirSync, writeFileSync } from "node:fs"
 import { dirname } from "node:path"
 import { fileURLToPath } from "node:url"
-import { renderEventCatalog } from "../src/protocol/Catalog.js"
+import { renderEventCatalog } from "./event-catalog.js"
 import { renderJsonManifest } from "../src/protocol/Manifest.js"
 import { GENERATED_DECODERS_PATH, renderClientDecoders } from "./client-decoders.js"
 

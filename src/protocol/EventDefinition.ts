@@ -71,9 +71,6 @@ export const defineEvent = <const T extends string, A, I, const S extends EventS
 
 /** The decoded payload type of an event definition. */
 export type PayloadOf<E> = E extends EventDefinition<string, infer A> ? A : never
-/** The wire (JSON) payload type of an event definition. */
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-export type WirePayloadOf<E> = E extends EventDefinition<string, any, infer I> ? I : never
 
 export interface DecodeOptions {
   /**

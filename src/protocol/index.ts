@@ -2,7 +2,6 @@
  * The wire contract (`filament-gateway/protocol`), one namespace per module. Isomorphic: depends on
  * `effect` only, so it loads in Node and in a browser.
  */
-export * as Catalog from "./Catalog.js"
 export * as CloseCodes from "./CloseCodes.js"
 export * as Commands from "./Commands.js"
 export * as Envelope from "./Envelope.js"

@@ -4,7 +4,7 @@
  * its routing key to the other nodes, which deliver it to their local recipients without encoding it
  * again.
  *
- * Two layers: `layerMemory` (one node: nothing to carry) and `layerRedis` (Redis pub/sub, sharded
+ * Two layers: `layerMemory` (one node: nothing to carry) and `layer` (Redis pub/sub, sharded
  * `SSUBSCRIBE`/`SPUBLISH` on Redis >= 7; on a Redis Cluster each topic lives on the shard owning
  * its slot, and the outage handling below follows the cluster client's overall state). A node
  * subscribes only to the topics it has local interest in — one per guild with a local subscription,

@@ -14,7 +14,6 @@ import type { DisconnectOutcome, SubscribeOutcome, UnsubscribeOutcome } from "./
 /* eslint-disable @typescript-eslint/no-explicit-any */
 export type RoutedEvent = EventDefinition<string, any, any, "channel" | "guild">
 export type UserEvent = EventDefinition<string, any, any, "user">
-export type ConnectionEvent = EventDefinition<string, any, any, "connection">
 /* eslint-enable @typescript-eslint/no-explicit-any */
 
 /** The publish path: encode once, route by scope through the registry's indexes, one delivery loop. */

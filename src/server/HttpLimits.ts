@@ -175,6 +175,7 @@ export const make = (options: HttpLimitsOptions): HttpLimits => {
       const ip = clientIp(request)
       if (!takeToken(ip)) {
         metrics.httpRejected("upgrade", "rate_limited")
+        metrics.rateLimitHit("upgrade")
         refuseRaw(socket, 429, "rate_limited")
         return false
       }
@@ -193,6 +194,7 @@ export const make = (options: HttpLimitsOptions): HttpLimits => {
     admitPublish: (request, response) => {
       if (takeToken(clientIp(request))) return true
       metrics.httpRejected("publish", "rate_limited")
+      metrics.rateLimitHit("publish")
       response.writeHead(429, { "content-type": "application/json", connection: "close" })
       response.end(JSON.stringify({ error: "rate_limited" }))
       return false

@@ -228,6 +228,7 @@ export const make = (options: IngressOptions): Ingress => {
     onFrame: (connection, data, isBinary) => {
       if (!connection.isOpen) return
       if (!connection.admitFrame(options.now())) {
+        metrics.rateLimitHit("ingress")
         connection.close("ingress_rate_limited")
         return
       }

@@ -4,10 +4,9 @@
  * markdown tokens for plain text). It refuses attachments: it has no attachment store to resolve
  * ids against. A host app replaces it with its own persistence.
  */
-import { randomBytes } from "node:crypto"
 import { Clock, Context, Effect, Layer } from "effect"
 import type { MessageCreateCommand } from "../protocol/Commands.js"
-import type { MessageId } from "../protocol/Ids.js"
+import { ulid, type MessageId } from "../protocol/Ids.js"
 import type { MarkdownToken, MessageSnapshot } from "../protocol/Shapes.js"
 import type { Principal } from "./Auth.js"
 import { MessageRejected } from "./Errors.js"
@@ -23,22 +22,6 @@ export class MessageHandler extends Context.Tag("filament/MessageHandler")<
   MessageHandler,
   MessageHandlerShape
 >() {}
-
-const CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-
-/** A new canonical ULID: 48-bit millisecond time, 80 random bits. */
-export const ulid = (timeMillis: number): string => {
-  let time = ""
-  let remaining = Math.max(0, Math.floor(timeMillis))
-  for (let i = 0; i < 10; i++) {
-    time = CROCKFORD[remaining % 32]! + time
-    remaining = Math.floor(remaining / 32)
-  }
-  const random = randomBytes(16)
-  let tail = ""
-  for (let i = 0; i < 16; i++) tail += CROCKFORD[random[i]! % 32]
-  return time + tail
-}
 
 /** Markdown tokens of plain text: one paragraph, a soft break per newline. */
 export const plainTextTokens = (content: string): ReadonlyArray<MarkdownToken> => {

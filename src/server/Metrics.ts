@@ -1,20 +1,21 @@
 /**
  * GatewayMetrics: the original's metric families with their label names (reference §7.2), plus
- * ours, on Effect `Metric`, and their Prometheus text exposition (format 0.0.4).
+ * ours, and their Prometheus text exposition (format 0.0.4).
  *
- * Recording is synchronous (`unsafeModify`) because it happens inside the per-frame and per-broadcast
- * plain-code paths; a fanout records once per broadcast, never once per recipient. Every label value
- * comes from a closed set, except `event_type`, which is bounded by the manifest (see `ingressEventLabel`).
+ * Each `make` (each `layer` instance) owns its series, so several gateways in one process (an app
+ * embedding two, the cluster tests) count apart; the process-wide view of a multi-process node is
+ * `Workers`' merge of snapshots. Recording is a synchronous in-place add because it happens inside the
+ * per-frame and per-broadcast plain-code paths; a fanout records once per broadcast, never once per
+ * recipient. Every label value comes from a closed set, except `event_type`, which is bounded by the
+ * manifest (see `ingressEventLabel`).
  */
-import { Context, Layer, Metric, MetricBoundaries, MetricLabel } from "effect"
-import type { MetricPair } from "effect"
+import { Context, Layer } from "effect"
 import { COMMANDS } from "../protocol/Commands.js"
 import type { EventScope } from "../protocol/EventDefinition.js"
 import { Manifest } from "../protocol/Manifest.js"
 
 export type DeliveryScope = EventScope
-export type DropReason =
-  "full_queue" | "closed" | "oversized_outbound" | "serialize_error" | "dispatch_timeout"
+export type DropReason = "full_queue" | "closed" | "oversized_outbound" | "serialize_error"
 export type ParseRejectReason =
   | "invalid_envelope"
   | "invalid_subscribe_payload"
@@ -45,6 +46,12 @@ export type HttpSurface = "upgrade" | "publish" | "other"
 export type HttpRejectReason =
   "request_timeout" | "rate_limited" | "ip_connection_limit" | "body_too_large" | "length_required"
 
+/**
+ * Where a rate limit refused: the HTTP limiter (429 `rate_limited`) on upgrades, publish calls and
+ * inspector calls, or the per-connection ingress window (close 4008 `ingress_rate_limited`).
+ */
+export type RateLimitSurface = "upgrade" | "publish" | "admin" | "ingress"
+
 /** How an inspector (`/admin`) call ended: the `outcome` label, a closed set. */
 export type AdminRequestOutcome =
   "ok" | "unauthorized" | "rate_limited" | "invalid" | "not_found" | "too_many_viewers" | "error"
@@ -73,7 +80,7 @@ const FAMILIES = [
   { name: "filament_auth_failures_total", help: "Authentication failures.", type: "counter" },
   {
     name: "filament_rate_limit_hits_total",
-    help: "HTTP rate limit hits (not used by the gateway).",
+    help: "Requests and frames refused by a rate limit.",
     type: "counter"
   },
   { name: "filament_ws_disconnects_total", help: "WebSocket disconnects by reason.", type: "counter" },
@@ -195,26 +202,6 @@ const FAMILIES = [
 
 type FamilyName = (typeof FAMILIES)[number]["name"]
 
-const counter = (name: FamilyName) => Metric.counter(name, { incremental: true })
-
-/**
- * Label sets by value, built once: Effect resolves a metric's series by the identity of the label
- * array, so a reused array makes recording a map lookup instead of hashing a new key. The value sets
- * are closed (see the module comment), so the cache is bounded.
- */
-const labelSets = <const Names extends ReadonlyArray<string>>(...names: Names) => {
-  const cache = new Map<string, ReadonlyArray<MetricLabel.MetricLabel>>()
-  return (...values: { readonly [K in keyof Names]: string }): ReadonlyArray<MetricLabel.MetricLabel> => {
-    const key = values.join("\u0000")
-    let labels = cache.get(key)
-    if (labels === undefined) {
-      labels = names.map((name, i) => MetricLabel.make(name, values[i]!))
-      cache.set(key, labels)
-    }
-    return labels
-  }
-}
-
 export interface GatewayMetricsShape {
   readonly emitted: (scope: DeliveryScope, eventType: string, count: number) => void
   readonly dropped: (scope: DeliveryScope, eventType: string, reason: DropReason, count?: number) => void
@@ -233,6 +220,8 @@ export interface GatewayMetricsShape {
   readonly connectionRejected: (reason: ConnectionRejectReason) => void
   readonly subscribeRejected: (reason: SubscribeRejectReason) => void
   readonly httpRejected: (surface: HttpSurface, reason: HttpRejectReason) => void
+  /** `reason` is what the client was told: `ingress_rate_limited` on `ingress`, else `rate_limited`. */
+  readonly rateLimitHit: (surface: RateLimitSurface) => void
   readonly connectionsChanged: (delta: number) => void
   readonly subscriptionsChanged: (delta: number) => void
   readonly fanoutDuration: (scope: DeliveryScope, seconds: number) => void
@@ -242,7 +231,7 @@ export interface GatewayMetricsShape {
   /** The bus is connected again after `outageSeconds` down. */
   readonly busReconnected: (outageSeconds: number) => void
   readonly busLag: (seconds: number) => void
-  /** Every family of this process as data (see `MetricsSnapshot`). */
+  /** Every family of this instance as data (see `MetricsSnapshot`). */
   readonly snapshot: () => MetricsSnapshot
   /** A remote frame of an event with a follow-up whose payload did not decode. */
   readonly busUndecodable: (eventType: string) => void
@@ -294,39 +283,6 @@ const byLabelValues = <S extends { readonly labels: Labels }>(series: ReadonlyAr
     .map((entry) => ({ key: seriesKey(entry.labels), entry }))
     .sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))
     .map(({ entry }) => entry)
-
-const toSeries = (family: Family, pair: MetricPair.MetricPair.Untyped): ValueSeries | HistogramSeries => {
-  const labels = pair.metricKey.tags.map((tag) => [tag.key, tag.value] as const)
-  const state = pair.metricState as unknown as Record<string, unknown>
-  if (family.type === "histogram") {
-    // Effect's boundaries end with Infinity; that bucket is the `+Inf` one, printed from `count`.
-    const buckets = (state["buckets"] as ReadonlyArray<readonly [number, number]>).filter(([bound]) =>
-      Number.isFinite(bound)
-    )
-    return { labels, buckets, sum: state["sum"] as number, count: state["count"] as number }
-  }
-  return {
-    labels,
-    value: Number((family.type === "counter" ? state["count"] : state["value"]) as number | bigint)
-  }
-}
-
-/** The families of `FAMILIES` found in `pairs` (normally `Metric.unsafeSnapshot()`). */
-export const snapshotOf = (pairs: ReadonlyArray<MetricPair.MetricPair.Untyped>): MetricsSnapshot => {
-  const byName = new Map<string, Array<MetricPair.MetricPair.Untyped>>()
-  for (const pair of pairs) {
-    const list = byName.get(pair.metricKey.name)
-    if (list === undefined) byName.set(pair.metricKey.name, [pair])
-    else list.push(pair)
-  }
-  return FAMILIES.map(
-    (family) =>
-      ({
-        ...family,
-        series: byLabelValues((byName.get(family.name) ?? []).map((pair) => toSeries(family, pair)))
-      }) as FamilySnapshot
-  )
-}
 
 const addBuckets = (
   a: HistogramSeries["buckets"],
@@ -414,113 +370,242 @@ export const renderSnapshot = (snapshot: MetricsSnapshot): string =>
     ])
     .join("\n") + "\n"
 
-/** Renders the given metric pairs (normally `Metric.unsafeSnapshot()`) as Prometheus text. */
-export const renderPrometheus = (pairs: ReadonlyArray<MetricPair.MetricPair.Untyped>): string =>
-  renderSnapshot(snapshotOf(pairs))
+const FANOUT_BOUNDARIES = [0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1]
 
-const FANOUT_BOUNDARIES = MetricBoundaries.fromIterable([
-  0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1
-])
+interface ValueCell {
+  readonly labels: Labels
+  value: number
+}
+
+interface HistogramCell {
+  readonly labels: Labels
+  /** Observations per bucket (not cumulative); the last is above every bound. */
+  readonly counts: Array<number>
+  sum: number
+  count: number
+}
 
 /**
- * Builds the service on Effect's global metric registry: counters are process-wide (as the
- * original's), so several gateways in one process add up.
+ * One family's series, a mutable cell per label set: recording is one map lookup (by the joined
+ * values) and an add. The value sets are closed (see the module comment), so the map is bounded.
  */
+const seriesOf = <Cell extends { readonly labels: Labels }>(
+  names: ReadonlyArray<string>,
+  makeCell: (labels: Labels) => Cell
+) => {
+  const cells = new Map<string, Cell>()
+  const cell = (...values: ReadonlyArray<string>): Cell => {
+    const key = values.join("\u0000")
+    let found = cells.get(key)
+    if (found === undefined) {
+      found = makeCell(names.map((name, i) => [name, values[i]!] as const))
+      cells.set(key, found)
+    }
+    return found
+  }
+  return { cell, cells: () => cells.values() }
+}
+
+const values = (...names: ReadonlyArray<string>) =>
+  seriesOf<ValueCell>(names, (labels) => ({ labels, value: 0 }))
+
+const histogram = (bounds: ReadonlyArray<number>, ...names: ReadonlyArray<string>) => {
+  const series = seriesOf<HistogramCell>(names, (labels) => ({
+    labels,
+    counts: new Array<number>(bounds.length + 1).fill(0),
+    sum: 0,
+    count: 0
+  }))
+  const observe = (cell: HistogramCell, value: number) => {
+    let bucket = 0
+    while (bucket < bounds.length && value > bounds[bucket]!) bucket++
+    cell.counts[bucket]!++
+    cell.sum += value
+    cell.count++
+  }
+  const snapshot = (): ReadonlyArray<HistogramSeries> =>
+    Array.from(series.cells(), ({ count, counts, labels, sum }) => {
+      let cumulative = 0
+      return {
+        labels,
+        buckets: bounds.map((bound, i) => [bound, (cumulative += counts[i]!)] as const),
+        sum,
+        count
+      }
+    })
+  return { cell: series.cell, observe, snapshot }
+}
+
+const valueSnapshot = (series: ReturnType<typeof values>): ReadonlyArray<ValueSeries> =>
+  Array.from(series.cells(), ({ labels, value }) => ({ labels, value }))
+
+/** Builds the service with series of its own (see the module comment). */
 export const make = (): GatewayMetricsShape => {
-  const authFailures = counter("filament_auth_failures_total")
-  const disconnects = counter("filament_ws_disconnects_total")
-  const emitted = counter("filament_gateway_events_emitted_total")
-  const dropped = counter("filament_gateway_events_dropped_total")
-  const unknownReceived = counter("filament_gateway_events_unknown_received_total")
-  const parseRejected = counter("filament_gateway_events_parse_rejected_total")
-  const voiceSyncRepairs = counter("filament_voice_sync_repairs_total")
-  const connectionsRejected = counter("filament_gateway_connections_rejected_total")
-  const subscribeRejected = counter("filament_gateway_subscribe_rejected_total")
-  const httpRejected = counter("filament_gateway_http_rejected_total")
-  const compatibilityEvents = counter("filament_gateway_compatibility_events_total")
-  const revocations = counter("filament_gateway_revocations_total")
-  const voicePublishRefused = counter("filament_voice_publish_refused_total")
-  const presenceSyncTruncated = counter("filament_presence_sync_truncated_total")
-  const authPreviousSecret = counter("filament_auth_previous_secret_total")
-  const connections = Metric.gauge("filament_gateway_connections")
-  const subscriptions = Metric.gauge("filament_gateway_subscriptions")
-  const fanoutDuration = Metric.histogram("filament_gateway_fanout_duration_seconds", FANOUT_BOUNDARIES)
-  const busPublished = counter("filament_gateway_bus_published_total")
-  const busReceived = counter("filament_gateway_bus_received_total")
-  const busDropped = counter("filament_gateway_bus_dropped_total")
-  const busReconnects = counter("filament_gateway_bus_reconnects_total")
-  const busOutage = counter("filament_gateway_bus_outage_seconds_total")
-  const busLag = Metric.histogram("filament_gateway_bus_lag_seconds", FANOUT_BOUNDARIES)
-  const busUndecodable = counter("filament_gateway_bus_undecodable_total")
-  const busSubscribeFailures = counter("filament_gateway_bus_subscribe_failures_total")
-  const clusterStateReasserted = counter("filament_cluster_state_reasserted_total")
+  const authFailures = values("reason")
+  const rateLimitHits = values("surface", "reason")
+  const disconnects = values("reason")
+  const emitted = values("scope", "event_type")
+  const dropped = values("scope", "event_type", "reason")
+  const unknownReceived = values("scope", "event_type")
+  const parseRejected = values("scope", "reason")
+  const voiceSyncRepairs = values("reason")
+  const connectionsRejected = values("reason")
+  const subscribeRejected = values("reason")
+  const httpRejected = values("surface", "reason")
+  const compatibilityEvents = values("surface", "path", "mode")
+  const revocations = values("event_type")
+  const voicePublishRefused = values("reason")
+  const presenceSyncTruncated = values()
+  const authPreviousSecret = values()
+  const connections = values()
+  const subscriptions = values()
+  const fanoutDuration = histogram(FANOUT_BOUNDARIES, "scope")
+  const busPublished = values()
+  const busReceived = values()
+  const busDropped = values("reason")
+  const busReconnects = values()
+  const busOutage = values()
+  const busLag = histogram(FANOUT_BOUNDARIES)
+  const busUndecodable = values("event_type")
+  const busSubscribeFailures = values()
+  const clusterStateReasserted = values("store")
+  const adminRequests = values("outcome")
   // The unlabelled series exist from the start: a process that has not counted yet still shows 0
   // (every worker has a connections gauge), and `rate()` sees the first increase.
-  for (const metric of [
-    presenceSyncTruncated,
-    authPreviousSecret,
-    connections,
-    subscriptions,
-    busPublished,
-    busReceived,
-    busReconnects,
-    busOutage,
-    busLag,
-    busSubscribeFailures
-  ])
-    metric.unsafeValue([])
-  const store = labelSets("store")
-  const adminRequests = counter("filament_gateway_admin_requests_total")
-  const outcome = labelSets("outcome")
-  const scopeType = labelSets("scope", "event_type")
-  const scopeTypeReason = labelSets("scope", "event_type", "reason")
-  const scopeReason = labelSets("scope", "reason")
-  const surfaceReason = labelSets("surface", "reason")
-  const reason = labelSets("reason")
-  const surfacePathMode = labelSets("surface", "path", "mode")
-  const eventTypeOnly = labelSets("event_type")
-  const scope = labelSets("scope")
+  const presenceSyncTruncatedTotal = presenceSyncTruncated.cell()
+  const authPreviousSecretTotal = authPreviousSecret.cell()
+  const connectionsNow = connections.cell()
+  const subscriptionsNow = subscriptions.cell()
+  const busPublishedTotal = busPublished.cell()
+  const busReceivedTotal = busReceived.cell()
+  const busReconnectsTotal = busReconnects.cell()
+  const busOutageTotal = busOutage.cell()
+  const busLagSeries = busLag.cell()
+  const busSubscribeFailuresTotal = busSubscribeFailures.cell()
+
+  const seriesByFamily: {
+    readonly [Name in FamilyName]: () => ReadonlyArray<ValueSeries | HistogramSeries>
+  } = {
+    filament_auth_failures_total: () => valueSnapshot(authFailures),
+    filament_rate_limit_hits_total: () => valueSnapshot(rateLimitHits),
+    filament_ws_disconnects_total: () => valueSnapshot(disconnects),
+    filament_gateway_events_emitted_total: () => valueSnapshot(emitted),
+    filament_gateway_events_dropped_total: () => valueSnapshot(dropped),
+    filament_gateway_events_unknown_received_total: () => valueSnapshot(unknownReceived),
+    filament_gateway_events_parse_rejected_total: () => valueSnapshot(parseRejected),
+    filament_voice_sync_repairs_total: () => valueSnapshot(voiceSyncRepairs),
+    filament_gateway_connections_rejected_total: () => valueSnapshot(connectionsRejected),
+    filament_gateway_subscribe_rejected_total: () => valueSnapshot(subscribeRejected),
+    filament_gateway_http_rejected_total: () => valueSnapshot(httpRejected),
+    filament_gateway_compatibility_events_total: () => valueSnapshot(compatibilityEvents),
+    filament_gateway_revocations_total: () => valueSnapshot(revocations),
+    filament_voice_publish_refused_total: () => valueSnapshot(voicePublishRefused),
+    filament_presence_sync_truncated_total: () => valueSnapshot(presenceSyncTruncated),
+    filament_auth_previous_secret_total: () => valueSnapshot(authPreviousSecret),
+    filament_gateway_connections: () => valueSnapshot(connections),
+    filament_gateway_subscriptions: () => valueSnapshot(subscriptions),
+    filament_gateway_fanout_duration_seconds: fanoutDuration.snapshot,
+    filament_gateway_bus_published_total: () => valueSnapshot(busPublished),
+    filament_gateway_bus_received_total: () => valueSnapshot(busReceived),
+    filament_gateway_bus_dropped_total: () => valueSnapshot(busDropped),
+    filament_gateway_bus_reconnects_total: () => valueSnapshot(busReconnects),
+    filament_gateway_bus_outage_seconds_total: () => valueSnapshot(busOutage),
+    filament_gateway_bus_lag_seconds: busLag.snapshot,
+    filament_gateway_bus_undecodable_total: () => valueSnapshot(busUndecodable),
+    filament_gateway_bus_subscribe_failures_total: () => valueSnapshot(busSubscribeFailures),
+    filament_cluster_state_reasserted_total: () => valueSnapshot(clusterStateReasserted),
+    filament_gateway_admin_requests_total: () => valueSnapshot(adminRequests)
+  }
+  const snapshot = (): MetricsSnapshot =>
+    FAMILIES.map(
+      (family) => ({ ...family, series: byLabelValues(seriesByFamily[family.name]()) }) as FamilySnapshot
+    )
+
   return {
     emitted: (eventScope, eventType, count) => {
-      if (count > 0) emitted.unsafeModify(count, scopeType(eventScope, eventType))
+      if (count > 0) emitted.cell(eventScope, eventType).value += count
     },
     dropped: (eventScope, eventType, why, count = 1) => {
-      if (count > 0) dropped.unsafeModify(count, scopeTypeReason(eventScope, eventType, why))
+      if (count > 0) dropped.cell(eventScope, eventType, why).value += count
     },
-    unknownReceived: (eventType) =>
-      unknownReceived.unsafeModify(1, scopeType("ingress", ingressEventLabel(eventType))),
-    parseRejected: (why) => parseRejected.unsafeModify(1, scopeReason("ingress", why)),
-    disconnect: (why) => disconnects.unsafeModify(1, reason(why)),
-    authFailure: (why) => authFailures.unsafeModify(1, reason(why)),
-    voiceSyncRepair: (why) => voiceSyncRepairs.unsafeModify(1, reason(why)),
-    compatibilityEvent: (path, mode) =>
-      compatibilityEvents.unsafeModify(1, surfacePathMode("server", path, mode)),
+    unknownReceived: (eventType) => {
+      unknownReceived.cell("ingress", ingressEventLabel(eventType)).value++
+    },
+    parseRejected: (why) => {
+      parseRejected.cell("ingress", why).value++
+    },
+    disconnect: (why) => {
+      disconnects.cell(why).value++
+    },
+    authFailure: (why) => {
+      authFailures.cell(why).value++
+    },
+    voiceSyncRepair: (why) => {
+      voiceSyncRepairs.cell(why).value++
+    },
+    compatibilityEvent: (path, mode) => {
+      compatibilityEvents.cell("server", path, mode).value++
+    },
     revocation: (eventType, count) => {
-      if (count > 0) revocations.unsafeModify(count, eventTypeOnly(eventType))
+      if (count > 0) revocations.cell(eventType).value += count
     },
-    voicePublishRefused: (why) => voicePublishRefused.unsafeModify(1, reason(why)),
-    presenceSyncTruncated: () => presenceSyncTruncated.unsafeModify(1, []),
-    authPreviousSecret: () => authPreviousSecret.unsafeModify(1, []),
-    connectionRejected: (why) => connectionsRejected.unsafeModify(1, reason(why)),
-    subscribeRejected: (why) => subscribeRejected.unsafeModify(1, reason(why)),
-    httpRejected: (surface, why) => httpRejected.unsafeModify(1, surfaceReason(surface, why)),
-    connectionsChanged: (delta) => connections.unsafeModify(delta, []),
-    subscriptionsChanged: (delta) => subscriptions.unsafeModify(delta, []),
-    fanoutDuration: (eventScope, seconds) => fanoutDuration.unsafeUpdate(seconds, scope(eventScope)),
-    busPublished: () => busPublished.unsafeModify(1, []),
-    busReceived: () => busReceived.unsafeModify(1, []),
-    busDropped: (why) => busDropped.unsafeModify(1, reason(why)),
+    voicePublishRefused: (why) => {
+      voicePublishRefused.cell(why).value++
+    },
+    presenceSyncTruncated: () => {
+      presenceSyncTruncatedTotal.value++
+    },
+    authPreviousSecret: () => {
+      authPreviousSecretTotal.value++
+    },
+    connectionRejected: (why) => {
+      connectionsRejected.cell(why).value++
+    },
+    subscribeRejected: (why) => {
+      subscribeRejected.cell(why).value++
+    },
+    httpRejected: (surface, why) => {
+      httpRejected.cell(surface, why).value++
+    },
+    rateLimitHit: (surface) => {
+      rateLimitHits.cell(surface, surface === "ingress" ? "ingress_rate_limited" : "rate_limited").value++
+    },
+    connectionsChanged: (delta) => {
+      connectionsNow.value += delta
+    },
+    subscriptionsChanged: (delta) => {
+      subscriptionsNow.value += delta
+    },
+    fanoutDuration: (eventScope, seconds) => fanoutDuration.observe(fanoutDuration.cell(eventScope), seconds),
+    busPublished: () => {
+      busPublishedTotal.value++
+    },
+    busReceived: () => {
+      busReceivedTotal.value++
+    },
+    busDropped: (why) => {
+      busDropped.cell(why).value++
+    },
     busReconnected: (outageSeconds) => {
-      busReconnects.unsafeModify(1, [])
-      busOutage.unsafeModify(outageSeconds, [])
+      busReconnectsTotal.value++
+      // A counter never decreases.
+      if (outageSeconds > 0) busOutageTotal.value += outageSeconds
     },
-    busLag: (seconds) => busLag.unsafeUpdate(seconds, []),
-    snapshot: () => snapshotOf(Metric.unsafeSnapshot()),
-    busUndecodable: (eventType) => busUndecodable.unsafeModify(1, eventTypeOnly(eventType)),
-    busSubscribeFailed: () => busSubscribeFailures.unsafeModify(1, []),
-    clusterStateReasserted: (which) => clusterStateReasserted.unsafeModify(1, store(which)),
-    adminRequest: (why) => adminRequests.unsafeModify(1, outcome(why)),
-    render: () => renderPrometheus(Metric.unsafeSnapshot())
+    busLag: (seconds) => busLag.observe(busLagSeries, seconds),
+    snapshot,
+    busUndecodable: (eventType) => {
+      busUndecodable.cell(eventType).value++
+    },
+    busSubscribeFailed: () => {
+      busSubscribeFailuresTotal.value++
+    },
+    clusterStateReasserted: (which) => {
+      clusterStateReasserted.cell(which).value++
+    },
+    adminRequest: (why) => {
+      adminRequests.cell(why).value++
+    },
+    render: () => renderSnapshot(snapshot())
   }
 }
 

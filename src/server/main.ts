@@ -15,7 +15,7 @@ import * as Gateway from "./Gateway.js"
 import * as Http from "./Http.js"
 import { GatewayServer } from "./Http.js"
 import * as Inspector from "./inspector/Inspector.js"
-import { ulid } from "./Messages.js"
+import { ulid } from "../protocol/Ids.js"
 import * as Workers from "./Workers.js"
 
 const DEMO_TOKEN_SECONDS = 24 * 60 * 60

@@ -136,6 +136,9 @@ describe("per-client-IP rate limit", () => {
       const harness = yield* startGateway({ rateLimitPerMinute: 3 })
       const upgrades = yield* rejected(harness, "upgrade", "rate_limited")
       const publishes = yield* rejected(harness, "publish", "rate_limited")
+      const hits = (surface: string) =>
+        harness.metric("filament_rate_limit_hits_total", { surface, reason: "rate_limited" })
+      const [upgradeHits, publishHits] = [yield* hits("upgrade"), yield* hits("publish")]
       yield* harness.connectReady(newId())
       yield* harness.connectReady(newId())
       expect((yield* publishHttp(harness, channelCreate(newId(), newId()))).status).toBe(202)
@@ -145,6 +148,7 @@ describe("per-client-IP rate limit", () => {
       expect(publish).toEqual({ status: 429, body: JSON.stringify({ error: "rate_limited" }) })
       expect(yield* rejected(harness, "upgrade", "rate_limited")).toBe(upgrades + 1)
       expect(yield* rejected(harness, "publish", "rate_limited")).toBe(publishes + 1)
+      expect([yield* hits("upgrade"), yield* hits("publish")]).toEqual([upgradeHits + 1, publishHits + 1])
       // Other routes are not limited.
       expect((yield* harness.http("/healthz")).status).toBe(200)
       // 3 per minute: one token every 20 s.

@@ -47,7 +47,7 @@ const interested = (node: EventBusShape, topic: string) =>
 const counter = (name: string, labels: Record<string, string> = {}) =>
   Effect.map(GatewayMetrics, (metrics) => seriesValue(metrics.render(), name, labels))
 
-// Metrics.layer: Effect's global registry, so the counters are process-wide (deltas are read).
+// Both nodes of a test share one Metrics.layer instance: the counters add up over them (deltas are read).
 describe.skipIf(!hasRedisServer)("EventBus (Redis)", () => {
   it.scoped("another node gets the publisher's frame byte for byte; the publisher never gets its own", () =>
     Effect.gen(function* () {

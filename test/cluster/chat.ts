@@ -24,6 +24,17 @@ export const joinedBy = (
   })
 })
 
+/** One series summed over `nodes` (each gateway counts its own). */
+export const summedMetric = (
+  nodes: ReadonlyArray<Harness>,
+  name: string,
+  labels?: Readonly<Record<string, string>>
+) =>
+  Effect.map(
+    Effect.forEach(nodes, (node) => node.metric(name, labels)),
+    (values) => values.reduce((sum, value) => sum + value, 0)
+  )
+
 /** A gateway node with the chat follow-ups, joined to the others by `redis`. */
 export const startClusterNode = (redis: RedisBackend, overrides: Partial<GatewayConfigShape> = {}) =>
   startGateway(

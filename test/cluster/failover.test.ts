@@ -9,7 +9,7 @@ import { Duration, Effect, TestClock } from "effect"
 import { VoiceParticipantJoin } from "../../src/protocol/events/voice.js"
 import { BASE_UNIX, newId, typed, type Harness, type TestClient } from "../server/harness.js"
 import { eventuallyEffect } from "../adversarial/support.js"
-import { expectMarkerNext, presenceOf, startClusterNode, subscribe } from "./chat.js"
+import { expectMarkerNext, presenceOf, startClusterNode, subscribe, summedMetric } from "./chat.js"
 import { hasRedisServer, startRedisClusterWithReplicas, type RedisClusterWithReplicas } from "./redis.js"
 
 const NODE_TTL_MILLIS = 3_000
@@ -57,8 +57,8 @@ const guildOnOneShard = (redis: RedisClusterWithReplicas) =>
     }
   })
 
-const reasserted = (node: Harness, store: "presence" | "voice") =>
-  node.metric("filament_cluster_state_reasserted_total", { store })
+const reasserted = (nodes: ReadonlyArray<Harness>, store: "presence" | "voice") =>
+  summedMetric(nodes, "filament_cluster_state_reasserted_total", { store })
 
 const syncedUsers = (frames: ReadonlyArray<{ readonly t: string; readonly d: Record<string, unknown> }>) =>
   [...(frames.find((frame) => frame.t === "presence_sync")!.d["user_ids"] as Array<string>)].sort()
@@ -146,8 +146,8 @@ describe.skipIf(!hasRedisServer)("a Redis Cluster failover", () => {
           expect((yield* client.next("listener joins")).t).toBe("voice_participant_join")
         }
         const before = {
-          presence: yield* reasserted(a, "presence"),
-          voice: yield* reasserted(a, "voice")
+          presence: yield* reasserted([a, b], "presence"),
+          voice: yield* reasserted([a, b], "voice")
         }
 
         yield* redis.failover(shard, "takeover")
@@ -158,7 +158,7 @@ describe.skipIf(!hasRedisServer)("a Redis Cluster failover", () => {
         for (const store of ["presence", "voice"] as const) {
           yield* eventuallyEffect(
             `both nodes re-asserted ${store}`,
-            Effect.map(reasserted(a, store), (n) => n === before[store] + 2)
+            Effect.map(reasserted([a, b], store), (n) => n === before[store] + 2)
           )
         }
 

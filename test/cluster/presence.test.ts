@@ -26,7 +26,8 @@ import {
   presenceOf,
   startClusterNode,
   startNodeProcess,
-  subscribe
+  subscribe,
+  summedMetric
 } from "./chat.js"
 import { eventuallyEffect } from "../adversarial/support.js"
 import { BACKENDS, freePort, hasRedisServer, redisEnv, startRedis, type RedisBackend } from "./redis.js"
@@ -190,7 +191,7 @@ describe.skipIf(!hasRedisServer).each(BACKENDS)(
           const two = yield* b.connectReady(u2, access)
           const three = yield* a.connectReady(u3, access)
           for (const client of [one, two, three]) yield* subscribe(client, guild, channel)
-          const reasserted0 = yield* a.metric("filament_cluster_state_reasserted_total", {
+          const reasserted0 = yield* summedMetric([a, b], "filament_cluster_state_reasserted_total", {
             store: "presence"
           })
 
@@ -202,7 +203,7 @@ describe.skipIf(!hasRedisServer).each(BACKENDS)(
           yield* eventuallyEffect(
             "both nodes re-asserted",
             Effect.map(
-              a.metric("filament_cluster_state_reasserted_total", { store: "presence" }),
+              summedMetric([a, b], "filament_cluster_state_reasserted_total", { store: "presence" }),
               (n) => n === reasserted0 + 2
             )
           )
@@ -251,14 +252,16 @@ describe.skipIf(!hasRedisServer)("cluster presence on one Redis", () => {
         yield* subscribe(yield* a.connectReady(u1, access), guild, channel)
         const two = yield* b.connectReady(u2, access)
         yield* subscribe(two, guild, channel)
-        const reasserted0 = yield* a.metric("filament_cluster_state_reasserted_total", { store: "presence" })
+        const reasserted0 = yield* summedMetric([a, b], "filament_cluster_state_reasserted_total", {
+          store: "presence"
+        })
 
         yield* Effect.promise(() => admin.flushall())
         yield* TestClock.adjust(Duration.millis((NODE_TTL_SECONDS * 1000) / 3))
         yield* eventuallyEffect(
           "both nodes re-asserted",
           Effect.map(
-            a.metric("filament_cluster_state_reasserted_total", { store: "presence" }),
+            summedMetric([a, b], "filament_cluster_state_reasserted_total", { store: "presence" }),
             (n) => n === reasserted0 + 2
           )
         )

@@ -14,7 +14,7 @@ import {
 } from "../../src/protocol/events/voice.js"
 import { BASE_UNIX, newId, publishHttp, typed, type TestClient } from "../server/harness.js"
 import { eventuallyEffect } from "../adversarial/support.js"
-import { expectMarkerNext, startClusterNode, subscribe } from "./chat.js"
+import { expectMarkerNext, startClusterNode, subscribe, summedMetric } from "./chat.js"
 import { BACKENDS, hasRedisServer } from "./redis.js"
 
 const participantOf = (userId: string, guildId: string, channelId: string) => ({
@@ -206,7 +206,9 @@ describe.skipIf(!hasRedisServer).each(BACKENDS)("cluster voice snapshots on $bac
           { ...participantOf(speaker, guild, voice), is_speaking: true, updated_at_unix: BASE_UNIX + 2 },
           participantOf(listener, guild, voice)
         ].sort((x, y) => (x.identity < y.identity ? -1 : 1))
-        const reasserted0 = yield* a.metric("filament_cluster_state_reasserted_total", { store: "voice" })
+        const reasserted0 = yield* summedMetric([a, b], "filament_cluster_state_reasserted_total", {
+          store: "voice"
+        })
 
         yield* redis.restartEmpty(`filament:{g:${guild}}:voice:ch:${voice}`)
         for (const node of [a, b]) {
@@ -219,7 +221,7 @@ describe.skipIf(!hasRedisServer).each(BACKENDS)("cluster voice snapshots on $bac
         yield* eventuallyEffect(
           "both nodes wrote their entries back",
           Effect.map(
-            a.metric("filament_cluster_state_reasserted_total", { store: "voice" }),
+            summedMetric([a, b], "filament_cluster_state_reasserted_total", { store: "voice" }),
             (n) => n === reasserted0 + 2
           )
         )
@@ -267,7 +269,7 @@ describe.skipIf(!hasRedisServer).each(BACKENDS)("cluster voice snapshots on $bac
         yield* eventuallyEffect(
           "both nodes checked again",
           Effect.map(
-            a.metric("filament_cluster_state_reasserted_total", { store: "voice" }),
+            summedMetric([a, b], "filament_cluster_state_reasserted_total", { store: "voice" }),
             (n) => n === reasserted0 + 4
           )
         )

@@ -77,3 +77,20 @@ describe("command isolation", () => {
     })
   )
 })
+
+describe("two gateways in one process", () => {
+  it.scoped("each counts its own metrics", () =>
+    Effect.gen(function* () {
+      const [a, b] = [yield* startGateway(), yield* startGateway()]
+      yield* a.connectReady(newId())
+      yield* a.connectReady(newId())
+      yield* b.connectReady(newId())
+      const refused = yield* Effect.either(a.connect("not-a-token"))
+      expect(refused).toMatchObject({ _tag: "Left", left: { status: 401 } })
+      expect(yield* a.metric("filament_gateway_connections")).toBe(2)
+      expect(yield* b.metric("filament_gateway_connections")).toBe(1)
+      expect(yield* a.metric("filament_auth_failures_total", { reason: "unauthorized" })).toBe(1)
+      expect(yield* b.metric("filament_auth_failures_total", { reason: "unauthorized" })).toBe(0)
+    })
+  )
+})

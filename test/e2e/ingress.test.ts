@@ -163,12 +163,19 @@ describe("ingress rate window (sliding log, §3.5)", () => {
       const before = yield* harness.metric("filament_ws_disconnects_total", {
         reason: "ingress_rate_limited"
       })
+      const hits = () =>
+        harness.metric("filament_rate_limit_hits_total", {
+          surface: "ingress",
+          reason: "ingress_rate_limited"
+        })
+      const hits0 = yield* hits()
       yield* TestClock.adjust(window)
       client.send({ v: 1, t: "subscribe", d: { guild_id: guild, channel_id: newId() } })
       expect(yield* client.waitClosed()).toEqual({ code: 4008, reason: "ingress_rate_limited" })
       expect(yield* harness.metric("filament_ws_disconnects_total", { reason: "ingress_rate_limited" })).toBe(
         before + 1
       )
+      expect(yield* hits()).toBe(hits0 + 1)
     })
   )
 

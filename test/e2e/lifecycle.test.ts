@@ -6,11 +6,10 @@ import { createServer, type Server } from "node:http"
 import type { AddressInfo } from "node:net"
 import { describe, expect, it } from "@effect/vitest"
 import type { WebSocket } from "ws"
-import { Deferred, Duration, Effect, Either, Exit, Fiber, Layer, Metric, Scope, TestClock } from "effect"
+import { Deferred, Duration, Effect, Either, Exit, Fiber, Layer, Scope, TestClock } from "effect"
 import { makeJwt, TokenVerifier } from "../../src/server/Auth.js"
-import { renderPrometheus } from "../../src/server/Metrics.js"
 import { eventually, rawExchange } from "../adversarial/support.js"
-import { awaitSleeps, newId, SECRET, seriesValue, startGateway } from "../server/harness.js"
+import { awaitSleeps, type Harness, newId, SECRET, seriesValue, startGateway } from "../server/harness.js"
 
 /** Listens now (eagerly, before the clock moves); the returned effect waits with a real deadline. */
 const nextEvent = (emitter: { once: (event: string, listener: () => void) => unknown }, event: string) => {
@@ -95,9 +94,9 @@ describe("token expiry while connected", () => {
   )
 })
 
-/** A counter series read from the process's metrics (the HTTP listener is gone once drain starts). */
-const counterNow = (name: string, labels: Readonly<Record<string, string>>) =>
-  seriesValue(renderPrometheus(Metric.unsafeSnapshot()), name, labels)
+/** A counter series read from the gateway's metrics (the HTTP listener is gone once drain starts). */
+const counterNow = (harness: Harness, name: string, labels: Readonly<Record<string, string>>) =>
+  seriesValue(harness.gatewayMetrics.render(), name, labels)
 
 /**
  * A host TokenVerifier (the JWT one) whose check of one user's token does not finish until the test
@@ -127,7 +126,7 @@ describe("shutdown", () => {
       const clients = [yield* harness.connectReady(newId()), yield* harness.connectReady(newId())]
       expect((yield* harness.http("/readyz")).status).toBe(200)
       const goingAway = () =>
-        seriesValue(renderPrometheus(Metric.unsafeSnapshot()), "filament_ws_disconnects_total", {
+        seriesValue(harness.gatewayMetrics.render(), "filament_ws_disconnects_total", {
           reason: "going_away"
         })
       const before = goingAway()
@@ -158,7 +157,9 @@ describe("shutdown", () => {
         Effect.either(harness.connect(yield* harness.token({ userId: heldUser })))
       )
       yield* Deferred.await(held.verifying)
-      const before = counterNow("filament_gateway_connections_rejected_total", { reason: "shutting_down" })
+      const before = counterNow(harness, "filament_gateway_connections_rejected_total", {
+        reason: "shutting_down"
+      })
       const sleeping = (yield* TestClock.sleeps()).length
       const closing = yield* Effect.fork(Scope.close(scope, Exit.void))
       yield* awaitSleeps(sleeping + 1)
@@ -169,9 +170,9 @@ describe("shutdown", () => {
         status: 503,
         body: '{"error":"shutting_down"}'
       })
-      expect(counterNow("filament_gateway_connections_rejected_total", { reason: "shutting_down" })).toBe(
-        before + 1
-      )
+      expect(
+        counterNow(harness, "filament_gateway_connections_rejected_total", { reason: "shutting_down" })
+      ).toBe(before + 1)
       expect(harness.gateway.connectionCount()).toBe(1)
       expect(yield* harness.serverConnections(heldUser)).toHaveLength(0)
       yield* TestClock.adjust(Duration.seconds(60))
@@ -193,7 +194,9 @@ describe("shutdown", () => {
         )
       )
       yield* Deferred.await(held.verifying)
-      const before = counterNow("filament_gateway_connections_rejected_total", { reason: "shutting_down" })
+      const before = counterNow(harness, "filament_gateway_connections_rejected_total", {
+        reason: "shutting_down"
+      })
       // Nothing is connected: the drain ends at once, with the token check still running.
       yield* Scope.close(scope, Exit.void)
       yield* eventually("the held upgrade is answered", () => answer !== undefined)
@@ -201,9 +204,9 @@ describe("shutdown", () => {
         status: 503,
         body: '{"error":"shutting_down"}'
       })
-      expect(counterNow("filament_gateway_connections_rejected_total", { reason: "shutting_down" })).toBe(
-        before + 1
-      )
+      expect(
+        counterNow(harness, "filament_gateway_connections_rejected_total", { reason: "shutting_down" })
+      ).toBe(before + 1)
       expect(harness.gateway.connectionCount()).toBe(0)
     })
   )
@@ -225,7 +228,9 @@ describe("shutdown", () => {
       )
       const token = yield* harness.token({ userId: newId() })
       yield* Scope.close(scope, Exit.void)
-      const before = counterNow("filament_gateway_connections_rejected_total", { reason: "shutting_down" })
+      const before = counterNow(harness, "filament_gateway_connections_rejected_total", {
+        reason: "shutting_down"
+      })
       const { port } = host.address() as AddressInfo
       const answer = yield* rawExchange(port, (socket) => {
         socket.write(
@@ -237,9 +242,9 @@ describe("shutdown", () => {
         status: 503,
         body: '{"error":"shutting_down"}'
       })
-      expect(counterNow("filament_gateway_connections_rejected_total", { reason: "shutting_down" })).toBe(
-        before + 1
-      )
+      expect(
+        counterNow(harness, "filament_gateway_connections_rejected_total", { reason: "shutting_down" })
+      ).toBe(before + 1)
     })
   )
 

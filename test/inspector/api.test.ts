@@ -179,12 +179,16 @@ describe("inspector admin API", () => {
     Effect.gen(function* () {
       const harness = yield* startGateway({ ...ADMIN, adminRequestsPerMinute: 3 })
       const limited = yield* outcome(harness, "rate_limited")
+      const hits = () =>
+        harness.metric("filament_rate_limit_hits_total", { surface: "admin", reason: "rate_limited" })
+      const hits0 = yield* hits()
       for (let i = 0; i < 3; i++) expect((yield* harness.http("/admin")).status).toBe(200)
       expect(yield* harness.http("/admin/api/session", json({ key: Redacted.value(ADMIN_KEY) }))).toEqual({
         status: 429,
         body: '{"error":"rate_limited"}'
       })
       expect((yield* outcome(harness, "rate_limited")) - limited).toBe(1)
+      expect((yield* hits()) - hits0).toBe(1)
       yield* TestClock.adjust("60 seconds")
       expect((yield* harness.http("/admin")).status).toBe(200)
     })

@@ -2,7 +2,7 @@
  * The inspector's cluster view over a real redis-server (one Redis and a Redis Cluster): gateway nodes
  * joined by Redis; the overview served by one lists the other's totals, and a node that stops leaves
  * the view. The cluster-wide rates come from a node in its own process (`npm start`'s entry point,
- * its own metric registry and real clock), so what they show was delivered and published there.
+ * on the real clock), so what they show was delivered and published there.
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Exit, Option, Redacted, Scope, TestClock } from "effect"

@@ -2,8 +2,7 @@
  * Real traffic that gives every metric family a series: two chat nodes joined by a real
  * `redis-server`, clients that subscribe, publish, misbehave and get refused, a Redis outage. Each
  * step waits for its own outcome (a frame, a close, an HTTP status), so when this returns the
- * counters hold what it did. The one family it cannot touch is `filament_rate_limit_hits_total`,
- * which the gateway never increments (kept for the original's dashboards).
+ * counters hold what it did.
  */
 import { request } from "node:http"
 import { Clock, Effect, Option, Redacted, TestClock } from "effect"
@@ -15,9 +14,6 @@ import { eventuallyEffect } from "../adversarial/support.js"
 import { BUS_SECRET, startClusterNode, subscribe } from "../cluster/chat.js"
 import type { RedisServer } from "../cluster/redis.js"
 import { message, newId, PUBLISH_KEY, type Harness, type TestClient } from "../server/harness.js"
-
-/** Families no traffic reaches (see the module comment). */
-export const NEVER_INCREMENTED: ReadonlyArray<string> = ["filament_rate_limit_hits_total"]
 
 const PREVIOUS_SECRET = "traffic-previous-secret-0123456789-0123456789"
 
@@ -105,6 +101,14 @@ export const generateTraffic = (redis: RedisServer) =>
     }
     // Refused in fanout: built over GATEWAY_MAX_EVENT_BYTES.
     yield* Effect.either(a.gateway.publish(MessageCreate, message(guild, channel, "x".repeat(2000))))
+
+    // A client over the ingress window (GATEWAY_INGRESS_EVENTS_PER_WINDOW, 60): 4008, a rate limit hit.
+    const flooder = yield* a.connectReady(newId())
+    for (let i = 0; i <= 60; i++)
+      flooder.send({ v: 1, t: "unsubscribe", d: { guild_id: guild, channel_id: channel } })
+    const flooded = yield* flooder.waitClosed()
+    if (flooded.code !== 4008)
+      return yield* Effect.die(new Error(`ingress flood: close ${flooded.code}, expected 4008`))
 
     // Dual emit of the legacy override event (compatibility counters).
     const role = {

@@ -12,7 +12,7 @@ import {
   renderClientDecoders
 } from "../../scripts/client-decoders.js"
 import { ruleFilter } from "../../src/protocol/Refinements.js"
-import { renderEventCatalog } from "../../src/protocol/Catalog.js"
+import { renderEventCatalog } from "../../scripts/event-catalog.js"
 import { CLOSE_CODES } from "../../src/protocol/CloseCodes.js"
 import { Manifest, renderJsonManifest } from "../../src/protocol/Manifest.js"
 

@@ -1,22 +1,27 @@
 /** Prometheus exposition and label bounding. */
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Metric } from "effect"
+import { Effect } from "effect"
 import {
   cumulativeOnly,
   mergeSnapshots,
   OTHER_EVENT_TYPE,
   ingressEventLabel,
   make,
-  renderPrometheus,
   renderSnapshot,
-  snapshotOf,
+  type FamilySnapshot,
   type MetricsSnapshot
 } from "../../src/server/Metrics.js"
 import { ORIGINAL_COUNTER_FAMILIES, seriesValue } from "./harness.js"
 
+/** Every family, without series. */
+const allFamilies = (): MetricsSnapshot =>
+  make()
+    .snapshot()
+    .map((family) => ({ ...family, series: [] }) as FamilySnapshot)
+
 describe("GatewayMetrics", () => {
   it("prints HELP and TYPE for every family even without series, in the original's order", () => {
-    const text = renderPrometheus([])
+    const text = renderSnapshot(allFamilies())
     const families = [...text.matchAll(/^# TYPE (\S+) (\S+)$/gm)].map((match) => match[1])
     expect(families.slice(0, 8)).toEqual(ORIGINAL_COUNTER_FAMILIES)
     expect(text).not.toMatch(/^filament_\S+ \d/m)
@@ -26,12 +31,13 @@ describe("GatewayMetrics", () => {
     Effect.sync(() => {
       const metrics = make()
       const labels = { scope: "channel", event_type: "message_create", reason: "oversized_outbound" }
-      const before = seriesValue(metrics.render(), "filament_gateway_events_dropped_total", labels)
       metrics.dropped("channel", "message_create", "oversized_outbound")
       metrics.emitted("channel", "message_create", 3)
       metrics.fanoutDuration("channel", 0.00002)
-      const text = renderPrometheus(Metric.unsafeSnapshot())
-      expect(seriesValue(text, "filament_gateway_events_dropped_total", labels)).toBe(before + 1)
+      metrics.fanoutDuration("channel", 0.003)
+      metrics.fanoutDuration("channel", 2)
+      const text = metrics.render()
+      expect(seriesValue(text, "filament_gateway_events_dropped_total", labels)).toBe(1)
       expect(text).toMatch(
         /^filament_gateway_events_dropped_total\{scope="channel",event_type="message_create",reason="oversized_outbound"\} \d+$/m
       )
@@ -43,8 +49,9 @@ describe("GatewayMetrics", () => {
           /^filament_gateway_fanout_duration_seconds_bucket\{scope="channel",le="[^"]+"\} (\d+)$/gm
         )
       ].map((match) => Number(match[1]))
-      expect(buckets).toEqual([...buckets].sort((a, b) => a - b))
-      // Effect's Infinity boundary is the +Inf bucket, printed once.
+      expect(buckets).toEqual([0, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 3])
+      expect(text).toContain('filament_gateway_fanout_duration_seconds_sum{scope="channel"} 2.00302\n')
+      // The +Inf bucket is printed once.
       expect(text).not.toContain('le="Infinity"')
       expect(
         text.match(/^filament_gateway_fanout_duration_seconds_bucket\{scope="channel",le="\+Inf"\}/gm)
@@ -53,7 +60,7 @@ describe("GatewayMetrics", () => {
   )
 
   it("snapshots of several processes add up series by series; gauges do not outlive their process", () => {
-    const one: MetricsSnapshot = snapshotOf([])
+    const one = allFamilies()
     const of = (name: string, series: ReadonlyArray<unknown>) =>
       one.map((family) => (family.name === name ? { ...family, series } : family)) as MetricsSnapshot
     const a = mergeSnapshots([
@@ -113,8 +120,7 @@ describe("GatewayMetrics", () => {
   })
 
   it("unlabelled families show their series from the start", () => {
-    make()
-    const text = renderPrometheus(Metric.unsafeSnapshot())
+    const text = make().render()
     for (const name of ["filament_gateway_connections", "filament_gateway_bus_published_total"])
       expect(text).toMatch(new RegExp(`^${name} \\d+$`, "m"))
   })
@@ -128,7 +134,21 @@ describe("GatewayMetrics", () => {
   })
 
   it("label values are escaped", () => {
-    make().disconnect('we"ird\\reason\n')
-    expect(renderPrometheus(Metric.unsafeSnapshot())).toContain('reason="we\\"ird\\\\reason\\n"')
+    const metrics = make()
+    metrics.disconnect('we"ird\\reason\n')
+    expect(metrics.render()).toContain('reason="we\\"ird\\\\reason\\n"')
+  })
+
+  it("each instance counts apart (two gateways in one process do not add up)", () => {
+    const [a, b] = [make(), make()]
+    a.disconnect("client_close")
+    a.disconnect("client_close")
+    b.disconnect("client_close")
+    a.connectionsChanged(2)
+    a.busLag(0.01)
+    expect(seriesValue(a.render(), "filament_ws_disconnects_total", { reason: "client_close" })).toBe(2)
+    expect(seriesValue(b.render(), "filament_ws_disconnects_total", { reason: "client_close" })).toBe(1)
+    expect(seriesValue(b.render(), "filament_gateway_connections")).toBe(0)
+    expect(seriesValue(b.render(), "filament_gateway_bus_lag_seconds_count")).toBe(0)
   })
 })

@@ -13,9 +13,10 @@ import * as FollowUps from "../../src/server/FollowUps.js"
 import * as Gateway from "../../src/server/Gateway.js"
 import * as Http from "../../src/server/Http.js"
 import * as Inspector from "../../src/server/inspector/Inspector.js"
+import { GatewayMetrics, type GatewayMetricsShape } from "../../src/server/Metrics.js"
 import { SubscriptionRegistry } from "../../src/server/Registry.js"
 import type { Connection } from "../../src/server/Connection.js"
-import { ulid } from "../../src/server/Messages.js"
+import { ulid } from "../../src/protocol/Ids.js"
 import { decodePayload, type EventDefinition, type PayloadOf } from "../../src/protocol/EventDefinition.js"
 import { MessageCreate } from "../../src/protocol/events/message.js"
 import { plainTextMessage } from "../fixtures/messages.js"
@@ -159,6 +160,8 @@ export interface Harness {
   readonly config: GatewayConfigShape
   readonly gateway: Gateway.GatewayShape
   readonly registry: Context.Tag.Service<typeof SubscriptionRegistry>
+  /** This gateway's metrics, readable after its HTTP listener is gone (`metric` reads `/metrics`). */
+  readonly gatewayMetrics: GatewayMetricsShape
   readonly token: (options: {
     readonly userId: string
     readonly guilds?: Readonly<Record<string, "*" | ReadonlyArray<string>>>
@@ -256,6 +259,7 @@ export const startGateway = <HostServices = never>(
     const config = Context.get(context, Config.GatewayConfig)
     const gateway = Context.get(context, Gateway.Gateway)
     const registry = Context.get(context, SubscriptionRegistry)
+    const gatewayMetrics = Context.get(context, GatewayMetrics)
     const base = `127.0.0.1:${server.port}`
 
     const token: Harness["token"] = ({ expiresInSeconds = 3600, guilds, userId }) =>
@@ -317,6 +321,7 @@ export const startGateway = <HostServices = never>(
       config,
       gateway,
       registry,
+      gatewayMetrics,
       token,
       connect,
       connectReady,

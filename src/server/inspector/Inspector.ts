@@ -177,6 +177,7 @@ export const make = Effect.gen(function* () {
       let response: HttpServerResponse.HttpServerResponse
       if (!sessions.admit(address)) {
         outcome = "rate_limited"
+        metrics.rateLimitHit("admin")
         response = json(429, { error: "rate_limited" })
       } else if (
         access === "session" &&

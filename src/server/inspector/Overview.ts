@@ -1,6 +1,6 @@
 /**
  * The overview's numbers: one sampler fiber per node, running only while somebody looks at the
- * overview (it stops after `IDLE_MS` without a request), reads the gateway's metric registry once a
+ * overview (it stops after `IDLE_MS` without a request), reads the gateway's metrics once a
  * second and keeps the last `HISTORY` samples. Deliveries per event type are the deltas of
  * `filament_gateway_events_emitted_total`; publishes per event type are counted by the inspector's
  * publish tap while the sampler runs (per event, never per delivery). The sampler runs while this
@@ -8,9 +8,9 @@
  */
 import { randomBytes } from "node:crypto"
 import { hostname } from "node:os"
-import { Clock, Duration, Effect, FiberSet, HashMap, Metric } from "effect"
-import type { MetricPair } from "effect"
+import { Clock, Duration, Effect, FiberSet, HashMap } from "effect"
 import { Gateway } from "../Gateway.js"
+import { GatewayMetrics, type MetricsSnapshot, type ValueSeries } from "../Metrics.js"
 import { SubscriptionRegistry } from "../Registry.js"
 
 /** Sampling period and history: five minutes of one-second samples. */
@@ -84,52 +84,50 @@ const add = (into: Record<string, number>, key: string, value: number) => {
   into[key] = (into[key] ?? 0) + value
 }
 
-const tag = (pair: MetricPair.MetricPair.Untyped, key: string): string =>
-  pair.metricKey.tags.find((entry) => entry.key === key)?.value ?? ""
-
-const value = (pair: MetricPair.MetricPair.Untyped): number => {
-  const state = pair.metricState as unknown as { readonly count?: number; readonly value?: number }
-  return Number(state.count ?? state.value ?? 0)
-}
+const tag = (series: ValueSeries, key: string): string =>
+  series.labels.find(([name]) => name === key)?.[1] ?? ""
 
 /** The families the overview reads, summed by the label it shows. */
-const readRegistry = () => {
+const readMetrics = (snapshot: MetricsSnapshot) => {
   const emittedByType: Record<string, number> = {}
   const drops: Record<string, number> = {}
   const ingressRejections: Record<string, number> = {}
   let subscriptions = 0
   let slowConsumerEvictions = 0
   let busOutageSeconds = 0
-  for (const pair of Metric.unsafeSnapshot()) {
-    switch (pair.metricKey.name) {
-      case "filament_gateway_events_emitted_total":
-        add(emittedByType, tag(pair, "event_type"), value(pair))
-        break
-      case "filament_gateway_events_dropped_total":
-        add(drops, tag(pair, "reason"), value(pair))
-        break
-      case "filament_gateway_events_parse_rejected_total":
-        add(ingressRejections, tag(pair, "reason"), value(pair))
-        break
-      case "filament_gateway_events_unknown_received_total":
-        add(ingressRejections, "unknown_event", value(pair))
-        break
-      case "filament_ws_disconnects_total": {
-        const reason = tag(pair, "reason")
-        if (reason === "slow_consumer") slowConsumerEvictions += value(pair)
-        if (
-          reason === "ingress_rate_limited" ||
-          reason === "event_too_large" ||
-          reason === "command_queue_full"
-        )
-          add(ingressRejections, reason, value(pair))
-        break
+  for (const family of snapshot) {
+    if (family.type === "histogram") continue
+    for (const series of family.series) {
+      switch (family.name) {
+        case "filament_gateway_events_emitted_total":
+          add(emittedByType, tag(series, "event_type"), series.value)
+          break
+        case "filament_gateway_events_dropped_total":
+          add(drops, tag(series, "reason"), series.value)
+          break
+        case "filament_gateway_events_parse_rejected_total":
+          add(ingressRejections, tag(series, "reason"), series.value)
+          break
+        case "filament_gateway_events_unknown_received_total":
+          add(ingressRejections, "unknown_event", series.value)
+          break
+        case "filament_ws_disconnects_total": {
+          const reason = tag(series, "reason")
+          if (reason === "slow_consumer") slowConsumerEvictions += series.value
+          if (
+            reason === "ingress_rate_limited" ||
+            reason === "event_too_large" ||
+            reason === "command_queue_full"
+          )
+            add(ingressRejections, reason, series.value)
+          break
+        }
+        case "filament_gateway_subscriptions":
+          subscriptions = series.value
+          break
+        case "filament_gateway_bus_outage_seconds_total":
+          busOutageSeconds = series.value
       }
-      case "filament_gateway_subscriptions":
-        subscriptions = value(pair)
-        break
-      case "filament_gateway_bus_outage_seconds_total":
-        busOutageSeconds = value(pair)
     }
   }
   return { emittedByType, drops, ingressRejections, subscriptions, slowConsumerEvictions, busOutageSeconds }
@@ -139,6 +137,7 @@ export const make = (onActivity: () => void) =>
   Effect.gen(function* () {
     const gateway = yield* Gateway
     const registry = yield* SubscriptionRegistry
+    const metrics = yield* GatewayMetrics
     const clock = yield* Effect.clock
     const run = yield* FiberSet.makeRuntime<never, void, never>()
     const periodSeconds = Duration.toSeconds(PERIOD)
@@ -158,7 +157,7 @@ export const make = (onActivity: () => void) =>
 
     const sample = () => {
       const at = clock.unsafeCurrentTimeMillis()
-      const read = readRegistry()
+      const read = readMetrics(metrics.snapshot())
       const deliveries: Record<string, number> = {}
       for (const [type, total] of Object.entries(read.emittedByType)) {
         const delta = total - (previousEmitted[type] ?? 0)
@@ -199,7 +198,7 @@ export const make = (onActivity: () => void) =>
 
     const totals = Effect.gen(function* () {
       const state = yield* registry.state
-      const read = readRegistry()
+      const read = readMetrics(metrics.snapshot())
       const now = yield* Clock.currentTimeMillis
       return {
         connections: gateway.connectionCount(),
@@ -223,7 +222,7 @@ export const make = (onActivity: () => void) =>
         if (running) return
         running = true
         startedAt = lastViewedAt
-        previousEmitted = readRegistry().emittedByType
+        previousEmitted = readMetrics(metrics.snapshot()).emittedByType
         publishes = {}
         previousPublishes = {}
         onActivity()
@@ -241,7 +240,7 @@ export const make = (onActivity: () => void) =>
         ),
       watchedHere: () => clock.unsafeCurrentTimeMillis() - lastViewedHereAt < IDLE_MS,
       idleMillis: IDLE_MS,
-      delivered: () => readRegistry().emittedByType,
+      delivered: () => readMetrics(metrics.snapshot()).emittedByType,
       published: () => (running ? { since: startedAt, counts: { ...publishes } } : undefined),
       active: () => running,
       countPublish: (eventType) => {

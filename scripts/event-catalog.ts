@@ -1,13 +1,14 @@
 /**
  * The human event catalog (`docs/GATEWAY_EVENTS.md`), rendered from the same registry and the same
- * generated JSON Schemas as the JSON manifest, so the prose cannot drift from the contract.
+ * generated JSON Schemas as the JSON manifest, so the prose cannot drift from the contract. Build-time
+ * only (`npm run docs`, the docs test): no runtime module or bundle carries it.
  */
-import { CLOSE_CODES } from "./CloseCodes.js"
-import { COMMANDS } from "./Commands.js"
-import { EVENT_TYPE_PATTERN, MAX_EVENT_BYTES, PROTOCOL_VERSION } from "./Envelope.js"
-import type { EventDefinition, EventScope } from "./EventDefinition.js"
-import { ULID_PATTERN, ULID_PATTERN_ANY_CASE } from "./Ids.js"
-import { commandJsonSchema, Manifest, payloadJsonSchema, type Registry } from "./Manifest.js"
+import { CLOSE_CODES } from "../src/protocol/CloseCodes.js"
+import { COMMANDS } from "../src/protocol/Commands.js"
+import { EVENT_TYPE_PATTERN, MAX_EVENT_BYTES, PROTOCOL_VERSION } from "../src/protocol/Envelope.js"
+import type { EventDefinition, EventScope } from "../src/protocol/EventDefinition.js"
+import { ULID_PATTERN, ULID_PATTERN_ANY_CASE } from "../src/protocol/Ids.js"
+import { commandJsonSchema, Manifest, payloadJsonSchema, type Registry } from "../src/protocol/Manifest.js"
 
 type Json = { readonly [key: string]: unknown }
 
