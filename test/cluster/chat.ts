@@ -5,9 +5,11 @@
 import { spawn } from "node:child_process"
 import { expect } from "@effect/vitest"
 import { Effect, Option, Redacted } from "effect"
+import WebSocket from "ws"
 import { MessageCreate } from "../../src/protocol/events/message.js"
+import * as Auth from "../../src/server/Auth.js"
 import type { GatewayConfigShape } from "../../src/server/Config.js"
-import { message, newId, startGateway, type Frame, type Harness, type TestClient } from "../server/harness.js"
+import { message, newId, startGateway, TestClient, type Frame, type Harness } from "../server/harness.js"
 import type { RedisBackend } from "./redis.js"
 
 export const BUS_SECRET = "bus-secret-0123456789-0123456789-abcdef"
@@ -86,6 +88,24 @@ export const startNodeProcess = (env: Record<string, string>) =>
         })
     )
     return { kill }
+  })
+
+/**
+ * A new user's client of a gateway process on `port` (one started without the test harness), allowed
+ * every channel of `guild`, its `ready` consumed; terminated with the scope.
+ */
+export const connectToProcess = (port: number, secret: Redacted.Redacted<string>, guild: string) =>
+  Effect.gen(function* () {
+    const token = yield* Auth.signToken({
+      secret,
+      userId: newId(),
+      expiresAt: Math.floor(Date.now() / 1000) + 3600,
+      guilds: { [guild]: "*" }
+    })
+    const client = new TestClient(new WebSocket(`ws://127.0.0.1:${port}/gateway/ws?access_token=${token}`))
+    yield* Effect.addFinalizer(() => Effect.sync(() => client.socket.terminate()))
+    yield* client.nextOfType("ready")
+    return client
   })
 
 /** Subscribes and consumes the chat sequence up to the `voice_participant_sync` that ends it. */

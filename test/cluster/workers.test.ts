@@ -10,6 +10,7 @@ import WebSocket from "ws"
 import * as Auth from "../../src/server/Auth.js"
 import { eventuallyEffect, familySum } from "../adversarial/support.js"
 import { DEADLINE_MS, newId, seriesValue, TestClient, type Frame } from "../server/harness.js"
+import { connectToProcess } from "./chat.js"
 import { freePort, hasRedisServer, startRedis } from "./redis.js"
 
 const JWT_SECRET = "workers-jwt-secret-0123456789-0123456789"
@@ -214,17 +215,7 @@ describe("GATEWAY_WORKERS", () => {
           const [guild, channel] = [newId(), newId()]
           const clients: Array<TestClient> = []
           for (let i = 0; i < 4; i++) {
-            const token = yield* Auth.signToken({
-              secret: Redacted.make(JWT_SECRET),
-              userId: newId(),
-              expiresAt: Math.floor(Date.now() / 1000) + 3600,
-              guilds: { [guild]: "*" }
-            })
-            const client = new TestClient(
-              new WebSocket(`ws://127.0.0.1:${port}/gateway/ws?access_token=${token}`)
-            )
-            yield* Effect.addFinalizer(() => Effect.sync(() => client.socket.terminate()))
-            yield* nextOfType(client, "ready")
+            const client = yield* connectToProcess(port, Redacted.make(JWT_SECRET), guild)
             client.send({ v: 1, t: "subscribe", d: { guild_id: guild, channel_id: channel } })
             yield* nextOfType(client, "subscribed")
             clients.push(client)

@@ -6,13 +6,17 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Exit, Option, Redacted, Scope, TestClock } from "effect"
-import WebSocket from "ws"
-import * as Auth from "../../src/server/Auth.js"
 import { ratesBetween, type ClusterSample, type NodeRecord } from "../../src/server/inspector/Cluster.js"
 import { eventuallyEffect } from "../adversarial/support.js"
-import { BUS_SECRET, startClusterNode, startNodeProcess, subscribe } from "../cluster/chat.js"
+import {
+  BUS_SECRET,
+  startClusterNode,
+  startNodeProcess,
+  subscribe,
+  connectToProcess
+} from "../cluster/chat.js"
 import { BACKENDS, freePort, hasRedisServer, redisEnv, startRedis } from "../cluster/redis.js"
-import { newId, PUBLISH_KEY, SECRET, TestClient, type Harness } from "../server/harness.js"
+import { newId, PUBLISH_KEY, SECRET, type Harness } from "../server/harness.js"
 import { ADMIN_KEY } from "./support.js"
 
 const ADMIN = { adminKey: Option.some(ADMIN_KEY) }
@@ -91,17 +95,7 @@ describe.skipIf(!hasRedisServer)("inspector cluster rates", () => {
         // Two subscribers on node b, none on node a.
         const [guild, channel] = [newId(), newId()]
         for (let i = 0; i < 2; i++) {
-          const token = yield* Auth.signToken({
-            secret: SECRET,
-            userId: newId(),
-            expiresAt: Math.floor(Date.now() / 1000) + 3600,
-            guilds: { [guild]: "*" }
-          })
-          const client = new TestClient(
-            new WebSocket(`ws://127.0.0.1:${port}/gateway/ws?access_token=${token}`)
-          )
-          yield* Effect.addFinalizer(() => Effect.sync(() => client.socket.terminate()))
-          yield* client.nextOfType("ready")
+          const client = yield* connectToProcess(port, SECRET, guild)
           yield* subscribe(client, guild, channel)
         }
         const publishOnB = Effect.promise(() =>

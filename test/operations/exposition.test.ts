@@ -5,12 +5,10 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Redacted } from "effect"
-import WebSocket from "ws"
-import * as Auth from "../../src/server/Auth.js"
 import { eventuallyEffect } from "../adversarial/support.js"
-import { startNodeProcess, subscribe } from "../cluster/chat.js"
+import { startNodeProcess, subscribe, connectToProcess } from "../cluster/chat.js"
 import { freePort, hasRedisServer, startRedis } from "../cluster/redis.js"
-import { newId, TestClient } from "../server/harness.js"
+import { newId } from "../server/harness.js"
 import { hasPrometheus, promtool, startPrometheus } from "./prometheus.js"
 import { generateTraffic } from "./traffic.js"
 
@@ -59,17 +57,7 @@ describe("the /metrics exposition", () => {
           const clients = 3
           const messages = 20
           for (let i = 0; i < clients; i++) {
-            const token = yield* Auth.signToken({
-              secret: Redacted.make(secret),
-              userId: newId(),
-              expiresAt: Math.floor(Date.now() / 1000) + 3600,
-              guilds: { [guild]: "*" }
-            })
-            const client = new TestClient(
-              new WebSocket(`ws://127.0.0.1:${port}/gateway/ws?access_token=${token}`)
-            )
-            yield* Effect.addFinalizer(() => Effect.sync(() => client.socket.terminate()))
-            yield* client.nextOfType("ready")
+            const client = yield* connectToProcess(port, Redacted.make(secret), guild)
             yield* subscribe(client, guild, channel)
           }
           const publish = (count: number) =>
