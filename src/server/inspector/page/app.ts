@@ -4,6 +4,7 @@
  * `h` (text only ever through text nodes, never `innerHTML`) renders whatever an event carries inert
  * by construction. Built by `npm run build:inspector` into `bundle.generated.ts`.
  */
+import type { TailEvent } from "../Tail.js"
 
 type Child = Node | string | number | null | undefined | false
 type Attrs = Record<string, string | number | boolean | EventListener | undefined>
@@ -607,20 +608,6 @@ const renderExplore = (content: HTMLElement) => {
 
 // ---------------------------------------------------------------------------------------------------
 // Live tail
-
-interface TailEvent {
-  readonly t: string
-  readonly scope: string
-  readonly origin: string
-  readonly at: number
-  readonly bytes: number
-  readonly recipients: number
-  readonly payload: unknown
-  readonly valid: boolean
-  readonly error?: string
-  readonly skipped: number
-  readonly dropped: number
-}
 
 /** Events the page keeps; older ones are removed as new ones arrive. */
 const TAIL_KEPT = 200
