@@ -14,9 +14,9 @@ import { writeFileSync } from "node:fs"
 import { Effect, Layer, ManagedRuntime } from "effect"
 import type { ChannelId, GuildId, UserId } from "../../src/protocol/Ids.js"
 import * as Config from "../../src/server/Config.js"
-import type { Connection } from "../../src/server/Connection.js"
+import type { Connection } from "../../src/server/core/Connection.js"
 import * as Metrics from "../../src/server/Metrics.js"
-import * as Registry from "../../src/server/Registry.js"
+import * as Registry from "../../src/server/registry/Registry.js"
 import { benchUlid } from "../Workload.js"
 
 const argValue = (name: string): string | undefined => {

@@ -19,7 +19,7 @@ import {
 } from "effect"
 import { MAX_EVENT_BYTES } from "../protocol/Envelope.js"
 import { MAX_PRESENCE_SYNC_USER_IDS, MAX_VOICE_PARTICIPANTS } from "../protocol/Shapes.js"
-import { parseCidrs, type Cidr } from "./HttpLimits.js"
+import { parseCidrs, type Cidr } from "./edge/HttpLimits.js"
 
 export interface GatewayConfigShape {
   readonly host: string

@@ -11,7 +11,7 @@
 import type { Worker } from "node:cluster"
 import { Context, Data, Duration, Effect, Layer } from "effect"
 import { GatewayConfig } from "./Config.js"
-import { Gateway, type GatewayShape } from "./Gateway.js"
+import { Gateway, type GatewayShape } from "./core/Gateway.js"
 import { cumulativeOnly, GatewayMetrics, mergeSnapshots, type MetricsSnapshot } from "./Metrics.js"
 
 /** One process's readiness, as `/readyz` reports it. */

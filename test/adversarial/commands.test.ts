@@ -8,8 +8,8 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Deferred, Duration, Effect, FiberRef, HashSet, Layer, Logger, TestClock } from "effect"
 import { MessageCreate } from "../../src/protocol/events/message.js"
-import { AccessPolicy, fromClaims } from "../../src/server/Access.js"
-import { MessageHandler, plainText } from "../../src/server/Messages.js"
+import { AccessPolicy, fromClaims } from "../../src/server/chat/Access.js"
+import { MessageHandler, plainText } from "../../src/server/chat/Messages.js"
 import {
   awaitSleeps,
   message,

@@ -13,7 +13,7 @@ import WebSocket from "ws"
 import { MessageCreate } from "../../src/protocol/events/message.js"
 import type { PayloadOf } from "../../src/protocol/EventDefinition.js"
 import * as Auth from "../../src/server/Auth.js"
-import type { Connection } from "../../src/server/Connection.js"
+import type { Connection } from "../../src/server/core/Connection.js"
 import { plainTextMessage } from "../fixtures/messages.js"
 import {
   awaitSleeps,

@@ -15,10 +15,10 @@ import {
   userTopic,
   USERS_PER_MESSAGE,
   type EventBusShape
-} from "../../src/server/EventBus.js"
+} from "../../src/server/cluster/EventBus.js"
 import * as Metrics from "../../src/server/Metrics.js"
 import { GatewayMetrics } from "../../src/server/Metrics.js"
-import * as Outbound from "../../src/server/Outbound.js"
+import * as Outbound from "../../src/server/core/Outbound.js"
 import { BASE_UNIX, DEADLINE_MS, message, newId, seriesValue, typed } from "../server/harness.js"
 import { hasRedisServer, startRedis, type RedisBackend } from "./redis.js"
 

@@ -12,7 +12,7 @@ import { join } from "node:path"
 import { Effect, Redacted, type Scope } from "effect"
 import { Redis } from "ioredis"
 import type { RedisEndpoint } from "../../src/server/Config.js"
-import * as RedisClient from "../../src/server/RedisClient.js"
+import * as RedisClient from "../../src/server/cluster/RedisClient.js"
 
 const DEADLINE_MS = 10_000
 /** Forming a cluster waits out Redis's own 2 s writable delay plus gossip; under a loaded CI machine more. */

@@ -12,10 +12,10 @@ import {
   type ConnectionSocket,
   type ConnectionTransport,
   type DisconnectReason
-} from "../../src/server/Connection.js"
-import * as Fanout from "../../src/server/Fanout.js"
+} from "../../src/server/core/Connection.js"
+import * as Fanout from "../../src/server/core/Fanout.js"
 import { make as makeMetrics } from "../../src/server/Metrics.js"
-import { encode, type Frame } from "../../src/server/Outbound.js"
+import { encode, type Frame } from "../../src/server/core/Outbound.js"
 
 const Tick = defineEvent({
   type: "test_tick",

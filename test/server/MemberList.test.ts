@@ -5,8 +5,8 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import fc from "fast-check"
-import type { Connection } from "../../src/server/Connection.js"
-import * as MemberList from "../../src/server/MemberList.js"
+import type { Connection } from "../../src/server/core/Connection.js"
+import * as MemberList from "../../src/server/registry/MemberList.js"
 
 /** A list only uses a connection's id (and keeps the connection itself). */
 const connection = (id: number) => ({ id }) as unknown as Connection

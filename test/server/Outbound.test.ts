@@ -6,7 +6,7 @@ import * as ws from "ws"
 import { defineEvent } from "../../src/protocol/EventDefinition.js"
 import { Ready } from "../../src/protocol/events/connection.js"
 import type { UserId } from "../../src/protocol/Ids.js"
-import { encode, textFrame } from "../../src/server/Outbound.js"
+import { encode, textFrame } from "../../src/server/core/Outbound.js"
 
 // ws exports its frame parser, but @types/ws does not declare it.
 const { Receiver } = ws as unknown as {

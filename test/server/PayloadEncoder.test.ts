@@ -9,7 +9,7 @@ import { Arbitrary, Either, FastCheck as fc, ParseResult } from "effect"
 import { encodePayload, type EventDefinition } from "../../src/protocol/EventDefinition.js"
 import { MessageCreate } from "../../src/protocol/events/message.js"
 import { EVENTS } from "../../src/protocol/Manifest.js"
-import { encodeStrict } from "../../src/server/PayloadEncoder.js"
+import { encodeStrict } from "../../src/server/core/PayloadEncoder.js"
 import { plainTextMessage } from "../fixtures/messages.js"
 
 type Path = ReadonlyArray<string | number>

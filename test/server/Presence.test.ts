@@ -7,7 +7,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import fc from "fast-check"
 import type { GuildId, UserId } from "../../src/protocol/Ids.js"
-import * as Presence from "../../src/server/Presence.js"
+import * as Presence from "../../src/server/chat/Presence.js"
 
 const G = "G" as GuildId
 const users = (count: number) => Array.from({ length: count }, (_, i) => `U${i}` as UserId)

@@ -9,11 +9,11 @@ import { Effect, HashMap, Layer, Option } from "effect"
 import fc from "fast-check"
 import type { ChannelId, GuildId, UserId } from "../../src/protocol/Ids.js"
 import * as Config from "../../src/server/Config.js"
-import type { Connection } from "../../src/server/Connection.js"
-import * as MemberList from "../../src/server/MemberList.js"
+import type { Connection } from "../../src/server/core/Connection.js"
+import * as MemberList from "../../src/server/registry/MemberList.js"
 import * as Metrics from "../../src/server/Metrics.js"
-import * as Registry from "../../src/server/Registry.js"
-import { channelKey, type RegistryState } from "../../src/server/Registry.js"
+import * as Registry from "../../src/server/registry/Registry.js"
+import { channelKey, type RegistryState } from "../../src/server/registry/Registry.js"
 
 const USERS = ["U0", "U1"].map((id) => id as UserId)
 const GUILDS = ["G0", "G1"].map((id) => id as GuildId)

@@ -6,7 +6,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Duration, Effect, Either, TestClock } from "effect"
 import type { ChannelId, GuildId, UserId } from "../../src/protocol/Ids.js"
 import type { VoiceParticipant } from "../../src/protocol/Shapes.js"
-import * as Voice from "../../src/server/Voice.js"
+import * as Voice from "../../src/server/chat/Voice.js"
 
 const G1 = "G1" as GuildId
 const G2 = "G2" as GuildId

@@ -5,9 +5,9 @@
  */
 import { HashMap, Option } from "effect"
 import type { ChannelId, GuildId, UserId } from "../../protocol/Ids.js"
-import type { Connection, ConnectionId } from "../Connection.js"
-import * as MemberList from "../MemberList.js"
-import type { RegistryState } from "../Registry.js"
+import type { Connection, ConnectionId } from "../core/Connection.js"
+import * as MemberList from "../registry/MemberList.js"
+import type { RegistryState } from "../registry/Registry.js"
 
 export interface Ranked {
   readonly id: string

@@ -9,9 +9,9 @@
 import { randomBytes } from "node:crypto"
 import { hostname } from "node:os"
 import { Clock, Duration, Effect, FiberSet, HashMap } from "effect"
-import { Gateway } from "../Gateway.js"
+import { Gateway } from "../core/Gateway.js"
 import { GatewayMetrics, type MetricsSnapshot, type ValueSeries } from "../Metrics.js"
-import { SubscriptionRegistry } from "../Registry.js"
+import { SubscriptionRegistry } from "../registry/Registry.js"
 
 /** Sampling period and history: five minutes of one-second samples. */
 const PERIOD = Duration.seconds(1)

@@ -11,11 +11,11 @@ import type { Scope } from "effect"
 import { decodePayload, type EventDefinition } from "../../protocol/EventDefinition.js"
 import { Manifest } from "../../protocol/Manifest.js"
 import type { ChannelId, GuildId, UserId } from "../../protocol/Ids.js"
-import type { Route } from "../EventBus.js"
-import * as MemberList from "../MemberList.js"
-import type { Frame } from "../Outbound.js"
-import type { RegistryState } from "../Registry.js"
-import { channelKey } from "../Registry.js"
+import type { Route } from "../cluster/EventBus.js"
+import * as MemberList from "../registry/MemberList.js"
+import type { Frame } from "../core/Outbound.js"
+import type { RegistryState } from "../registry/Registry.js"
+import { channelKey } from "../registry/Registry.js"
 
 export type TailFilter =
   | { readonly kind: "guild"; readonly guildId: GuildId; readonly channelId?: ChannelId }

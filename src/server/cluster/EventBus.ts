@@ -32,12 +32,12 @@ import {
   Schema
 } from "effect"
 import type { Scope } from "effect"
-import { ChannelId, GuildId, UserId } from "../protocol/Ids.js"
-import { Manifest } from "../protocol/Manifest.js"
-import { GatewayConfig, type RedisEndpoint } from "./Config.js"
-import { BusUnavailable } from "./Errors.js"
-import { GatewayMetrics, type BusDropReason } from "./Metrics.js"
-import { textFrame, type Frame } from "./Outbound.js"
+import { ChannelId, GuildId, UserId } from "../../protocol/Ids.js"
+import { Manifest } from "../../protocol/Manifest.js"
+import { GatewayConfig, type RedisEndpoint } from "../Config.js"
+import { BusUnavailable } from "../Errors.js"
+import { GatewayMetrics, type BusDropReason } from "../Metrics.js"
+import { textFrame, type Frame } from "../core/Outbound.js"
 import * as RedisClient from "./RedisClient.js"
 
 /** Who receives a frame: the routing key of a published event. */

@@ -5,11 +5,11 @@
  * ids against. A host app replaces it with its own persistence.
  */
 import { Clock, Context, Effect, Layer } from "effect"
-import type { MessageCreateCommand } from "../protocol/Commands.js"
-import { ulid, type MessageId } from "../protocol/Ids.js"
-import type { MarkdownToken, MessageSnapshot } from "../protocol/Shapes.js"
-import type { Principal } from "./Auth.js"
-import { MessageRejected } from "./Errors.js"
+import type { MessageCreateCommand } from "../../protocol/Commands.js"
+import { ulid, type MessageId } from "../../protocol/Ids.js"
+import type { MarkdownToken, MessageSnapshot } from "../../protocol/Shapes.js"
+import type { Principal } from "../Auth.js"
+import { MessageRejected } from "../Errors.js"
 
 export interface MessageHandlerShape {
   readonly create: (

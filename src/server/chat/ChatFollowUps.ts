@@ -19,30 +19,34 @@
  * path and never fails the command or publish that caused it.
  */
 import { Clock, Effect, Layer, Schedule } from "effect"
-import type { EventDefinition, PayloadOf } from "../protocol/EventDefinition.js"
-import { PresenceSync, PresenceUpdate } from "../protocol/events/presence.js"
+import type { EventDefinition, PayloadOf } from "../../protocol/EventDefinition.js"
+import { PresenceSync, PresenceUpdate } from "../../protocol/events/presence.js"
 import {
   VoiceParticipantJoin,
   VoiceParticipantLeave,
   VoiceParticipantSync,
   VoiceStreamUnpublish
-} from "../protocol/events/voice.js"
+} from "../../protocol/events/voice.js"
 import {
   WorkspaceChannelOverrideUpdate,
   WorkspaceChannelPermissionOverrideUpdate,
   WorkspaceChannelRoleOverrideUpdate,
   WorkspaceMemberBan,
   WorkspaceMemberRemove
-} from "../protocol/events/workspace.js"
-import type { GuildId, UserId } from "../protocol/Ids.js"
-import type { PresenceStatus } from "../protocol/Shapes.js"
-import { GatewayConfig } from "./Config.js"
-import type { Connection } from "./Connection.js"
-import type { PublishError } from "./Errors.js"
-import { SubscriptionFollowUps, type Publisher, type SubscriptionFollowUpsShape } from "./FollowUps.js"
-import { GatewayMetrics, type CompatibilityPath, type RevocationEvent } from "./Metrics.js"
+} from "../../protocol/events/workspace.js"
+import type { GuildId, UserId } from "../../protocol/Ids.js"
+import type { PresenceStatus } from "../../protocol/Shapes.js"
+import { GatewayConfig } from "../Config.js"
+import type { Connection } from "../core/Connection.js"
+import type { PublishError } from "../Errors.js"
+import {
+  SubscriptionFollowUps,
+  type Publisher,
+  type SubscriptionFollowUpsShape
+} from "../registry/FollowUps.js"
+import { GatewayMetrics, type CompatibilityPath, type RevocationEvent } from "../Metrics.js"
 import { Presence } from "./Presence.js"
-import { SubscriptionRegistry } from "./Registry.js"
+import { SubscriptionRegistry } from "../registry/Registry.js"
 import { VoiceParticipants, voiceChange, type VoiceChange, type VoiceRemoval } from "./Voice.js"
 
 /** The explicit override events and the compatibility path each is counted under (reference §8.4). */

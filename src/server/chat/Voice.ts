@@ -11,19 +11,19 @@
  * replaces `layerMemory` behind the same interface.
  */
 import { Clock, Context, Duration, Effect, Layer } from "effect"
-import type { EventDefinition, PayloadOf } from "../protocol/EventDefinition.js"
+import type { EventDefinition, PayloadOf } from "../../protocol/EventDefinition.js"
 import {
   VoiceParticipantJoin,
   VoiceParticipantLeave,
   VoiceParticipantUpdate,
   VoiceStreamPublish,
   VoiceStreamUnpublish
-} from "../protocol/events/voice.js"
-import type { ChannelId, GuildId, UserId } from "../protocol/Ids.js"
-import type { VoiceParticipant, VoiceStreamKind } from "../protocol/Shapes.js"
-import { GatewayConfig } from "./Config.js"
-import { PublishRefused } from "./Errors.js"
-import { channelKey, type ChannelKey } from "./Registry.js"
+} from "../../protocol/events/voice.js"
+import type { ChannelId, GuildId, UserId } from "../../protocol/Ids.js"
+import type { VoiceParticipant, VoiceStreamKind } from "../../protocol/Shapes.js"
+import { GatewayConfig } from "../Config.js"
+import { PublishRefused } from "../Errors.js"
+import { channelKey, type ChannelKey } from "../registry/Registry.js"
 
 /** A published voice event, typed. */
 export type VoiceChange =

@@ -4,8 +4,8 @@
  * layer backed by its permission model.
  */
 import { Context, Effect, Layer } from "effect"
-import type { ChannelId, GuildId } from "../protocol/Ids.js"
-import type { Principal } from "./Auth.js"
+import type { ChannelId, GuildId } from "../../protocol/Ids.js"
+import type { Principal } from "../Auth.js"
 
 export interface AccessPolicyShape {
   readonly canSubscribe: (

@@ -7,7 +7,7 @@
 import { Effect, Redacted } from "effect"
 import type { Scope } from "effect"
 import { Cluster, Redis, type RedisOptions } from "ioredis"
-import type { RedisEndpoint } from "./Config.js"
+import type { RedisEndpoint } from "../Config.js"
 
 export type RedisClient = Redis | Cluster
 

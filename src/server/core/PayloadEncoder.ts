@@ -10,7 +10,7 @@
  * understand, goes through Effect's strict encoder, so failures and their messages are Effect's.
  */
 import { Either, Option, type ParseResult, SchemaAST as AST } from "effect"
-import { encodePayload, type EventDefinition } from "../protocol/EventDefinition.js"
+import { encodePayload, type EventDefinition } from "../../protocol/EventDefinition.js"
 
 /** The options of `encodePayload`, handed to refinements and transformations as Effect would. */
 const OPTIONS: AST.ParseOptions = { onExcessProperty: "error", errors: "first" }

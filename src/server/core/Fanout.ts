@@ -4,7 +4,7 @@
  * else keeps receiving in order. Metrics are recorded once per broadcast.
  */
 import type { Connection } from "./Connection.js"
-import type { GatewayMetricsShape } from "./Metrics.js"
+import type { GatewayMetricsShape } from "../Metrics.js"
 import type { Frame } from "./Outbound.js"
 
 export interface FanoutResult {

@@ -10,7 +10,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http"
 import { BlockList, isIP } from "node:net"
 import type { Duplex } from "node:stream"
-import type { GatewayMetricsShape, HttpSurface } from "./Metrics.js"
+import type { GatewayMetricsShape, HttpSurface } from "../Metrics.js"
 
 /** A parsed CIDR block (`10.0.0.0/8`, `fd00::/8`; a bare address is a /32 or /128). */
 export interface Cidr {

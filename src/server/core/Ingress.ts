@@ -12,18 +12,18 @@ import type {
   MessageCreateCommand,
   SubscribeCommand,
   UnsubscribeCommand
-} from "../protocol/Commands.js"
-import { decodeCommand } from "../protocol/Commands.js"
-import { Subscribed, Unsubscribed } from "../protocol/events/connection.js"
-import { MessageCreate } from "../protocol/events/message.js"
-import type { AccessPolicyShape } from "./Access.js"
-import { CommandTimeout, MessageRejected, type OutboundError } from "./Errors.js"
+} from "../../protocol/Commands.js"
+import { decodeCommand } from "../../protocol/Commands.js"
+import { Subscribed, Unsubscribed } from "../../protocol/events/connection.js"
+import { MessageCreate } from "../../protocol/events/message.js"
+import type { AccessPolicyShape } from "../chat/Access.js"
+import { CommandTimeout, MessageRejected, type OutboundError } from "../Errors.js"
 import type { Connection } from "./Connection.js"
-import type { Publisher, SubscriptionFollowUpsShape } from "./FollowUps.js"
-import type { MessageHandlerShape } from "./Messages.js"
-import type { GatewayMetricsShape } from "./Metrics.js"
-import type { SubscriptionRegistryShape } from "./Registry.js"
-import type { TracingShape } from "./Tracing.js"
+import type { Publisher, SubscriptionFollowUpsShape } from "../registry/FollowUps.js"
+import type { MessageHandlerShape } from "../chat/Messages.js"
+import type { GatewayMetricsShape } from "../Metrics.js"
+import type { SubscriptionRegistryShape } from "../registry/Registry.js"
+import type { TracingShape } from "../Tracing.js"
 
 export interface IngressOptions {
   readonly maxEventBytes: number

@@ -4,9 +4,9 @@
  * the fanout loop, the `ws` callbacks or the heartbeat sweep.
  */
 import { Chunk, MutableQueue } from "effect"
-import { closeCodeFor, type CloseReason } from "../protocol/CloseCodes.js"
-import type { Command } from "../protocol/Commands.js"
-import type { Principal } from "./Auth.js"
+import { closeCodeFor, type CloseReason } from "../../protocol/CloseCodes.js"
+import type { Command } from "../../protocol/Commands.js"
+import type { Principal } from "../Auth.js"
 import type { Frame } from "./Outbound.js"
 
 export type ConnectionId = number

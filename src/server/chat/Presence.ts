@@ -10,7 +10,7 @@
  * contract (count per node that holds the user, `join` true on 0 -> 1, `leave` true on 1 -> 0).
  */
 import { Context, Effect, Layer } from "effect"
-import type { GuildId, UserId } from "../protocol/Ids.js"
+import type { GuildId, UserId } from "../../protocol/Ids.js"
 
 export interface PresenceSnapshot {
   /** At most the requested limit; the asking user first when online. */

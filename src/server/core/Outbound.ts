@@ -4,9 +4,9 @@
  * same bytes: no per-recipient serialization, copy or frame header.
  */
 import { Either, ParseResult } from "effect"
-import { EVENT_TYPE_PATTERN, PROTOCOL_VERSION } from "../protocol/Envelope.js"
-import type { EventDefinition, EventScope, PayloadOf } from "../protocol/EventDefinition.js"
-import { OversizedOutbound, SerializeError, type OutboundError } from "./Errors.js"
+import { EVENT_TYPE_PATTERN, PROTOCOL_VERSION } from "../../protocol/Envelope.js"
+import type { EventDefinition, EventScope, PayloadOf } from "../../protocol/EventDefinition.js"
+import { OversizedOutbound, SerializeError, type OutboundError } from "../Errors.js"
 import { encodeStrict } from "./PayloadEncoder.js"
 
 export interface Frame {

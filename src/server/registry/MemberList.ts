@@ -7,7 +7,7 @@
  * a fanout loops over is built on first use and kept with the list (a list that is never broadcast
  * to never builds one).
  */
-import type { Connection, ConnectionId } from "./Connection.js"
+import type { Connection, ConnectionId } from "../core/Connection.js"
 
 /** Below this a copy is a few hundred bytes; above it the chunk index stays short (n / CHUNK). */
 const CHUNK = 128

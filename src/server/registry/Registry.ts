@@ -6,12 +6,12 @@
  * fanout loops over a plain array snapshot of one that later changes cannot disturb.
  */
 import { Context, Effect, HashMap, Layer, Option, Ref } from "effect"
-import type { ChannelId, GuildId, UserId } from "../protocol/Ids.js"
-import type { Connection, ConnectionId } from "./Connection.js"
-import { GatewayConfig } from "./Config.js"
-import { EventBus, guildTopic, userTopic, type EventBusShape } from "./EventBus.js"
+import type { ChannelId, GuildId, UserId } from "../../protocol/Ids.js"
+import type { Connection, ConnectionId } from "../core/Connection.js"
+import { GatewayConfig } from "../Config.js"
+import { EventBus, guildTopic, userTopic, type EventBusShape } from "../cluster/EventBus.js"
 import * as MemberList from "./MemberList.js"
-import { GatewayMetrics } from "./Metrics.js"
+import { GatewayMetrics } from "../Metrics.js"
 
 export type ChannelKey = `${string}:${string}`
 

@@ -4,10 +4,10 @@
  * (`SubscriptionFollowUps`). The default does nothing.
  */
 import { Context, Effect, Layer } from "effect"
-import type { EventDefinition, PayloadOf } from "../protocol/EventDefinition.js"
-import type { ChannelId, GuildId, UserId } from "../protocol/Ids.js"
-import type { Connection, DeliveryResult, DisconnectReason } from "./Connection.js"
-import type { OutboundError, PublishError, PublishRefused } from "./Errors.js"
+import type { EventDefinition, PayloadOf } from "../../protocol/EventDefinition.js"
+import type { ChannelId, GuildId, UserId } from "../../protocol/Ids.js"
+import type { Connection, DeliveryResult, DisconnectReason } from "../core/Connection.js"
+import type { OutboundError, PublishError, PublishRefused } from "../Errors.js"
 import type { DisconnectOutcome, SubscribeOutcome, UnsubscribeOutcome } from "./Registry.js"
 
 // `any` payloads: EventDefinition is invariant in its schema types; the payload type is recovered with PayloadOf.

@@ -19,20 +19,20 @@
  */
 import { Duration, Effect, Layer, Option, Queue, Schedule } from "effect"
 import type { Scope } from "effect"
-import type { ChannelId, GuildId, UserId } from "../protocol/Ids.js"
-import type { VoiceParticipant, VoiceStreamKind } from "../protocol/Shapes.js"
-import { GatewayConfig, type RedisEndpoint } from "./Config.js"
-import { GatewayMetrics } from "./Metrics.js"
-import { PublishRefused } from "./Errors.js"
+import type { ChannelId, GuildId, UserId } from "../../protocol/Ids.js"
+import type { VoiceParticipant, VoiceStreamKind } from "../../protocol/Shapes.js"
+import { GatewayConfig, type RedisEndpoint } from "../Config.js"
+import { GatewayMetrics } from "../Metrics.js"
+import { PublishRefused } from "../Errors.js"
 import * as RedisClient from "./RedisClient.js"
-import { channelKey } from "./Registry.js"
-import * as Voice from "./Voice.js"
+import { channelKey } from "../registry/Registry.js"
+import * as Voice from "../chat/Voice.js"
 import {
   VoiceParticipants,
   type VoiceLimits,
   type VoiceParticipantsShape,
   type VoiceRemoval
-} from "./Voice.js"
+} from "../chat/Voice.js"
 
 interface StoredEntry {
   readonly participant: VoiceParticipant
