@@ -157,8 +157,11 @@ describe("GatewayClient recovery (callbacks, real ws peer)", () => {
         ])
         verdicts.length = 0
         second.send({ v: 1, t: "ready", d: { user_id: USER } })
+        // The gateway's head is behind the held position (a bogus one): its position replaces ours.
         second.send(
-          recoveryFrame([{ stream: STREAM_U, epoch: "e1", offset: 1, recovered: true, replayed: 0 }])
+          recoveryFrame([
+            { stream: STREAM_U, epoch: "e1", offset: 0, recovered: false, reason: "position_ahead" }
+          ])
         )
         second.send(positioned("message_create", message, STREAM_A, "e1", 5))
         second.send(positioned("message_create", message, STREAM_A, "e1", 6))
@@ -188,9 +191,9 @@ describe("GatewayClient recovery (callbacks, real ws peer)", () => {
             stream: STREAM_U,
             target: { scope: "user", user_id: USER },
             epoch: "e1",
-            offset: 1,
-            recovered: true,
-            replayed: 0
+            offset: 0,
+            recovered: false,
+            reason: "position_ahead"
           },
           {
             stream: STREAM_A,
@@ -222,7 +225,7 @@ describe("GatewayClient recovery (callbacks, real ws peer)", () => {
         second.close(1011, "internal_error")
         await clock.fireWhenScheduled()
         const third = await connectionWith(peer, 2, 2)
-        expect(third.query.get("user_since")).toBe("e1:1")
+        expect(third.query.get("user_since")).toBe("e1:0")
         expect(third.frames).toEqual([
           subscribe(CHANNEL_A, { channel: { epoch: "e1", offset: 7 }, guild: { epoch: "e1", offset: 20 } }),
           subscribe(CHANNEL_B, { channel: { epoch: "e2", offset: 7 } })
