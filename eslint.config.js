@@ -43,9 +43,15 @@ export default tseslint.config(
               message: "the callback client imports no Effect runtime (types only): see docs/CLIENT.md."
             },
             {
-              group: ["**/protocol/*", "!**/protocol/Rules.js", "!**/protocol/CloseCodes.js"],
+              group: [
+                "**/protocol/*",
+                "!**/protocol/Rules.js",
+                "!**/protocol/CloseCodes.js",
+                "!**/protocol/Streams.js"
+              ],
               allowTypeImports: true,
-              message: "protocol modules other than Rules and CloseCodes load Effect: import types only."
+              message:
+                "protocol modules other than Rules, CloseCodes and Streams load Effect: import types only."
             }
           ]
         }

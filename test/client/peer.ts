@@ -1,6 +1,6 @@
 /**
  * A minimal network peer for client tests: a real `ws` server on 127.0.0.1 port 0 that records the
- * access token and every frame of each connection, can send frames and close with a code, and can
+ * access token, the query and every frame of each connection, can send frames and close with a code, and can
  * refuse upgrades (401) to make connection attempts fail before open.
  * It stands in for the network, not for the product under test.
  */
@@ -11,6 +11,8 @@ import type { WebSocket } from "ws"
 
 export interface PeerConnection {
   readonly token: string | null
+  /** The upgrade request's query parameters. */
+  readonly query: URLSearchParams
   readonly socket: WebSocket
   /** Parsed text frames received from the client, in order. */
   readonly frames: Array<unknown>
@@ -84,9 +86,10 @@ export const startPeer = async (): Promise<TestPeer> => {
     }
   })
   wss.on("connection", (socket, request) => {
-    const token = new URL(request.url ?? "/", "http://peer").searchParams.get("access_token")
+    const query = new URL(request.url ?? "/", "http://peer").searchParams
     const connection: PeerConnection = {
-      token,
+      token: query.get("access_token"),
+      query,
       socket,
       frames: [],
       send: (frame) => socket.send(typeof frame === "string" ? frame : JSON.stringify(frame)),
