@@ -1,7 +1,6 @@
 /**
  * The in-memory event history under TestClock: the `History` contract, an epoch per instance, count
- * trims kept exact in the gauges, idle streams forgotten (and a new epoch when used again), the
- * publish stamp ordering a guild's channel and guild streams.
+ * trims kept exact in the gauges, idle streams forgotten (and a new epoch when used again).
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Duration, Effect, TestClock } from "effect"
@@ -68,30 +67,6 @@ describe("History in memory", () => {
       const replay = yield* history.readAfter(quiet, position, 10)
       expect(replay).toMatchObject({ _tag: "NotRecovered", reason: "epoch_changed", position: { offset: 1 } })
       expect(gauge(metrics, "filament_gateway_history_entries", "guild")).toBe(2)
-    })
-  )
-
-  it.effect("stamps order a guild's channel and guild streams by publish", () =>
-    Effect.gen(function* () {
-      const history = yield* make(LIMITS, Metrics.make())
-      const guild = newId()
-      const channel = `channel:${guild}:${newId()}` as const
-      const guildStream = `guild:${guild}` as const
-      const published = ["c1", "g1", "c2", "g2", "g3", "c3"]
-      for (const text of published)
-        yield* history.append({ stream: text.startsWith("c") ? channel : guildStream, event: event(text) })
-      const start = { offset: 0 }
-      const replays = yield* Effect.all(
-        [channel, guildStream].map((stream) =>
-          Effect.flatMap(history.position(stream), ({ epoch }) =>
-            history.readAfter(stream, { epoch, ...start }, 10)
-          )
-        )
-      )
-      const merged = replays
-        .flatMap((replay) => (replay._tag === "Entries" ? replay.entries : []))
-        .sort((a, b) => a.stamp - b.stamp)
-      expect(merged.map((entry) => entry.d)).toEqual(published.map((text) => event(text).d))
     })
   )
 })

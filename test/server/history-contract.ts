@@ -1,6 +1,7 @@
 /**
  * The `History` contract, run against each store (in memory: test/server/History.test.ts; in Redis:
- * test/cluster/history.test.ts) under TestClock: offsets, exclusive reads, every verdict, both trims.
+ * test/cluster/history.test.ts) under TestClock: offsets, exclusive reads, every verdict, both trims,
+ * the gauges, the publish stamps of a guild's channel and guild streams.
  */
 import { expect, it } from "@effect/vitest"
 import { Duration, Effect, Either, TestClock } from "effect"
@@ -12,7 +13,7 @@ import type {
   HistoryUnavailable,
   StreamName
 } from "../../src/server/recovery/History.js"
-import { seriesValue } from "./harness.js"
+import { newId, seriesValue } from "./harness.js"
 
 export const LIMITS: HistoryLimits = {
   maxEvents: 5,
@@ -170,6 +171,30 @@ export const historyContract = (
       yield* history.position(stream)
       expect(gauge(metrics, "filament_gateway_history_entries", "guild")).toBe(0)
       expect(gauge(metrics, "filament_gateway_history_bytes", "guild")).toBe(0)
+    })
+  )
+
+  it.scoped("stamps order a guild's channel and guild streams by publish", () =>
+    Effect.gen(function* () {
+      const { history } = yield* store()
+      const guild = newId()
+      const channel = `channel:${guild}:${newId()}` as const
+      const guildStream = `guild:${guild}` as const
+      const published = ["c1", "g1", "c2", "g2", "g3", "c3"]
+      for (const text of published)
+        yield* history.append({ stream: text.startsWith("c") ? channel : guildStream, event: event(text) })
+      const start = { offset: 0 }
+      const replays = yield* Effect.all(
+        [channel, guildStream].map((stream) =>
+          Effect.flatMap(history.position(stream), ({ epoch }) =>
+            history.readAfter(stream, { epoch, ...start }, 10)
+          )
+        )
+      )
+      const merged = replays
+        .flatMap((replay) => (replay._tag === "Entries" ? replay.entries : []))
+        .sort((a, b) => a.stamp - b.stamp)
+      expect(merged.map((entry) => entry.d)).toEqual(published.map((text) => event(text).d))
     })
   )
 }
