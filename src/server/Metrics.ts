@@ -40,12 +40,18 @@ export type BusDropReason =
   | "backlog_full"
   | "unavailable"
 /** The streams of the event history (recovery): one per channel, guild and user. */
-export type HistoryScope = "channel" | "guild" | "user"
-/** Why a stream could not be recovered exactly (PROTOCOL.md, the `recovery` event). */
-export type RecoveryVerdict =
-  "epoch_changed" | "position_trimmed" | "position_ahead" | "too_many_events" | "history_unavailable"
-/** How the recovery of one stream ended: exactly, or not with its reason. */
-export type RecoveryOutcome = "recovered" | RecoveryVerdict
+export const HISTORY_SCOPES = ["channel", "guild", "user"] as const
+export type HistoryScope = (typeof HISTORY_SCOPES)[number]
+/** How the recovery of one stream ended: exactly, or not with its reason (PROTOCOL.md, `recovery`). */
+export const RECOVERY_OUTCOMES = [
+  "recovered",
+  "epoch_changed",
+  "position_trimmed",
+  "position_ahead",
+  "too_many_events",
+  "history_unavailable"
+] as const
+export type RecoveryOutcome = (typeof RECOVERY_OUTCOMES)[number]
 /** The Redis-backed chat state a node re-asserts after Redis lost it. */
 export type ClusterStore = "presence" | "voice"
 /** Where an HTTP-layer refusal happened; `other` when the request never named its path in time. */
@@ -518,12 +524,14 @@ export const make = (): GatewayMetricsShape => {
   const busOutageTotal = busOutage.cell()
   const busLagSeries = busLag.cell()
   const busSubscribeFailuresTotal = busSubscribeFailures.cell()
-  // The history gauges of every scope from the start too: an empty history shows 0, not nothing.
+  // The recovery families have closed label sets: every series exists from the start (an empty
+  // history shows 0, and `rate()` sees the first recovery).
   const historyCells = Object.fromEntries(
-    (["channel", "guild", "user"] as const).map((scope) => [
-      scope,
-      { entries: historyEntries.cell(scope), bytes: historyBytes.cell(scope) }
-    ])
+    HISTORY_SCOPES.map((scope) => {
+      for (const outcome of RECOVERY_OUTCOMES) recoveries.cell(scope, outcome)
+      eventsReplayed.cell(scope)
+      return [scope, { entries: historyEntries.cell(scope), bytes: historyBytes.cell(scope) }]
+    })
   ) as Record<HistoryScope, { readonly entries: ValueCell; readonly bytes: ValueCell }>
 
   const seriesByFamily: {
