@@ -5,7 +5,7 @@
  * and the same on a three-master Redis Cluster.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Duration, Effect, Either, Exit } from "effect"
+import { Cause, Duration, Effect, Either, Exit } from "effect"
 import { Cluster } from "ioredis"
 import * as Metrics from "../../src/server/Metrics.js"
 import * as RedisClient from "../../src/server/cluster/RedisClient.js"
@@ -134,6 +134,18 @@ describe.skipIf(!hasRedisServer)("History in Redis", () => {
       const replay = yield* history.readAfter(stream, before, 10)
       expect(replay).toMatchObject({ _tag: "NotRecovered", reason: "epoch_changed", position: { offset: 0 } })
       expect(replay.position.epoch).not.toBe(before.epoch)
+    })
+  )
+
+  it.scoped("a bus channel outside the stream's slot is refused before anything is appended", () =>
+    Effect.gen(function* () {
+      const redis = yield* startRedis
+      const history = yield* storeOn(redis, LIMITS, Metrics.make())
+      const stream = channelStream()
+      const publish = { channel: `filament:{g:${newId()}}:bus`, prefix: PREFIX, suffix: SUFFIX }
+      const exit = yield* Effect.exit(history.append({ stream, event: event("a"), publish }))
+      expect(Exit.isFailure(exit) && Cause.isDie(exit.cause)).toBe(true)
+      expect((yield* history.position(stream)).offset).toBe(0)
     })
   )
 

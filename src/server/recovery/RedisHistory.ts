@@ -65,6 +65,13 @@ export const slotTag = (stream: StreamName): string => {
   return scope === "user" ? `{u:${id}}` : `{g:${scope === "channel" ? id.slice(0, id.indexOf(":")) : id}}`
 }
 
+/** The hash tag a Redis Cluster hashes `name` by: its first `{…}` with something inside, else none. */
+const hashTagOf = (name: string): string | undefined => {
+  const open = name.indexOf("{")
+  const close = open < 0 ? -1 : name.indexOf("}", open + 1)
+  return close > open + 1 ? name.slice(open, close + 1) : undefined
+}
+
 const keysOf = (stream: StreamName) => {
   const prefix = `filament:${slotTag(stream)}:history:`
   return { meta: `${prefix}${stream}:meta`, entries: `${prefix}${stream}`, stamp: `${prefix}stamp` }
@@ -202,6 +209,10 @@ export const makeRedis = (
 
     const append = ({ event, publish, stream }: Append) =>
       Effect.suspend(() => {
+        // A script's writes are not undone when a later command fails: a channel in another slot
+        // (refused by a Redis Cluster) would leave the event appended but unpublished.
+        if (publish !== undefined && hashTagOf(publish.channel) !== slotTag(stream))
+          return Effect.dieMessage(`bus channel ${publish.channel} is not in the slot of ${slotTag(stream)}`)
         const now = clock.unsafeCurrentTimeMillis()
         const keys = keysOf(stream)
         return within(() =>
