@@ -54,8 +54,8 @@ export interface Entry extends Recorded {
 /**
  * A bus message the Redis store publishes in the same atomic step as the append, so every node
  * receives a stream's events in offset order: `prefix` + `<epoch>:<offset>` + `suffix` on `channel`
- * (on a Redis Cluster the channel must hash to the stream's slot, see `RedisHistory.slotTag`). The
- * in-memory store has no other node to tell and ignores it.
+ * (the channel must carry the stream's hash tag, `RedisHistory.slotTag`, so that a Redis Cluster
+ * can run both in one script). The in-memory store has no other node to tell and ignores it.
  */
 export interface BusPublish {
   readonly channel: string

@@ -57,7 +57,8 @@ import {
 
 /**
  * The hash tag of a stream's keys: its guild's for channel and guild streams, its user's for user
- * streams. On a Redis Cluster a bus channel published in the append script must carry the same tag.
+ * streams. A bus channel published in the append script must carry the same tag (a Redis Cluster
+ * refuses another slot inside a script; checked before the script runs, with one Redis too).
  */
 export const slotTag = (stream: StreamName): string => {
   const scope = scopeOf(stream)
