@@ -86,6 +86,7 @@ export const historyContract = (
           replay._tag === "NotRecovered" ? replay.reason : `${replay.entries.length} entries`
         )
       expect(yield* verdict(2, 10, "another-epoch")).toBe("epoch_changed")
+      expect(yield* verdict(2, 10, "")).toBe("epoch_changed")
       expect(yield* verdict(5, 10)).toBe("position_ahead")
       expect(yield* verdict(0, 3)).toBe("too_many_events")
       expect(yield* verdict(1, 3)).toBe("3 entries")

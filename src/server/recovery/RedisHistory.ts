@@ -117,22 +117,22 @@ end
 return { epoch, offset }`
 
 /**
- * KEYS: meta, entries. ARGV: candidate epoch, now millis, ttl millis, meta ttl millis, position
- * epoch ('' for the position alone), position offset, max. Returns { epoch, head } and then either
- * the verdict or '' and the entries newest first.
+ * KEYS: meta, entries. ARGV: candidate epoch, now millis, ttl millis, meta ttl millis, '1' when a
+ * position is given ('0': the head alone), position epoch, position offset, max. Returns
+ * { epoch, head } and then either the verdict or '' and the entries newest first.
  */
 const READ = `${EPOCH}
 local epoch = epoch_of(KEYS[1], KEYS[2], ARGV[1], ARGV[4])
 local head = tonumber(redis.call('HGET', KEYS[1], 'o'))
-if ARGV[5] == '' then return { epoch, head } end
-if ARGV[5] ~= epoch then return { epoch, head, 'epoch_changed' } end
-local from = tonumber(ARGV[6])
+if ARGV[5] == '0' then return { epoch, head } end
+if ARGV[6] ~= epoch then return { epoch, head, 'epoch_changed' } end
+local from = tonumber(ARGV[7])
 if from > head then return { epoch, head, 'position_ahead' } end
 local missed = head - from
 if missed == 0 then return { epoch, head, '', {} } end
 trim_age(KEYS[2], tonumber(ARGV[2]), tonumber(ARGV[3]))
 if redis.call('XLEN', KEYS[2]) < missed then return { epoch, head, 'position_trimmed' } end
-if missed > tonumber(ARGV[7]) then return { epoch, head, 'too_many_events' } end
+if missed > tonumber(ARGV[8]) then return { epoch, head, 'too_many_events' } end
 return { epoch, head, '', redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', missed) }`
 
 type RawEntry = [id: string, fields: Array<string>]
@@ -258,6 +258,7 @@ export const makeRedis = (
             now,
             ttlMillis,
             metaTtlMillis,
+            from === undefined ? "0" : "1",
             from?.epoch ?? "",
             from?.offset ?? 0,
             max
