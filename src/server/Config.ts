@@ -112,6 +112,17 @@ export interface GatewayConfigShape {
   readonly voiceSweep: Duration.Duration
   /** Migration window: also emit the deprecated `workspace_channel_override_update` (legacy first). */
   readonly dualEmitLegacyOverride: boolean
+  /** Events kept per stream (channel, guild, user) for recovery; older ones are trimmed. */
+  readonly historyMaxEvents: number
+  /** How long an event stays in its stream's history (the recovery window). */
+  readonly historyTtl: Duration.Duration
+  /**
+   * How long a stream's epoch and offset outlive its last append or read: a quiet stream keeps its
+   * position (and its clients recover with nothing missed) for this long; then it is forgotten.
+   */
+  readonly historyMetaTtl: Duration.Duration
+  /** Events one recovery may replay per stream; more missed answers `too_many_events`. */
+  readonly recoveryMaxReplay: number
   /** Log records below this level are not written. */
   readonly logLevel: LogLevel.LogLevel
   /** How log records are written to stdout: `pretty` (for people), `logfmt` or one JSON object per line. */
@@ -308,6 +319,10 @@ export const config: Config.Config<GatewayConfigShape> = Config.all({
   ),
   voiceParticipantLifetime: seconds("GATEWAY_VOICE_PARTICIPANT_TTL_SECS", 300),
   voiceSweep: seconds("GATEWAY_VOICE_SWEEP_SECS", 15),
+  historyMaxEvents: positiveInt("GATEWAY_HISTORY_MAX_EVENTS", 1000),
+  historyTtl: seconds("GATEWAY_HISTORY_TTL_SECS", 120),
+  historyMetaTtl: seconds("GATEWAY_HISTORY_META_TTL_SECS", 86_400),
+  recoveryMaxReplay: positiveInt("GATEWAY_RECOVERY_MAX_REPLAY", 1000),
   dualEmitLegacyOverride: Config.boolean("GATEWAY_DUAL_EMIT_LEGACY_OVERRIDE").pipe(Config.withDefault(false)),
   logLevel: Config.string("GATEWAY_LOG_LEVEL").pipe(
     Config.withDefault("info"),
@@ -408,6 +423,14 @@ export const config: Config.Config<GatewayConfigShape> = Config.all({
             ConfigError.MissingData(
               ["GATEWAY_PUBLISH_KEY"],
               "GATEWAY_PUBLISH_PREVIOUS_KEY is set without GATEWAY_PUBLISH_KEY (a rotation needs the new key)"
+            )
+        ],
+        [
+          Duration.lessThan(rest.historyMetaTtl, rest.historyTtl),
+          () =>
+            ConfigError.InvalidData(
+              ["GATEWAY_HISTORY_META_TTL_SECS"],
+              `GATEWAY_HISTORY_META_TTL_SECS must be at least GATEWAY_HISTORY_TTL_SECS (${Duration.toSeconds(rest.historyTtl)}): a stream's position must outlive its events`
             )
         ],
         // Outside dev mode the publish key must be configured: a generated key nobody knows locks the API.

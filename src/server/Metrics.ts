@@ -39,6 +39,19 @@ export type BusDropReason =
   | "misrouted"
   | "backlog_full"
   | "unavailable"
+/** The streams of the event history (recovery): one per channel, guild and user. */
+export const HISTORY_SCOPES = ["channel", "guild", "user"] as const
+export type HistoryScope = (typeof HISTORY_SCOPES)[number]
+/** How the recovery of one stream ended: exactly, or not with its reason (PROTOCOL.md, `recovery`). */
+export const RECOVERY_OUTCOMES = [
+  "recovered",
+  "epoch_changed",
+  "position_trimmed",
+  "position_ahead",
+  "too_many_events",
+  "history_unavailable"
+] as const
+export type RecoveryOutcome = (typeof RECOVERY_OUTCOMES)[number]
 /** The Redis-backed chat state a node re-asserts after Redis lost it. */
 export type ClusterStore = "presence" | "voice"
 /** Where an HTTP-layer refusal happened; `other` when the request never named its path in time. */
@@ -197,6 +210,26 @@ const FAMILIES = [
     name: "filament_gateway_admin_requests_total",
     help: "Inspector (/admin) calls by outcome.",
     type: "counter"
+  },
+  {
+    name: "filament_gateway_history_entries",
+    help: "Events held in the event history for recovery, by stream scope.",
+    type: "gauge"
+  },
+  {
+    name: "filament_gateway_history_bytes",
+    help: "Encoded bytes of the events held in the event history, by stream scope.",
+    type: "gauge"
+  },
+  {
+    name: "filament_gateway_recoveries_total",
+    help: "Streams a reconnecting client asked to recover, by scope and outcome.",
+    type: "counter"
+  },
+  {
+    name: "filament_gateway_events_replayed_total",
+    help: "Events replayed to recovering clients, by stream scope.",
+    type: "counter"
   }
 ] as const satisfies ReadonlyArray<Family>
 
@@ -239,6 +272,11 @@ export interface GatewayMetricsShape {
   /** This node re-asserted its state in `store` after Redis lost it. */
   readonly clusterStateReasserted: (store: ClusterStore) => void
   readonly adminRequest: (outcome: AdminRequestOutcome) => void
+  /** The event history of `scope` gained (positive) or lost (negative) entries and their bytes. */
+  readonly historyChanged: (scope: HistoryScope, entries: number, bytes: number) => void
+  /** One stream of a recovery ended with `outcome`. */
+  readonly recovery: (scope: HistoryScope, outcome: RecoveryOutcome) => void
+  readonly eventsReplayed: (scope: HistoryScope, count: number) => void
   /** Prometheus text exposition 0.0.4 of every family (HELP and TYPE even without series). */
   readonly render: () => string
 }
@@ -470,6 +508,10 @@ export const make = (): GatewayMetricsShape => {
   const busSubscribeFailures = values()
   const clusterStateReasserted = values("store")
   const adminRequests = values("outcome")
+  const historyEntries = values("scope")
+  const historyBytes = values("scope")
+  const recoveries = values("scope", "outcome")
+  const eventsReplayed = values("scope")
   // The unlabelled series exist from the start: a process that has not counted yet still shows 0
   // (every worker has a connections gauge), and `rate()` sees the first increase.
   const presenceSyncTruncatedTotal = presenceSyncTruncated.cell()
@@ -482,6 +524,15 @@ export const make = (): GatewayMetricsShape => {
   const busOutageTotal = busOutage.cell()
   const busLagSeries = busLag.cell()
   const busSubscribeFailuresTotal = busSubscribeFailures.cell()
+  // The recovery families have closed label sets: every series exists from the start (an empty
+  // history shows 0, and `rate()` sees the first recovery).
+  const historyCells = Object.fromEntries(
+    HISTORY_SCOPES.map((scope) => {
+      for (const outcome of RECOVERY_OUTCOMES) recoveries.cell(scope, outcome)
+      eventsReplayed.cell(scope)
+      return [scope, { entries: historyEntries.cell(scope), bytes: historyBytes.cell(scope) }]
+    })
+  ) as Record<HistoryScope, { readonly entries: ValueCell; readonly bytes: ValueCell }>
 
   const seriesByFamily: {
     readonly [Name in FamilyName]: () => ReadonlyArray<ValueSeries | HistogramSeries>
@@ -514,7 +565,11 @@ export const make = (): GatewayMetricsShape => {
     filament_gateway_bus_undecodable_total: () => valueSnapshot(busUndecodable),
     filament_gateway_bus_subscribe_failures_total: () => valueSnapshot(busSubscribeFailures),
     filament_cluster_state_reasserted_total: () => valueSnapshot(clusterStateReasserted),
-    filament_gateway_admin_requests_total: () => valueSnapshot(adminRequests)
+    filament_gateway_admin_requests_total: () => valueSnapshot(adminRequests),
+    filament_gateway_history_entries: () => valueSnapshot(historyEntries),
+    filament_gateway_history_bytes: () => valueSnapshot(historyBytes),
+    filament_gateway_recoveries_total: () => valueSnapshot(recoveries),
+    filament_gateway_events_replayed_total: () => valueSnapshot(eventsReplayed)
   }
   const snapshot = (): MetricsSnapshot =>
     FAMILIES.map(
@@ -604,6 +659,16 @@ export const make = (): GatewayMetricsShape => {
     },
     adminRequest: (why) => {
       adminRequests.cell(why).value++
+    },
+    historyChanged: (scope, entries, bytes) => {
+      historyCells[scope].entries.value += entries
+      historyCells[scope].bytes.value += bytes
+    },
+    recovery: (scope, outcome) => {
+      recoveries.cell(scope, outcome).value++
+    },
+    eventsReplayed: (scope, count) => {
+      if (count > 0) eventsReplayed.cell(scope).value += count
     },
     render: () => renderSnapshot(snapshot())
   }
