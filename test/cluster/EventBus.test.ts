@@ -9,13 +9,8 @@ import { MessageCreate } from "../../src/protocol/events/message.js"
 import { ProfileUpdate } from "../../src/protocol/events/profile.js"
 import { ChannelCreate } from "../../src/protocol/events/workspace.js"
 import type { GuildId, UserId } from "../../src/protocol/Ids.js"
-import {
-  guildTopic,
-  makeRedis,
-  userTopic,
-  USERS_PER_MESSAGE,
-  type EventBusShape
-} from "../../src/server/cluster/EventBus.js"
+import { USERS_PER_MESSAGE } from "../../src/server/cluster/BusCodec.js"
+import { guildTopic, makeRedis, userTopic, type EventBusShape } from "../../src/server/cluster/EventBus.js"
 import * as Metrics from "../../src/server/Metrics.js"
 import { GatewayMetrics } from "../../src/server/Metrics.js"
 import * as Outbound from "../../src/server/core/Outbound.js"
