@@ -10,16 +10,18 @@
  * with Redis once per check period: an entry another node changed or removed is refreshed or
  * forgotten) and, when a Redis server was replaced, writes back those Redis no longer has.
  *
- * The keys and the scripts are in `VoiceScripts.ts`.
+ * The keys and the scripts are in `VoiceScripts.ts`, the node's copy and its write-back in
+ * `VoiceCopy.ts`.
  */
-import { Duration, Effect, Layer, Option, Queue, Schedule } from "effect"
+import { Duration, Effect, Layer, Option } from "effect"
 import type { Scope } from "effect"
 import type { ChannelId, GuildId, UserId } from "../../protocol/Ids.js"
 import type { VoiceParticipant } from "../../protocol/Shapes.js"
 import { GatewayConfig, type RedisEndpoint } from "../Config.js"
-import { GatewayMetrics } from "../Metrics.js"
+import type { GatewayMetrics } from "../Metrics.js"
 import { PublishRefused } from "../Errors.js"
 import * as RedisClient from "./RedisClient.js"
+import { keepWrittenCopy } from "./VoiceCopy.js"
 import {
   channelHashKey,
   CHANNELS,
@@ -27,7 +29,6 @@ import {
   guildPrefix,
   JOIN,
   LEAVE,
-  REASSERT,
   removals,
   REMOVE_USER,
   RESERVE,
@@ -55,20 +56,11 @@ export interface ClusterVoiceOptions extends VoiceLimits {
   readonly checkEvery: Duration.Duration
 }
 
-/** One entry this node wrote last, as Redis holds it. */
-interface Written {
-  readonly guildId: GuildId
-  readonly channelId: ChannelId
-  readonly userId: UserId
-  readonly entry: string
-}
-
 export const makeRedis = (
   options: ClusterVoiceOptions
 ): Effect.Effect<VoiceParticipantsShape, never, Scope.Scope | GatewayMetrics> =>
   Effect.gen(function* () {
     const clock = yield* Effect.clock
-    const metrics = yield* GatewayMetrics
     const redis = yield* RedisClient.make(options.endpoint, {
       connectionName: "filament-voice",
       lazyConnect: false,
@@ -86,84 +78,7 @@ export const makeRedis = (
       call(label, run).pipe(Effect.orElseSucceed((): ReadonlyArray<VoiceRemoval> => []))
     const quiet = (label: string, run: () => Promise<unknown>) => Effect.ignore(call(label, run))
 
-    /** The entries this node wrote last, by channel and user: what it writes back when Redis lost them. */
-    const written = new Map<string, Written>()
-    const writtenKey = (guildId: GuildId, channelId: ChannelId, userId: UserId) =>
-      `${channelKey(guildId, channelId)}:${userId}`
-    /** Records what a script left in Redis for the user: the entry, or nothing (null). */
-    const remember = (guildId: GuildId, channelId: ChannelId, userId: UserId, entry: unknown) => {
-      const key = writtenKey(guildId, channelId, userId)
-      if (typeof entry === "string") written.set(key, { guildId, channelId, userId, entry })
-      else written.delete(key)
-    }
-    const forget = (removed: ReadonlyArray<VoiceRemoval>) => {
-      for (const removal of removed)
-        written.delete(writtenKey(removal.guildId, removal.channelId, removal.userId))
-      return removed
-    }
-
-    const reassert = (entries: ReadonlyArray<Written>) =>
-      Promise.all(
-        entries.map(async ({ channelId, entry, guildId, userId }) => {
-          await redis.eval(
-            REASSERT,
-            1,
-            channelHashKey(guildId, channelId),
-            guildPrefix(guildId),
-            channelId,
-            userId,
-            entry
-          )
-          await Promise.all([
-            redis.sadd(CHANNELS, channelKey(guildId, channelId)),
-            redis.sadd(userGuildsKey(userId), guildId)
-          ])
-        })
-      )
-
-    const replaced = RedisClient.replacementDetector(redis)
-    const serialized = (yield* Effect.makeSemaphore(1)).withPermits(1)
-    /**
-     * Refreshes the copy from Redis (entries other nodes changed or removed) unless a server was
-     * replaced meanwhile; then the copy as it was is written back instead.
-     */
-    const check = (refresh: boolean) =>
-      call("check", async () => {
-        const entries = [...written.values()]
-        const current = refresh
-          ? await Promise.all(
-              entries.map(({ channelId, guildId, userId }) =>
-                redis.hget(channelHashKey(guildId, channelId), userId)
-              )
-            )
-          : []
-        if (await replaced(() => reassert(entries))) return true
-        for (const [i, copy] of current.entries()) {
-          const { channelId, guildId, userId } = entries[i]!
-          // Unless this node wrote the entry again meanwhile: its own write is the newer.
-          if (written.get(writtenKey(guildId, channelId, userId)) === entries[i]) {
-            remember(guildId, channelId, userId, copy)
-          }
-        }
-        return false
-      }).pipe(
-        Effect.flatMap((reasserted) =>
-          reasserted
-            ? Effect.zipRight(
-                Effect.sync(() => metrics.clusterStateReasserted("voice")),
-                Effect.logWarning(`gateway.cluster_voice.reasserted entries=${written.size}`)
-              )
-            : Effect.void
-        ),
-        Effect.ignore,
-        serialized
-      )
-    yield* check(false)
-    yield* Effect.forkScoped(Effect.repeat(check(true), Schedule.spaced(options.checkEvery)))
-    // A server connected again (restarted, failed over): checked at once rather than at the next period.
-    const reconnected = yield* Queue.sliding<void>(1)
-    RedisClient.onServerConnected(redis, () => Queue.unsafeOffer(reconnected, undefined))
-    yield* Effect.forkScoped(Effect.forever(Effect.zipRight(Queue.take(reconnected), check(false))))
+    const { forget, remember } = yield* keepWrittenCopy(redis, options.checkEvery, call)
 
     /**
      * Removes `member` from an index outside the guild's slot unless it still holds something: a
