@@ -5,21 +5,12 @@
  */
 import { randomBytes } from "node:crypto"
 import { availableParallelism } from "node:os"
-import {
-  Config,
-  ConfigError,
-  Context,
-  Duration,
-  Effect,
-  Either,
-  Layer,
-  LogLevel,
-  Option,
-  Redacted
-} from "effect"
+import type { Duration } from "effect"
+import { Config, ConfigError, Context, Effect, Either, Layer, LogLevel, Option, Redacted } from "effect"
 import { MAX_EVENT_BYTES } from "../protocol/Envelope.js"
 import { MAX_PRESENCE_SYNC_USER_IDS, MAX_VOICE_PARTICIPANTS } from "../protocol/Shapes.js"
 import { parseCidrs, type Cidr } from "./edge/HttpLimits.js"
+import { nonNegativeInt, numeric, parseInteger, positiveInt, seconds, secret } from "./ConfigReaders.js"
 
 export interface GatewayConfigShape {
   readonly host: string
@@ -161,70 +152,6 @@ export class GatewayConfig extends Context.Tag("filament/GatewayConfig")<
   GatewayConfig,
   GatewayConfigShape
 >() {}
-
-/**
- * `key` as a number: a value that does not parse, or that `accept` refuses, fails with one message
- * naming the key, the rule and the value given (`Config.validate` would lose the key's path).
- */
-const numeric = (
-  key: string,
-  fallback: number,
-  rule: string,
-  accept: (value: number) => boolean,
-  parse: (text: string) => number
-) =>
-  Config.string(key).pipe(
-    Config.option,
-    Config.mapOrFail((text) => {
-      if (Option.isNone(text)) return Either.right(fallback)
-      const value = parse(text.value.trim())
-      return accept(value)
-        ? Either.right(value)
-        : Either.left(ConfigError.InvalidData([key], `${key} must be ${rule} (got "${text.value}")`))
-    })
-  )
-
-/** Decimal digits only: `Number.parseInt` would take "12abc" as 12. */
-const parseInteger = (text: string) => (/^-?[0-9]+$/.test(text) ? Number(text) : Number.NaN)
-const parseDecimal = (text: string) => (text === "" ? Number.NaN : Number(text))
-
-const positiveInt = (key: string, fallback: number, max = Number.MAX_SAFE_INTEGER) =>
-  numeric(
-    key,
-    fallback,
-    max === Number.MAX_SAFE_INTEGER ? "a positive integer" : `an integer between 1 and ${max}`,
-    (value) => Number.isSafeInteger(value) && value >= 1 && value <= max,
-    parseInteger
-  )
-
-const nonNegativeInt = (key: string, fallback: number) =>
-  numeric(
-    key,
-    fallback,
-    "0 (off) or a positive integer",
-    (value) => Number.isSafeInteger(value) && value >= 0,
-    parseInteger
-  )
-
-const seconds = (key: string, fallbackSeconds: number) =>
-  numeric(
-    key,
-    fallbackSeconds,
-    "a positive number of seconds",
-    (value) => Number.isFinite(value) && value > 0,
-    parseDecimal
-  ).pipe(Config.map((value) => Duration.millis(Math.round(value * 1000))))
-
-const secret = (key: string) =>
-  Config.redacted(key).pipe(
-    Config.mapOrFail((value) => {
-      const length = Redacted.value(value).length
-      return length >= 32
-        ? Either.right(value)
-        : Either.left(ConfigError.InvalidData([key], `${key} must be at least 32 characters (got ${length})`))
-    }),
-    Config.option
-  )
 
 const generated = () => Redacted.make(randomBytes(32).toString("base64url"))
 

@@ -18,7 +18,7 @@ import {
   type Harness,
   type TestClient
 } from "../server/harness.js"
-import { eventually } from "./support.js"
+import { eventually } from "../deadline.js"
 
 /**
  * Host services whose calls for one user never finish (a hung permission service or message store);

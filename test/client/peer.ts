@@ -8,6 +8,7 @@ import { createServer } from "node:http"
 import type { AddressInfo } from "node:net"
 import { WebSocketServer } from "ws"
 import type { WebSocket } from "ws"
+import { DEADLINE_MS, within } from "../deadline.js"
 
 export interface PeerConnection {
   readonly token: string | null
@@ -50,25 +51,22 @@ export const startPeer = async (): Promise<TestPeer> => {
     refused: 0,
     refuse: false,
     notify,
-    waitFor: (describe, condition, timeoutMs = 5_000) =>
-      new Promise((resolve, reject) => {
-        const check = () => {
-          const value = condition()
-          if (value === undefined || value === false) return
-          cleanup()
-          resolve(value)
-        }
-        const deadline = setTimeout(() => {
-          cleanup()
-          reject(new Error(`timed out after ${timeoutMs} ms waiting for: ${describe}`))
-        }, timeoutMs)
-        const cleanup = () => {
-          clearTimeout(deadline)
-          listeners.delete(check)
-        }
-        listeners.add(check)
-        check()
-      }),
+    waitFor: <A>(describe: string, condition: () => A | false | undefined, timeoutMs = DEADLINE_MS) => {
+      let check = () => {}
+      return within(
+        describe,
+        new Promise<A>((resolve) => {
+          check = () => {
+            const value = condition()
+            if (value === undefined || value === false) return
+            resolve(value)
+          }
+          listeners.add(check)
+          check()
+        }),
+        timeoutMs
+      ).finally(() => listeners.delete(check))
+    },
     stop: async () => {
       for (const client of wss.clients) client.terminate()
       await new Promise<void>((resolve) => wss.close(() => resolve()))

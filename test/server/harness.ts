@@ -19,12 +19,12 @@ import type { Connection } from "../../src/server/core/Connection.js"
 import { ulid } from "../../src/protocol/Ids.js"
 import { decodePayload, type EventDefinition, type PayloadOf } from "../../src/protocol/EventDefinition.js"
 import { MessageCreate } from "../../src/protocol/events/message.js"
+import { withinEffect } from "../deadline.js"
 import { plainTextMessage } from "../fixtures/messages.js"
 
 export const SECRET = Redacted.make("test-secret-0123456789-0123456789-abcdef")
 export const PUBLISH_KEY = Redacted.make("test-publish-key-0123456789-0123456789")
-/** Real-time deadline for any awaited socket condition. */
-export const DEADLINE_MS = 5_000
+export { DEADLINE_MS } from "../deadline.js"
 
 let idSeed = Date.now()
 /** A fresh canonical ULID. */
@@ -57,22 +57,6 @@ export interface Closed {
   readonly code: number
   readonly reason: string
 }
-
-const withDeadline = <A>(label: string, register: (resolve: (value: A) => void) => () => void) =>
-  Effect.promise(
-    () =>
-      new Promise<A>((resolve, reject) => {
-        const timer = setTimeout(() => {
-          unregister()
-          reject(new Error(`deadline: ${label} within ${DEADLINE_MS} ms`))
-        }, DEADLINE_MS)
-        const unregister = register((value) => {
-          clearTimeout(timer)
-          unregister()
-          resolve(value)
-        })
-      })
-  )
 
 /** Lets pending socket I/O callbacks run (one turn of the event loop). */
 export const yieldToIo = Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve)))
@@ -113,15 +97,21 @@ export class TestClient {
   }
 
   private waitUntil<A>(label: string, check: () => A | undefined) {
-    return withDeadline<A>(label, (resolve) => {
-      const listener = () => {
-        const value = check()
-        if (value !== undefined) resolve(value)
-      }
-      this.listeners.add(listener)
-      queueMicrotask(listener)
-      return () => this.listeners.delete(listener)
-    })
+    return withinEffect(
+      label,
+      Effect.async<A>((resume) => {
+        const listener = () => {
+          if (!this.listeners.has(listener)) return // resumed already; a queued call came late
+          const value = check()
+          if (value === undefined) return
+          this.listeners.delete(listener)
+          resume(Effect.succeed(value))
+        }
+        this.listeners.add(listener)
+        queueMicrotask(listener)
+        return Effect.sync(() => this.listeners.delete(listener))
+      })
+    )
   }
 
   send(frame: unknown) {

@@ -101,18 +101,27 @@ interface Channel {
   readonly participants: Map<UserId, Entry>
 }
 
+/**
+ * The order in which a removal's streams are announced (one unpublish each), shared with every store
+ * behind `VoiceParticipants` so a removal reads the same whichever store made it.
+ */
 const STREAM_ORDER: ReadonlyArray<VoiceStreamKind> = ["microphone", "camera", "screen_share"]
+
+/** The streams `isPublished` holds, in announcement order. */
+export const orderedStreams = (isPublished: (stream: VoiceStreamKind) => boolean): Array<VoiceStreamKind> =>
+  STREAM_ORDER.filter(isPublished)
+
+/** Snapshot order: by `joined_at_unix`, then `identity`. */
+export const byJoinThenIdentity = (a: VoiceParticipant, b: VoiceParticipant): number =>
+  a.joined_at_unix - b.joined_at_unix || (a.identity < b.identity ? -1 : a.identity > b.identity ? 1 : 0)
 
 const removalOf = (channel: Channel, entry: Entry): VoiceRemoval => ({
   guildId: channel.guildId,
   channelId: channel.channelId,
   userId: entry.participant.user_id,
   identity: entry.participant.identity,
-  streams: STREAM_ORDER.filter((stream) => entry.streams.has(stream))
+  streams: orderedStreams((stream) => entry.streams.has(stream))
 })
-
-const byJoinThenIdentity = (a: VoiceParticipant, b: VoiceParticipant) =>
-  a.joined_at_unix - b.joined_at_unix || (a.identity < b.identity ? -1 : a.identity > b.identity ? 1 : 0)
 
 /** The in-memory projection of one node; time is the Effect `Clock` of the caller. */
 export const makeMemory = (limits: VoiceLimits): VoiceParticipantsShape => {
