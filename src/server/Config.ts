@@ -5,8 +5,18 @@
  */
 import { randomBytes } from "node:crypto"
 import { availableParallelism } from "node:os"
-import type { Duration } from "effect"
-import { Config, ConfigError, Context, Effect, Either, Layer, LogLevel, Option, Redacted } from "effect"
+import {
+  Config,
+  ConfigError,
+  Context,
+  Duration,
+  Effect,
+  Either,
+  Layer,
+  LogLevel,
+  Option,
+  Redacted
+} from "effect"
 import { MAX_EVENT_BYTES } from "../protocol/Envelope.js"
 import { MAX_PRESENCE_SYNC_USER_IDS, MAX_VOICE_PARTICIPANTS } from "../protocol/Shapes.js"
 import { parseCidrs, type Cidr } from "./edge/HttpLimits.js"
