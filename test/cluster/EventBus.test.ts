@@ -9,13 +9,9 @@ import { MessageCreate } from "../../src/protocol/events/message.js"
 import { ProfileUpdate } from "../../src/protocol/events/profile.js"
 import { ChannelCreate } from "../../src/protocol/events/workspace.js"
 import type { GuildId, UserId } from "../../src/protocol/Ids.js"
-import {
-  guildTopic,
-  makeRedis,
-  userTopic,
-  USERS_PER_MESSAGE,
-  type EventBusShape
-} from "../../src/server/cluster/EventBus.js"
+import { makeRedis, USERS_PER_MESSAGE } from "../../src/server/cluster/EventBus.js"
+import type { EventBusShape } from "../../src/server/core/Bus.js"
+import { guildTopic, userTopic } from "../../src/server/registry/Interest.js"
 import * as Metrics from "../../src/server/Metrics.js"
 import { GatewayMetrics } from "../../src/server/Metrics.js"
 import * as Outbound from "../../src/server/core/Outbound.js"

@@ -17,7 +17,7 @@
  * around the scripts: `filament:voice:channels` (set of tracked "guild:channel": the channel cap and
  * the sweep) and `filament:voice:user:<user>` (set of the guilds the user may be in a channel of).
  */
-import { Duration, Effect, Layer, Option, Queue, Schedule } from "effect"
+import { Duration, Effect, Layer, Queue, Schedule } from "effect"
 import type { Scope } from "effect"
 import type { ChannelId, GuildId, UserId } from "../../protocol/Ids.js"
 import type { VoiceParticipant, VoiceStreamKind } from "../../protocol/Shapes.js"
@@ -25,7 +25,7 @@ import { GatewayConfig, type RedisEndpoint } from "../Config.js"
 import { GatewayMetrics } from "../Metrics.js"
 import { PublishRefused } from "../Errors.js"
 import * as RedisClient from "./RedisClient.js"
-import { channelKey } from "../registry/Registry.js"
+import { channelKey } from "../registry/Subscriptions.js"
 import * as Voice from "../chat/Voice.js"
 import {
   VoiceParticipants,
@@ -467,25 +467,19 @@ export const makeRedis = (
     }
   })
 
-/** Redis voice projection when `GATEWAY_REDIS_URL` is set, else the in-memory one. */
-export const layer: Layer.Layer<VoiceParticipants, never, GatewayConfig | GatewayMetrics> = Layer.scoped(
-  VoiceParticipants,
-  Effect.flatMap(GatewayConfig, (config) => {
-    const limits: VoiceLimits = {
-      maxChannels: config.maxVoiceChannels,
-      maxParticipantsPerChannel: config.maxVoiceParticipantsPerChannel,
-      participantLifetime: config.voiceParticipantLifetime
-    }
-    return Option.match(config.redis, {
-      onNone: () => Effect.sync(() => Voice.makeMemory(limits)),
-      onSome: (endpoint) =>
-        makeRedis({
-          ...limits,
-          endpoint,
-          timeout: config.busTimeout,
-          // The presence heartbeat's period: both converge within it after Redis lost them.
-          checkEvery: Duration.millis(Math.max(1, Math.floor(Duration.toMillis(config.nodeTtl) / 3)))
-        })
-    })
-  })
-)
+/** The Redis voice projection at `endpoint` (`GATEWAY_REDIS_URL`). */
+export const layerRedis = (
+  endpoint: RedisEndpoint
+): Layer.Layer<VoiceParticipants, never, GatewayConfig | GatewayMetrics> =>
+  Layer.scoped(
+    VoiceParticipants,
+    Effect.flatMap(GatewayConfig, (config) =>
+      makeRedis({
+        ...Voice.limitsOf(config),
+        endpoint,
+        timeout: config.busTimeout,
+        // The presence heartbeat's period: both converge within it after Redis lost them.
+        checkEvery: Duration.millis(Math.max(1, Math.floor(Duration.toMillis(config.nodeTtl) / 3)))
+      })
+    )
+  )

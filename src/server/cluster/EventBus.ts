@@ -4,7 +4,7 @@
  * its routing key to the other nodes, which deliver it to their local recipients without encoding it
  * again.
  *
- * Two layers: `layerMemory` (one node: nothing to carry) and `layer` (Redis pub/sub, sharded
+ * The Redis bus (`layerRedis`; the service and the one-node bus are in `core/Bus.ts`): pub/sub, sharded
  * `SSUBSCRIBE`/`SPUBLISH` on Redis >= 7; on a Redis Cluster each topic lives on the shard owning
  * its slot, and the outage handling below follows the cluster client's overall state). A node
  * subscribes only to the topics it has local interest in — one per guild with a local subscription,
@@ -18,7 +18,6 @@
  */
 import { createHmac, randomBytes, timingSafeEqual } from "node:crypto"
 import {
-  Context,
   Deferred,
   Duration,
   Effect,
@@ -34,70 +33,19 @@ import {
 import type { Scope } from "effect"
 import { ChannelId, GuildId, UserId } from "../../protocol/Ids.js"
 import { Manifest } from "../../protocol/Manifest.js"
-import { GatewayConfig, type RedisEndpoint } from "../Config.js"
+import { GatewayConfig, type GatewayConfigShape, type RedisEndpoint } from "../Config.js"
 import { BusUnavailable } from "../Errors.js"
 import { GatewayMetrics, type BusDropReason } from "../Metrics.js"
 import { textFrame, type Frame } from "../core/Outbound.js"
+import { withInterest, EventBus, type Delivery, type EventBusShape, type Route } from "../core/Bus.js"
+import {
+  guildTopic,
+  userTopic,
+  USER_TOPIC_PREFIX,
+  type Topic,
+  type TopicInterest
+} from "../registry/Interest.js"
 import * as RedisClient from "./RedisClient.js"
-
-/** Who receives a frame: the routing key of a published event. */
-export type Route =
-  | { readonly scope: "channel"; readonly guildId: GuildId; readonly channelId: ChannelId }
-  | { readonly scope: "guild"; readonly guildId: GuildId }
-  | { readonly scope: "user"; readonly userIds: ReadonlyArray<UserId> }
-
-/** A frame another node published, for this node's local recipients. */
-export interface Delivery {
-  readonly route: Route
-  readonly frame: Frame
-  /** The publishing node's clock when it published (lag histogram). */
-  readonly publishedAt: number
-  /** The W3C `traceparent` of the publisher's bus hand-off span, when that publish was traced. */
-  readonly trace: string | undefined
-}
-
-export type Topic = string
-
-export const guildTopic = (guildId: GuildId): Topic => `filament:g:${guildId}`
-export const userTopic = (userId: UserId): Topic => `filament:u:${userId}`
-const USER_TOPIC_PREFIX = "filament:u:"
-
-export interface EventBusShape {
-  /**
-   * Carries a frame this node has delivered locally to the other nodes (at most once, never blocks),
-   * with the `traceparent` of a traced publish.
-   */
-  readonly publish: (route: Route, frame: Frame, trace?: string) => void
-  /** Other nodes' frames, in arrival order, for the gateway's single delivery fiber. */
-  readonly deliveries: Queue.Dequeue<Delivery>
-  /** This node gained (`true`) or lost (`false`) its last local interest in a topic. */
-  readonly setInterest: (topic: Topic, interested: boolean) => void
-  /**
-   * Waits, bounded by `GATEWAY_BUS_TIMEOUT_SECS`, until the subscription to an interesting topic is
-   * active, so a `subscribed` ack means other nodes' events reach the connection. Returns at once
-   * when the bus is down (the gap is counted, the ack is not held hostage by Redis).
-   */
-  readonly awaitActive: (topic: Topic) => Effect.Effect<void>
-  /**
-   * False while the broker is unreachable or a topic this node has interest in could not be
-   * subscribed (`/readyz`).
-   */
-  readonly healthy: () => boolean
-}
-
-export class EventBus extends Context.Tag("filament/EventBus")<EventBus, EventBusShape>() {}
-
-/** One node: local delivery is all there is. */
-export const makeMemory: Effect.Effect<EventBusShape> = Effect.map(
-  Queue.bounded<Delivery>(1),
-  (deliveries) => ({
-    publish: () => undefined,
-    deliveries,
-    setInterest: () => undefined,
-    awaitActive: () => Effect.void,
-    healthy: () => true
-  })
-)
 
 // ---------------------------------------------------------------------------------------------
 // Wire format of a bus message (binary):
@@ -537,17 +485,18 @@ export const makeRedis = (
     return bus
   })
 
-/** Whatever the configuration says: Redis when `GATEWAY_REDIS_URL` is set, else the in-memory bus. */
-export const layer: Layer.Layer<EventBus, BusUnavailable, GatewayConfig | GatewayMetrics> = Layer.scoped(
-  EventBus,
-  Effect.flatMap(GatewayConfig, (config) =>
-    Option.match(config.redis, {
-      onNone: () => makeMemory,
-      onSome: (redis) =>
+/** The Redis bus at `endpoint` (`GATEWAY_REDIS_URL`), which follows the registry's topic interest. */
+export const layerRedis = (
+  endpoint: Option.Option.Value<GatewayConfigShape["redis"]>
+): Layer.Layer<EventBus | TopicInterest, BusUnavailable, GatewayConfig | GatewayMetrics> =>
+  withInterest(
+    Layer.scoped(
+      EventBus,
+      Effect.flatMap(GatewayConfig, (config) =>
         makeRedis({
-          endpoint: redis,
-          secret: redis.busSecret,
-          acceptSecret: redis.busAcceptSecret,
+          endpoint,
+          secret: endpoint.busSecret,
+          acceptSecret: endpoint.busAcceptSecret,
           maxMessageBytes: config.busMaxMessageBytes,
           maxEventBytes: config.maxEventBytes,
           maxLag: config.busMaxLag,
@@ -557,8 +506,6 @@ export const layer: Layer.Layer<EventBus, BusUnavailable, GatewayConfig | Gatewa
           // The presence heartbeat's period: the bus follows a failover as fast as the state does.
           slotsRefresh: Duration.millis(Math.max(1, Math.floor(Duration.toMillis(config.nodeTtl) / 3)))
         })
-    })
+      )
+    )
   )
-)
-
-export const layerMemory: Layer.Layer<EventBus> = Layer.effect(EventBus, makeMemory)

@@ -9,7 +9,7 @@ import { Context, Effect, HashMap, Layer, Option, Ref } from "effect"
 import type { ChannelId, GuildId, UserId } from "../../protocol/Ids.js"
 import type { Connection, ConnectionId } from "../core/Connection.js"
 import { GatewayConfig } from "../Config.js"
-import { EventBus, guildTopic, userTopic, type EventBusShape } from "../cluster/EventBus.js"
+import { guildTopic, TopicInterest, userTopic, type TopicInterestShape } from "./Interest.js"
 import * as MemberList from "./MemberList.js"
 import { GatewayMetrics } from "../Metrics.js"
 
@@ -340,12 +340,12 @@ export class SubscriptionRegistry extends Context.Tag("filament/SubscriptionRegi
 >() {}
 
 /**
- * Tells the bus where this node's interest begins and ends: a guild topic while any local connection
+ * Tells the bus (`TopicInterest`) where this node's interest begins and ends: a guild topic while any local connection
  * holds a channel of the guild, a user topic while the user has a local connection. Called with the
  * states before and after each update, inside that update, so the bus sees the changes in their order.
  */
 const followInterest = (
-  bus: EventBusShape,
+  interest: TopicInterestShape,
   before: RegistryState,
   after: RegistryState,
   guildIds: Iterable<GuildId>,
@@ -354,18 +354,18 @@ const followInterest = (
   if (before === after) return
   for (const guildId of guildIds) {
     const interested = HashMap.has(after.guilds, guildId)
-    if (HashMap.has(before.guilds, guildId) !== interested) bus.setInterest(guildTopic(guildId), interested)
+    if (HashMap.has(before.guilds, guildId) !== interested)
+      interest.setInterest(guildTopic(guildId), interested)
   }
   if (userId === undefined) return
   const interested = HashMap.has(after.users, userId)
-  if (HashMap.has(before.users, userId) !== interested) bus.setInterest(userTopic(userId), interested)
+  if (HashMap.has(before.users, userId) !== interested) interest.setInterest(userTopic(userId), interested)
 }
 
 export const make = Effect.gen(function* () {
   const metrics = yield* GatewayMetrics
   const { maxSubscriptionsPerConnection } = yield* GatewayConfig
-  // Without a bus (a registry used on its own) there is no other node to be interested for.
-  const bus = Option.getOrUndefined(yield* Effect.serviceOption(EventBus))
+  const interest = yield* TopicInterest
   const ref = yield* Ref.make(emptyState)
   /** One `Ref.modify` whose interest changes reach the bus in the same step. */
   const modify = <A>(
@@ -374,13 +374,12 @@ export const make = Effect.gen(function* () {
   ) =>
     Ref.modify(ref, (before) => {
       const [outcome, after] = transition(before)
-      if (bus !== undefined && before !== after) {
+      if (before !== after) {
         const { guilds, user } = touched(before, outcome)
-        followInterest(bus, before, after, guilds, user)
+        followInterest(interest, before, after, guilds, user)
       }
       return [outcome, after]
     })
-  const awaitBus = (topic: string) => (bus === undefined ? Effect.void : bus.awaitActive(topic))
   const lookup = <K>(select: (state: RegistryState) => HashMap.HashMap<K, MemberList.MemberList>, key: K) =>
     Effect.map(Ref.get(ref), (state) => {
       const members = HashMap.get(select(state), key)
@@ -393,7 +392,7 @@ export const make = Effect.gen(function* () {
           (state) => [undefined, transitions.register(state, connection)] as const,
           () => ({ guilds: [], user: connection.userId })
         ),
-        awaitBus(userTopic(connection.userId))
+        interest.awaitActive(userTopic(connection.userId))
       ),
     subscribe: (connection, guildId, channelId) =>
       Effect.tap(
@@ -406,7 +405,7 @@ export const make = Effect.gen(function* () {
           if (outcome._tag !== "Subscribed") return Effect.void
           if (outcome.added) metrics.subscriptionsChanged(1)
           // The ack follows once other nodes' events for the guild reach this node.
-          return awaitBus(guildTopic(guildId))
+          return interest.awaitActive(guildTopic(guildId))
         }
       ),
     unsubscribe: (connection, guildId, channelId) =>
@@ -452,7 +451,6 @@ export const make = Effect.gen(function* () {
   return registry
 })
 
-export const layer: Layer.Layer<SubscriptionRegistry, never, GatewayMetrics | GatewayConfig> = Layer.effect(
-  SubscriptionRegistry,
-  make
-)
+/** Needs the node's `TopicInterest`: the bus layer's (`core/Bus.ts`), or `Interest.layerNone` for one node. */
+export const layer: Layer.Layer<SubscriptionRegistry, never, GatewayMetrics | GatewayConfig | TopicInterest> =
+  Layer.effect(SubscriptionRegistry, make)
