@@ -1,4 +1,8 @@
 /**
+ * chat/: the chat behaviours the core knows only through its seams (`core/Seams.ts`) — presence,
+ * the voice projection, these hooks, the default messages and access policy — kept in memory; the
+ * Redis-backed presence and voice are in cluster/.
+ *
  * The default `GatewayHooks`: what makes the gateway a chat gateway rather than a pub/sub
  * pipe. On the core's seams it adds
  *

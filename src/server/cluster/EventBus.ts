@@ -1,4 +1,7 @@
 /**
+ * cluster/: what joins nodes into one gateway — the Redis bus (this module), the Redis client, and
+ * the Redis-backed presence and voice projection (implementations of chat/'s services).
+ *
  * EventBus: how a frame published on one node reaches the connections of the others. The gateway
  * always delivers to its own connections first; the bus only carries the already-built frame with
  * its routing key to the other nodes, which deliver it to their local recipients without encoding it

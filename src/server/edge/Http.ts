@@ -1,4 +1,7 @@
 /**
+ * edge/: the HTTP edge — the routes and the standalone server (this module) and the HTTP-layer
+ * limits in front of them (`HttpLimits`). It reaches the gateway through `Gateway` only.
+ *
  * HTTP surface. The routes (`POST /v1/publish`, `GET /metrics`, `/healthz`, `/readyz`) are an
  * `@effect/platform` router, exported as an `HttpApp` a host can mount. In a `GATEWAY_WORKERS`
  * worker, `main` also provides `WorkerGroup`, and `/metrics` and `/readyz` answer for every worker. The standalone server owns

@@ -1,4 +1,8 @@
 /**
+ * registry/: who receives what on this node — the subscription indexes (this module, with
+ * `MemberList`) — and where its interest in other nodes' events lies (`Interest`). It knows the
+ * core's connections by type only and imports nothing from core/, chat/ or cluster/.
+ *
  * SubscriptionRegistry: who receives what. Persistent indexes in one `Ref` — channel key ->
  * connections, guild -> connections, user -> connections, connection -> its subscriptions (with a
  * per-guild channel count) — so every change is a single `Ref.modify` and the indexes never
