@@ -14,7 +14,8 @@ import * as MemberList from "../../src/server/registry/MemberList.js"
 import * as Metrics from "../../src/server/Metrics.js"
 import * as Interest from "../../src/server/registry/Interest.js"
 import * as Subscriptions from "../../src/server/registry/Subscriptions.js"
-import { channelKey, type RegistryState } from "../../src/server/registry/Subscriptions.js"
+import * as Indexes from "../../src/server/registry/Indexes.js"
+import { channelKey, type RegistryState } from "../../src/server/registry/Indexes.js"
 
 const USERS = ["U0", "U1"].map((id) => id as UserId)
 const GUILDS = ["G0", "G1"].map((id) => id as GuildId)
@@ -246,8 +247,8 @@ describe("SubscriptionRegistry", () => {
     const [a, b, c, d] = connections as [Connection, Connection, Connection, Connection]
     const [guild, channel] = [GUILDS[0]!, CHANNELS[0]!]
     const subscribe = (state: RegistryState, connection: Connection) =>
-      Subscriptions.transitions.subscribe(
-        Subscriptions.transitions.register(state, connection),
+      Indexes.transitions.subscribe(
+        Indexes.transitions.register(state, connection),
         connection,
         guild,
         channel,
@@ -255,11 +256,11 @@ describe("SubscriptionRegistry", () => {
       )[1]
     const members = (state: RegistryState) =>
       sorted(visited(Option.getOrUndefined(HashMap.get(state.channels, channelKey(guild, channel)))))
-    const base = subscribe(Subscriptions.emptyState, a)
+    const base = subscribe(Indexes.emptyState, a)
     const left = subscribe(base, b)
     const right = subscribe(base, c)
     const leftAgain = subscribe(left, d)
-    const [, leftWithoutA] = Subscriptions.transitions.unsubscribe(leftAgain, a, guild, channel)
+    const [, leftWithoutA] = Indexes.transitions.unsubscribe(leftAgain, a, guild, channel)
     expect(members(base)).toEqual([a.id])
     expect(members(left)).toEqual([a.id, b.id])
     expect(members(right)).toEqual([a.id, c.id])

@@ -23,7 +23,7 @@ import type { ChannelId, GuildId, UserId } from "../../protocol/Ids.js"
 import type { VoiceParticipant, VoiceStreamKind } from "../../protocol/Shapes.js"
 import { GatewayConfig, type GatewayConfigShape } from "../Config.js"
 import { PublishRefused } from "../Errors.js"
-import { channelKey, type ChannelKey } from "../registry/Subscriptions.js"
+import { channelKey, type ChannelKey } from "../registry/Indexes.js"
 
 /** A published voice event, typed. */
 export type VoiceChange =

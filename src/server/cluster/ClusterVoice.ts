@@ -25,7 +25,7 @@ import { GatewayConfig, type RedisEndpoint } from "../Config.js"
 import { GatewayMetrics } from "../Metrics.js"
 import { PublishRefused } from "../Errors.js"
 import * as RedisClient from "./RedisClient.js"
-import { channelKey } from "../registry/Subscriptions.js"
+import { channelKey } from "../registry/Indexes.js"
 import * as Voice from "../chat/Voice.js"
 import {
   VoiceParticipants,

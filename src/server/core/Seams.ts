@@ -12,7 +12,7 @@ import type { ChannelId, GuildId, UserId } from "../../protocol/Ids.js"
 import type { MessageSnapshot } from "../../protocol/Shapes.js"
 import type { Principal } from "../Auth.js"
 import type { MessageRejected, OutboundError, PublishError, PublishRefused } from "../Errors.js"
-import type { DisconnectOutcome, SubscribeOutcome, UnsubscribeOutcome } from "../registry/Subscriptions.js"
+import type { DisconnectOutcome, SubscribeOutcome, UnsubscribeOutcome } from "../registry/Indexes.js"
 import type { Connection, DeliveryResult, DisconnectReason } from "./Connection.js"
 
 // `any` payloads: EventDefinition is invariant in its schema types; the payload type is recovered with PayloadOf.

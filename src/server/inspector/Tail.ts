@@ -14,8 +14,8 @@ import type { ChannelId, GuildId, UserId } from "../../protocol/Ids.js"
 import type { Route } from "../core/Bus.js"
 import * as MemberList from "../registry/MemberList.js"
 import type { Frame } from "../core/Outbound.js"
-import type { RegistryState } from "../registry/Subscriptions.js"
-import { channelKey } from "../registry/Subscriptions.js"
+import type { RegistryState } from "../registry/Indexes.js"
+import { channelKey } from "../registry/Indexes.js"
 
 export type TailFilter =
   | { readonly kind: "guild"; readonly guildId: GuildId; readonly channelId?: ChannelId }
