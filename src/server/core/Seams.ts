@@ -26,7 +26,7 @@ export interface Publisher {
   /**
    * Channel events go to `d.guild_id` + `d.channel_id`, guild events to `d.guild_id`. Succeeds with
    * the number of local connections the frame was delivered to (written or queued). Fails, with
-   * nothing delivered, when the frame cannot be built or a follow-up refuses the event.
+   * nothing delivered, when the frame cannot be built or a hook refuses the event.
    */
   readonly publish: <E extends RoutedEvent>(
     event: E,
