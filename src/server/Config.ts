@@ -4,6 +4,7 @@
  * `GATEWAY_JWT_SECRET` the gateway runs in dev mode with a generated secret and publish key.
  */
 import { randomBytes } from "node:crypto"
+import { isIP } from "node:net"
 import { availableParallelism } from "node:os"
 import {
   Config,
@@ -19,8 +20,32 @@ import {
 } from "effect"
 import { MAX_EVENT_BYTES } from "../protocol/Envelope.js"
 import { MAX_PRESENCE_SYNC_USER_IDS, MAX_VOICE_PARTICIPANTS } from "../protocol/Shapes.js"
-import { parseCidrs, type Cidr } from "./edge/HttpLimits.js"
 import { nonNegativeInt, numeric, parseInteger, positiveInt, seconds, secret } from "./ConfigReaders.js"
+
+/** A parsed CIDR block (`10.0.0.0/8`, `fd00::/8`; a bare address is a /32 or /128). */
+export interface Cidr {
+  readonly address: string
+  readonly prefix: number
+  readonly family: "ipv4" | "ipv6"
+}
+
+/** Parses a comma-separated CIDR list; `Left` names the first entry that is not a block. */
+export const parseCidrs = (
+  text: string
+): { ok: true; cidrs: ReadonlyArray<Cidr> } | { ok: false; entry: string } => {
+  const cidrs: Array<Cidr> = []
+  for (const raw of text.split(",")) {
+    const entry = raw.trim()
+    if (entry === "") continue
+    const [address = "", prefixText, ...rest] = entry.split("/")
+    const version = isIP(address)
+    const max = version === 4 ? 32 : 128
+    const prefix = prefixText === undefined ? max : /^\d{1,3}$/.test(prefixText) ? Number(prefixText) : -1
+    if (version === 0 || rest.length > 0 || prefix < 0 || prefix > max) return { ok: false, entry }
+    cidrs.push({ address, prefix, family: version === 4 ? "ipv4" : "ipv6" })
+  }
+  return { ok: true, cidrs }
+}
 
 export interface GatewayConfigShape {
   readonly host: string

@@ -8,8 +8,9 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Deferred, Duration, Effect, FiberRef, HashSet, Layer, Logger, TestClock } from "effect"
 import { MessageCreate } from "../../src/protocol/events/message.js"
-import { AccessPolicy, fromClaims } from "../../src/server/chat/Access.js"
-import { MessageHandler, plainText } from "../../src/server/chat/Messages.js"
+import { fromClaims } from "../../src/server/chat/Access.js"
+import { plainText } from "../../src/server/chat/Messages.js"
+import { AccessPolicy, MessageHandler } from "../../src/server/core/Seams.js"
 import {
   awaitSleeps,
   message,

@@ -9,6 +9,7 @@ import { Context, Effect, HashMap, Layer, Redacted } from "effect"
 import WebSocket from "ws"
 import * as Auth from "../../src/server/Auth.js"
 import * as Config from "../../src/server/Config.js"
+import * as Composition from "../../src/server/Composition.js"
 import * as Gateway from "../../src/server/core/Gateway.js"
 import * as Http from "../../src/server/edge/Http.js"
 import { ulid } from "../../src/protocol/Ids.js"
@@ -17,7 +18,7 @@ import { VoiceParticipantJoin, VoiceParticipantLeave } from "../../src/protocol/
 import type { ChannelId, GuildId, UserId } from "../../src/protocol/Ids.js"
 import { Presence } from "../../src/server/chat/Presence.js"
 import { VoiceParticipants } from "../../src/server/chat/Voice.js"
-import { SubscriptionRegistry } from "../../src/server/registry/Registry.js"
+import { SubscriptionRegistry } from "../../src/server/registry/Subscriptions.js"
 import { eventually, within } from "../deadline.js"
 import { seriesValue } from "../server/harness.js"
 
@@ -69,7 +70,7 @@ const open = (url: string, onFrame: (text: string) => void) =>
 const program = Effect.gen(function* () {
   const context = yield* Layer.build(
     Http.layer.pipe(
-      Layer.provideMerge(Gateway.layerDefault),
+      Layer.provideMerge(Composition.layerGateway),
       Layer.provideMerge(
         Config.layerWith({
           host: "127.0.0.1",

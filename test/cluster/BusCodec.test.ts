@@ -13,14 +13,13 @@ import {
   decodeMessage,
   encodeMessage,
   encodeRoute,
-  guildTopic,
   makeReplayGuard,
   routeOn,
-  userTopic,
   USERS_PER_MESSAGE,
   type BusHeader,
   type Stamp
 } from "../../src/server/cluster/BusCodec.js"
+import { guildTopic, userTopic } from "../../src/server/registry/Interest.js"
 import { newId } from "../server/harness.js"
 
 const SECRET = Buffer.from("bus-secret-0123456789-0123456789-abcdef")

@@ -13,7 +13,8 @@ import { ProfileUpdate } from "../../src/protocol/events/profile.js"
 import { ChannelCreate } from "../../src/protocol/events/workspace.js"
 import type { GuildId, UserId } from "../../src/protocol/Ids.js"
 import type { GatewayConfigShape } from "../../src/server/Config.js"
-import { encodeMessage, guildTopic, userTopic, type BusHeader } from "../../src/server/cluster/BusCodec.js"
+import { encodeMessage, type BusHeader } from "../../src/server/cluster/BusCodec.js"
+import { guildTopic, userTopic } from "../../src/server/registry/Interest.js"
 import * as Outbound from "../../src/server/core/Outbound.js"
 import {
   BASE_UNIX,

@@ -9,12 +9,13 @@ import WebSocket from "ws"
 import type { GatewayConfigShape } from "../../src/server/Config.js"
 import * as Config from "../../src/server/Config.js"
 import * as Auth from "../../src/server/Auth.js"
-import * as FollowUps from "../../src/server/registry/FollowUps.js"
+import * as Composition from "../../src/server/Composition.js"
+import * as Seams from "../../src/server/core/Seams.js"
 import * as Gateway from "../../src/server/core/Gateway.js"
 import * as Http from "../../src/server/edge/Http.js"
 import * as Inspector from "../../src/server/inspector/Inspector.js"
 import { GatewayMetrics, type GatewayMetricsShape } from "../../src/server/Metrics.js"
-import { SubscriptionRegistry } from "../../src/server/registry/Registry.js"
+import { SubscriptionRegistry } from "../../src/server/registry/Subscriptions.js"
 import type { Connection } from "../../src/server/core/Connection.js"
 import { ulid } from "../../src/protocol/Ids.js"
 import { decodePayload, type EventDefinition, type PayloadOf } from "../../src/protocol/EventDefinition.js"
@@ -238,8 +239,8 @@ export const startGateway = <HostServices = never>(
         Layer.provideMerge(
           Gateway.layer.pipe(
             Layer.provideMerge(host),
-            Layer.provideMerge(followUps === "none" ? FollowUps.layerNone : Layer.empty),
-            Layer.provideMerge(Gateway.layerDefaults)
+            Layer.provideMerge(followUps === "none" ? Seams.layerNone : Layer.empty),
+            Layer.provideMerge(Composition.layerServices)
           )
         ),
         Layer.provideMerge(configLayer)

@@ -21,9 +21,9 @@ import {
 } from "../../protocol/events/voice.js"
 import type { ChannelId, GuildId, UserId } from "../../protocol/Ids.js"
 import type { VoiceParticipant, VoiceStreamKind } from "../../protocol/Shapes.js"
-import { GatewayConfig } from "../Config.js"
+import { GatewayConfig, type GatewayConfigShape } from "../Config.js"
 import { PublishRefused } from "../Errors.js"
-import { channelKey, type ChannelKey } from "../registry/Registry.js"
+import { channelKey, type ChannelKey } from "../registry/Indexes.js"
 
 /** A published voice event, typed. */
 export type VoiceChange =
@@ -251,13 +251,15 @@ export const makeMemory = (limits: VoiceLimits): VoiceParticipantsShape => {
   }
 }
 
+/** The voice caps from the configuration. */
+export const limitsOf = (config: GatewayConfigShape): VoiceLimits => ({
+  maxChannels: config.maxVoiceChannels,
+  maxParticipantsPerChannel: config.maxVoiceParticipantsPerChannel,
+  participantLifetime: config.voiceParticipantLifetime
+})
+
+/** The in-memory projection (one node). */
 export const layerMemory: Layer.Layer<VoiceParticipants, never, GatewayConfig> = Layer.effect(
   VoiceParticipants,
-  Effect.map(GatewayConfig, (config) =>
-    makeMemory({
-      maxChannels: config.maxVoiceChannels,
-      maxParticipantsPerChannel: config.maxVoiceParticipantsPerChannel,
-      participantLifetime: config.voiceParticipantLifetime
-    })
-  )
+  Effect.map(GatewayConfig, (config) => makeMemory(limitsOf(config)))
 )

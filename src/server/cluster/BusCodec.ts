@@ -16,13 +16,8 @@ import { Either, Schema } from "effect"
 import { ChannelId, GuildId, UserId } from "../../protocol/Ids.js"
 import { Manifest } from "../../protocol/Manifest.js"
 import type { BusDropReason } from "../Metrics.js"
-import type { Route } from "./EventBus.js"
-
-export type Topic = string
-
-const USER_TOPIC_PREFIX = "filament:u:"
-export const guildTopic = (guildId: GuildId): Topic => `filament:g:${guildId}`
-export const userTopic = (userId: UserId): Topic => `${USER_TOPIC_PREFIX}${userId}`
+import type { Route } from "../core/Bus.js"
+import { guildTopic, userTopic, USER_TOPIC_PREFIX, type Topic } from "../registry/Interest.js"
 
 const FORMAT_VERSION = 1
 const MAC_BYTES = 32

@@ -21,15 +21,14 @@
  * The keys, the scripts and the reaping of one dead node are in `PresenceScripts.ts`.
  */
 import { randomBytes } from "node:crypto"
-import { Duration, Effect, Layer, Option, Queue, Schedule } from "effect"
+import { Context, Duration, Effect, Layer, Queue, Schedule } from "effect"
 import type { Scope } from "effect"
 import { PresenceUpdate } from "../../protocol/events/presence.js"
 import type { GuildId, UserId } from "../../protocol/Ids.js"
 import { GatewayConfig, type RedisEndpoint } from "../Config.js"
-import { SubscriptionFollowUps, type Publisher } from "../registry/FollowUps.js"
+import { GatewayHooks, type Publisher } from "../core/Seams.js"
 import { GatewayMetrics } from "../Metrics.js"
 import { Presence, type PresenceShape } from "../chat/Presence.js"
-import * as PresenceMemory from "../chat/Presence.js"
 import {
   guildKey,
   guildsOfNodeKey,
@@ -239,55 +238,57 @@ export const makeRedis = (
     return presence
   })
 
-/** Redis presence when `GATEWAY_REDIS_URL` is set, else the in-memory one. */
-export const layer: Layer.Layer<Presence, never, GatewayConfig | GatewayMetrics> = Layer.scoped(
-  Presence,
-  Effect.flatMap(GatewayConfig, (config) =>
-    Option.match(config.redis, {
-      onNone: () => Effect.sync(PresenceMemory.makeMemory),
-      onSome: (endpoint) =>
-        Effect.map(
-          makeRedis({ endpoint, nodeTtl: config.nodeTtl, timeout: config.busTimeout }),
-          (presence): PresenceShape => presence
-        )
-    })
-  )
-)
+/**
+ * The Redis presence as a service of its own: the dead-node reaper (`layerReaper`) needs what only
+ * the cluster presence has, and says so in its layer type.
+ */
+export class ClusterPresence extends Context.Tag("filament/ClusterPresence")<
+  ClusterPresence,
+  ClusterPresenceShape
+>() {}
 
-const isCluster = (presence: PresenceShape): presence is ClusterPresenceShape => "reap" in presence
+/** Redis presence at `endpoint` (`GATEWAY_REDIS_URL`): the `Presence` of the hooks, and the reaper's. */
+export const layerRedis = (
+  endpoint: RedisEndpoint
+): Layer.Layer<Presence | ClusterPresence, never, GatewayConfig | GatewayMetrics> =>
+  Layer.scopedContext(
+    Effect.flatMap(GatewayConfig, (config) =>
+      Effect.map(makeRedis({ endpoint, nodeTtl: config.nodeTtl, timeout: config.busTimeout }), (presence) =>
+        Context.make(ClusterPresence, presence).pipe(Context.add(Presence, presence))
+      )
+    )
+  )
 
 /**
- * The follow-ups plus, with the Redis presence, the reaper: every heartbeat period, the users of
- * dead nodes go offline (announced by whichever node reaped them).
+ * The hooks plus the reaper: every heartbeat period, the users of dead nodes go offline (announced
+ * by whichever node reaped them).
  */
-export const layerFollowUps: Layer.Layer<SubscriptionFollowUps, never, SubscriptionFollowUps | Presence> =
-  Layer.effect(
-    SubscriptionFollowUps,
-    Effect.gen(function* () {
-      const inner = yield* SubscriptionFollowUps
-      const presence = yield* Presence
-      if (!isCluster(presence)) return inner
-      const reapAndAnnounce = (publisher: Publisher) =>
-        Effect.flatMap(presence.reap, (offline) =>
-          Effect.forEach(
-            offline,
-            ([guildId, userId]) =>
-              publisher
-                .publish(PresenceUpdate, { guild_id: guildId, user_id: userId, status: "offline" })
-                .pipe(Effect.ignore),
-            { discard: true }
-          )
+export const layerReaper: Layer.Layer<GatewayHooks, never, GatewayHooks | ClusterPresence> = Layer.effect(
+  GatewayHooks,
+  Effect.gen(function* () {
+    const inner = yield* GatewayHooks
+    const presence = yield* ClusterPresence
+    const reapAndAnnounce = (publisher: Publisher) =>
+      Effect.flatMap(presence.reap, (offline) =>
+        Effect.forEach(
+          offline,
+          ([guildId, userId]) =>
+            publisher
+              .publish(PresenceUpdate, { guild_id: guildId, user_id: userId, status: "offline" })
+              .pipe(Effect.ignore),
+          { discard: true }
         )
-      return {
-        ...inner,
-        start: (publisher) =>
-          Effect.all(
-            [
-              Effect.repeat(reapAndAnnounce(publisher), Schedule.spaced(presence.heartbeatEvery)),
-              inner.start(publisher)
-            ],
-            { concurrency: "unbounded", discard: true }
-          )
-      }
-    })
-  )
+      )
+    return {
+      ...inner,
+      start: (publisher) =>
+        Effect.all(
+          [
+            Effect.repeat(reapAndAnnounce(publisher), Schedule.spaced(presence.heartbeatEvery)),
+            inner.start(publisher)
+          ],
+          { concurrency: "unbounded", discard: true }
+        )
+    }
+  })
+)

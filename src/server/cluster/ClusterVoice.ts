@@ -13,7 +13,7 @@
  * The keys and the scripts are in `VoiceScripts.ts`, the node's copy and its write-back in
  * `VoiceCopy.ts`.
  */
-import { Duration, Effect, Layer, Option } from "effect"
+import { Duration, Effect, Layer } from "effect"
 import type { Scope } from "effect"
 import type { ChannelId, GuildId, UserId } from "../../protocol/Ids.js"
 import type { VoiceParticipant } from "../../protocol/Shapes.js"
@@ -39,7 +39,7 @@ import {
   userChannelsKey,
   userGuildsKey
 } from "./VoiceScripts.js"
-import { channelKey } from "../registry/Registry.js"
+import { channelKey } from "../registry/Indexes.js"
 import * as Voice from "../chat/Voice.js"
 import {
   VoiceParticipants,
@@ -257,25 +257,19 @@ export const makeRedis = (
     }
   })
 
-/** Redis voice projection when `GATEWAY_REDIS_URL` is set, else the in-memory one. */
-export const layer: Layer.Layer<VoiceParticipants, never, GatewayConfig | GatewayMetrics> = Layer.scoped(
-  VoiceParticipants,
-  Effect.flatMap(GatewayConfig, (config) => {
-    const limits: VoiceLimits = {
-      maxChannels: config.maxVoiceChannels,
-      maxParticipantsPerChannel: config.maxVoiceParticipantsPerChannel,
-      participantLifetime: config.voiceParticipantLifetime
-    }
-    return Option.match(config.redis, {
-      onNone: () => Effect.sync(() => Voice.makeMemory(limits)),
-      onSome: (endpoint) =>
-        makeRedis({
-          ...limits,
-          endpoint,
-          timeout: config.busTimeout,
-          // The presence heartbeat's period: both converge within it after Redis lost them.
-          checkEvery: Duration.millis(Math.max(1, Math.floor(Duration.toMillis(config.nodeTtl) / 3)))
-        })
-    })
-  })
-)
+/** The Redis voice projection at `endpoint` (`GATEWAY_REDIS_URL`). */
+export const layerRedis = (
+  endpoint: RedisEndpoint
+): Layer.Layer<VoiceParticipants, never, GatewayConfig | GatewayMetrics> =>
+  Layer.scoped(
+    VoiceParticipants,
+    Effect.flatMap(GatewayConfig, (config) =>
+      makeRedis({
+        ...Voice.limitsOf(config),
+        endpoint,
+        timeout: config.busTimeout,
+        // The presence heartbeat's period: both converge within it after Redis lost them.
+        checkEvery: Duration.millis(Math.max(1, Math.floor(Duration.toMillis(config.nodeTtl) / 3)))
+      })
+    )
+  )

@@ -1,10 +1,13 @@
 /**
+ * cluster/: what joins nodes into one gateway — the Redis bus (this module), the Redis client, and
+ * the Redis-backed presence and voice projection (implementations of chat/'s services).
+ *
  * EventBus: how a frame published on one node reaches the connections of the others. The gateway
  * always delivers to its own connections first; the bus only carries the already-built frame with
  * its routing key to the other nodes, which deliver it to their local recipients without encoding it
  * again.
  *
- * Two layers: `layerMemory` (one node: nothing to carry) and `layer` (Redis pub/sub, sharded
+ * The Redis bus (`layerRedis`; the service and the one-node bus are in `core/Bus.ts`): pub/sub, sharded
  * `SSUBSCRIBE`/`SPUBLISH` on Redis >= 7; on a Redis Cluster each topic lives on the shard owning
  * its slot, and the outage handling below follows the cluster client's overall state). A node
  * subscribes only to the topics it has local interest in — one per guild with a local subscription,
@@ -18,82 +21,16 @@
  * refuses while connected is retried with backoff, the node unready meanwhile.
  */
 import { randomBytes } from "node:crypto"
-import {
-  Context,
-  Deferred,
-  Duration,
-  Effect,
-  Either,
-  Exit,
-  FiberId,
-  Layer,
-  Option,
-  Queue,
-  Redacted
-} from "effect"
+import { Deferred, Duration, Effect, Either, Exit, FiberId, Layer, Option, Queue, Redacted } from "effect"
 import type { Scope } from "effect"
-import type { ChannelId, GuildId, UserId } from "../../protocol/Ids.js"
-import { GatewayConfig, type RedisEndpoint } from "../Config.js"
+import { GatewayConfig, type GatewayConfigShape, type RedisEndpoint } from "../Config.js"
 import { BusUnavailable } from "../Errors.js"
 import { GatewayMetrics } from "../Metrics.js"
 import { textFrame, type Frame } from "../core/Outbound.js"
-import { decodeMessage, encodeRoute, makeReplayGuard, routeOn, type Stamp, type Topic } from "./BusCodec.js"
+import { withInterest, EventBus, type Delivery, type EventBusShape } from "../core/Bus.js"
+import type { Topic, TopicInterest } from "../registry/Interest.js"
+import { decodeMessage, encodeRoute, makeReplayGuard, routeOn, type Stamp } from "./BusCodec.js"
 import * as RedisClient from "./RedisClient.js"
-
-/** Who receives a frame: the routing key of a published event. */
-export type Route =
-  | { readonly scope: "channel"; readonly guildId: GuildId; readonly channelId: ChannelId }
-  | { readonly scope: "guild"; readonly guildId: GuildId }
-  | { readonly scope: "user"; readonly userIds: ReadonlyArray<UserId> }
-
-/** A frame another node published, for this node's local recipients. */
-export interface Delivery {
-  readonly route: Route
-  readonly frame: Frame
-  /** The publishing node's clock when it published (lag histogram). */
-  readonly publishedAt: number
-  /** The W3C `traceparent` of the publisher's bus hand-off span, when that publish was traced. */
-  readonly trace: string | undefined
-}
-
-export { guildTopic, userTopic, type Topic } from "./BusCodec.js"
-
-export interface EventBusShape {
-  /**
-   * Carries a frame this node has delivered locally to the other nodes (at most once, never blocks),
-   * with the `traceparent` of a traced publish.
-   */
-  readonly publish: (route: Route, frame: Frame, trace?: string) => void
-  /** Other nodes' frames, in arrival order, for the gateway's single delivery fiber. */
-  readonly deliveries: Queue.Dequeue<Delivery>
-  /** This node gained (`true`) or lost (`false`) its last local interest in a topic. */
-  readonly setInterest: (topic: Topic, interested: boolean) => void
-  /**
-   * Waits, bounded by `GATEWAY_BUS_TIMEOUT_SECS`, until the subscription to an interesting topic is
-   * active, so a `subscribed` ack means other nodes' events reach the connection. Returns at once
-   * when the bus is down (the gap is counted, the ack is not held hostage by Redis).
-   */
-  readonly awaitActive: (topic: Topic) => Effect.Effect<void>
-  /**
-   * False while the broker is unreachable or a topic this node has interest in could not be
-   * subscribed (`/readyz`).
-   */
-  readonly healthy: () => boolean
-}
-
-export class EventBus extends Context.Tag("filament/EventBus")<EventBus, EventBusShape>() {}
-
-/** One node: local delivery is all there is. */
-export const makeMemory: Effect.Effect<EventBusShape> = Effect.map(
-  Queue.bounded<Delivery>(1),
-  (deliveries) => ({
-    publish: () => undefined,
-    deliveries,
-    setInterest: () => undefined,
-    awaitActive: () => Effect.void,
-    healthy: () => true
-  })
-)
 
 export interface RedisBusOptions {
   readonly endpoint: RedisEndpoint
@@ -396,17 +333,18 @@ export const makeRedis = (
     return bus
   })
 
-/** Whatever the configuration says: Redis when `GATEWAY_REDIS_URL` is set, else the in-memory bus. */
-export const layer: Layer.Layer<EventBus, BusUnavailable, GatewayConfig | GatewayMetrics> = Layer.scoped(
-  EventBus,
-  Effect.flatMap(GatewayConfig, (config) =>
-    Option.match(config.redis, {
-      onNone: () => makeMemory,
-      onSome: (redis) =>
+/** The Redis bus at `endpoint` (`GATEWAY_REDIS_URL`), which follows the registry's topic interest. */
+export const layerRedis = (
+  endpoint: Option.Option.Value<GatewayConfigShape["redis"]>
+): Layer.Layer<EventBus | TopicInterest, BusUnavailable, GatewayConfig | GatewayMetrics> =>
+  withInterest(
+    Layer.scoped(
+      EventBus,
+      Effect.flatMap(GatewayConfig, (config) =>
         makeRedis({
-          endpoint: redis,
-          secret: redis.busSecret,
-          acceptSecret: redis.busAcceptSecret,
+          endpoint,
+          secret: endpoint.busSecret,
+          acceptSecret: endpoint.busAcceptSecret,
           maxMessageBytes: config.busMaxMessageBytes,
           maxEventBytes: config.maxEventBytes,
           maxLag: config.busMaxLag,
@@ -416,8 +354,6 @@ export const layer: Layer.Layer<EventBus, BusUnavailable, GatewayConfig | Gatewa
           // The presence heartbeat's period: the bus follows a failover as fast as the state does.
           slotsRefresh: Duration.millis(Math.max(1, Math.floor(Duration.toMillis(config.nodeTtl) / 3)))
         })
-    })
+      )
+    )
   )
-)
-
-export const layerMemory: Layer.Layer<EventBus> = Layer.effect(EventBus, makeMemory)

@@ -8,7 +8,7 @@ import { Effect, Either, Option, ParseResult, Schema } from "effect"
 import type { EventDefinition } from "../../protocol/EventDefinition.js"
 import { ingress, ChannelId, GuildId, UserId } from "../../protocol/Ids.js"
 import { Manifest } from "../../protocol/Manifest.js"
-import { jsonResponse as json } from "../edge/Http.js"
+import { jsonResponse as json } from "../edge/Publish.js"
 import type * as Tail from "./Tail.js"
 
 export const decodeUser = Schema.decodeUnknownEither(ingress(UserId))

@@ -18,10 +18,12 @@ import { Duration, Effect, Either, Layer, Option, ParseResult, Schedule, Stream 
 import { toJsonManifest } from "../../protocol/Manifest.js"
 import { GatewayConfig } from "../Config.js"
 import { Gateway } from "../core/Gateway.js"
-import { AdminRoutes, decodePublishRequest, jsonResponse as json, publishResponse } from "../edge/Http.js"
+import { AdminRoutes } from "../edge/Http.js"
+import { decodePublishRequest, jsonResponse as json, publishResponse } from "../edge/Publish.js"
 import * as HttpLimits from "../edge/HttpLimits.js"
 import { GatewayMetrics, type AdminRequestOutcome } from "../Metrics.js"
-import { SubscriptionRegistry, channelKey } from "../registry/Registry.js"
+import { channelKey } from "../registry/Indexes.js"
+import { SubscriptionRegistry } from "../registry/Subscriptions.js"
 import {
   decodeLogin,
   decodeTarget,
