@@ -39,7 +39,7 @@ import {
   reapNode,
   REASSERT
 } from "./PresenceScripts.js"
-import * as RedisClient from "./RedisClient.js"
+import * as RedisClient from "../RedisClient.js"
 
 /** Entries per HSCAN round of a snapshot: bounds one round trip, not the snapshot. */
 const SCAN_COUNT = 512

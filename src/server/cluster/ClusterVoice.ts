@@ -20,7 +20,7 @@ import type { VoiceParticipant } from "../../protocol/Shapes.js"
 import { GatewayConfig, type RedisEndpoint } from "../Config.js"
 import type { GatewayMetrics } from "../Metrics.js"
 import { PublishRefused } from "../Errors.js"
-import * as RedisClient from "./RedisClient.js"
+import * as RedisClient from "../RedisClient.js"
 import { keepWrittenCopy } from "./VoiceCopy.js"
 import {
   channelHashKey,

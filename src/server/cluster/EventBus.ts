@@ -30,7 +30,7 @@ import { textFrame, type Frame } from "../core/Outbound.js"
 import { withInterest, EventBus, type Delivery, type EventBusShape } from "../core/Bus.js"
 import type { Topic, TopicInterest } from "../registry/Interest.js"
 import { decodeMessage, encodeRoute, makeReplayGuard, routeOn, type Stamp } from "./BusCodec.js"
-import * as RedisClient from "./RedisClient.js"
+import * as RedisClient from "../RedisClient.js"
 
 export interface RedisBusOptions {
   readonly endpoint: RedisEndpoint
@@ -76,11 +76,6 @@ const CLASSIC: Dialect = {
   message: "messageBuffer"
 }
 
-export const redisMajorVersion = (info: string): number => {
-  const match = /^redis_version:(\d+)/m.exec(info)
-  return match === null ? 0 : Number(match[1])
-}
-
 /** A Redis connection that fails commands at once while disconnected (no stale replay later). */
 const connect = (options: RedisBusOptions, name: string, shardedSubscriber: boolean) =>
   RedisClient.make(options.endpoint, {
@@ -124,7 +119,7 @@ export const makeRedis = (
       catch: fail
     }).pipe(Effect.timeoutFail({ duration: options.timeout, onTimeout: () => fail("connect timed out") }))
     const info = yield* Effect.tryPromise({ try: () => publisher.info("server"), catch: fail })
-    const dialect = redisMajorVersion(info) >= 7 ? SHARDED : CLASSIC
+    const dialect = RedisClient.redisMajorVersion(info) >= 7 ? SHARDED : CLASSIC
 
     /** Topics this node has local interest in, and those the subscriber connection holds now. */
     const wanted = new Set<Topic>()
