@@ -11,7 +11,7 @@
  */
 import { Deferred, Effect, Exit, FiberId, Queue } from "effect"
 import type { Scope, Duration } from "effect"
-import { GatewayMetrics } from "../Metrics.js"
+import { GatewayMetrics, type GatewayMetricsShape } from "../Metrics.js"
 import type { Topic } from "../registry/Interest.js"
 import type * as RedisClient from "../RedisClient.js"
 
@@ -47,170 +47,197 @@ export interface BusLink {
   readonly healthy: () => boolean
 }
 
-export const make = (options: {
+interface LinkOptions {
   readonly publisher: RedisClient.RedisClient
   readonly subscriber: RedisClient.RedisClient
   readonly dialect: Dialect
   /** Bound on waiting for a subscription. */
   readonly timeout: Duration.Duration
   readonly reconnectMaxMillis: number
-}): Effect.Effect<BusLink, never, Scope.Scope | GatewayMetrics> =>
+}
+
+/** The link's state: changed by the connections' events, by `setInterest` and by the reconcile fiber. */
+interface LinkState {
+  /** Topics this node has local interest in, and those the subscriber connection holds now. */
+  readonly wanted: Set<Topic>
+  readonly active: Set<Topic>
+  readonly changed: Set<Topic>
+  readonly waiters: Map<Topic, Deferred.Deferred<void>>
+  /** Wanted topics whose subscribe failed, with the consecutive failures (retried with backoff). */
+  readonly failing: Map<Topic, number>
+  readonly reconcile: Queue.Queue<void>
+  subscriberConnected: boolean
+  publisherConnected: boolean
+  /** After a reconnect, until every wanted topic is subscribed again. */
+  restoring: boolean
+  /** Counts the gap once the bus is whole again: both connections up, interest restored. */
+  readonly onChange: () => void
+}
+
+const releaseWaiters = (state: LinkState, topic?: Topic) => {
+  for (const [key, waiter] of state.waiters) {
+    if (topic !== undefined && key !== topic) continue
+    state.waiters.delete(key)
+    Deferred.unsafeDone(waiter, Exit.void)
+  }
+}
+
+const joined = (state: LinkState) => state.subscriberConnected && state.publisherConnected && !state.restoring
+
+/** Follows both connections: a dropped subscriber lost every subscription, its return restores them. */
+const watchConnections = (state: LinkState, { publisher, subscriber }: LinkOptions) => {
+  subscriber.on("close", () => {
+    if (!state.subscriberConnected) return
+    state.subscriberConnected = false
+    state.failing.clear() // the reconnect retries every topic
+    // The subscriptions died with the connection: everything wanted is to be subscribed again.
+    state.active.clear()
+    for (const topic of state.wanted) state.changed.add(topic)
+    releaseWaiters(state)
+    state.onChange()
+  })
+  subscriber.on("ready", () => {
+    if (state.subscriberConnected) return
+    state.subscriberConnected = true
+    state.restoring = true
+    state.onChange()
+    Queue.unsafeOffer(state.reconcile, undefined)
+  })
+  publisher.on("close", () => {
+    if (!state.publisherConnected) return
+    state.publisherConnected = false
+    state.onChange()
+  })
+  publisher.on("ready", () => {
+    if (state.publisherConnected) return
+    state.publisherConnected = true
+    state.onChange()
+  })
+}
+
+/** Brings the subscriber connection's topics in line with the wanted set (one pass over changes). */
+const syncSubscriptions = (
+  state: LinkState,
+  { dialect, reconnectMaxMillis, subscriber }: LinkOptions,
+  metrics: GatewayMetricsShape
+): Effect.Effect<void, never, Scope.Scope> =>
+  Effect.suspend(() => {
+    if (!state.subscriberConnected) return Effect.void
+    const add: Array<Topic> = []
+    const remove: Array<Topic> = []
+    for (const topic of state.changed) {
+      if (state.wanted.has(topic) && !state.active.has(topic)) add.push(topic)
+      else if (!state.wanted.has(topic) && state.active.has(topic)) remove.push(topic)
+    }
+    state.changed.clear()
+    // One topic per command: sharded channels of one command must share a hash slot.
+    const run = (command: Dialect["subscribe"] | Dialect["unsubscribe"], topic: Topic) =>
+      Effect.tryPromise(() => subscriber[command](topic)).pipe(
+        Effect.matchEffect({
+          onFailure: (error) => {
+            state.changed.add(topic) // retried on the next change, reconnect or backoff step
+            if (command !== dialect.subscribe || !state.subscriberConnected || !state.wanted.has(topic)) {
+              return Effect.void
+            }
+            // Refused while connected (an ACL, a moving slot): not ready, and the acks waiting
+            // for it are released instead of waiting out the timeout; retried with backoff.
+            const failures = (state.failing.get(topic) ?? 0) + 1
+            state.failing.set(topic, failures)
+            metrics.busSubscribeFailed()
+            releaseWaiters(state, topic)
+            const delay = Math.min(
+              RECONNECT_BASE_MILLIS * 2 ** Math.min(failures - 1, 16),
+              reconnectMaxMillis
+            )
+            return Effect.zipRight(
+              Effect.logWarning(`gateway.bus.subscribe_failed topic=${topic} attempt=${failures}`, error),
+              Effect.forkScoped(Effect.zipRight(Effect.sleep(delay), Queue.offer(state.reconcile, undefined)))
+            )
+          },
+          onSuccess: () =>
+            Effect.sync(() => {
+              if (command === dialect.subscribe) {
+                state.active.add(topic)
+                state.failing.delete(topic)
+                releaseWaiters(state, topic)
+              } else state.active.delete(topic)
+            })
+        })
+      )
+    return Effect.all(
+      [
+        ...add.map((topic) => run(dialect.subscribe, topic)),
+        ...remove.map((topic) => run(dialect.unsubscribe, topic))
+      ],
+      { concurrency: "unbounded", discard: true }
+    ).pipe(
+      Effect.zipRight(
+        Effect.sync(() => {
+          if (!state.restoring || !state.subscriberConnected) return
+          // A failed command (the connection dropped meanwhile) left its topic in `changed`: the
+          // next reconnect retries it, and health waits for that.
+          if (state.changed.size > 0) return
+          state.restoring = false
+          state.onChange()
+        })
+      )
+    )
+  })
+
+export const make = (options: LinkOptions): Effect.Effect<BusLink, never, Scope.Scope | GatewayMetrics> =>
   Effect.gen(function* () {
-    const { publisher, subscriber, dialect, reconnectMaxMillis } = options
     const metrics = yield* GatewayMetrics
     const clock = yield* Effect.clock
-
-    /** Topics this node has local interest in, and those the subscriber connection holds now. */
-    const wanted = new Set<Topic>()
-    const active = new Set<Topic>()
-    const changed = new Set<Topic>()
-    const waiters = new Map<Topic, Deferred.Deferred<void>>()
-    /** Wanted topics whose subscribe failed, with the consecutive failures (retried with backoff). */
-    const failing = new Map<Topic, number>()
-    const reconcile = yield* Queue.sliding<void>(1)
-    let subscriberConnected = true
-    let publisherConnected = true
-    /** After a reconnect, until every wanted topic is subscribed again. */
-    let restoring = false
     let downSince: number | undefined
-
-    const releaseWaiters = (topic?: Topic) => {
-      for (const [key, waiter] of waiters) {
-        if (topic !== undefined && key !== topic) continue
-        waiters.delete(key)
-        Deferred.unsafeDone(waiter, Exit.void)
+    const state: LinkState = {
+      wanted: new Set(),
+      active: new Set(),
+      changed: new Set(),
+      waiters: new Map(),
+      failing: new Map(),
+      reconcile: yield* Queue.sliding<void>(1),
+      subscriberConnected: true,
+      publisherConnected: true,
+      restoring: false,
+      onChange: () => {
+        if (!joined(state)) {
+          if (downSince === undefined) downSince = clock.unsafeCurrentTimeMillis()
+        } else if (downSince !== undefined) {
+          metrics.busReconnected((clock.unsafeCurrentTimeMillis() - downSince) / 1000)
+          downSince = undefined
+        }
       }
     }
-
-    const joined = () => subscriberConnected && publisherConnected && !restoring
-
-    /** Counts the gap once the bus is whole again: both connections up, interest restored. */
-    const onChange = () => {
-      if (!joined()) {
-        if (downSince === undefined) downSince = clock.unsafeCurrentTimeMillis()
-      } else if (downSince !== undefined) {
-        metrics.busReconnected((clock.unsafeCurrentTimeMillis() - downSince) / 1000)
-        downSince = undefined
-      }
-    }
-
-    subscriber.on("close", () => {
-      if (!subscriberConnected) return
-      subscriberConnected = false
-      failing.clear() // the reconnect retries every topic
-      // The subscriptions died with the connection: everything wanted is to be subscribed again.
-      active.clear()
-      for (const topic of wanted) changed.add(topic)
-      releaseWaiters()
-      onChange()
-    })
-    subscriber.on("ready", () => {
-      if (subscriberConnected) return
-      subscriberConnected = true
-      restoring = true
-      onChange()
-      Queue.unsafeOffer(reconcile, undefined)
-    })
-    publisher.on("close", () => {
-      if (!publisherConnected) return
-      publisherConnected = false
-      onChange()
-    })
-    publisher.on("ready", () => {
-      if (publisherConnected) return
-      publisherConnected = true
-      onChange()
-    })
-
-    /** Brings the subscriber connection's topics in line with the wanted set (one pass over changes). */
-    const syncSubscriptions = Effect.suspend(() => {
-      if (!subscriberConnected) return Effect.void
-      const add: Array<Topic> = []
-      const remove: Array<Topic> = []
-      for (const topic of changed) {
-        if (wanted.has(topic) && !active.has(topic)) add.push(topic)
-        else if (!wanted.has(topic) && active.has(topic)) remove.push(topic)
-      }
-      changed.clear()
-      // One topic per command: sharded channels of one command must share a hash slot.
-      const run = (command: Dialect["subscribe"] | Dialect["unsubscribe"], topic: Topic) =>
-        Effect.tryPromise(() => subscriber[command](topic)).pipe(
-          Effect.matchEffect({
-            onFailure: (error) => {
-              changed.add(topic) // retried on the next change, reconnect or backoff step
-              if (command !== dialect.subscribe || !subscriberConnected || !wanted.has(topic)) {
-                return Effect.void
-              }
-              // Refused while connected (an ACL, a moving slot): not ready, and the acks waiting
-              // for it are released instead of waiting out the timeout; retried with backoff.
-              const failures = (failing.get(topic) ?? 0) + 1
-              failing.set(topic, failures)
-              metrics.busSubscribeFailed()
-              releaseWaiters(topic)
-              const delay = Math.min(
-                RECONNECT_BASE_MILLIS * 2 ** Math.min(failures - 1, 16),
-                reconnectMaxMillis
-              )
-              return Effect.zipRight(
-                Effect.logWarning(`gateway.bus.subscribe_failed topic=${topic} attempt=${failures}`, error),
-                Effect.forkScoped(Effect.zipRight(Effect.sleep(delay), Queue.offer(reconcile, undefined)))
-              )
-            },
-            onSuccess: () =>
-              Effect.sync(() => {
-                if (command === dialect.subscribe) {
-                  active.add(topic)
-                  failing.delete(topic)
-                  releaseWaiters(topic)
-                } else active.delete(topic)
-              })
-          })
-        )
-      return Effect.all(
-        [
-          ...add.map((topic) => run(dialect.subscribe, topic)),
-          ...remove.map((topic) => run(dialect.unsubscribe, topic))
-        ],
-        { concurrency: "unbounded", discard: true }
-      ).pipe(
-        Effect.zipRight(
-          Effect.sync(() => {
-            if (!restoring || !subscriberConnected) return
-            // A failed command (the connection dropped meanwhile) left its topic in `changed`: the
-            // next reconnect retries it, and health waits for that.
-            if (changed.size > 0) return
-            restoring = false
-            onChange()
-          })
-        )
-      )
-    })
-    yield* Effect.forkScoped(Effect.forever(Effect.zipRight(Queue.take(reconcile), syncSubscriptions)))
+    watchConnections(state, options)
+    yield* Effect.forkScoped(
+      Effect.forever(Effect.zipRight(Queue.take(state.reconcile), syncSubscriptions(state, options, metrics)))
+    )
 
     return {
-      publisherConnected: () => publisherConnected,
+      publisherConnected: () => state.publisherConnected,
       setInterest: (topic, interested) => {
-        if (interested) wanted.add(topic)
+        if (interested) state.wanted.add(topic)
         else {
-          wanted.delete(topic)
-          failing.delete(topic)
-          releaseWaiters(topic)
+          state.wanted.delete(topic)
+          state.failing.delete(topic)
+          releaseWaiters(state, topic)
         }
-        changed.add(topic)
-        Queue.unsafeOffer(reconcile, undefined)
+        state.changed.add(topic)
+        Queue.unsafeOffer(state.reconcile, undefined)
       },
       awaitActive: (topic) =>
         Effect.suspend(() => {
+          const { active, failing, subscriberConnected, wanted } = state
           if (!subscriberConnected || !wanted.has(topic) || active.has(topic) || failing.has(topic)) {
             return Effect.void
           }
-          let waiter = waiters.get(topic)
+          let waiter = state.waiters.get(topic)
           if (waiter === undefined) {
             waiter = Deferred.unsafeMake<void>(FiberId.none)
-            waiters.set(topic, waiter)
+            state.waiters.set(topic, waiter)
           }
           return Deferred.await(waiter).pipe(Effect.timeout(options.timeout), Effect.ignore)
         }),
-      healthy: () => joined() && failing.size === 0
+      healthy: () => joined(state) && state.failing.size === 0
     }
   })
