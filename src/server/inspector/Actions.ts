@@ -8,11 +8,8 @@ import type { GatewayShape } from "../core/Gateway.js"
 import { jsonResponse as json } from "../edge/Publish.js"
 import { channelKey } from "../registry/Indexes.js"
 import type { SubscriptionRegistryShape } from "../registry/Subscriptions.js"
-import { decodeTarget, readJson, refused } from "./AdminRequests.js"
+import { decodeTarget, readJson, refused, SMALL_BODY_BYTES } from "./AdminRequests.js"
 import * as Explore from "./Explore.js"
-
-/** Login and action bodies are tiny. */
-export const SMALL_BODY_BYTES = 4096
 
 export const make = (gateway: GatewayShape, registry: SubscriptionRegistryShape) => {
   /** The connection named by the `:connectionId` path parameter, with the registry state it was found in. */

@@ -1,15 +1,17 @@
 /**
  * Who gets an answer from the inspector: every call is rate-limited per client address, everything
- * but the page's static assets and the login needs a session cookie or the key as a Bearer token,
- * every call is counted by outcome (`filament_gateway_admin_requests_total{outcome}`), and every
- * response carries a strict Content-Security-Policy (no inline script, nothing from another origin).
+ * but the page's static assets and the login needs a session cookie or the key as a Bearer token
+ * (signing in and out opens and closes a session), every call is counted by outcome
+ * (`filament_gateway_admin_requests_total{outcome}`), and every response carries a strict
+ * Content-Security-Policy (no inline script, nothing from another origin).
  */
 import { HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { NodeHttpServerRequest } from "@effect/platform-node"
-import { Effect } from "effect"
+import { Effect, Either } from "effect"
 import { jsonResponse as json } from "../edge/Publish.js"
 import type * as HttpLimits from "../edge/HttpLimits.js"
 import type { AdminRequestOutcome, GatewayMetricsShape } from "../Metrics.js"
+import { decodeLogin, readJson, refused, SMALL_BODY_BYTES } from "./AdminRequests.js"
 import type * as Session from "./Session.js"
 
 /** Sent with every inspector response: only this origin's own script, style and API. */
@@ -42,7 +44,7 @@ export const make = (options: {
   readonly metrics: GatewayMetricsShape
 }) => {
   const { sessions, clientIp, metrics } = options
-  return <R>(
+  const guarded = <R>(
     handler: Effect.Effect<HttpServerResponse.HttpServerResponse, never, R>,
     access: "session" | "open" = "session"
   ) =>
@@ -80,4 +82,25 @@ export const make = (options: {
       metrics.adminRequest(outcome)
       return HttpServerResponse.setHeaders(response, SECURITY_HEADERS)
     })
+
+  const login = Effect.gen(function* () {
+    const body = yield* readJson(SMALL_BODY_BYTES)
+    const presented = decodeLogin(body)
+    if (Either.isLeft(presented) || !sessions.keyMatches(presented.right.key)) {
+      metrics.authFailure("unauthorized")
+      return json(401, { error: "invalid_credentials" })
+    }
+    const { cookie } = sessions.open()
+    return HttpServerResponse.setHeader(json(200, { status: "signed_in" }), "set-cookie", cookie)
+  }).pipe(Effect.catchAll(refused))
+
+  const logout = Effect.map(HttpServerRequest.HttpServerRequest, (request) =>
+    HttpServerResponse.setHeader(
+      json(200, { status: "signed_out" }),
+      "set-cookie",
+      sessions.close(sessions.sessionToken(request.headers["cookie"]))
+    )
+  )
+
+  return { guarded, login, logout }
 }

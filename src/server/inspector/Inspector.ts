@@ -9,8 +9,8 @@
  * through `Gateway`, `SubscriptionRegistry`, `GatewayMetrics` and `GatewayConfig` (and, for the
  * cluster view, the root's `RedisClient`).
  */
-import { HttpRouter, HttpServerRequest, HttpServerResponse } from "@effect/platform"
-import { Duration, Effect, Either, Layer, Option, Schedule, Stream } from "effect"
+import { HttpRouter, HttpServerRequest } from "@effect/platform"
+import { Duration, Effect, Either, Layer, Option } from "effect"
 import { toJsonManifest } from "../../protocol/Manifest.js"
 import { GatewayConfig } from "../Config.js"
 import { Gateway } from "../core/Gateway.js"
@@ -19,7 +19,7 @@ import { decodePublishRequest, jsonResponse as json, publishResponse } from "../
 import * as HttpLimits from "../edge/HttpLimits.js"
 import { GatewayMetrics } from "../Metrics.js"
 import { SubscriptionRegistry } from "../registry/Subscriptions.js"
-import { decodeLogin, decodeUser, fieldErrors, readJson, refused, tailFilter } from "./AdminRequests.js"
+import { decodeUser, fieldErrors, readJson, refused, tailFilter } from "./AdminRequests.js"
 import * as Actions from "./Actions.js"
 import * as Assets from "./Assets.js"
 import * as Cluster from "./Cluster.js"
@@ -32,7 +32,6 @@ import * as Tail from "./Tail.js"
 export const ADMIN_PATH = "/admin"
 
 const TOP_LIMIT_MAX = 100
-const TAIL_KEEPALIVE = Duration.seconds(15)
 
 /** The events the publish console offers: the manifest's, minus connection-scoped ones. */
 const PUBLISHABLE = toJsonManifest().events.filter((event) => event.scope !== "connection")
@@ -80,27 +79,8 @@ export const make = Effect.gen(function* () {
     onActivity: refreshTap
   })
   yield* Effect.addFinalizer(() => Effect.sync(() => gateway.setPublishTap(undefined)))
-  const guarded = Guard.make({ sessions, clientIp, metrics })
+  const { guarded, login, logout } = Guard.make({ sessions, clientIp, metrics })
   const { closeRoute, dropRoute } = Actions.make(gateway, registry)
-
-  const login = Effect.gen(function* () {
-    const body = yield* readJson(Actions.SMALL_BODY_BYTES)
-    const presented = decodeLogin(body)
-    if (Either.isLeft(presented) || !sessions.keyMatches(presented.right.key)) {
-      metrics.authFailure("unauthorized")
-      return json(401, { error: "invalid_credentials" })
-    }
-    const { cookie } = sessions.open()
-    return HttpServerResponse.setHeader(json(200, { status: "signed_in" }), "set-cookie", cookie)
-  }).pipe(Effect.catchAll(refused))
-
-  const logout = Effect.map(HttpServerRequest.HttpServerRequest, (request) =>
-    HttpServerResponse.setHeader(
-      json(200, { status: "signed_out" }),
-      "set-cookie",
-      sessions.close(sessions.sessionToken(request.headers["cookie"]))
-    )
-  )
 
   const overviewRoute = Effect.gen(function* () {
     const request = yield* HttpServerRequest.HttpServerRequest
@@ -145,25 +125,7 @@ export const make = Effect.gen(function* () {
     if (filter === undefined) return json(400, { error: "invalid_filter" })
     // Checked again when the stream starts; this answers the common case with a status.
     if (hub.viewers() >= config.adminMaxTailViewers) return json(429, { error: "too_many_viewers" })
-    const sse = (event: string, data: unknown) => `event: ${event}\ndata: ${JSON.stringify(data)}\n\n`
-    const events = Stream.unwrapScoped(
-      Effect.map(hub.open(filter), (viewer) =>
-        viewer === undefined
-          ? Stream.make(sse("error", { error: "too_many_viewers" }))
-          : Stream.concat(
-              Stream.make(sse("ready", { filter, node: overview.node })),
-              Stream.repeatEffect(Effect.map(viewer.take, (event) => sse("tail", event)))
-            ).pipe(
-              Stream.merge(
-                Stream.fromSchedule(Schedule.spaced(TAIL_KEEPALIVE)).pipe(Stream.as(": keepalive\n\n"))
-              )
-            )
-      )
-    )
-    return HttpServerResponse.stream(Stream.encodeText(events), {
-      contentType: "text/event-stream",
-      headers: { "x-accel-buffering": "no" }
-    })
+    return Tail.eventStream(hub, filter, overview.node)
   })
 
   const manifestRoute = Effect.succeed(json(200, { events: PUBLISHABLE }))
