@@ -526,14 +526,16 @@ const snapshotOf = (series: ReturnType<typeof makeSeries>) => {
 /** Builds the service with series of its own (see the module comment). */
 export const make = (): GatewayMetricsShape => {
   const series = makeSeries()
+  // The per-broadcast series, read from the closure as before the split.
+  const { dropped, emitted, fanoutDuration } = series
   const snapshot = snapshotOf(series)
 
   return {
     emitted: (eventScope, eventType, count) => {
-      if (count > 0) series.emitted.cell(eventScope, eventType).value += count
+      if (count > 0) emitted.cell(eventScope, eventType).value += count
     },
     dropped: (eventScope, eventType, why, count = 1) => {
-      if (count > 0) series.dropped.cell(eventScope, eventType, why).value += count
+      if (count > 0) dropped.cell(eventScope, eventType, why).value += count
     },
     unknownReceived: (eventType) => {
       series.unknownReceived.cell("ingress", ingressEventLabel(eventType)).value++
@@ -584,8 +586,7 @@ export const make = (): GatewayMetricsShape => {
     subscriptionsChanged: (delta) => {
       series.subscriptionsNow.value += delta
     },
-    fanoutDuration: (eventScope, seconds) =>
-      series.fanoutDuration.observe(series.fanoutDuration.cell(eventScope), seconds),
+    fanoutDuration: (eventScope, seconds) => fanoutDuration.observe(fanoutDuration.cell(eventScope), seconds),
     busPublished: () => {
       series.busPublishedTotal.value++
     },
