@@ -9,8 +9,9 @@ const isomorphic = [
   { group: ["**/server/**", "**/server/*"], message: "protocol and client never import the server." }
 ]
 
-// src/server's folder order (docs/ARCHITECTURE.md): protocol <- root services <- registry <- core
-// <- chat, cluster <- edge, inspector <- the composition root, main, Workers, index.
+// src/server's folder order (docs/ARCHITECTURE.md): protocol <- root services (incl. RedisClient)
+// <- registry, recovery <- core <- chat, cluster <- edge, inspector <- the composition root, main,
+// Workers, index.
 const folder = (name) => ({
   group: [`**/${name}/*`],
   message: `src/server's folder order: this folder does not import ${name}/.`
@@ -32,17 +33,27 @@ const serverFolders = [
       "src/server/Workers.ts",
       "src/server/index.ts"
     ],
-    patterns: ["core", "registry", "chat", "cluster", "edge", "inspector"].map(folder).concat(composition)
+    patterns: ["core", "registry", "recovery", "chat", "cluster", "edge", "inspector"]
+      .map(folder)
+      .concat(composition)
   },
   {
     files: ["src/server/registry/**/*.ts"],
     patterns: [
-      ...["chat", "cluster", "edge", "inspector"].map(folder),
+      ...["recovery", "chat", "cluster", "edge", "inspector"].map(folder),
       { ...folder("core"), group: ["**/core/*", "!**/core/Connection.js"] },
-      // The registry indexes the core's connections: it names their type, never their code.
+      // The registry indexes the core's connections and answers with them: the core delivers to
+      // what a lookup returns, so the `SubscriptionRegistry` tag must name `Connection` (a tag
+      // cannot be generic over a member type of the registry's own, and a narrower member type would
+      // need a cast back in the core on every broadcast). It names their type, never their code.
       { ...folder("core"), group: ["**/core/Connection.js"], allowTypeImports: true },
       composition
     ]
+  },
+  {
+    // The event history: the core stamps positions with it, the bus carries them.
+    files: ["src/server/recovery/**/*.ts"],
+    patterns: [...["registry", "core", "chat", "cluster", "edge", "inspector"].map(folder), composition]
   },
   {
     files: ["src/server/core/**/*.ts"],
@@ -63,13 +74,10 @@ const serverFolders = [
     patterns: [...["chat", "cluster", "inspector"].map(folder), composing("Composition", "main", "index")]
   },
   {
-    // The cluster view reads the nodes' heartbeats over a Redis connection of its own.
+    // The cluster view reads the nodes' heartbeats over a Redis connection of its own (the root's
+    // RedisClient), never through the cluster's services.
     files: ["src/server/inspector/**/*.ts"],
-    patterns: [
-      folder("chat"),
-      { ...folder("cluster"), group: ["**/cluster/*", "!**/cluster/RedisClient.js"] },
-      composition
-    ]
+    patterns: [...["chat", "cluster"].map(folder), composition]
   }
 ].map(({ files, ignores, patterns }) => ({
   files,

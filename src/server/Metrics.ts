@@ -370,8 +370,11 @@ const histogram = (bounds: ReadonlyArray<number>, ...names: ReadonlyArray<string
 const valueSnapshot = (series: ReturnType<typeof values>): ReadonlyArray<ValueSeries> =>
   Array.from(series.cells(), ({ labels, value }) => ({ labels, value }))
 
-/** Builds the service with series of its own (see the module comment). */
-export const make = (): GatewayMetricsShape => {
+/**
+ * The series of every family, each instance its own (see the module comment): recording adds to
+ * one of their cells.
+ */
+const makeSeries = () => {
   const authFailures = values("reason")
   const rateLimitHits = values("surface", "reason")
   const disconnects = values("reason")
@@ -427,47 +430,105 @@ export const make = (): GatewayMetricsShape => {
     })
   ) as Record<HistoryScope, { readonly entries: ValueCell; readonly bytes: ValueCell }>
 
+  return {
+    authFailures,
+    rateLimitHits,
+    disconnects,
+    emitted,
+    dropped,
+    unknownReceived,
+    parseRejected,
+    voiceSyncRepairs,
+    connectionsRejected,
+    subscribeRejected,
+    httpRejected,
+    compatibilityEvents,
+    revocations,
+    voicePublishRefused,
+    presenceSyncTruncated,
+    authPreviousSecret,
+    connections,
+    subscriptions,
+    fanoutDuration,
+    busPublished,
+    busReceived,
+    busDropped,
+    busReconnects,
+    busOutage,
+    busLag,
+    busUndecodable,
+    busSubscribeFailures,
+    clusterStateReasserted,
+    adminRequests,
+    historyEntries,
+    historyBytes,
+    recoveries,
+    eventsReplayed,
+    presenceSyncTruncatedTotal,
+    authPreviousSecretTotal,
+    connectionsNow,
+    subscriptionsNow,
+    busPublishedTotal,
+    busReceivedTotal,
+    busReconnectsTotal,
+    busOutageTotal,
+    busLagSeries,
+    busSubscribeFailuresTotal,
+    historyCells
+  }
+}
+
+/** The series as `MetricsSnapshot`: the families of `FAMILIES` in order, each with its series. */
+const snapshotOf = (series: ReturnType<typeof makeSeries>) => {
   const seriesByFamily: {
     readonly [Name in FamilyName]: () => ReadonlyArray<ValueSeries | HistogramSeries>
   } = {
-    filament_auth_failures_total: () => valueSnapshot(authFailures),
-    filament_rate_limit_hits_total: () => valueSnapshot(rateLimitHits),
-    filament_ws_disconnects_total: () => valueSnapshot(disconnects),
-    filament_gateway_events_emitted_total: () => valueSnapshot(emitted),
-    filament_gateway_events_dropped_total: () => valueSnapshot(dropped),
-    filament_gateway_events_unknown_received_total: () => valueSnapshot(unknownReceived),
-    filament_gateway_events_parse_rejected_total: () => valueSnapshot(parseRejected),
-    filament_voice_sync_repairs_total: () => valueSnapshot(voiceSyncRepairs),
-    filament_gateway_connections_rejected_total: () => valueSnapshot(connectionsRejected),
-    filament_gateway_subscribe_rejected_total: () => valueSnapshot(subscribeRejected),
-    filament_gateway_http_rejected_total: () => valueSnapshot(httpRejected),
-    filament_gateway_compatibility_events_total: () => valueSnapshot(compatibilityEvents),
-    filament_gateway_revocations_total: () => valueSnapshot(revocations),
-    filament_voice_publish_refused_total: () => valueSnapshot(voicePublishRefused),
-    filament_presence_sync_truncated_total: () => valueSnapshot(presenceSyncTruncated),
-    filament_auth_previous_secret_total: () => valueSnapshot(authPreviousSecret),
-    filament_gateway_connections: () => valueSnapshot(connections),
-    filament_gateway_subscriptions: () => valueSnapshot(subscriptions),
-    filament_gateway_fanout_duration_seconds: fanoutDuration.snapshot,
-    filament_gateway_bus_published_total: () => valueSnapshot(busPublished),
-    filament_gateway_bus_received_total: () => valueSnapshot(busReceived),
-    filament_gateway_bus_dropped_total: () => valueSnapshot(busDropped),
-    filament_gateway_bus_reconnects_total: () => valueSnapshot(busReconnects),
-    filament_gateway_bus_outage_seconds_total: () => valueSnapshot(busOutage),
-    filament_gateway_bus_lag_seconds: busLag.snapshot,
-    filament_gateway_bus_undecodable_total: () => valueSnapshot(busUndecodable),
-    filament_gateway_bus_subscribe_failures_total: () => valueSnapshot(busSubscribeFailures),
-    filament_cluster_state_reasserted_total: () => valueSnapshot(clusterStateReasserted),
-    filament_gateway_admin_requests_total: () => valueSnapshot(adminRequests),
-    filament_gateway_history_entries: () => valueSnapshot(historyEntries),
-    filament_gateway_history_bytes: () => valueSnapshot(historyBytes),
-    filament_gateway_recoveries_total: () => valueSnapshot(recoveries),
-    filament_gateway_events_replayed_total: () => valueSnapshot(eventsReplayed)
+    filament_auth_failures_total: () => valueSnapshot(series.authFailures),
+    filament_rate_limit_hits_total: () => valueSnapshot(series.rateLimitHits),
+    filament_ws_disconnects_total: () => valueSnapshot(series.disconnects),
+    filament_gateway_events_emitted_total: () => valueSnapshot(series.emitted),
+    filament_gateway_events_dropped_total: () => valueSnapshot(series.dropped),
+    filament_gateway_events_unknown_received_total: () => valueSnapshot(series.unknownReceived),
+    filament_gateway_events_parse_rejected_total: () => valueSnapshot(series.parseRejected),
+    filament_voice_sync_repairs_total: () => valueSnapshot(series.voiceSyncRepairs),
+    filament_gateway_connections_rejected_total: () => valueSnapshot(series.connectionsRejected),
+    filament_gateway_subscribe_rejected_total: () => valueSnapshot(series.subscribeRejected),
+    filament_gateway_http_rejected_total: () => valueSnapshot(series.httpRejected),
+    filament_gateway_compatibility_events_total: () => valueSnapshot(series.compatibilityEvents),
+    filament_gateway_revocations_total: () => valueSnapshot(series.revocations),
+    filament_voice_publish_refused_total: () => valueSnapshot(series.voicePublishRefused),
+    filament_presence_sync_truncated_total: () => valueSnapshot(series.presenceSyncTruncated),
+    filament_auth_previous_secret_total: () => valueSnapshot(series.authPreviousSecret),
+    filament_gateway_connections: () => valueSnapshot(series.connections),
+    filament_gateway_subscriptions: () => valueSnapshot(series.subscriptions),
+    filament_gateway_fanout_duration_seconds: series.fanoutDuration.snapshot,
+    filament_gateway_bus_published_total: () => valueSnapshot(series.busPublished),
+    filament_gateway_bus_received_total: () => valueSnapshot(series.busReceived),
+    filament_gateway_bus_dropped_total: () => valueSnapshot(series.busDropped),
+    filament_gateway_bus_reconnects_total: () => valueSnapshot(series.busReconnects),
+    filament_gateway_bus_outage_seconds_total: () => valueSnapshot(series.busOutage),
+    filament_gateway_bus_lag_seconds: series.busLag.snapshot,
+    filament_gateway_bus_undecodable_total: () => valueSnapshot(series.busUndecodable),
+    filament_gateway_bus_subscribe_failures_total: () => valueSnapshot(series.busSubscribeFailures),
+    filament_cluster_state_reasserted_total: () => valueSnapshot(series.clusterStateReasserted),
+    filament_gateway_admin_requests_total: () => valueSnapshot(series.adminRequests),
+    filament_gateway_history_entries: () => valueSnapshot(series.historyEntries),
+    filament_gateway_history_bytes: () => valueSnapshot(series.historyBytes),
+    filament_gateway_recoveries_total: () => valueSnapshot(series.recoveries),
+    filament_gateway_events_replayed_total: () => valueSnapshot(series.eventsReplayed)
   }
-  const snapshot = (): MetricsSnapshot =>
+  return (): MetricsSnapshot =>
     FAMILIES.map(
       (family) => ({ ...family, series: byLabelValues(seriesByFamily[family.name]()) }) as FamilySnapshot
     )
+}
+
+/** Builds the service with series of its own (see the module comment). */
+export const make = (): GatewayMetricsShape => {
+  const series = makeSeries()
+  // The per-broadcast series, read from the closure as before the split.
+  const { dropped, emitted, fanoutDuration } = series
+  const snapshot = snapshotOf(series)
 
   return {
     emitted: (eventScope, eventType, count) => {
@@ -477,91 +538,92 @@ export const make = (): GatewayMetricsShape => {
       if (count > 0) dropped.cell(eventScope, eventType, why).value += count
     },
     unknownReceived: (eventType) => {
-      unknownReceived.cell("ingress", ingressEventLabel(eventType)).value++
+      series.unknownReceived.cell("ingress", ingressEventLabel(eventType)).value++
     },
     parseRejected: (why) => {
-      parseRejected.cell("ingress", why).value++
+      series.parseRejected.cell("ingress", why).value++
     },
     disconnect: (why) => {
-      disconnects.cell(why).value++
+      series.disconnects.cell(why).value++
     },
     authFailure: (why) => {
-      authFailures.cell(why).value++
+      series.authFailures.cell(why).value++
     },
     voiceSyncRepair: (why) => {
-      voiceSyncRepairs.cell(why).value++
+      series.voiceSyncRepairs.cell(why).value++
     },
     compatibilityEvent: (path, mode) => {
-      compatibilityEvents.cell("server", path, mode).value++
+      series.compatibilityEvents.cell("server", path, mode).value++
     },
     revocation: (eventType, count) => {
-      if (count > 0) revocations.cell(eventType).value += count
+      if (count > 0) series.revocations.cell(eventType).value += count
     },
     voicePublishRefused: (why) => {
-      voicePublishRefused.cell(why).value++
+      series.voicePublishRefused.cell(why).value++
     },
     presenceSyncTruncated: () => {
-      presenceSyncTruncatedTotal.value++
+      series.presenceSyncTruncatedTotal.value++
     },
     authPreviousSecret: () => {
-      authPreviousSecretTotal.value++
+      series.authPreviousSecretTotal.value++
     },
     connectionRejected: (why) => {
-      connectionsRejected.cell(why).value++
+      series.connectionsRejected.cell(why).value++
     },
     subscribeRejected: (why) => {
-      subscribeRejected.cell(why).value++
+      series.subscribeRejected.cell(why).value++
     },
     httpRejected: (surface, why) => {
-      httpRejected.cell(surface, why).value++
+      series.httpRejected.cell(surface, why).value++
     },
     rateLimitHit: (surface) => {
-      rateLimitHits.cell(surface, surface === "ingress" ? "ingress_rate_limited" : "rate_limited").value++
+      series.rateLimitHits.cell(surface, surface === "ingress" ? "ingress_rate_limited" : "rate_limited")
+        .value++
     },
     connectionsChanged: (delta) => {
-      connectionsNow.value += delta
+      series.connectionsNow.value += delta
     },
     subscriptionsChanged: (delta) => {
-      subscriptionsNow.value += delta
+      series.subscriptionsNow.value += delta
     },
     fanoutDuration: (eventScope, seconds) => fanoutDuration.observe(fanoutDuration.cell(eventScope), seconds),
     busPublished: () => {
-      busPublishedTotal.value++
+      series.busPublishedTotal.value++
     },
     busReceived: () => {
-      busReceivedTotal.value++
+      series.busReceivedTotal.value++
     },
     busDropped: (why) => {
-      busDropped.cell(why).value++
+      series.busDropped.cell(why).value++
     },
     busReconnected: (outageSeconds) => {
-      busReconnectsTotal.value++
+      series.busReconnectsTotal.value++
       // A counter never decreases.
-      if (outageSeconds > 0) busOutageTotal.value += outageSeconds
+      if (outageSeconds > 0) series.busOutageTotal.value += outageSeconds
     },
-    busLag: (seconds) => busLag.observe(busLagSeries, seconds),
+    busLag: (seconds) => series.busLag.observe(series.busLagSeries, seconds),
     snapshot,
     busUndecodable: (eventType) => {
-      busUndecodable.cell(eventType).value++
+      series.busUndecodable.cell(eventType).value++
     },
     busSubscribeFailed: () => {
-      busSubscribeFailuresTotal.value++
+      series.busSubscribeFailuresTotal.value++
     },
     clusterStateReasserted: (which) => {
-      clusterStateReasserted.cell(which).value++
+      series.clusterStateReasserted.cell(which).value++
     },
     adminRequest: (why) => {
-      adminRequests.cell(why).value++
+      series.adminRequests.cell(why).value++
     },
     historyChanged: (scope, entries, bytes) => {
-      historyCells[scope].entries.value += entries
-      historyCells[scope].bytes.value += bytes
+      series.historyCells[scope].entries.value += entries
+      series.historyCells[scope].bytes.value += bytes
     },
     recovery: (scope, outcome) => {
-      recoveries.cell(scope, outcome).value++
+      series.recoveries.cell(scope, outcome).value++
     },
     eventsReplayed: (scope, count) => {
-      if (count > 0) eventsReplayed.cell(scope).value += count
+      if (count > 0) series.eventsReplayed.cell(scope).value += count
     },
     render: () => renderSnapshot(snapshot())
   }

@@ -1,10 +1,11 @@
 /**
- * The gateway server (`filament-gateway/server`), one namespace per module. Node only.
+ * The gateway server (`filament-gateway/server`), one namespace per public module. Node only.
  *
- * The root of src/server holds the cross-cutting services (Config, Metrics, Errors, Auth, Tracing),
- * the composition root (`Composition`), `main` and `Workers`; the folders: core/ (connections,
- * ingress, broadcast, the gateway), registry/ (subscriptions, interest), chat/ (presence, voice,
- * hooks, messages, access), cluster/ (Redis bus, presence, voice), edge/ (HTTP), inspector/.
+ * The root of src/server holds the cross-cutting services (Config, Metrics, Errors, Auth, Tracing,
+ * the Redis client), the composition root (`Composition`), `main` and `Workers`; the folders: core/
+ * (connections, ingress, broadcast, the gateway), registry/ (subscriptions, interest), recovery/
+ * (event history), chat/ (presence, voice, hooks, messages, access), cluster/ (Redis bus, presence,
+ * voice), edge/ (HTTP), inspector/. docs/ARCHITECTURE.md has the picture.
  */
 export * as Access from "./chat/Access.js"
 export * as Admission from "./core/Admission.js"

@@ -12,7 +12,7 @@ import { join } from "node:path"
 import { Effect, Redacted, type Scope } from "effect"
 import { Redis } from "ioredis"
 import type { RedisEndpoint } from "../../src/server/Config.js"
-import * as RedisClient from "../../src/server/cluster/RedisClient.js"
+import * as RedisClient from "../../src/server/RedisClient.js"
 import { eventuallyEffect } from "../deadline.js"
 
 const DEADLINE_MS = 10_000

@@ -44,6 +44,23 @@ const offending: ReadonlyArray<readonly [string, string, string]> = [
     "does not import cluster/"
   ],
   [
+    "src/server/inspector/Example.ts",
+    'import { make } from "../cluster/RedisClient.js"',
+    "does not import cluster/"
+  ],
+  ["src/server/recovery/Example.ts", 'import { Gateway } from "../core/Gateway.js"', "does not import core/"],
+  [
+    "src/server/recovery/Example.ts",
+    'import { layerRedis } from "../cluster/EventBus.js"',
+    "does not import cluster/"
+  ],
+  [
+    "src/server/registry/Example.ts",
+    'import { History } from "../recovery/History.js"',
+    "does not import recovery/"
+  ],
+  ["src/server/Example.ts", 'import { History } from "./recovery/History.js"', "does not import recovery/"],
+  [
     "src/protocol/Example.ts",
     'import { make } from "../client/GatewayClient.js"',
     "never imports the client"
@@ -65,7 +82,10 @@ const along: ReadonlyArray<readonly [string, string]> = [
   ["src/server/chat/Example.ts", 'import { GatewayHooks } from "../core/Seams.js"'],
   ["src/server/cluster/Example.ts", 'import { Presence } from "../chat/Presence.js"'],
   ["src/server/edge/Example.ts", 'import { Gateway } from "../core/Gateway.js"'],
-  ["src/server/inspector/Example.ts", 'import { make } from "../cluster/RedisClient.js"'],
+  ["src/server/inspector/Example.ts", 'import { make } from "../RedisClient.js"'],
+  ["src/server/recovery/Example.ts", 'import { make } from "../RedisClient.js"'],
+  ["src/server/cluster/Example.ts", 'import { make } from "../RedisClient.js"'],
+  ["src/server/core/Example.ts", 'import { History } from "../recovery/History.js"'],
   ["src/server/main.ts", 'import { layerRedis } from "./cluster/EventBus.js"'],
   ["src/server/Composition.ts", 'import { layerMemory } from "./chat/Presence.js"']
 ]

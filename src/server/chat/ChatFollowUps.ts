@@ -20,17 +20,13 @@
  *   compatibility counters count the legacy and the explicit emits.
  *
  * Follow-up events are announcements: one that cannot be built is counted and logged by the publish
- * path and never fails the command or publish that caused it.
+ * path and never fails the command or publish that caused it. The presence announcements (with the
+ * storm bound) are in `PresenceAnnouncements.ts`, the voice projection's in `VoiceAnnouncements.ts`.
  */
-import { Clock, Effect, Layer, Schedule } from "effect"
+import { Effect, Layer, Schedule } from "effect"
 import type { EventDefinition, PayloadOf } from "../../protocol/EventDefinition.js"
-import { PresenceSync, PresenceUpdate } from "../../protocol/events/presence.js"
-import {
-  VoiceParticipantJoin,
-  VoiceParticipantLeave,
-  VoiceParticipantSync,
-  VoiceStreamUnpublish
-} from "../../protocol/events/voice.js"
+import { PresenceSync } from "../../protocol/events/presence.js"
+import { VoiceParticipantSync } from "../../protocol/events/voice.js"
 import {
   WorkspaceChannelOverrideUpdate,
   WorkspaceChannelPermissionOverrideUpdate,
@@ -38,16 +34,15 @@ import {
   WorkspaceMemberBan,
   WorkspaceMemberRemove
 } from "../../protocol/events/workspace.js"
-import type { GuildId, UserId } from "../../protocol/Ids.js"
-import type { PresenceStatus } from "../../protocol/Shapes.js"
 import { GatewayConfig } from "../Config.js"
 import type { Connection } from "../core/Connection.js"
-import type { PublishError } from "../Errors.js"
 import { GatewayHooks, type Publisher, type GatewayHooksShape } from "../core/Seams.js"
 import { GatewayMetrics, type CompatibilityPath, type RevocationEvent } from "../Metrics.js"
 import { Presence } from "./Presence.js"
+import { makePresenceAnnouncements } from "./PresenceAnnouncements.js"
 import { SubscriptionRegistry } from "../registry/Subscriptions.js"
-import { VoiceParticipants, voiceChange, type VoiceChange, type VoiceRemoval } from "./Voice.js"
+import { VoiceParticipants, voiceChange } from "./Voice.js"
+import { makeVoiceAnnouncements, unixSeconds } from "./VoiceAnnouncements.js"
 
 /** The explicit override events and the compatibility path each is counted under (reference §8.4). */
 const MIGRATION_PATHS: ReadonlyMap<string, CompatibilityPath> = new Map([
@@ -60,107 +55,14 @@ const REVOKING_EVENTS: ReadonlySet<string> = new Set([WorkspaceMemberRemove.type
 /** Both revoking events carry the member and the guild. */
 type Membership = PayloadOf<typeof WorkspaceMemberRemove> | PayloadOf<typeof WorkspaceMemberBan>
 
-const unixSeconds = Effect.map(Clock.currentTimeMillis, (millis) => Math.max(1, Math.floor(millis / 1000)))
-
 export const make = Effect.gen(function* () {
   const config = yield* GatewayConfig
   const metrics = yield* GatewayMetrics
   const registry = yield* SubscriptionRegistry
   const presence = yield* Presence
   const voice = yield* VoiceParticipants
-
-  /** A follow-up event: its failure is already counted and logged by the publish path. */
-  const announce = (published: Effect.Effect<unknown, PublishError>) =>
-    Effect.catchAll(published, (error) =>
-      Effect.logDebug(`gateway.follow_up.not_published: ${error.reason}`)
-    ).pipe(Effect.asVoid)
-
-  /** Reference §4.5: one unpublish per published stream, then the leave, all with one timestamp. */
-  const announceRemovals = (publisher: Publisher, removals: ReadonlyArray<VoiceRemoval>) =>
-    Effect.gen(function* () {
-      if (removals.length === 0) return
-      const at = yield* unixSeconds
-      for (const removal of removals) {
-        const who = {
-          guild_id: removal.guildId,
-          channel_id: removal.channelId,
-          user_id: removal.userId,
-          identity: removal.identity
-        }
-        for (const stream of removal.streams) {
-          yield* announce(
-            publisher.publish(VoiceStreamUnpublish, { ...who, stream, unpublished_at_unix: at })
-          )
-        }
-        yield* announce(publisher.publish(VoiceParticipantLeave, { ...who, left_at_unix: at }))
-      }
-    })
-
-  /**
-   * The storm bound: a guild announces its first `presenceBurst` presence changes of a tick at once;
-   * later ones are held until the tick ends (a held change and its opposite cancel), and then more
-   * than `presenceBurst` held become one guild-wide `presence_sync`, encoded once, instead of one
-   * update each. A guild whose tick held something stays held the next tick too, so its changes keep
-   * their order; it announces at once again after a tick without changes.
-   */
-  interface GuildTick {
-    readonly announced: number
-    readonly held: Map<UserId, PresenceStatus>
-  }
-  const ticks = new Map<GuildId, GuildTick>()
-
-  const announcePresence = (publisher: Publisher, guildId: GuildId, userId: UserId, status: PresenceStatus) =>
-    Effect.suspend(() => {
-      const tick = ticks.get(guildId) ?? { announced: 0, held: new Map<UserId, PresenceStatus>() }
-      if (tick.held.size === 0 && tick.announced < config.presenceBurst) {
-        ticks.set(guildId, { announced: tick.announced + 1, held: tick.held })
-        return announce(publisher.publish(PresenceUpdate, { guild_id: guildId, user_id: userId, status }))
-      }
-      ticks.set(guildId, tick)
-      // A user's changes in a guild alternate: the opposite of a held change undoes it.
-      if (tick.held.has(userId) && tick.held.get(userId) !== status) tick.held.delete(userId)
-      else tick.held.set(userId, status)
-      return Effect.void
-    })
-
-  const announceHeld = (publisher: Publisher, guildId: GuildId, held: ReadonlyMap<UserId, PresenceStatus>) =>
-    Effect.gen(function* () {
-      if (held.size > config.presenceBurst) {
-        const snapshot = yield* presence.snapshot(guildId, undefined, config.presenceSyncMaxUsers)
-        // A truncated snapshot would drop users from every subscriber's set: the updates go instead.
-        if (snapshot.total <= snapshot.userIds.length) {
-          return yield* announce(
-            publisher.publish(PresenceSync, { guild_id: guildId, user_ids: snapshot.userIds })
-          )
-        }
-      }
-      for (const [userId, status] of held) {
-        yield* announce(publisher.publish(PresenceUpdate, { guild_id: guildId, user_id: userId, status }))
-      }
-    })
-
-  /** Ends the tick: a guild without held changes announces at once again; held ones go out now. */
-  const endTick = (publisher: Publisher) =>
-    Effect.suspend(() =>
-      Effect.forEach(
-        Array.from(ticks),
-        ([guildId, tick]) => {
-          if (tick.held.size === 0) {
-            ticks.delete(guildId)
-            return Effect.void
-          }
-          // Changes made while these go out are held for the next tick, after them.
-          ticks.set(guildId, { announced: config.presenceBurst, held: new Map() })
-          return announceHeld(publisher, guildId, tick.held)
-        },
-        { discard: true }
-      )
-    )
-
-  const announceOffline = (publisher: Publisher, guildId: GuildId, userId: UserId) =>
-    Effect.flatMap(presence.leave(guildId, userId), (wentOffline) =>
-      wentOffline ? announcePresence(publisher, guildId, userId, "offline") : Effect.void
-    )
+  const { announceOffline, announcePresence, endTick } = makePresenceAnnouncements(config, presence)
+  const { announceRemovals, applyVoice, sweep } = makeVoiceAnnouncements(metrics, voice)
 
   const sendSnapshot = <E extends EventDefinition>(
     publisher: Publisher,
@@ -211,31 +113,6 @@ export const make = Effect.gen(function* () {
       }
       metrics.compatibilityEvent(path, "explicit_emit")
     })
-
-  /** The projection follows a voice event before it is delivered; a join over the caps is refused. */
-  const applyVoice = (publisher: Publisher, change: VoiceChange) =>
-    Effect.gen(function* () {
-      if (change._tag === "join") {
-        const { channel_id: channelId, guild_id: guildId } = change.payload
-        // The original prunes before every registration (§5.8): the expiries go out first.
-        yield* announceRemovals(publisher, yield* voice.expire({ guildId, channelId }))
-      }
-      yield* voice.apply(change).pipe(
-        Effect.tapError((refused) =>
-          Effect.zipRight(
-            Effect.sync(() => metrics.voicePublishRefused(refused.reason)),
-            Effect.logWarning(`gateway.voice.refused: ${refused.reason}`).pipe(
-              Effect.annotateLogs({ event_type: VoiceParticipantJoin.type, detail: refused.detail })
-            )
-          )
-        )
-      )
-    })
-
-  const sweep = (publisher: Publisher) =>
-    Effect.flatMap(voice.expire(), (removals) => announceRemovals(publisher, removals)).pipe(
-      Effect.catchAllCause((cause) => Effect.logError("gateway.voice_sweep.failed", cause))
-    )
 
   const followUps: GatewayHooksShape = {
     beforeAck: ({ connection, guildId, outcome }, publisher) =>

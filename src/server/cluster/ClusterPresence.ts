@@ -18,28 +18,21 @@
  * (one idempotent script per guild and user), so presence converges within one heartbeat period
  * after Redis serves again.
  *
- * The keys, the scripts and the reaping of one dead node are in `PresenceScripts.ts`.
+ * The keys, the scripts and the reaping of one dead node are in `PresenceScripts.ts`, the node's
+ * copy of its holdings and their write-back in `PresenceCopy.ts`.
  */
 import { randomBytes } from "node:crypto"
-import { Context, Duration, Effect, Layer, Queue, Schedule } from "effect"
+import { Context, Duration, Effect, Layer, Schedule } from "effect"
 import type { Scope } from "effect"
 import { PresenceUpdate } from "../../protocol/events/presence.js"
 import type { GuildId, UserId } from "../../protocol/Ids.js"
 import { GatewayConfig, type RedisEndpoint } from "../Config.js"
 import { GatewayHooks, type Publisher } from "../core/Seams.js"
-import { GatewayMetrics } from "../Metrics.js"
+import type { GatewayMetrics } from "../Metrics.js"
 import { Presence, type PresenceShape } from "../chat/Presence.js"
-import {
-  guildKey,
-  guildsOfNodeKey,
-  holdingsKey,
-  JOIN,
-  LEAVE,
-  NODES,
-  reapNode,
-  REASSERT
-} from "./PresenceScripts.js"
-import * as RedisClient from "./RedisClient.js"
+import { guildKey, guildsOfNodeKey, holdingsKey, JOIN, LEAVE, NODES, reapNode } from "./PresenceScripts.js"
+import * as RedisClient from "../RedisClient.js"
+import { keepHoldings } from "./PresenceCopy.js"
 
 /** Entries per HSCAN round of a snapshot: bounds one round trip, not the snapshot. */
 const SCAN_COUNT = 512
@@ -63,7 +56,6 @@ export const makeRedis = (
 ): Effect.Effect<ClusterPresenceShape, never, Scope.Scope | GatewayMetrics> =>
   Effect.gen(function* () {
     const clock = yield* Effect.clock
-    const metrics = yield* GatewayMetrics
     const node = randomBytes(16).toString("hex")
     // Queued while disconnected (in order), so the counts converge after an outage even when an
     // announcement timed out meanwhile.
@@ -100,73 +92,7 @@ export const makeRedis = (
     })
     const ttlMillis = Duration.toMillis(options.nodeTtl)
 
-    /**
-     * This node's holdings (joins minus leaves) per guild and user: what it writes again when Redis
-     * lost them. Changed in the same synchronous step that sends the script, so the copy and the
-     * commands on the guild's connection are in one order: a re-assertion sent after them restores
-     * exactly the count they leave.
-     */
-    const held = new Map<GuildId, Map<UserId, number>>()
-    const hold = (guildId: GuildId, userId: UserId, delta: 1 | -1) => {
-      let users = held.get(guildId)
-      if (users === undefined) held.set(guildId, (users = new Map()))
-      const count = (users.get(userId) ?? 0) + delta
-      // As the LEAVE script: a holding at or below zero is gone.
-      if (count > 0) users.set(userId, count)
-      else users.delete(userId)
-      if (users.size === 0) held.delete(guildId)
-    }
-
-    /** Registers the node, its guilds and its holdings again. */
-    const reassert = () => {
-      const writes: Array<Promise<unknown>> = [redis.zadd(NODES, clock.unsafeCurrentTimeMillis(), node)]
-      if (held.size > 0) writes.push(redis.sadd(guildsOfNodeKey(node), ...held.keys()))
-      for (const [guildId, users] of held) {
-        for (const [userId, count] of users) {
-          writes.push(redis.eval(REASSERT, 2, holdingsKey(guildId, node), guildKey(guildId), userId, count))
-        }
-      }
-      return Promise.all(writes)
-    }
-
-    const replaced = RedisClient.replacementDetector(redis)
-    let registered = false
-    const serialized = (yield* Effect.makeSemaphore(1)).withPermits(1)
-    /**
-     * Re-asserts this node's holdings when a server was replaced or `registryLost` says Redis lost
-     * them; one check at a time.
-     */
-    const checkLost = (label: string, registryLost: () => Promise<boolean>) =>
-      serialized(call(label, async () => replaced(reassert, await registryLost()), false)).pipe(
-        Effect.flatMap((reasserted) =>
-          reasserted
-            ? Effect.zipRight(
-                Effect.sync(() => metrics.clusterStateReasserted("presence")),
-                Effect.logWarning(`gateway.cluster_presence.reasserted guilds=${held.size}`)
-              )
-            : Effect.void
-        )
-      )
-    const heartbeat = Effect.suspend(() =>
-      checkLost("heartbeat", async () => {
-        const added = await redis.zadd(NODES, clock.unsafeCurrentTimeMillis(), node)
-        // Added anew after the first heartbeat: the registry was lost (or a reaper took this node).
-        const lost = registered && added === 1
-        registered = true
-        return lost
-      })
-    )
-    // A server connected again (restarted, failed over): checked at once rather than at the next beat.
-    const reconnected = yield* Queue.sliding<void>(1)
-    RedisClient.onServerConnected(redis, () => Queue.unsafeOffer(reconnected, undefined))
-    yield* Effect.forkScoped(
-      Effect.forever(
-        Effect.zipRight(
-          Queue.take(reconnected),
-          checkLost("reconnect", () => Promise.resolve(false))
-        )
-      )
-    )
+    const { hold, heartbeat } = yield* keepHoldings(redis, node, call)
     yield* heartbeat
 
     const presence: ClusterPresenceShape = {

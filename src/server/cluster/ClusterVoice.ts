@@ -10,36 +10,31 @@
  * with Redis once per check period: an entry another node changed or removed is refreshed or
  * forgotten) and, when a Redis server was replaced, writes back those Redis no longer has.
  *
- * The keys and the scripts are in `VoiceScripts.ts`, the node's copy and its write-back in
- * `VoiceCopy.ts`.
+ * The keys and the scripts are in `VoiceScripts.ts`, a change's steps over them (the join's
+ * reservation, the untracking after a removal) in `VoiceSteps.ts`, the node's copy and its
+ * write-back in `VoiceCopy.ts`.
  */
 import { Duration, Effect, Layer } from "effect"
 import type { Scope } from "effect"
-import type { ChannelId, GuildId, UserId } from "../../protocol/Ids.js"
+import type { ChannelId, GuildId } from "../../protocol/Ids.js"
 import type { VoiceParticipant } from "../../protocol/Shapes.js"
 import { GatewayConfig, type RedisEndpoint } from "../Config.js"
 import type { GatewayMetrics } from "../Metrics.js"
-import { PublishRefused } from "../Errors.js"
-import * as RedisClient from "./RedisClient.js"
+import * as RedisClient from "../RedisClient.js"
 import { keepWrittenCopy } from "./VoiceCopy.js"
+import { makeSteps, refusal } from "./VoiceSteps.js"
 import {
   channelHashKey,
   CHANNELS,
   EXPIRE,
-  guildPrefix,
-  JOIN,
   LEAVE,
-  removals,
   REMOVE_USER,
-  RESERVE,
-  type ScriptRemovals,
   type StoredEntry,
   STREAM,
   UPDATE,
   userChannelsKey,
   userGuildsKey
 } from "./VoiceScripts.js"
-import { channelKey } from "../registry/Indexes.js"
 import * as Voice from "../chat/Voice.js"
 import {
   VoiceParticipants,
@@ -80,69 +75,7 @@ export const makeRedis = (
 
     const { forget, remember } = yield* keepWrittenCopy(redis, options.checkEvery, call)
 
-    /**
-     * Removes `member` from an index outside the guild's slot unless it still holds something: a
-     * concurrent join re-adds it after its script, so either that join or this re-check keeps it.
-     */
-    const untrack = async (index: string, member: string, heldKey: string) => {
-      await redis.srem(index, member)
-      if ((await redis.exists(heldKey)) === 1) await redis.sadd(index, member)
-    }
-    const untrackChannels = (guildId: GuildId, channels: ReadonlyArray<string>) =>
-      Promise.all(
-        channels.map((channelId) =>
-          untrack(CHANNELS, `${guildId}:${channelId}`, channelHashKey(guildId, channelId))
-        )
-      )
-
-    /** Runs one of the guild's removing scripts, untracks what it emptied, returns its removals. */
-    const removeIn = async (
-      guildId: GuildId,
-      script: string,
-      key: string,
-      ...args: Array<string | number>
-    ) => {
-      const [removed, emptied] = (await redis.eval(
-        script,
-        1,
-        key,
-        guildPrefix(guildId),
-        ...args
-      )) as ScriptRemovals
-      await untrackChannels(guildId, emptied)
-      return removals(guildId, removed)
-    }
-
-    const join = async (guildId: GuildId, channelId: ChannelId, userId: UserId, entry: StoredEntry) => {
-      const entryJson = JSON.stringify(entry)
-      const tracked = await redis.eval(
-        RESERVE,
-        1,
-        CHANNELS,
-        channelKey(guildId, channelId),
-        options.maxChannels
-      )
-      if (tracked !== 1) return "voice_channel_limit"
-      const outcome = await redis.eval(
-        JOIN,
-        1,
-        channelHashKey(guildId, channelId),
-        guildPrefix(guildId),
-        channelId,
-        userId,
-        entryJson,
-        options.maxParticipantsPerChannel
-      )
-      // Indexed again after the script: an untrack racing with this join cannot leave it out.
-      if (outcome === "ok") {
-        remember(guildId, channelId, userId, entryJson)
-        await Promise.all([
-          redis.sadd(CHANNELS, channelKey(guildId, channelId)),
-          redis.sadd(userGuildsKey(userId), guildId)
-        ])
-      }
-      return outcome
-    }
+    const { untrack, removeIn, join } = makeSteps(redis, options, remember)
 
     return {
       apply: (change) => {
@@ -162,21 +95,7 @@ export const makeRedis = (
             ).pipe(
               // Fail closed: a join the cluster cannot record is not delivered.
               Effect.orElseSucceed(() => "voice_channel_limit"),
-              Effect.flatMap((outcome) =>
-                outcome === "ok"
-                  ? Effect.void
-                  : outcome === "voice_participant_limit"
-                    ? new PublishRefused({
-                        reason: "voice_participant_limit",
-                        limit: options.maxParticipantsPerChannel,
-                        detail: `the voice channel has ${options.maxParticipantsPerChannel} participants already`
-                      })
-                    : new PublishRefused({
-                        reason: "voice_channel_limit",
-                        limit: options.maxChannels,
-                        detail: `${options.maxChannels} voice channels are tracked already (or the store is unavailable)`
-                      })
-              )
+              Effect.flatMap((outcome) => refusal(outcome, options))
             )
           }
           case "leave":

@@ -1,6 +1,6 @@
 /**
- * cluster/: what joins nodes into one gateway — the Redis bus (this module), the Redis client, and
- * the Redis-backed presence and voice projection (implementations of chat/'s services).
+ * cluster/: what joins nodes into one gateway — the Redis bus (this module, its codec and its link),
+ * and the Redis-backed presence and voice projection (implementations of chat/'s services).
  *
  * EventBus: how a frame published on one node reaches the connections of the others. The gateway
  * always delivers to its own connections first; the bus only carries the already-built frame with
@@ -18,10 +18,11 @@
  * (the message format and its checks: `BusCodec.ts`).
  * Redis pub/sub is at-most-once: during an outage local delivery goes on, cross-node delivery stops,
  * the node reconnects with backoff, re-subscribes its interest and counts the gap. A topic Redis
- * refuses while connected is retried with backoff, the node unready meanwhile.
+ * refuses while connected is retried with backoff, the node unready meanwhile (the connections'
+ * state and the subscriber's topics: `BusLink.ts`).
  */
 import { randomBytes } from "node:crypto"
-import { Deferred, Duration, Effect, Either, Exit, FiberId, Layer, Option, Queue, Redacted } from "effect"
+import { Duration, Effect, Either, Layer, Option, Queue, Redacted } from "effect"
 import type { Scope } from "effect"
 import { GatewayConfig, type GatewayConfigShape, type RedisEndpoint } from "../Config.js"
 import { BusUnavailable } from "../Errors.js"
@@ -30,7 +31,8 @@ import { textFrame, type Frame } from "../core/Outbound.js"
 import { withInterest, EventBus, type Delivery, type EventBusShape } from "../core/Bus.js"
 import type { Topic, TopicInterest } from "../registry/Interest.js"
 import { decodeMessage, encodeRoute, makeReplayGuard, routeOn, type Stamp } from "./BusCodec.js"
-import * as RedisClient from "./RedisClient.js"
+import * as RedisClient from "../RedisClient.js"
+import * as BusLink from "./BusLink.js"
 
 export interface RedisBusOptions {
   readonly endpoint: RedisEndpoint
@@ -54,33 +56,6 @@ export interface RedisBusOptions {
   readonly slotsRefresh: Duration.Duration
 }
 
-const RECONNECT_BASE_MILLIS = 50
-
-/** Pub/sub command set: sharded on Redis >= 7 (a Redis Cluster spreads topics over shards). */
-interface Dialect {
-  readonly subscribe: "ssubscribe" | "subscribe"
-  readonly unsubscribe: "sunsubscribe" | "unsubscribe"
-  readonly publish: "spublish" | "publish"
-  readonly message: "smessageBuffer" | "messageBuffer"
-}
-const SHARDED: Dialect = {
-  subscribe: "ssubscribe",
-  unsubscribe: "sunsubscribe",
-  publish: "spublish",
-  message: "smessageBuffer"
-}
-const CLASSIC: Dialect = {
-  subscribe: "subscribe",
-  unsubscribe: "unsubscribe",
-  publish: "publish",
-  message: "messageBuffer"
-}
-
-export const redisMajorVersion = (info: string): number => {
-  const match = /^redis_version:(\d+)/m.exec(info)
-  return match === null ? 0 : Number(match[1])
-}
-
 /** A Redis connection that fails commands at once while disconnected (no stale replay later). */
 const connect = (options: RedisBusOptions, name: string, shardedSubscriber: boolean) =>
   RedisClient.make(options.endpoint, {
@@ -90,7 +65,10 @@ const connect = (options: RedisBusOptions, name: string, shardedSubscriber: bool
     maxRetriesPerRequest: 0,
     connectTimeoutMillis: Duration.toMillis(options.timeout),
     reconnectDelay: (attempt) =>
-      Math.min(RECONNECT_BASE_MILLIS * 2 ** Math.min(attempt, 16), Duration.toMillis(options.reconnectMax)),
+      Math.min(
+        BusLink.RECONNECT_BASE_MILLIS * 2 ** Math.min(attempt, 16),
+        Duration.toMillis(options.reconnectMax)
+      ),
     shardedSubscriber,
     ...(shardedSubscriber ? { slotsRefreshMillis: Duration.toMillis(options.slotsRefresh) } : {})
   })
@@ -111,7 +89,6 @@ export const makeRedis = (
     const subscriber = yield* connect(options, `filament-sub-${node}`, true)
     const deliveries = yield* Queue.dropping<Delivery>(options.backlog)
     const maxLagMillis = Duration.toMillis(options.maxLag)
-    const reconnectMaxMillis = Duration.toMillis(options.reconnectMax)
 
     const fail = (error: unknown) =>
       new BusUnavailable({
@@ -124,68 +101,14 @@ export const makeRedis = (
       catch: fail
     }).pipe(Effect.timeoutFail({ duration: options.timeout, onTimeout: () => fail("connect timed out") }))
     const info = yield* Effect.tryPromise({ try: () => publisher.info("server"), catch: fail })
-    const dialect = redisMajorVersion(info) >= 7 ? SHARDED : CLASSIC
+    const dialect = RedisClient.redisMajorVersion(info) >= 7 ? BusLink.SHARDED : BusLink.CLASSIC
 
-    /** Topics this node has local interest in, and those the subscriber connection holds now. */
-    const wanted = new Set<Topic>()
-    const active = new Set<Topic>()
-    const changed = new Set<Topic>()
-    const waiters = new Map<Topic, Deferred.Deferred<void>>()
-    /** Wanted topics whose subscribe failed, with the consecutive failures (retried with backoff). */
-    const failing = new Map<Topic, number>()
-    const reconcile = yield* Queue.sliding<void>(1)
-    let subscriberConnected = true
-    let publisherConnected = true
-    /** After a reconnect, until every wanted topic is subscribed again. */
-    let restoring = false
-    let downSince: number | undefined
-
-    const releaseWaiters = (topic?: Topic) => {
-      for (const [key, waiter] of waiters) {
-        if (topic !== undefined && key !== topic) continue
-        waiters.delete(key)
-        Deferred.unsafeDone(waiter, Exit.void)
-      }
-    }
-
-    const joined = () => subscriberConnected && publisherConnected && !restoring
-
-    /** Counts the gap once the bus is whole again: both connections up, interest restored. */
-    const onChange = () => {
-      if (!joined()) {
-        if (downSince === undefined) downSince = clock.unsafeCurrentTimeMillis()
-      } else if (downSince !== undefined) {
-        metrics.busReconnected((clock.unsafeCurrentTimeMillis() - downSince) / 1000)
-        downSince = undefined
-      }
-    }
-
-    subscriber.on("close", () => {
-      if (!subscriberConnected) return
-      subscriberConnected = false
-      failing.clear() // the reconnect retries every topic
-      // The subscriptions died with the connection: everything wanted is to be subscribed again.
-      active.clear()
-      for (const topic of wanted) changed.add(topic)
-      releaseWaiters()
-      onChange()
-    })
-    subscriber.on("ready", () => {
-      if (subscriberConnected) return
-      subscriberConnected = true
-      restoring = true
-      onChange()
-      Queue.unsafeOffer(reconcile, undefined)
-    })
-    publisher.on("close", () => {
-      if (!publisherConnected) return
-      publisherConnected = false
-      onChange()
-    })
-    publisher.on("ready", () => {
-      if (publisherConnected) return
-      publisherConnected = true
-      onChange()
+    const link = yield* BusLink.make({
+      publisher,
+      subscriber,
+      dialect,
+      timeout: options.timeout,
+      reconnectMaxMillis: Duration.toMillis(options.reconnectMax)
     })
 
     const replayGuard = makeReplayGuard(maxLagMillis, clock.unsafeCurrentTimeMillis())
@@ -213,71 +136,6 @@ export const makeRedis = (
       metrics.busReceived()
     })
 
-    /** Brings the subscriber connection's topics in line with the wanted set (one pass over changes). */
-    const syncSubscriptions = Effect.suspend(() => {
-      if (!subscriberConnected) return Effect.void
-      const add: Array<Topic> = []
-      const remove: Array<Topic> = []
-      for (const topic of changed) {
-        if (wanted.has(topic) && !active.has(topic)) add.push(topic)
-        else if (!wanted.has(topic) && active.has(topic)) remove.push(topic)
-      }
-      changed.clear()
-      // One topic per command: sharded channels of one command must share a hash slot.
-      const run = (command: Dialect["subscribe"] | Dialect["unsubscribe"], topic: Topic) =>
-        Effect.tryPromise(() => subscriber[command](topic)).pipe(
-          Effect.matchEffect({
-            onFailure: (error) => {
-              changed.add(topic) // retried on the next change, reconnect or backoff step
-              if (command !== dialect.subscribe || !subscriberConnected || !wanted.has(topic)) {
-                return Effect.void
-              }
-              // Refused while connected (an ACL, a moving slot): not ready, and the acks waiting
-              // for it are released instead of waiting out the timeout; retried with backoff.
-              const failures = (failing.get(topic) ?? 0) + 1
-              failing.set(topic, failures)
-              metrics.busSubscribeFailed()
-              releaseWaiters(topic)
-              const delay = Math.min(
-                RECONNECT_BASE_MILLIS * 2 ** Math.min(failures - 1, 16),
-                reconnectMaxMillis
-              )
-              return Effect.zipRight(
-                Effect.logWarning(`gateway.bus.subscribe_failed topic=${topic} attempt=${failures}`, error),
-                Effect.forkScoped(Effect.zipRight(Effect.sleep(delay), Queue.offer(reconcile, undefined)))
-              )
-            },
-            onSuccess: () =>
-              Effect.sync(() => {
-                if (command === dialect.subscribe) {
-                  active.add(topic)
-                  failing.delete(topic)
-                  releaseWaiters(topic)
-                } else active.delete(topic)
-              })
-          })
-        )
-      return Effect.all(
-        [
-          ...add.map((topic) => run(dialect.subscribe, topic)),
-          ...remove.map((topic) => run(dialect.unsubscribe, topic))
-        ],
-        { concurrency: "unbounded", discard: true }
-      ).pipe(
-        Effect.zipRight(
-          Effect.sync(() => {
-            if (!restoring || !subscriberConnected) return
-            // A failed command (the connection dropped meanwhile) left its topic in `changed`: the
-            // next reconnect retries it, and health waits for that.
-            if (changed.size > 0) return
-            restoring = false
-            onChange()
-          })
-        )
-      )
-    })
-    yield* Effect.forkScoped(Effect.forever(Effect.zipRight(Queue.take(reconcile), syncSubscriptions)))
-
     const send = (topic: Topic, message: Buffer) => {
       publisher[dialect.publish](topic, message).then(
         () => metrics.busPublished(),
@@ -299,36 +157,16 @@ export const makeRedis = (
           type: frame.eventType,
           ...(trace === undefined ? {} : { trace })
         }
-        if (!publisherConnected) {
+        if (!link.publisherConnected()) {
           metrics.busDropped("unavailable")
           return
         }
         encodeRoute(secret, stamp, route, envelope, send)
       },
       deliveries,
-      setInterest: (topic, interested) => {
-        if (interested) wanted.add(topic)
-        else {
-          wanted.delete(topic)
-          failing.delete(topic)
-          releaseWaiters(topic)
-        }
-        changed.add(topic)
-        Queue.unsafeOffer(reconcile, undefined)
-      },
-      awaitActive: (topic) =>
-        Effect.suspend(() => {
-          if (!subscriberConnected || !wanted.has(topic) || active.has(topic) || failing.has(topic)) {
-            return Effect.void
-          }
-          let waiter = waiters.get(topic)
-          if (waiter === undefined) {
-            waiter = Deferred.unsafeMake<void>(FiberId.none)
-            waiters.set(topic, waiter)
-          }
-          return Deferred.await(waiter).pipe(Effect.timeout(options.timeout), Effect.ignore)
-        }),
-      healthy: () => joined() && failing.size === 0
+      setInterest: link.setInterest,
+      awaitActive: link.awaitActive,
+      healthy: link.healthy
     }
     return bus
   })

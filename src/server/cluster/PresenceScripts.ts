@@ -10,7 +10,7 @@
  * and `filament:nodes` (sorted set node -> last heartbeat).
  */
 import type { GuildId, UserId } from "../../protocol/Ids.js"
-import type * as RedisClient from "./RedisClient.js"
+import type * as RedisClient from "../RedisClient.js"
 
 export const NODES = "filament:nodes"
 export const guildKey = (guildId: string) => `filament:{g:${guildId}}:presence`

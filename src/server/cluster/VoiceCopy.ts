@@ -10,7 +10,7 @@ import type { ChannelId, GuildId, UserId } from "../../protocol/Ids.js"
 import type { VoiceRemoval } from "../chat/Voice.js"
 import { GatewayMetrics } from "../Metrics.js"
 import { channelKey } from "../registry/Indexes.js"
-import * as RedisClient from "./RedisClient.js"
+import * as RedisClient from "../RedisClient.js"
 import { CHANNELS, channelHashKey, guildPrefix, REASSERT, userGuildsKey } from "./VoiceScripts.js"
 
 /** One entry this node wrote last, as Redis holds it. */

@@ -11,6 +11,9 @@ import { Manifest } from "../../protocol/Manifest.js"
 import { jsonResponse as json } from "../edge/Publish.js"
 import type * as Tail from "./Tail.js"
 
+/** Login and action bodies are tiny (the publish console's has the publish API's cap). */
+export const SMALL_BODY_BYTES = 4096
+
 export const decodeUser = Schema.decodeUnknownEither(ingress(UserId))
 const decodeGuild = Schema.decodeUnknownEither(ingress(GuildId))
 const decodeChannel = Schema.decodeUnknownEither(ingress(ChannelId))

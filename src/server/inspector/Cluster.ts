@@ -12,7 +12,7 @@
  */
 import { Duration, Effect, Option, Schedule } from "effect"
 import { GatewayConfig } from "../Config.js"
-import * as RedisClient from "../cluster/RedisClient.js"
+import * as RedisClient from "../RedisClient.js"
 import type { Overview, Totals } from "./Overview.js"
 
 const NODES_KEY = "{filament:inspector}:nodes"

@@ -1,71 +1,37 @@
 /**
  * The inspector: a page served by the gateway itself (`/admin`) to see and steer a running node —
- * overview, explore, live tail, publish console. This folder owns it whole: the admin API routes and
- * their guard (this module), what a request may carry (`AdminRequests`), who may use them
- * (`Session`), the overview sampler (`Overview`), the registry queries (`Explore`), the cluster view
- * (`Cluster`), the live tail hub (`Tail`) and the page (`Assets`, built from `page/`). It is off unless `GATEWAY_ADMIN_KEY` is set, and reaches the
- * rest of the gateway only through `Gateway`, `SubscriptionRegistry`, `GatewayMetrics` and
- * `GatewayConfig` (and, for the cluster view, the gateway's Redis client module).
- *
- * Every response carries a strict Content-Security-Policy (no inline script, nothing from another
- * origin); every call is rate-limited per client address and counted
- * (`filament_gateway_admin_requests_total{outcome}`); everything but the page's static assets and
- * the login needs a session cookie or the key as a Bearer token.
+ * overview, explore, live tail, publish console. This folder owns it whole: the admin API routes
+ * (this module), who gets an answer (`Guard`: rate limit, authentication, outcome count, security
+ * headers), what a request may carry (`AdminRequests`), who may use them (`Session`), the actions on
+ * one connection (`Actions`), the overview sampler (`Overview`), the registry queries (`Explore`),
+ * the cluster view (`Cluster`), the live tail hub (`Tail`) and the page (`Assets`, built from
+ * `page/`). It is off unless `GATEWAY_ADMIN_KEY` is set, and reaches the rest of the gateway only
+ * through `Gateway`, `SubscriptionRegistry`, `GatewayMetrics` and `GatewayConfig` (and, for the
+ * cluster view, the root's `RedisClient`).
  */
-import { HttpRouter, HttpServerRequest, HttpServerResponse } from "@effect/platform"
-import { NodeHttpServerRequest } from "@effect/platform-node"
-import { Duration, Effect, Either, Layer, Option, ParseResult, Schedule, Stream } from "effect"
+import { HttpRouter, HttpServerRequest } from "@effect/platform"
+import { Duration, Effect, Either, Layer, Option } from "effect"
 import { toJsonManifest } from "../../protocol/Manifest.js"
 import { GatewayConfig } from "../Config.js"
 import { Gateway } from "../core/Gateway.js"
 import { AdminRoutes } from "../edge/Http.js"
 import { decodePublishRequest, jsonResponse as json, publishResponse } from "../edge/Publish.js"
 import * as HttpLimits from "../edge/HttpLimits.js"
-import { GatewayMetrics, type AdminRequestOutcome } from "../Metrics.js"
-import { channelKey } from "../registry/Indexes.js"
+import { GatewayMetrics } from "../Metrics.js"
 import { SubscriptionRegistry } from "../registry/Subscriptions.js"
-import {
-  decodeLogin,
-  decodeTarget,
-  decodeUser,
-  fieldErrors,
-  readJson,
-  refused,
-  tailFilter
-} from "./AdminRequests.js"
+import { decodeUser, fieldErrors, readJson, refused, tailFilter } from "./AdminRequests.js"
+import * as Actions from "./Actions.js"
 import * as Assets from "./Assets.js"
 import * as Cluster from "./Cluster.js"
 import * as Explore from "./Explore.js"
+import * as Guard from "./Guard.js"
 import * as Overview from "./Overview.js"
 import * as Session from "./Session.js"
 import * as Tail from "./Tail.js"
 
 export const ADMIN_PATH = "/admin"
 
-/** Sent with every inspector response: only this origin's own script, style and API. */
-export const CONTENT_SECURITY_POLICY = [
-  "default-src 'none'",
-  "script-src 'self'",
-  "style-src 'self'",
-  "connect-src 'self'",
-  "img-src 'self'",
-  "base-uri 'none'",
-  "form-action 'none'",
-  "frame-ancestors 'none'"
-].join("; ")
-
-const SECURITY_HEADERS = {
-  "content-security-policy": CONTENT_SECURITY_POLICY,
-  "x-content-type-options": "nosniff",
-  "x-frame-options": "DENY",
-  "referrer-policy": "no-referrer",
-  "cache-control": "no-store"
-}
-
-/** Login and action bodies are tiny; the publish console's body has the publish API's cap. */
-const SMALL_BODY_BYTES = 4096
 const TOP_LIMIT_MAX = 100
-const TAIL_KEEPALIVE = Duration.seconds(15)
 
 /** The events the publish console offers: the manifest's, minus connection-scoped ones. */
 const PUBLISHABLE = toJsonManifest().events.filter((event) => event.scope !== "connection")
@@ -113,68 +79,8 @@ export const make = Effect.gen(function* () {
     onActivity: refreshTap
   })
   yield* Effect.addFinalizer(() => Effect.sync(() => gateway.setPublishTap(undefined)))
-
-  /**
-   * Rate limit, then authentication (unless `open`), then the handler; counted by outcome, and the
-   * security headers on whatever is answered.
-   */
-  const guarded = <R>(
-    handler: Effect.Effect<HttpServerResponse.HttpServerResponse, never, R>,
-    access: "session" | "open" = "session"
-  ) =>
-    Effect.gen(function* () {
-      const request = yield* HttpServerRequest.HttpServerRequest
-      const address = clientIp(NodeHttpServerRequest.toIncomingMessage(request))
-      let outcome: AdminRequestOutcome
-      let response: HttpServerResponse.HttpServerResponse
-      if (!sessions.admit(address)) {
-        outcome = "rate_limited"
-        metrics.rateLimitHit("admin")
-        response = json(429, { error: "rate_limited" })
-      } else if (
-        access === "session" &&
-        !sessions.authenticated(request.headers["cookie"], request.headers["authorization"])
-      ) {
-        outcome = "unauthorized"
-        response = json(401, { error: "invalid_credentials" })
-      } else {
-        response = yield* handler
-        const status = response.status
-        outcome =
-          status < 400
-            ? "ok"
-            : status === 401
-              ? "unauthorized"
-              : status === 404
-                ? "not_found"
-                : status === 429
-                  ? "too_many_viewers"
-                  : status >= 500
-                    ? "error"
-                    : "invalid"
-      }
-      metrics.adminRequest(outcome)
-      return HttpServerResponse.setHeaders(response, SECURITY_HEADERS)
-    })
-
-  const login = Effect.gen(function* () {
-    const body = yield* readJson(SMALL_BODY_BYTES)
-    const presented = decodeLogin(body)
-    if (Either.isLeft(presented) || !sessions.keyMatches(presented.right.key)) {
-      metrics.authFailure("unauthorized")
-      return json(401, { error: "invalid_credentials" })
-    }
-    const { cookie } = sessions.open()
-    return HttpServerResponse.setHeader(json(200, { status: "signed_in" }), "set-cookie", cookie)
-  }).pipe(Effect.catchAll(refused))
-
-  const logout = Effect.map(HttpServerRequest.HttpServerRequest, (request) =>
-    HttpServerResponse.setHeader(
-      json(200, { status: "signed_out" }),
-      "set-cookie",
-      sessions.close(sessions.sessionToken(request.headers["cookie"]))
-    )
-  )
+  const { guarded, login, logout } = Guard.make({ sessions, clientIp, metrics })
+  const { closeRoute, dropRoute } = Actions.make(gateway, registry)
 
   const overviewRoute = Effect.gen(function* () {
     const request = yield* HttpServerRequest.HttpServerRequest
@@ -204,47 +110,6 @@ export const make = Effect.gen(function* () {
     return json(200, { user_id: user.right, node: overview.node, connections })
   })
 
-  /** The connection named by the `:connectionId` path parameter, with the registry state it was found in. */
-  const targetConnection = Effect.gen(function* () {
-    const params = yield* HttpRouter.params
-    const id = Number(params["connectionId"])
-    const state = yield* registry.state
-    const connection = Number.isSafeInteger(id) ? Explore.connectionById(state, id) : undefined
-    return { connection, state }
-  })
-
-  const closeRoute = Effect.gen(function* () {
-    const { connection } = yield* targetConnection
-    if (connection === undefined || !connection.isOpen) return json(404, { error: "not_found" })
-    connection.close("closed_by_admin")
-    yield* Effect.logInfo("gateway.admin.connection_closed").pipe(
-      Effect.annotateLogs({ user_id: connection.userId, connection_id: connection.id })
-    )
-    return json(200, { closed: connection.id, code: 4014, reason: "closed_by_admin" })
-  })
-
-  const dropRoute = Effect.gen(function* () {
-    const body = yield* readJson(SMALL_BODY_BYTES)
-    const target = decodeTarget(body)
-    if (Either.isLeft(target))
-      return json(400, {
-        error: "invalid_body",
-        detail: ParseResult.TreeFormatter.formatErrorSync(target.left)
-      })
-    const { channel_id, guild_id } = target.right
-    const { connection, state } = yield* targetConnection
-    const entry = connection === undefined ? undefined : Explore.subscriptionsOf(state, connection)
-    if (connection === undefined || entry === undefined || !entry.has(channelKey(guild_id, channel_id)))
-      return json(404, { error: "not_subscribed" })
-    // The connection's own unsubscribe, in order with its commands: follow-ups run and it gets the ack.
-    if (!gateway.runCommand(connection, { _tag: "unsubscribe", guild_id, channel_id }))
-      return json(409, { error: "connection_busy" })
-    yield* Effect.logInfo("gateway.admin.subscription_dropped").pipe(
-      Effect.annotateLogs({ user_id: connection.userId, connection_id: connection.id, guild_id, channel_id })
-    )
-    return json(202, { connection: connection.id, guild_id, channel_id })
-  }).pipe(Effect.catchAll(refused))
-
   const publishRoute = Effect.gen(function* () {
     const body = yield* readJson(config.maxPublishBodyBytes)
     const decoded = decodePublishRequest(body, config.maxPublishUsers)
@@ -260,25 +125,7 @@ export const make = Effect.gen(function* () {
     if (filter === undefined) return json(400, { error: "invalid_filter" })
     // Checked again when the stream starts; this answers the common case with a status.
     if (hub.viewers() >= config.adminMaxTailViewers) return json(429, { error: "too_many_viewers" })
-    const sse = (event: string, data: unknown) => `event: ${event}\ndata: ${JSON.stringify(data)}\n\n`
-    const events = Stream.unwrapScoped(
-      Effect.map(hub.open(filter), (viewer) =>
-        viewer === undefined
-          ? Stream.make(sse("error", { error: "too_many_viewers" }))
-          : Stream.concat(
-              Stream.make(sse("ready", { filter, node: overview.node })),
-              Stream.repeatEffect(Effect.map(viewer.take, (event) => sse("tail", event)))
-            ).pipe(
-              Stream.merge(
-                Stream.fromSchedule(Schedule.spaced(TAIL_KEEPALIVE)).pipe(Stream.as(": keepalive\n\n"))
-              )
-            )
-      )
-    )
-    return HttpServerResponse.stream(Stream.encodeText(events), {
-      contentType: "text/event-stream",
-      headers: { "x-accel-buffering": "no" }
-    })
+    return Tail.eventStream(hub, filter, overview.node)
   })
 
   const manifestRoute = Effect.succeed(json(200, { events: PUBLISHABLE }))

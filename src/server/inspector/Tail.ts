@@ -6,7 +6,8 @@
  * dropping: a slow tab loses its own events and never holds up a fanout). Decoding and checking the
  * payload against the manifest happen later, on the viewer's own stream.
  */
-import { Effect, Either, HashMap, Option, ParseResult, Queue } from "effect"
+import { HttpServerResponse } from "@effect/platform"
+import { Duration, Effect, Either, HashMap, Option, ParseResult, Queue, Schedule, Stream } from "effect"
 import type { Scope } from "effect"
 import { decodePayload, type EventDefinition } from "../../protocol/EventDefinition.js"
 import { Manifest } from "../../protocol/Manifest.js"
@@ -192,4 +193,33 @@ export const make = (options: TailOptions): TailHub => {
       }
     }
   }
+}
+
+const TAIL_KEEPALIVE = Duration.seconds(15)
+
+/**
+ * A viewer's tail as server-sent events: `ready` with the filter, then a `tail` event per sampled
+ * event (a comment every 15 s keeps proxies from closing it), or one `error` when the viewers are
+ * at their cap by the time the stream starts. The viewer's queue ends with the response.
+ */
+export const eventStream = (hub: TailHub, filter: TailFilter, node: string) => {
+  const sse = (event: string, data: unknown) => `event: ${event}\ndata: ${JSON.stringify(data)}\n\n`
+  const events = Stream.unwrapScoped(
+    Effect.map(hub.open(filter), (viewer) =>
+      viewer === undefined
+        ? Stream.make(sse("error", { error: "too_many_viewers" }))
+        : Stream.concat(
+            Stream.make(sse("ready", { filter, node })),
+            Stream.repeatEffect(Effect.map(viewer.take, (event) => sse("tail", event)))
+          ).pipe(
+            Stream.merge(
+              Stream.fromSchedule(Schedule.spaced(TAIL_KEEPALIVE)).pipe(Stream.as(": keepalive\n\n"))
+            )
+          )
+    )
+  )
+  return HttpServerResponse.stream(Stream.encodeText(events), {
+    contentType: "text/event-stream",
+    headers: { "x-accel-buffering": "no" }
+  })
 }

@@ -35,8 +35,7 @@ import { Duration, Effect, Layer, Option } from "effect"
 import type { Scope } from "effect"
 import { GatewayConfig, type RedisEndpoint } from "../Config.js"
 import { GatewayMetrics, type HistoryScope } from "../Metrics.js"
-import { redisMajorVersion } from "../cluster/EventBus.js"
-import * as RedisClient from "../cluster/RedisClient.js"
+import * as RedisClient from "../RedisClient.js"
 import {
   entryBytes,
   Fifo,
@@ -189,7 +188,7 @@ export const makeRedis = (
     })
     yield* within(() => RedisClient.connect(redis))
     const publishCommand =
-      redisMajorVersion(yield* within(() => redis.info("server"))) >= 7 ? "SPUBLISH" : "PUBLISH"
+      RedisClient.redisMajorVersion(yield* within(() => redis.info("server"))) >= 7 ? "SPUBLISH" : "PUBLISH"
     // EVALSHA, and EVAL when the server does not know the script (a restarted Redis).
     redis.defineCommand("historyAppend", { numberOfKeys: 3, lua: APPEND })
     redis.defineCommand("historyRead", { numberOfKeys: 2, lua: READ })

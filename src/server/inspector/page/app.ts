@@ -457,6 +457,71 @@ const ranked = (title: string, rows: ReadonlyArray<Ranked>, testid: string) =>
         )
   )
 
+/** One connection of a looked-up user, with its actions: drop a subscription, close it. */
+const connectionRow = (
+  connection: ConnectionView,
+  act: (path: string, body: unknown, done: string) => unknown
+) =>
+  h(
+    "tr",
+    { "data-connection": connection.id },
+    h("td", {}, connection.id),
+    h("td", {}, connection.node),
+    h("td", { class: "num" }, `${connection.ageSeconds} s`),
+    h(
+      "td",
+      {},
+      connection.subscriptions.length === 0
+        ? h("span", { class: "muted" }, "none")
+        : h(
+            "ul",
+            { class: "subs" },
+            connection.subscriptions.map((sub) =>
+              h(
+                "li",
+                {},
+                h("code", {}, `${sub.guild_id} / ${sub.channel_id}`),
+                " ",
+                h(
+                  "button",
+                  {
+                    type: "button",
+                    class: "small",
+                    "data-action": "drop",
+                    onclick: () =>
+                      void act(
+                        `connections/${connection.id}/unsubscribe`,
+                        sub,
+                        `dropped ${sub.channel_id} from connection ${connection.id}`
+                      )
+                  },
+                  "drop"
+                )
+              )
+            )
+          )
+    ),
+    h("td", { class: "num" }, connection.outboxDepth),
+    h("td", { class: "num" }, connection.bufferedBytes),
+    h(
+      "td",
+      {},
+      h(
+        "button",
+        {
+          type: "button",
+          class: "danger",
+          "data-action": "close",
+          onclick: () => {
+            if (confirm(`Close connection ${connection.id} (4014 closed_by_admin)?`))
+              void act(`connections/${connection.id}/close`, {}, `closed connection ${connection.id} (4014)`)
+          }
+        },
+        "close"
+      )
+    )
+  )
+
 const renderExplore = (content: HTMLElement) => {
   const top = h("div", { class: "panels" })
   const userId = h("input", {
@@ -513,71 +578,7 @@ const renderExplore = (content: HTMLElement) => {
               h(
                 "tbody",
                 {},
-                connections.map((connection) =>
-                  h(
-                    "tr",
-                    { "data-connection": connection.id },
-                    h("td", {}, connection.id),
-                    h("td", {}, connection.node),
-                    h("td", { class: "num" }, `${connection.ageSeconds} s`),
-                    h(
-                      "td",
-                      {},
-                      connection.subscriptions.length === 0
-                        ? h("span", { class: "muted" }, "none")
-                        : h(
-                            "ul",
-                            { class: "subs" },
-                            connection.subscriptions.map((sub) =>
-                              h(
-                                "li",
-                                {},
-                                h("code", {}, `${sub.guild_id} / ${sub.channel_id}`),
-                                " ",
-                                h(
-                                  "button",
-                                  {
-                                    type: "button",
-                                    class: "small",
-                                    "data-action": "drop",
-                                    onclick: () =>
-                                      void act(
-                                        `connections/${connection.id}/unsubscribe`,
-                                        sub,
-                                        `dropped ${sub.channel_id} from connection ${connection.id}`
-                                      )
-                                  },
-                                  "drop"
-                                )
-                              )
-                            )
-                          )
-                    ),
-                    h("td", { class: "num" }, connection.outboxDepth),
-                    h("td", { class: "num" }, connection.bufferedBytes),
-                    h(
-                      "td",
-                      {},
-                      h(
-                        "button",
-                        {
-                          type: "button",
-                          class: "danger",
-                          "data-action": "close",
-                          onclick: () => {
-                            if (confirm(`Close connection ${connection.id} (4014 closed_by_admin)?`))
-                              void act(
-                                `connections/${connection.id}/close`,
-                                {},
-                                `closed connection ${connection.id} (4014)`
-                              )
-                          }
-                        },
-                        "close"
-                      )
-                    )
-                  )
-                )
+                connections.map((connection) => connectionRow(connection, act))
               )
             )
           )

@@ -1,15 +1,23 @@
 /**
  * The gateway's Redis clients, for one Redis or a Redis Cluster (`GATEWAY_REDIS_CLUSTER`): the bus,
- * cluster presence and the voice projection all connect here, so both modes behave alike. A Cluster
- * client routes each command (and each script, by its first key) to the shard owning the key's hash
- * slot; with `shardedSubscriber`, `SSUBSCRIBE` goes to the shard owning the channel.
+ * cluster presence, the voice projection, the event history and the inspector's cluster view all
+ * connect here, so both modes behave alike. At the root because cluster/, recovery/ and inspector/
+ * all use it. A Cluster client routes each command (and each script, by its first key) to the shard
+ * owning the key's hash slot; with `shardedSubscriber`, `SSUBSCRIBE` goes to the shard owning the
+ * channel.
  */
 import { Effect, Redacted } from "effect"
 import type { Scope } from "effect"
 import { Cluster, Redis, type RedisOptions } from "ioredis"
-import type { RedisEndpoint } from "../Config.js"
+import type { RedisEndpoint } from "./Config.js"
 
 export type RedisClient = Redis | Cluster
+
+/** The major version in an `INFO server` reply (0 when absent): 7 brought sharded pub/sub. */
+export const redisMajorVersion = (info: string): number => {
+  const match = /^redis_version:(\d+)/m.exec(info)
+  return match === null ? 0 : Number(match[1])
+}
 
 export interface RedisClientOptions {
   readonly connectionName: string
