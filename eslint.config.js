@@ -21,6 +21,13 @@ const composing = (...names) => ({
   message: "Composition, main, Workers and index import everything: nothing below them imports them."
 })
 const composition = composing("Composition", "main", "index", "Workers")
+// recovery/: the History tag and the in-memory store (History.ts) sit beside the registry, under the
+// core that appends to it; the Redis store (RedisHistory.ts) is cluster code, picked by the root.
+const redisHistory = {
+  group: ["**/recovery/RedisHistory.js"],
+  message:
+    "src/server's folder order: recovery/RedisHistory.ts is cluster code; only the composition root picks it."
+}
 const serverRule = (...patterns) => ["error", { paths: [noEffectSchemaPackage], patterns: [...patterns] }]
 const serverFolders = [
   {
@@ -32,12 +39,26 @@ const serverFolders = [
       "src/server/Workers.ts",
       "src/server/index.ts"
     ],
-    patterns: ["core", "registry", "chat", "cluster", "edge", "inspector"].map(folder).concat(composition)
+    patterns: ["core", "registry", "recovery", "chat", "cluster", "edge", "inspector"]
+      .map(folder)
+      .concat(composition)
+  },
+  {
+    files: ["src/server/recovery/History.ts"],
+    patterns: [
+      ...["core", "registry", "chat", "cluster", "edge", "inspector"].map(folder),
+      redisHistory,
+      composition
+    ]
+  },
+  {
+    files: ["src/server/recovery/RedisHistory.ts"],
+    patterns: [...["core", "registry", "chat", "edge", "inspector"].map(folder), composition]
   },
   {
     files: ["src/server/registry/**/*.ts"],
     patterns: [
-      ...["chat", "cluster", "edge", "inspector"].map(folder),
+      ...["recovery", "chat", "cluster", "edge", "inspector"].map(folder),
       { ...folder("core"), group: ["**/core/*", "!**/core/Connection.js"] },
       // The registry indexes the core's connections: it names their type, never their code.
       { ...folder("core"), group: ["**/core/Connection.js"], allowTypeImports: true },
@@ -46,11 +67,11 @@ const serverFolders = [
   },
   {
     files: ["src/server/core/**/*.ts"],
-    patterns: [...["chat", "cluster", "edge", "inspector"].map(folder), composition]
+    patterns: [...["chat", "cluster", "edge", "inspector"].map(folder), redisHistory, composition]
   },
   {
     files: ["src/server/chat/**/*.ts"],
-    patterns: [...["cluster", "edge", "inspector"].map(folder), composition]
+    patterns: [...["cluster", "edge", "inspector"].map(folder), redisHistory, composition]
   },
   {
     // The cluster implements chat's services (Presence, VoiceParticipants) over Redis: it may import chat/.
@@ -60,7 +81,11 @@ const serverFolders = [
   {
     // The routes report the worker group's readiness and metrics (`Workers`).
     files: ["src/server/edge/**/*.ts"],
-    patterns: [...["chat", "cluster", "inspector"].map(folder), composing("Composition", "main", "index")]
+    patterns: [
+      ...["chat", "cluster", "inspector"].map(folder),
+      redisHistory,
+      composing("Composition", "main", "index")
+    ]
   },
   {
     // The cluster view reads the nodes' heartbeats over a Redis connection of its own.
@@ -68,6 +93,7 @@ const serverFolders = [
     patterns: [
       folder("chat"),
       { ...folder("cluster"), group: ["**/cluster/*", "!**/cluster/RedisClient.js"] },
+      redisHistory,
       composition
     ]
   }
