@@ -301,6 +301,97 @@ describe("missed-event recovery, one node", () => {
       })
   )
 
+  it.scoped(
+    "a fresh subscribe with publishes inside its seam: they arrive, then the recovery event naming them",
+    () =>
+      Effect.gen(function* () {
+        const seam: Array<Effect.Effect<void>> = []
+        const hooks: Seams.GatewayHooksShape = {
+          ...Seams.none,
+          afterAck: () => Effect.all(seam.splice(0), { discard: true })
+        }
+        const harness = yield* startGateway({}, Layer.succeed(Seams.GatewayHooks, hooks))
+        const [user, guild, channel] = [newId(), newId(), newId()]
+        const client = yield* connectOptedIn(harness, user, { [guild]: "*" })
+        yield* untilRecovery(client)
+        const publish = (n: number) =>
+          Effect.orDie(
+            harness.gateway.publish(MessageDelete, typed(MessageDelete, channelEvent(guild, channel, n).d))
+          ).pipe(Effect.asVoid)
+        seam.push(publish(1), publish(2))
+        yield* subscribeSince(client, guild, channel)
+        const { before, recovery } = yield* untilRecovery(client)
+        expect(before.map((frame) => posOf(frame).offset)).toEqual([1, 2])
+        expect(streamsOf(recovery)[0]).toEqual({
+          stream: `channel:${guild}:${channel}`,
+          epoch: posOf(before[0]!).epoch,
+          offset: 2
+        })
+      })
+  )
+
+  it.scoped(
+    "live frames held during a replay are bounded: one over GATEWAY_OUTBOUND_QUEUE closes 1008 slow_consumer",
+    () =>
+      Effect.gen(function* () {
+        const seam: Array<Effect.Effect<void>> = []
+        const hooks: Seams.GatewayHooksShape = {
+          ...Seams.none,
+          afterAck: () => Effect.all(seam.splice(0), { discard: true })
+        }
+        const harness = yield* startGateway({ outboundQueue: 3 }, Layer.succeed(Seams.GatewayHooks, hooks))
+        const [user, guild, channel] = [newId(), newId(), newId()]
+        const client = yield* connectOptedIn(harness, user, { [guild]: "*" })
+        yield* untilRecovery(client)
+        const publish = (n: number) =>
+          Effect.orDie(
+            harness.gateway.publish(MessageDelete, typed(MessageDelete, channelEvent(guild, channel, n).d))
+          ).pipe(Effect.asVoid)
+        const evictedBefore = yield* harness.metric("filament_ws_disconnects_total", {
+          reason: "slow_consumer"
+        })
+        seam.push(publish(1), publish(2), publish(3), publish(4))
+        yield* subscribeSince(client, guild, channel)
+        expect(yield* client.waitClosed()).toEqual({ code: 1008, reason: "slow_consumer" })
+        expect(yield* harness.metric("filament_ws_disconnects_total", { reason: "slow_consumer" })).toBe(
+          evictedBefore + 1
+        )
+      })
+  )
+
+  it.scoped(
+    "more missed than GATEWAY_RECOVERY_MAX_REPLAY: too_many_events; an offset past the head: position_ahead",
+    () =>
+      Effect.gen(function* () {
+        const harness = yield* startGateway({ recoveryMaxReplay: 2 })
+        const [user, guild, channel] = [newId(), newId(), newId()]
+        const first = yield* connectOptedIn(harness, user, { [guild]: "*" })
+        yield* untilRecovery(first)
+        yield* subscribeSince(first, guild, channel)
+        const start = streamsOf((yield* untilRecovery(first)).recovery)
+        first.socket.terminate()
+        yield* first.waitClosed()
+        yield* publishAll(
+          harness,
+          [1, 2, 3].map((n) => channelEvent(guild, channel, n))
+        )
+        const second = yield* connectOptedIn(harness, user, { [guild]: "*" })
+        yield* untilRecovery(second)
+        yield* subscribeSince(second, guild, channel, {
+          channel: { stream: "", epoch: start[0]!["epoch"] as string, offset: 0 },
+          guild: { stream: "", epoch: start[1]!["epoch"] as string, offset: 5 }
+        })
+        const { before, recovery } = yield* untilRecovery(second)
+        expect(before).toEqual([])
+        expect(
+          streamsOf(recovery).map((entry) => [entry["offset"], entry["recovered"], entry["reason"]])
+        ).toEqual([
+          [3, false, "too_many_events"],
+          [0, false, "position_ahead"]
+        ])
+      })
+  )
+
   it.scoped("the user stream: replayed after ready from user_since, then its recovery event", () =>
     Effect.gen(function* () {
       const harness = yield* startGateway()

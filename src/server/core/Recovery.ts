@@ -76,6 +76,16 @@ export class ConnectionRecovery {
     if (!held.has(stream)) held.set(stream, [])
   }
 
+  /** Sends the held frames of `stream` up to `head` (in order); the later ones stay held. */
+  sendUpTo(connection: Connection, stream: string, head: number): void {
+    const frames = this.held?.get(stream)
+    if (frames === undefined || frames.length === 0 || frames[0]!.offset > head) return
+    const later = frames.filter(({ offset }) => offset > head)
+    this.heldFrames -= frames.length - later.length
+    this.held!.set(stream, later)
+    for (const { frame, offset } of frames) if (offset <= head) connection.deliver(frame)
+  }
+
   /** Ends the hold of `stream`: the held frames after `after` go out in order, the others are dropped. */
   release(connection: Connection, stream: string, after: number): void {
     const frames = this.held?.get(stream)
@@ -91,8 +101,14 @@ interface StreamAnswer {
   readonly stream: StreamName
   readonly entry: StreamRecovery
   readonly replay: ReadonlyArray<Entry>
-  /** Held frames at or below this offset are already replayed (or not wanted). */
+  /** The stream's head when it was read. */
   readonly head: number
+  /**
+   * What the held live frames up to `head` are: `replayed` (or not wanted: not recovered) — dropped;
+   * `live` (no position given, or the stream live already) — never sent yet, so they go out before
+   * the `recovery` event that states `head`.
+   */
+  readonly heldUpToHead: "replayed" | "live"
 }
 
 export interface RecoveryOptions {
@@ -117,7 +133,8 @@ export const make = (options: RecoveryOptions) => {
       stream,
       entry: { ...positionEntry(stream, position), recovered: false, reason },
       replay: [],
-      head: position.offset
+      head: position.offset,
+      heldUpToHead: "replayed"
     }
   }
 
@@ -134,7 +151,8 @@ export const make = (options: RecoveryOptions) => {
             stream,
             entry: positionEntry(stream, position),
             replay: [],
-            head: position.offset
+            head: position.offset,
+            heldUpToHead: "live"
           })
         })
       : Effect.match(history.readAfter(stream, since, maxReplay), {
@@ -149,7 +167,8 @@ export const make = (options: RecoveryOptions) => {
               stream,
               entry: { ...positionEntry(stream, position), recovered: true, replayed: replay.entries.length },
               replay: replay.entries,
-              head: position.offset
+              head: position.offset,
+              heldUpToHead: "replayed"
             }
           }
         })
@@ -178,6 +197,9 @@ export const make = (options: RecoveryOptions) => {
             offset: entry.offset
           })
         )
+      }
+      for (const answer of answers) {
+        if (answer.heldUpToHead === "live") recovery.sendUpTo(connection, answer.stream, answer.head)
       }
       const sent = yield* Effect.either(
         publisher.send(connection, RecoveryEvent, { ...ids, streams: answers.map((answer) => answer.entry) })
@@ -226,8 +248,8 @@ export const make = (options: RecoveryOptions) => {
       const answers: Array<StreamAnswer> = [yield* answer(channel, since?.channel)]
       if (joinedGuild) answers.push(yield* answer(guild, since?.guild))
       else {
-        // Live already through an earlier subscribe in the guild: its frames were never missed.
-        recovery.release(connection, guild, -1)
+        // Live already through an earlier subscribe in the guild: its frames were never missed (the
+        // held ones go out around the `recovery` event like a fresh stream's).
         const now = yield* answer(guild, undefined)
         if (since?.guild !== undefined && now.entry.recovered === undefined)
           metrics.recovery("guild", "recovered")
