@@ -51,14 +51,18 @@ export const layerServices = Layer.mergeAll(
   Access.layerClaims,
   Messages.layerPlainText,
   Tracing.layer,
-  // The event history missed-event recovery replays from: in memory, or in Redis with a cluster.
-  RedisHistory.layer,
-  Layer.unwrapEffect(
-    Effect.map(GatewayConfig, (config) =>
-      Option.match(config.redis, {
-        onNone: () => layerStateInMemory,
-        onSome: layerStateInRedis
-      })
+  // The event history missed-event recovery replays from (in memory, or in Redis with a cluster),
+  // built after the shared state: an unreachable Redis is reported once, by the bus.
+  RedisHistory.layer.pipe(
+    Layer.provideMerge(
+      Layer.unwrapEffect(
+        Effect.map(GatewayConfig, (config) =>
+          Option.match(config.redis, {
+            onNone: () => layerStateInMemory,
+            onSome: layerStateInRedis
+          })
+        )
+      )
     )
   )
 ).pipe(Layer.provideMerge(Metrics.layer))

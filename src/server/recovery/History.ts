@@ -81,7 +81,11 @@ export type Replay =
 export class HistoryUnavailable extends Data.TaggedError("HistoryUnavailable")<{
   readonly reason: "history_unavailable"
   readonly detail: string
-}> {}
+}> {
+  override get message() {
+    return `the event history in Redis is unavailable (GATEWAY_REDIS_URL): ${this.detail}`
+  }
+}
 
 export interface HistoryShape {
   /** Appends one event to one stream: the position it was given. */
