@@ -509,6 +509,36 @@ describe("missed-event recovery, one node", () => {
     })
   )
 
+  it.scoped(
+    "presence and voice are never recorded nor positioned; the subscribe order ends with the recovery event",
+    () =>
+      Effect.gen(function* () {
+        const harness = yield* startGateway({}, Layer.empty, "chat")
+        const [guild, channel] = [newId(), newId()]
+        const entries = (scope: string) => harness.metric("filament_gateway_history_entries", { scope })
+        const client = yield* connectOptedIn(harness, newId(), { [guild]: "*" })
+        yield* untilRecovery(client)
+        client.send({ v: 1, t: "subscribe", d: { guild_id: guild, channel_id: channel } })
+        yield* untilRecovery(client)
+        expect(client.frames.map((frame) => frame.t)).toEqual([
+          "ready",
+          "recovery",
+          "presence_sync",
+          "presence_update",
+          "subscribed",
+          "voice_participant_sync",
+          "recovery"
+        ])
+        expect(client.frames.some((frame) => "pos" in frame)).toBe(false)
+        expect([yield* entries("channel"), yield* entries("guild"), yield* entries("user")]).toEqual([
+          0, 0, 0
+        ])
+        yield* publishAll(harness, [channelEvent(guild, channel, 1)])
+        expect("pos" in (yield* client.nextOfType("message_delete"))).toBe(true)
+        expect(yield* entries("channel")).toBe(1)
+      })
+  )
+
   it.scoped("subscribe.since on a legacy connection is ignored: no pos, no recovery event", () =>
     Effect.gen(function* () {
       const harness = yield* startGateway()
