@@ -22,6 +22,13 @@ const composing = (...names) => ({
   message: "Composition, main, Workers and index import everything: nothing below them imports them."
 })
 const composition = composing("Composition", "main", "index", "Workers")
+// recovery/: the History tag and the in-memory store (History.ts) sit beside the registry, under the
+// core that appends to it; the Redis store (RedisHistory.ts) is cluster code, picked by the root.
+const redisHistory = {
+  group: ["**/recovery/RedisHistory.js"],
+  message:
+    "src/server's folder order: recovery/RedisHistory.ts is cluster code; only the composition root picks it."
+}
 const serverRule = (...patterns) => ["error", { paths: [noEffectSchemaPackage], patterns: [...patterns] }]
 const serverFolders = [
   {
@@ -57,11 +64,11 @@ const serverFolders = [
   },
   {
     files: ["src/server/core/**/*.ts"],
-    patterns: [...["chat", "cluster", "edge", "inspector"].map(folder), composition]
+    patterns: [...["chat", "cluster", "edge", "inspector"].map(folder), redisHistory, composition]
   },
   {
     files: ["src/server/chat/**/*.ts"],
-    patterns: [...["cluster", "edge", "inspector"].map(folder), composition]
+    patterns: [...["cluster", "edge", "inspector"].map(folder), redisHistory, composition]
   },
   {
     // The cluster implements chat's services (Presence, VoiceParticipants) over Redis: it may import chat/.
@@ -71,13 +78,17 @@ const serverFolders = [
   {
     // The routes report the worker group's readiness and metrics (`Workers`).
     files: ["src/server/edge/**/*.ts"],
-    patterns: [...["chat", "cluster", "inspector"].map(folder), composing("Composition", "main", "index")]
+    patterns: [
+      ...["chat", "cluster", "inspector"].map(folder),
+      redisHistory,
+      composing("Composition", "main", "index")
+    ]
   },
   {
     // The cluster view reads the nodes' heartbeats over a Redis connection of its own (the root's
     // RedisClient), never through the cluster's services.
     files: ["src/server/inspector/**/*.ts"],
-    patterns: [...["chat", "cluster"].map(folder), composition]
+    patterns: [...["chat", "cluster"].map(folder), redisHistory, composition]
   }
 ].map(({ files, ignores, patterns }) => ({
   files,

@@ -73,6 +73,22 @@ const offending: ReadonlyArray<readonly [string, string, string]> = [
   ["src/client/Example.ts", 'import { Gateway } from "../server/core/Gateway.js"', "never import the server"],
   ["src/server/cluster/Example.ts", 'import { Schema } from "@effect/schema"', "Use effect/Schema"],
   ["src/protocol/Example.ts", 'import { Schema } from "@effect/schema"', "Use effect/Schema"],
+  [
+    "src/server/core/Example.ts",
+    'import { makeRedis } from "../recovery/RedisHistory.js"',
+    "RedisHistory.ts is cluster code"
+  ],
+  ["src/server/recovery/History.ts", 'import { Gateway } from "../core/Gateway.js"', "does not import core/"],
+  [
+    "src/server/recovery/History.ts",
+    'import { redisMajorVersion } from "../cluster/EventBus.js"',
+    "does not import cluster/"
+  ],
+  [
+    "src/server/recovery/RedisHistory.ts",
+    'import { Gateway } from "../core/Gateway.js"',
+    "does not import core/"
+  ],
   ["src/client/Example.ts", 'import type { Schema } from "@effect/schema"', "Use effect/Schema"]
 ]
 
@@ -87,7 +103,8 @@ const along: ReadonlyArray<readonly [string, string]> = [
   ["src/server/cluster/Example.ts", 'import { make } from "../RedisClient.js"'],
   ["src/server/core/Example.ts", 'import { History } from "../recovery/History.js"'],
   ["src/server/main.ts", 'import { layerRedis } from "./cluster/EventBus.js"'],
-  ["src/server/Composition.ts", 'import { layerMemory } from "./chat/Presence.js"']
+  ["src/server/Composition.ts", 'import { layerMemory } from "./chat/Presence.js"'],
+  ["src/server/Composition.ts", 'import { layer } from "./recovery/RedisHistory.js"']
 ]
 
 /** One import used as a value (or a type), so no other rule has anything to say. */

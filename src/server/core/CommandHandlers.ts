@@ -18,6 +18,7 @@ import type { GatewayMetricsShape } from "../Metrics.js"
 import type { SubscriptionRegistryShape } from "../registry/Subscriptions.js"
 import type { TracingShape } from "../Tracing.js"
 import type { Connection } from "./Connection.js"
+import type { Recovery } from "./Recovery.js"
 import type { AccessPolicyShape, GatewayHooksShape, MessageHandlerShape, Publisher } from "./Seams.js"
 
 export interface CommandOptions {
@@ -30,6 +31,8 @@ export interface CommandOptions {
   readonly messages: MessageHandlerShape
   readonly hooks: GatewayHooksShape
   readonly publisher: Publisher
+  /** Missed-event recovery for the connections that opted in. */
+  readonly recovery: Recovery
 }
 
 /** What each command does: fails only when the command's ack cannot be built. */
@@ -38,7 +41,8 @@ const makeExecute = (
 ): ((connection: Connection, command: Command) => Effect.Effect<void, OutboundError>) => {
   const { access, hooks, metrics, publisher, registry } = options
 
-  const subscribe = (connection: Connection, command: SubscribeCommand) =>
+  /** The subscribe as every connection gets it: its outcome when it was authorized and acked. */
+  const subscribeAcked = (connection: Connection, command: SubscribeCommand) =>
     Effect.gen(function* () {
       const { channel_id: channelId, guild_id: guildId } = command
       const allowed = yield* access.canSubscribe(connection.principal, guildId, channelId)
@@ -66,7 +70,37 @@ const makeExecute = (
       yield* hooks.beforeAck(change, publisher)
       yield* publisher.send(connection, Subscribed, { guild_id: guildId, channel_id: channelId })
       yield* hooks.afterAck(change, publisher)
+      return outcome
     })
+
+  /**
+   * On an opted-in connection the channel and guild streams are held from before the registry can
+   * route them here; an acked subscribe then replays (`since`) and answers `recovery`, any other
+   * ends the hold with nothing replayed.
+   */
+  const subscribe = (connection: Connection, command: SubscribeCommand) => {
+    const state = connection.recovery
+    if (state === undefined) return Effect.asVoid(subscribeAcked(connection, command))
+    const { channel_id: channelId, guild_id: guildId } = command
+    options.recovery.holdSubscribe(state, guildId, channelId)
+    return subscribeAcked(connection, command).pipe(
+      Effect.flatMap((outcome) =>
+        outcome === undefined
+          ? Effect.void
+          : options.recovery.recoverSubscribe(
+              connection,
+              state,
+              { guild_id: guildId, channel_id: channelId },
+              command.since,
+              outcome.connectionJoinedGuild
+            )
+      ),
+      // Whatever is still held (refused, failed, or interrupted by the command timeout) goes out live.
+      Effect.ensuring(
+        Effect.sync(() => options.recovery.releaseSubscribe(connection, state, guildId, channelId))
+      )
+    )
+  }
 
   const unsubscribe = (connection: Connection, command: UnsubscribeCommand) =>
     Effect.gen(function* () {
