@@ -37,7 +37,7 @@ export interface RunSpec {
   readonly serverNodeFlags?: ReadonlyArray<string>
 }
 
-const pinning = (() => {
+export const pinning = (() => {
   const hasTaskset = spawnSync("sh", ["-c", "command -v taskset"]).status === 0
   return hasTaskset && Os.availableParallelism() >= 2
     ? {
@@ -52,7 +52,11 @@ export const PINNING = pinning.label
 /** Pure-JS `ws` paths in every process, as in the agreed workload. */
 const WS_ENV = { WS_NO_BUFFER_UTIL: "1", WS_NO_UTF_8_VALIDATE: "1" }
 
-const launch = (prefix: ReadonlyArray<string>, args: ReadonlyArray<string>, env: Record<string, string>) => {
+export const launch = (
+  prefix: ReadonlyArray<string>,
+  args: ReadonlyArray<string>,
+  env: Record<string, string>
+) => {
   const argv = [...prefix, process.execPath, "--import", "tsx", ...args]
   return spawn(argv[0]!, argv.slice(1), {
     cwd: REPO_DIR,
@@ -61,7 +65,7 @@ const launch = (prefix: ReadonlyArray<string>, args: ReadonlyArray<string>, env:
   })
 }
 
-const exited = (child: ChildProcess, timeoutMs: number): Promise<boolean> =>
+export const exited = (child: ChildProcess, timeoutMs: number): Promise<boolean> =>
   child.exitCode !== null || child.signalCode !== null
     ? Promise.resolve(true)
     : new Promise((resolve) => {

@@ -9,12 +9,14 @@
  *     the channel / guild / user paths, enqueue only), ingress decode rate, registry churn (µs
  *     per subscribe / disconnect as one channel grows to 50 000 members), and client decode (ns per
  *     event frame, generated decoders vs Effect Schema).
- *  4. Optionally (`--profile`) one extra run per server at N=1000 under `node --cpu-prof`, summarized.
+ *  4. Missed-event recovery (bench/recovery.ts): a reconnect storm of opted-in clients that missed
+ *     events, replay vs live CPU, bytes per retained event, and the steady-state cost of opting in.
+ *  5. Optionally (`--profile`) one extra run per server at N=1000 under `node --cpu-prof`, summarized.
  *
  * Output: bench/results/<batch>/{results.json,results.md} plus every raw run file. Smoke mode runs
  * tiny sizes in seconds and fails (exit 1) if any part of the harness breaks; it asserts no speed.
  *
- * flags: --smoke  --ns 100,1000,5000  --reps 3  --servers raw-ws,gateway  --skip fanout,registry,micro
+ * flags: --smoke  --ns 100,1000,5000  --reps 3  --servers raw-ws,gateway  --skip fanout,registry,micro,recovery
  *        --profile  --batch <name>  --server-flags "<node flags>" (diagnosis only: both servers get them,
  *        the report says so and the targets are not judged)
  */
@@ -31,6 +33,7 @@ import {
   type Row,
   type RunResult
 } from "./report.js"
+import { recoveryFailures, recoveryMarkdown, runRecovery, type RecoveryResult } from "./recovery.js"
 import { BENCH_DIR, PINNING, REPO_DIR, runOne, type ServerSpec } from "./Runner.js"
 import { FULL_SHAPE, SMOKE_SHAPE } from "./Workload.js"
 
@@ -260,6 +263,16 @@ const main = async () => {
   const ingress = await micro<IngressResult>("ingress", ["--seconds", smoke ? "0.05" : "1"])
   const churn = await micro<ChurnResult>("churn", ["--members", smoke ? "200" : "5000,50000"])
   const decode = await micro<DecodeResult>("decode", ["--seconds", smoke ? "0.05" : "1"])
+  let recovery: RecoveryResult | null = null
+  if (!skip.has("recovery")) {
+    process.stdout.write("== missed-event recovery\n")
+    try {
+      recovery = await runRecovery({ server: SERVERS.gateway!, smoke, dir })
+      failures.push(...recoveryFailures(recovery))
+    } catch (error) {
+      failures.push(`recovery: ${(error as Error).message}`)
+    }
+  }
   const profiles: Array<{
     readonly server: string
     readonly deliveries: number
@@ -381,6 +394,7 @@ const main = async () => {
         )
       ]
     ),
+    ...section("Missed-event recovery", recovery, recoveryMarkdown),
     ...profiles.flatMap((p) => [
       "",
       `## Server CPU profile: ${p.server} (N=${smoke ? 20 : 1000})`,
@@ -408,6 +422,7 @@ const main = async () => {
         ingress,
         churn,
         decode,
+        recovery,
         profiles,
         targets,
         failures
