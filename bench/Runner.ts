@@ -23,6 +23,8 @@ export interface ServerSpec {
   readonly jwtSecret: string | null
   /** Distinct users for N connections (the gateway caps connections per user). */
   readonly users: (n: number) => number
+  /** Appended to every client's upgrade query (after the token), e.g. `&recovery=1`. */
+  readonly query?: string
 }
 
 export interface RunSpec {
@@ -134,6 +136,7 @@ export const runOne = async (spec: RunSpec): Promise<string> => {
       subsPerConn: spec.subsPerConn,
       users: spec.server.users(spec.n),
       jwtSecret: spec.server.jwtSecret,
+      query: spec.server.query ?? "",
       concurrency: 200,
       hardTimeoutS,
       pinning: PINNING,

@@ -16,7 +16,7 @@
  * Output: bench/results/<batch>/{results.json,results.md} plus every raw run file. Smoke mode runs
  * tiny sizes in seconds and fails (exit 1) if any part of the harness breaks; it asserts no speed.
  *
- * flags: --smoke  --ns 100,1000,5000  --reps 3  --servers raw-ws,gateway  --skip fanout,registry,micro,recovery
+ * flags: --smoke  --ns 100,1000,5000  --reps 3  --servers raw-ws,gateway[,gateway-recovery]  --skip fanout,registry,micro,recovery
  *        --profile  --batch <name>  --server-flags "<node flags>" (diagnosis only: both servers get them,
  *        the report says so and the targets are not judged)
  */
@@ -67,20 +67,23 @@ const PUBLISH_KEY = "bench-only-publish-key-0123456789abcdef"
 /** The gateway's default `GATEWAY_MAX_CONNECTIONS_PER_USER`; the bench keeps the default. */
 const CONNECTIONS_PER_USER = 32
 
+const GATEWAY: ServerSpec = {
+  name: "gateway",
+  entry: "servers/gateway.ts",
+  env: {
+    GATEWAY_JWT_SECRET: JWT_SECRET,
+    GATEWAY_PUBLISH_KEY: PUBLISH_KEY,
+    GATEWAY_HOST: "127.0.0.1",
+    GATEWAY_PORT: "0"
+  },
+  jwtSecret: JWT_SECRET,
+  users: (n) => Math.ceil(n / CONNECTIONS_PER_USER)
+}
 const SERVERS: Record<string, ServerSpec> = {
   "raw-ws": { name: "raw-ws", entry: "servers/raw-ws.ts", env: {}, jwtSecret: null, users: () => 1 },
-  gateway: {
-    name: "gateway",
-    entry: "servers/gateway.ts",
-    env: {
-      GATEWAY_JWT_SECRET: JWT_SECRET,
-      GATEWAY_PUBLISH_KEY: PUBLISH_KEY,
-      GATEWAY_HOST: "127.0.0.1",
-      GATEWAY_PORT: "0"
-    },
-    jwtSecret: JWT_SECRET,
-    users: (n) => Math.ceil(n / CONNECTIONS_PER_USER)
-  }
+  gateway: GATEWAY,
+  // The same gateway with every client opted in to missed-event recovery: its frames carry `pos`.
+  "gateway-recovery": { ...GATEWAY, name: "gateway-recovery", query: "&recovery=1" }
 }
 const servers = listArg("servers", ["raw-ws", "gateway"]).map((name) => {
   const spec = SERVERS[name]
@@ -267,7 +270,7 @@ const main = async () => {
   if (!skip.has("recovery")) {
     process.stdout.write("== missed-event recovery\n")
     try {
-      recovery = await runRecovery({ server: SERVERS.gateway!, smoke, dir })
+      recovery = await runRecovery({ server: GATEWAY, smoke, dir })
       failures.push(...recoveryFailures(recovery))
     } catch (error) {
       failures.push(`recovery: ${(error as Error).message}`)

@@ -498,7 +498,7 @@ const main = async () => {
   }
 
   await connectAll(clients, "legacy", 200)
-  const warmupRounds = Math.ceil(shape.rounds / 2)
+  const warmupRounds = Math.ceil(shape.rounds / 4)
   await publishRounds("warm-up", warmupRounds, true)
   result.legacy = await publishRounds("legacy", shape.rounds, true)
   await dropAll(clients)
