@@ -19,6 +19,7 @@ import { GatewayConfig, type GatewayConfigShape } from "./Config.js"
 import * as Bus from "./core/Bus.js"
 import * as Gateway from "./core/Gateway.js"
 import * as Metrics from "./Metrics.js"
+import * as RedisHistory from "./recovery/RedisHistory.js"
 import * as Subscriptions from "./registry/Subscriptions.js"
 import * as Tracing from "./Tracing.js"
 
@@ -50,6 +51,8 @@ export const layerServices = Layer.mergeAll(
   Access.layerClaims,
   Messages.layerPlainText,
   Tracing.layer,
+  // The event history missed-event recovery replays from: in memory, or in Redis with a cluster.
+  RedisHistory.layer,
   Layer.unwrapEffect(
     Effect.map(GatewayConfig, (config) =>
       Option.match(config.redis, {

@@ -43,7 +43,7 @@ export type ParseRejectReason =
   | "invalid_unsubscribe_payload"
   | "invalid_message_create_payload"
 export type AuthFailureReason = "unauthorized" | "forbidden"
-export type ConnectionRejectReason = "too_many_connections" | "shutting_down"
+export type ConnectionRejectReason = "too_many_connections" | "shutting_down" | "invalid_recovery"
 export type SubscribeRejectReason = "forbidden" | "subscription_limit" | "revoked"
 /** Dual-emit migration paths and modes (reference §8.4). */
 export type CompatibilityPath = "channel_role_override_migration" | "channel_permission_override_migration"

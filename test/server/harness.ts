@@ -78,13 +78,18 @@ export const awaitSleeps = (count: number) =>
 /** A real `ws` client that records every text frame and its close. */
 export class TestClient {
   readonly frames: Array<Frame> = []
+  /** Every text frame as it arrived, byte for byte (UTF-8 text). */
+  readonly texts: Array<string> = []
   closed: Closed | undefined
   private readonly listeners = new Set<() => void>()
   private cursor = 0
 
   constructor(readonly socket: WebSocket) {
     socket.on("message", (data, isBinary) => {
-      if (!isBinary) this.frames.push(JSON.parse(data.toString()) as Frame)
+      if (!isBinary) {
+        this.texts.push(data.toString())
+        this.frames.push(JSON.parse(data.toString()) as Frame)
+      }
       this.notify()
     })
     socket.on("close", (code, reason) => {
@@ -161,7 +166,11 @@ export interface Harness {
   /** Opens a client; fails with the HTTP status when the upgrade is refused. */
   readonly connect: (
     token: string | undefined,
-    options?: WebSocket.ClientOptions & { readonly query?: boolean }
+    options?: WebSocket.ClientOptions & {
+      readonly query?: boolean
+      /** More query parameters of the upgrade (e.g. `recovery`). */
+      readonly params?: Readonly<Record<string, string>>
+    }
   ) => Effect.Effect<TestClient, { readonly status: number; readonly body: string }, Scope.Scope>
   /** Connects and waits for `ready`. */
   readonly connectReady: (
@@ -268,11 +277,14 @@ export const startGateway = <HostServices = never>(
     const connect: Harness["connect"] = (accessToken, options = {}) =>
       Effect.acquireRelease(
         Effect.async<TestClient, { status: number; body: string }>((resume) => {
-          const { query = true, ...clientOptions } = options
-          const url =
-            accessToken !== undefined && query
-              ? `ws://${base}/gateway/ws?access_token=${encodeURIComponent(accessToken)}`
-              : `ws://${base}/gateway/ws`
+          const { params = {}, query = true, ...clientOptions } = options
+          const search = [
+            ...(accessToken !== undefined && query
+              ? [`access_token=${encodeURIComponent(accessToken)}`]
+              : []),
+            ...Object.entries(params).map(([key, value]) => `${key}=${encodeURIComponent(value)}`)
+          ]
+          const url = `ws://${base}/gateway/ws${search.length === 0 ? "" : `?${search.join("&")}`}`
           const socket = new WebSocket(url, clientOptions)
           // Frames may arrive right after the upgrade: record from the start.
           const client = new TestClient(socket)

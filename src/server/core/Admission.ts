@@ -13,6 +13,14 @@ import { WebSocket, WebSocketServer, type RawData, type ServerOptions } from "ws
 import { closeCodeFor } from "../../protocol/CloseCodes.js"
 import { Ready } from "../../protocol/events/connection.js"
 import type { UserId } from "../../protocol/Ids.js"
+import {
+  parsePosition,
+  RECOVERY_PARAM,
+  RECOVERY_PARAM_VALUE,
+  USER_SINCE_PARAM,
+  userStream,
+  type StreamPosition
+} from "../../protocol/Streams.js"
 import { bearerToken, type Principal, type TokenVerifierShape } from "../Auth.js"
 import type { GatewayConfigShape } from "../Config.js"
 import { Unauthorized } from "../Errors.js"
@@ -20,6 +28,7 @@ import type { GatewayMetricsShape } from "../Metrics.js"
 import type { SubscriptionRegistryShape } from "../registry/Subscriptions.js"
 import { Connection, type DisconnectReason, wsCloseReason, wsErrorReason } from "./Connection.js"
 import type { Ingress } from "./Ingress.js"
+import { ConnectionRecovery, type Recovery } from "./Recovery.js"
 import type { LiveConnections } from "./LiveConnections.js"
 import type { Frame } from "./Outbound.js"
 import type { GatewayHooksShape, Publisher } from "./Seams.js"
@@ -65,6 +74,26 @@ export const accessToken = (request: IncomingMessage): string => {
   return bearerToken(request.headers.authorization) ?? ""
 }
 
+/**
+ * What the upgrade asks of missed-event recovery: `recovery=1` opts in (any other value is refused),
+ * with `user_since=<epoch>:<offset>` (refused when malformed; ignored without the opt-in).
+ */
+export type RecoveryRequest =
+  | { readonly _tag: "Legacy" }
+  | { readonly _tag: "OptedIn"; readonly userSince: StreamPosition | undefined }
+  | { readonly _tag: "Invalid" }
+
+export const recoveryRequest = (request: IncomingMessage): RecoveryRequest => {
+  const url = new URL(request.url ?? "/", "http://gateway.invalid")
+  const optIn = url.searchParams.get(RECOVERY_PARAM)
+  if (optIn === null) return { _tag: "Legacy" }
+  if (optIn !== RECOVERY_PARAM_VALUE) return { _tag: "Invalid" }
+  const since = url.searchParams.get(USER_SINCE_PARAM)
+  if (since === null) return { _tag: "OptedIn", userSince: undefined }
+  const userSince = parsePosition(since)
+  return userSince === undefined ? { _tag: "Invalid" } : { _tag: "OptedIn", userSince }
+}
+
 const STATUS_TEXT: Record<number, string> = {
   400: "Bad Request",
   401: "Unauthorized",
@@ -101,6 +130,7 @@ export interface AdmissionOptions {
   readonly hooks: GatewayHooksShape
   readonly publisher: Publisher
   readonly ingress: Ingress
+  readonly recovery: Recovery
   readonly live: LiveConnections
   readonly clock: Clock.Clock
   /** Forks a short-lived effect, owned by the gateway's scope. */
@@ -206,6 +236,7 @@ export const make = (
 ): Effect.Effect<(request: IncomingMessage, socket: Duplex, head: Buffer) => void, never, Scope.Scope> =>
   Effect.gen(function* () {
     const { config, metrics, registry, verifier, publisher, ingress, live, run } = options
+    const recovery = options.recovery
     const wss = yield* webSocketServer(config)
     const { attach, cleanup } = makeAttach(options)
 
@@ -220,6 +251,11 @@ export const make = (
 
     const upgrade = (request: IncomingMessage, socket: Duplex, head: Buffer) =>
       Effect.gen(function* () {
+        const asked = recoveryRequest(request)
+        if (asked._tag === "Invalid") {
+          metrics.connectionRejected("invalid_recovery")
+          return refuseRaw(socket, 400, "invalid_recovery")
+        }
         const token = accessToken(request)
         // Bounded before any verifier sees it: a huge token costs nothing but this comparison.
         const verified = yield* Effect.either(
@@ -244,7 +280,7 @@ export const make = (
         // Held until the connection is registered (or lost): simultaneous upgrades count against the cap.
         upgrading.set(userId, inFlight + 1)
         yield* Effect.ensuring(
-          establish(request, socket, head, principal),
+          establish(request, socket, head, principal, asked),
           Effect.sync(() => {
             const left = upgrading.get(userId)! - 1
             if (left === 0) upgrading.delete(userId)
@@ -261,7 +297,13 @@ export const make = (
       )
 
     /** An admitted upgrade: the WebSocket handshake, `ready`, then the registry. */
-    const establish = (request: IncomingMessage, socket: Duplex, head: Buffer, principal: Principal) =>
+    const establish = (
+      request: IncomingMessage,
+      socket: Duplex,
+      head: Buffer,
+      principal: Principal,
+      asked: RecoveryRequest
+    ) =>
       Effect.gen(function* () {
         const connection = yield* Effect.async<Connection | undefined>((resume) => {
           // Drain may have begun while the token was verified. ws completes the handshake and calls back
@@ -286,11 +328,20 @@ export const make = (
         yield* publisher
           .send(connection, Ready, { user_id: principal.userId })
           .pipe(Effect.catchAll(() => Effect.sync(() => connection.close("internal_error"))))
+        if (asked._tag === "OptedIn") {
+          const state = new ConnectionRecovery(asked.userSince, config.outboundQueue)
+          connection.recovery = state
+          // Held from before the registry routes user events here until the user stream's answer is out.
+          state.hold(userStream(principal.userId))
+        }
         yield* registry.register(connection)
         const open = yield* Effect.sync(() => {
           connection.registered = true
           return connection.isOpen
         })
+        if (open && connection.recovery !== undefined) {
+          yield* recovery.recoverUser(connection, connection.recovery)
+        }
         if (open) ingress.resume(connection)
         else yield* cleanup(connection, connection.disconnectReason ?? "connection_closed")
       })

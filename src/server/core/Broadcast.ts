@@ -9,10 +9,21 @@ import type { Clock } from "effect"
 import type { EventDefinition, PayloadOf } from "../../protocol/EventDefinition.js"
 import { decodePayload } from "../../protocol/EventDefinition.js"
 import { Manifest } from "../../protocol/Manifest.js"
-import type { ChannelId, GuildId } from "../../protocol/Ids.js"
+import type { ChannelId, GuildId, UserId } from "../../protocol/Ids.js"
+import { channelStream, guildStream, userStream } from "../../protocol/Streams.js"
 import type { OutboundError, PublishError } from "../Errors.js"
 import type { GatewayMetricsShape } from "../Metrics.js"
+import type { HistoryShape, Position, StreamName } from "../recovery/History.js"
 import type { SubscriptionRegistryShape } from "../registry/Subscriptions.js"
+import { PresenceSync, PresenceUpdate } from "../../protocol/events/presence.js"
+import {
+  VoiceParticipantJoin,
+  VoiceParticipantLeave,
+  VoiceParticipantSync,
+  VoiceParticipantUpdate,
+  VoiceStreamPublish,
+  VoiceStreamUnpublish
+} from "../../protocol/events/voice.js"
 import * as Tracing from "../Tracing.js"
 import type { Delivery, EventBusShape, Route } from "./Bus.js"
 import type { Connection } from "./Connection.js"
@@ -36,6 +47,7 @@ export interface BroadcastOptions {
   readonly bus: EventBusShape
   readonly tracing: Tracing.TracingShape
   readonly clock: Clock.Clock
+  readonly history: HistoryShape
 }
 
 export interface Broadcast {
@@ -155,8 +167,38 @@ const remoteDelivery = (
   )
 }
 
+/**
+ * Presence and voice are state, not history: after a reconnect they arrive as fresh snapshots, so
+ * they are never recorded nor positioned. Every other event of the publish path is recoverable.
+ */
+const STATE_EVENTS: ReadonlySet<string> = new Set([
+  PresenceSync.type,
+  PresenceUpdate.type,
+  VoiceParticipantSync.type,
+  VoiceParticipantJoin.type,
+  VoiceParticipantLeave.type,
+  VoiceParticipantUpdate.type,
+  VoiceStreamPublish.type,
+  VoiceStreamUnpublish.type
+])
+
+export const isRecoverable = (eventType: string): boolean => !STATE_EVENTS.has(eventType)
+
+/** The one stream of a channel or guild route. */
+const streamOf = (route: Exclude<Route, { readonly scope: "user" }>): StreamName =>
+  (route.scope === "channel"
+    ? channelStream(route.guildId, route.channelId)
+    : guildStream(route.guildId)) as StreamName
+
+/** One user's share of a user-scoped broadcast: their connections and their stream's position. */
+interface UserShare {
+  readonly stream: StreamName
+  readonly position: Position | undefined
+  readonly recipients: ReadonlyArray<Connection>
+}
+
 export const make = (options: BroadcastOptions): Broadcast => {
-  const { maxEventBytes: maxBytes, metrics, registry, hooks, bus, tracing } = options
+  const { maxEventBytes: maxBytes, metrics, registry, hooks, bus, tracing, history } = options
   // Undefined unless an inspector is looking: a publish then pays one comparison.
   let publishTap: PublishTap | undefined
 
@@ -169,41 +211,157 @@ export const make = (options: BroadcastOptions): Broadcast => {
     return Either.isRight(encoded) ? encoded : buildFailed(metrics, event, encoded.left)
   }
 
+  /** An append the store could not take: delivered without a position (logged), never lost live. */
+  const appendFailed = (frame: Outbound.Frame, stream: string, detail: string) =>
+    Effect.logWarning("gateway.history.append_failed").pipe(
+      Effect.annotateLogs({ event_type: frame.eventType, stream, detail })
+    )
+
+  /**
+   * Onto the bus, then this node's loop (recoverable: positioned for opted-in connections). A store
+   * that appends at once (in memory) appends here too, in the same synchronous step as the loop.
+   */
+  const deliverRouted = (
+    frame: Outbound.Frame,
+    route: Exclude<Route, { readonly scope: "user" }>,
+    recipients: ReadonlyArray<Connection>,
+    position: Position | undefined,
+    trace?: string
+  ): number => {
+    bus.publish(route, frame, trace)
+    const stream = streamOf(route)
+    const at =
+      position ??
+      (history.appendNow !== undefined ? history.appendNow({ stream, event: recorded(frame) }) : undefined)
+    const { delivered } = Fanout.broadcast(
+      metrics,
+      frame,
+      recipients,
+      at === undefined ? undefined : { stream, epoch: at.epoch, offset: at.offset }
+    )
+    if (publishTap !== undefined) publishTap(frame, route, recipients.length, "local")
+    return delivered
+  }
+
+  const recorded = (frame: Outbound.Frame) => ({ t: frame.eventType, d: Outbound.payloadText(frame) })
+
+  /** A store that appends asynchronously (Redis) appends before the lookup and the loop. */
+  const appendAsync = (
+    frame: Outbound.Frame,
+    route: Exclude<Route, { readonly scope: "user" }>
+  ): Effect.Effect<Position | undefined> =>
+    history.appendNow !== undefined
+      ? Effect.succeed(undefined)
+      : history
+          .append({ stream: streamOf(route), event: recorded(frame) })
+          .pipe(
+            Effect.catchAll((error) =>
+              Effect.as(appendFailed(frame, streamOf(route), error.detail), undefined)
+            )
+          )
+
+  /** Each user's stream gets the event (in one step where the store can), then each user's loop. */
+  const deliverToUsers = (
+    frame: Outbound.Frame,
+    route: { readonly scope: "user"; readonly userIds: ReadonlyArray<UserId> },
+    trace?: string
+  ): Effect.Effect<number> =>
+    Effect.gen(function* () {
+      const event = recorded(frame)
+      const streams = route.userIds.map((userId) => userStream(userId) as StreamName)
+      const lists = yield* Effect.forEach(route.userIds, (userId) => registry.userMembers(userId))
+      const shares = (positions: ReadonlyArray<Position | undefined>): Array<UserShare> =>
+        streams.map((stream, i) => ({ stream, position: positions[i], recipients: lists[i]! }))
+      const deliver = (shares: ReadonlyArray<UserShare>) => {
+        bus.publish(route, frame, trace)
+        const started = performance.now()
+        let delivered = 0
+        let evicted = 0
+        let closed = 0
+        let offered = 0
+        for (const { position, recipients, stream } of shares) {
+          const result =
+            position === undefined
+              ? Fanout.deliver(frame, recipients)
+              : Fanout.deliverPositioned(frame, { stream, ...position }, recipients)
+          delivered += result.delivered
+          evicted += result.evicted
+          closed += result.closed
+          offered += recipients.length
+        }
+        Fanout.record(metrics, frame, { delivered, evicted, closed }, started)
+        if (publishTap !== undefined) publishTap(frame, route, offered, "local")
+        return delivered
+      }
+      if (history.appendNow !== undefined) {
+        const appendNow = history.appendNow
+        return deliver(shares(streams.map((stream) => appendNow({ stream, event }))))
+      }
+      const appended = yield* history.appendAll(streams.map((stream) => ({ stream, event })))
+      const positions: Array<Position | undefined> = []
+      for (let i = 0; i < appended.length; i++) {
+        const result = appended[i]!
+        if (Either.isRight(result)) positions.push(result.right)
+        else {
+          positions.push(undefined)
+          yield* appendFailed(frame, streams[i]!, result.left.detail)
+        }
+      }
+      return deliver(shares(positions))
+    })
+
+  /** Recipients and delivery of a built frame, recoverable or not. */
+  const route = (
+    event: EventDefinition,
+    frame: Outbound.Frame,
+    target: Route,
+    trace?: string
+  ): Effect.Effect<number> => {
+    if (!isRecoverable(event.type)) {
+      return Effect.map(recipientsOf(registry, target), (recipients) => {
+        // Onto the bus first: other nodes send to their recipients while this one loops over its own.
+        bus.publish(target, frame, trace)
+        const { delivered } = Fanout.broadcast(metrics, frame, recipients)
+        if (publishTap !== undefined) publishTap(frame, target, recipients.length, "local")
+        return delivered
+      })
+    }
+    if (target.scope === "user") return deliverToUsers(frame, target, trace)
+    return Effect.flatMap(appendAsync(frame, target), (position) =>
+      Effect.map(recipientsOf(registry, target), (recipients) =>
+        deliverRouted(frame, target, recipients, position, trace)
+      )
+    )
+  }
+
   // The hot path of every broadcast: plain steps rather than a generator, so the fiber that runs it
   // does as little as it can (a host app runs one per event).
-  const publishUntraced = (event: EventDefinition, payload: unknown, route: Route) =>
+  const publishUntraced = (event: EventDefinition, payload: unknown, target: Route) =>
     Effect.suspend((): Effect.Effect<number, PublishError> => {
       const encoded = Outbound.encode(event, payload as never, maxBytes)
       if (Either.isLeft(encoded)) return buildFailed(metrics, event, encoded.left)
       const frame = encoded.right
       return Effect.zipRight(
         hooks.publishing(event, payload, publisher),
-        Effect.flatMap(recipientsOf(registry, route), (recipients) => {
-          // Onto the bus first: other nodes send to their recipients while this one loops over its own.
-          bus.publish(route, frame)
-          const { delivered } = Fanout.broadcast(metrics, frame, recipients)
-          if (publishTap !== undefined) publishTap(frame, route, recipients.length, "local")
-          return Effect.as(hooks.published(event, payload, publisher), delivered)
-        })
+        Effect.flatMap(route(event, frame, target), (delivered) =>
+          Effect.as(hooks.published(event, payload, publisher), delivered)
+        )
       )
     })
 
   /** The same steps, each a span; the bus hand-off carries its span to the nodes that deliver it. */
-  const publishTraced = (event: EventDefinition, payload: unknown, route: Route) =>
+  const publishTraced = (event: EventDefinition, payload: unknown, target: Route) =>
     Effect.gen(function* () {
       const frame = yield* build(event, payload as never).pipe(Effect.withSpan("gateway.publish.build"))
       yield* hooks.publishing(event, payload, publisher)
-      const recipients = yield* recipientsOf(registry, route)
       yield* Effect.annotateCurrentSpan("filament.bytes", frame.bytes)
-      yield* Effect.useSpan("gateway.publish.bus_handoff", { kind: "producer" }, (span) =>
-        Effect.sync(() => bus.publish(route, frame, Tracing.traceparent(span)))
+      // The hand-off's span is the parent the other nodes' deliveries continue from.
+      const trace = yield* Effect.useSpan("gateway.publish.bus_handoff", { kind: "producer" }, (span) =>
+        Effect.succeed(Tracing.traceparent(span))
       )
-      const { delivered } = yield* Effect.sync(() => Fanout.broadcast(metrics, frame, recipients)).pipe(
-        Effect.withSpan("gateway.publish.fanout", {
-          attributes: { "filament.recipients": recipients.length }
-        })
+      const delivered = yield* route(event, frame, target, trace).pipe(
+        Effect.withSpan("gateway.publish.fanout")
       )
-      if (publishTap !== undefined) publishTap(frame, route, recipients.length, "local")
       yield* hooks.published(event, payload, publisher)
       return delivered
     }).pipe(

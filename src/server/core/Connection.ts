@@ -8,6 +8,7 @@ import { closeCodeFor, type CloseReason } from "../../protocol/CloseCodes.js"
 import type { Command } from "../../protocol/Commands.js"
 import type { Principal } from "../Auth.js"
 import type { Frame } from "./Outbound.js"
+import type { ConnectionRecovery } from "./Recovery.js"
 
 export type ConnectionId = number
 
@@ -98,6 +99,11 @@ export class Connection {
   commandsRunning = false
   /** In the registry: commands may run and closing must clean the indexes. */
   registered = false
+  /**
+   * Set on a connection that opted in to missed-event recovery (`recovery=1`): the fanout sends it
+   * the positioned frame variant. A legacy connection pays this one field and one check per delivery.
+   */
+  recovery: ConnectionRecovery | undefined = undefined
   private readonly highWaterBytes: number
   /** Accept times of the frames inside the window, oldest first (at most the limit); lazily made. */
   private rateLog: Array<number> | undefined = undefined

@@ -5,7 +5,7 @@
  */
 import type { Connection } from "./Connection.js"
 import type { GatewayMetricsShape } from "../Metrics.js"
-import type { Frame } from "./Outbound.js"
+import { withPosition, type FramePosition, type Frame } from "./Outbound.js"
 
 export interface FanoutResult {
   /** Written to the socket or queued in the outbox. */
@@ -30,17 +30,64 @@ export const deliver = (frame: Frame, recipients: ReadonlyArray<Connection>): Fa
   return { delivered, evicted, closed }
 }
 
-/** `deliver` plus the per-broadcast metrics: emitted, dropped (`full_queue`, `closed`), duration. */
-export const broadcast = (
-  metrics: GatewayMetricsShape,
+/**
+ * A recoverable event's loop: a legacy connection gets `frame` as `deliver` gives it (one flag check
+ * more); an opted-in one the positioned variant, built once, on the first such recipient.
+ */
+export const deliverPositioned = (
   frame: Frame,
+  position: FramePosition,
   recipients: ReadonlyArray<Connection>
 ): FanoutResult => {
-  const started = performance.now()
-  const result = deliver(frame, recipients)
+  let delivered = 0
+  let evicted = 0
+  let closed = 0
+  let positioned: Frame | undefined
+  for (let i = 0; i < recipients.length; i++) {
+    const connection = recipients[i]!
+    const recovery = connection.recovery
+    const result =
+      recovery === undefined
+        ? connection.deliver(frame)
+        : recovery.deliver(
+            connection,
+            position.stream,
+            position.offset,
+            (positioned ??= withPosition(frame, position))
+          )
+    if (result === "sent" || result === "queued") delivered++
+    else if (result === "evicted") evicted++
+    else closed++
+  }
+  return { delivered, evicted, closed }
+}
+
+/** The per-broadcast metrics of a loop that started at `started` (`performance.now()`). */
+export const record = (
+  metrics: GatewayMetricsShape,
+  frame: Frame,
+  result: FanoutResult,
+  started: number
+): void => {
   metrics.fanoutDuration(frame.scope, (performance.now() - started) / 1000)
   metrics.emitted(frame.scope, frame.eventType, result.delivered)
   metrics.dropped(frame.scope, frame.eventType, "full_queue", result.evicted)
   metrics.dropped(frame.scope, frame.eventType, "closed", result.closed)
+}
+
+/**
+ * `deliver` (or, with a position, `deliverPositioned`) plus the per-broadcast metrics: emitted,
+ * dropped (`full_queue`, `closed`), duration.
+ */
+export const broadcast = (
+  metrics: GatewayMetricsShape,
+  frame: Frame,
+  recipients: ReadonlyArray<Connection>,
+  position?: FramePosition
+): FanoutResult => {
+  const started = performance.now()
+  const result =
+    position === undefined ? deliver(frame, recipients) : deliverPositioned(frame, position, recipients)
+  record(metrics, frame, result, started)
   return result
 }

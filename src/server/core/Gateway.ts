@@ -17,6 +17,7 @@ import type { Command } from "../../protocol/Commands.js"
 import { TokenVerifier } from "../Auth.js"
 import { GatewayConfig } from "../Config.js"
 import { GatewayMetrics } from "../Metrics.js"
+import { History } from "../recovery/History.js"
 import { SubscriptionRegistry } from "../registry/Subscriptions.js"
 import { Tracing } from "../Tracing.js"
 import * as Admission from "./Admission.js"
@@ -25,6 +26,7 @@ import { EventBus } from "./Bus.js"
 import type { Connection } from "./Connection.js"
 import * as Ingress from "./Ingress.js"
 import * as LiveConnections from "./LiveConnections.js"
+import * as Recovery from "./Recovery.js"
 import { AccessPolicy, GatewayHooks, MessageHandler, type Publisher } from "./Seams.js"
 
 export type { PublishTap } from "./Broadcast.js"
@@ -65,6 +67,7 @@ export const make = Effect.gen(function* () {
   const access = yield* AccessPolicy
   const messages = yield* MessageHandler
   const tracing = yield* Tracing
+  const history = yield* History
   const clock = yield* Effect.clock
   const run = yield* FiberSet.makeRuntime<never, void, never>()
 
@@ -76,9 +79,16 @@ export const make = Effect.gen(function* () {
     hooks,
     bus,
     tracing,
-    clock
+    clock,
+    history
   })
   const { publisher } = broadcast
+  const recovery = Recovery.make({
+    history,
+    metrics,
+    publisher,
+    maxReplay: config.recoveryMaxReplay
+  })
   const ingress = Ingress.make({
     maxEventBytes: config.maxEventBytes,
     maxPendingCommands: config.maxPendingCommands,
@@ -89,6 +99,7 @@ export const make = Effect.gen(function* () {
     messages,
     hooks,
     publisher,
+    recovery,
     tracing,
     now: () => clock.unsafeCurrentTimeMillis(),
     run: (effect) => run(effect)
@@ -101,6 +112,7 @@ export const make = Effect.gen(function* () {
     hooks,
     publisher,
     ingress,
+    recovery,
     live,
     clock,
     run

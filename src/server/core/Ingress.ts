@@ -19,6 +19,7 @@ import { MessageCreate } from "../../protocol/events/message.js"
 import type { AccessPolicyShape, MessageHandlerShape, Publisher, GatewayHooksShape } from "./Seams.js"
 import { CommandTimeout, MessageRejected, type OutboundError } from "../Errors.js"
 import type { Connection } from "./Connection.js"
+import type { Recovery } from "./Recovery.js"
 import type { GatewayMetricsShape } from "../Metrics.js"
 import type { SubscriptionRegistryShape } from "../registry/Subscriptions.js"
 import type { TracingShape } from "../Tracing.js"
@@ -35,6 +36,8 @@ export interface IngressOptions {
   readonly messages: MessageHandlerShape
   readonly hooks: GatewayHooksShape
   readonly publisher: Publisher
+  /** Missed-event recovery for the connections that opted in. */
+  readonly recovery: Recovery
   readonly tracing: TracingShape
   /** Current time in ms from the Effect `Clock` the gateway runs with. */
   readonly now: () => number
@@ -65,7 +68,8 @@ const frameText = (data: RawData, isBinary: boolean): string | undefined => {
 export const make = (options: IngressOptions): Ingress => {
   const { access, hooks, metrics, publisher, registry } = options
 
-  const subscribe = (connection: Connection, command: SubscribeCommand) =>
+  /** The subscribe as every connection gets it: its outcome when it was authorized and acked. */
+  const subscribeAcked = (connection: Connection, command: SubscribeCommand) =>
     Effect.gen(function* () {
       const { channel_id: channelId, guild_id: guildId } = command
       const allowed = yield* access.canSubscribe(connection.principal, guildId, channelId)
@@ -93,7 +97,37 @@ export const make = (options: IngressOptions): Ingress => {
       yield* hooks.beforeAck(change, publisher)
       yield* publisher.send(connection, Subscribed, { guild_id: guildId, channel_id: channelId })
       yield* hooks.afterAck(change, publisher)
+      return outcome
     })
+
+  /**
+   * On an opted-in connection the channel and guild streams are held from before the registry can
+   * route them here; an acked subscribe then replays (`since`) and answers `recovery`, any other
+   * ends the hold with nothing replayed.
+   */
+  const subscribe = (connection: Connection, command: SubscribeCommand) => {
+    const state = connection.recovery
+    if (state === undefined) return Effect.asVoid(subscribeAcked(connection, command))
+    const { channel_id: channelId, guild_id: guildId } = command
+    options.recovery.holdSubscribe(state, guildId, channelId)
+    return subscribeAcked(connection, command).pipe(
+      Effect.flatMap((outcome) =>
+        outcome === undefined
+          ? Effect.void
+          : options.recovery.recoverSubscribe(
+              connection,
+              state,
+              { guild_id: guildId, channel_id: channelId },
+              command.since,
+              outcome.connectionJoinedGuild
+            )
+      ),
+      // Whatever is still held (refused, failed, or interrupted by the command timeout) goes out live.
+      Effect.ensuring(
+        Effect.sync(() => options.recovery.releaseSubscribe(connection, state, guildId, channelId))
+      )
+    )
+  }
 
   const unsubscribe = (connection: Connection, command: UnsubscribeCommand) =>
     Effect.gen(function* () {

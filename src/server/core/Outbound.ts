@@ -85,3 +85,54 @@ export const encode = <E extends EventDefinition>(
   }
   return Either.right({ eventType: event.type, scope: event.scope, bytes, wire: textFrame(text, bytes) })
 }
+
+/** Where a recoverable event stands in its stream: the `pos` an opted-in connection receives. */
+export interface FramePosition {
+  readonly stream: string
+  readonly epoch: string
+  readonly offset: number
+}
+
+/** `,"pos":{…}}`: stream names and epochs are `[0-9A-Za-z_:-]` only, so nothing needs escaping. */
+const positionSuffix = ({ epoch, offset, stream }: FramePosition): string =>
+  `,"pos":{"stream":"${stream}","epoch":"${epoch}","offset":${offset}}}`
+
+/** The envelope of a built frame: the last `bytes` of its wire. */
+const envelopeOf = (frame: Frame): Buffer => frame.wire.subarray(frame.wire.length - frame.bytes)
+
+/**
+ * The JSON text of `d` inside a built frame (what the history records): the envelope is
+ * `{"v":1,"t":"<type>","d":<d>}` and the type needs no escaping (`EVENT_TYPE_PATTERN`).
+ */
+export const payloadText = (frame: Frame): string =>
+  envelopeOf(frame).toString(
+    "utf8",
+    `{"v":${PROTOCOL_VERSION},"t":"${frame.eventType}","d":`.length,
+    frame.bytes - 1
+  )
+
+/**
+ * The positioned variant of a built frame, by concatenation (no second encode): the envelope
+ * without its closing brace, then `,"pos":{…}}`. Byte for byte the legacy frame plus `pos`.
+ */
+export const withPosition = (frame: Frame, position: FramePosition): Frame => {
+  const suffix = positionSuffix(position)
+  const envelope = envelopeOf(frame)
+  const bytes = frame.bytes - 1 + suffix.length
+  const text = Buffer.allocUnsafe(bytes)
+  envelope.copy(text, 0, 0, frame.bytes - 1)
+  text.write(suffix, frame.bytes - 1, "latin1")
+  return { eventType: frame.eventType, scope: frame.scope, bytes, wire: textFrame(text, bytes) }
+}
+
+/** A recorded event as an opted-in connection receives it: the same bytes its live frame had. */
+export const replayedFrame = (
+  eventType: string,
+  scope: EventScope,
+  payload: string,
+  position: FramePosition
+): Frame => {
+  const text = `{"v":${PROTOCOL_VERSION},"t":"${eventType}","d":${payload}${positionSuffix(position)}`
+  const bytes = Buffer.byteLength(text)
+  return { eventType, scope, bytes, wire: textFrame(text, bytes) }
+}

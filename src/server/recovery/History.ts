@@ -87,6 +87,11 @@ export interface HistoryShape {
   /** Appends one event to one stream: the position it was given. */
   readonly append: (append: Append) => Effect.Effect<Position, HistoryUnavailable>
   /**
+   * `append` done at once, where the store can (in memory): the publish path appends and delivers in
+   * one synchronous step, so two concurrent publishes reach this node's connections in offset order.
+   */
+  readonly appendNow?: (append: Append) => Position
+  /**
    * Appends to several streams at once (one publish to many users), each independently: per append,
    * its position or why it failed, in the order given.
    */
@@ -253,6 +258,7 @@ export const makeMemory = (limits: HistoryLimits): Effect.Effect<HistoryShape, n
 
     const history: HistoryShape = {
       append: (append) => Effect.sync(() => appendNow(append)),
+      appendNow,
       appendAll: (appends) => Effect.sync(() => appends.map((append) => Either.right(appendNow(append)))),
       readAfter: (stream, from, max) =>
         Effect.sync((): Replay => {
