@@ -413,9 +413,11 @@ const storm = async (phase: string, clients: ReadonlyArray<Client>) => {
   const m0 = await metrics()
   const s0 = await control<ServerStats>("/stats")
   const t0 = nowUs()
+  const c0 = process.cpuUsage()
   connectRetries = 0
   await connectAll(clients, "resume", Infinity)
   const t1 = nowUs()
+  const clientCpu = process.cpuUsage(c0)
   const s1 = await control<ServerStats>("/stats")
   const m1 = await metrics()
   const delta = (key: string) => (m1[key] ?? 0) - (m0[key] ?? 0)
@@ -447,6 +449,9 @@ const storm = async (phase: string, clients: ReadonlyArray<Client>) => {
       .filter(([key]) => key.startsWith("filament_gateway_recoveries_total:") && !key.endsWith(":recovered"))
       .reduce((sum, [key, value]) => sum + value - (m0[key] ?? 0), 0),
     serverCpuS: cpu / 1e6,
+    /** Shares of one core over the storm: which side the time until all recovered waited on. */
+    serverCpuUtil: cpu / (t1 - t0),
+    clientCpuUtil: (clientCpu.user + clientCpu.system) / (t1 - t0),
     connectRetries,
     bytesPerFrame: tally.positionedFrames > 0 ? tally.positionedBytes / tally.positionedFrames : null
   }

@@ -39,6 +39,8 @@ interface Storm {
   readonly gatewayRecovered: number
   readonly gatewayNotRecovered: number
   readonly serverCpuS: number
+  readonly serverCpuUtil: number
+  readonly clientCpuUtil: number
   readonly connectRetries: number
   readonly bytesPerFrame: number | null
 }
@@ -171,6 +173,8 @@ export const recoveryFailures = (result: RecoveryResult): Array<string> => [
 const f = (value: number | null | undefined, digits = 2) =>
   value === null || value === undefined || !Number.isFinite(value) ? "–" : value.toFixed(digits)
 
+const pct = (value: number) => `${(value * 100).toFixed(0)}%`
+
 export const recoveryMarkdown = (result: RecoveryResult): Array<string> => {
   const { shape } = result
   const layout =
@@ -190,6 +194,7 @@ export const recoveryMarkdown = (result: RecoveryResult): Array<string> => {
     `| same storm with nothing missed | ${f(base.allRecoveredMs, 0)} ms (client p50 ${f(base.clientMs.p50, 0)}, p99 ${f(base.clientMs.p99, 0)}) |`,
     `| events replayed (exact, every offset checked) | ${storm.replayed} (${storm.replayedPerClient} per client) |`,
     `| server CPU: recovery storm / nothing-missed storm | ${f(storm.serverCpuS, 3)} s / ${f(base.serverCpuS, 3)} s |`,
+    `| CPU share of one core in the recovery storm: server / clients | ${pct(storm.serverCpuUtil)} / ${pct(storm.clientCpuUtil)} |`,
     `| server CPU µs per replayed event (storm minus nothing-missed storm) | ${f(figures.replayCpuUs)} |`,
     `| server CPU µs per live delivery (same rounds, same clients, opted in) | ${f(figures.liveCpuUs)} |`,
     `| replayed / live | ${f(figures.replayVsLive)}x |`,
