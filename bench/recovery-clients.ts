@@ -54,7 +54,7 @@ setTimeout(() => {
   process.exit(4)
 }, cfg.hardTimeoutS * 1000).unref()
 
-/** Thrown when the gateway does not answer positions: the run stops and says so. */
+/** Why the run stopped after the legacy phase, when the gateway answers without positions. */
 const NO_POSITIONS =
   "the gateway answered recovery=1 clients without any recovery event (missed-event recovery is not integrated in this build)"
 
@@ -265,7 +265,11 @@ const connect = (client: Client, mode: Mode): Promise<void> =>
       `?access_token=${client.token}` +
       (mode === "legacy" ? "" : "&recovery=1") +
       (userPosition === undefined ? "" : `&user_since=${userPosition.epoch}:${userPosition.offset}`)
+    let finished = false
     const finish = () => {
+      // Once: frames keep coming after (other clients' presence), the time is the last verdict's.
+      if (finished) return
+      finished = true
       client.readyAtUs = nowUs()
       resolve()
     }
@@ -277,8 +281,8 @@ const connect = (client: Client, mode: Mode): Promise<void> =>
           if (EVENT_TYPES.has(type)) return onEvent(client, data)
           if (type === "subscribed") {
             client.acks++
-            // Recovery answers every subscribe before the next command runs: a second ack with no
-            // verdict at all means the gateway ignored `recovery=1`.
+            // An opted-in connection gets its user-stream verdict right after `ready`, before any
+            // command runs: every subscribe acked and no verdict means the gateway ignored `recovery=1`.
             if (mode !== "legacy" && client.acks === SUBSCRIPTIONS_PER_CLIENT && client.verdicts === 0) {
               noPositions = true
               return finish()
