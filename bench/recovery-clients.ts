@@ -4,8 +4,9 @@
  * gateway's control port through the phases, checks every event and every verdict, and writes one
  * JSON result. Phases, all against one gateway process:
  *
- *  1. legacy: the N clients without `recovery=1`; warm-up rounds (discarded), then R rounds live.
- *  2. opted in: the same clients with `recovery=1` (fresh: positions from the verdicts), R rounds.
+ *  1. steady state: the N clients without `recovery=1` (legacy) and with it (opted in: positions
+ *     from the first verdicts), R rounds live each time, in the order legacy, opted in, opted in,
+ *     legacy after warm-up rounds; then a fresh opted-in connect states every position.
  *  3. baseline storm: everyone drops, then reconnects at once with its positions, nothing missed.
  *  4. away: everyone drops; R rounds are published to nobody (the history grows by them).
  *  5. recovery storm: everyone reconnects at once with its positions: R events per stream replayed.
@@ -253,6 +254,8 @@ let noPositions = false
 const connect = (client: Client, mode: Mode): Promise<void> =>
   new Promise((resolve, reject) => {
     client.mode = mode
+    // A fresh opted-in connect starts over: its verdicts state every position anew.
+    if (mode === "fresh") client.positions.clear()
     client.since =
       mode === "resume" ? new Map([...client.positions].map(([s, p]) => [s, { ...p }])) : new Map()
     client.received = new Map()
@@ -506,15 +509,24 @@ const main = async () => {
     writeFileSync(cfg.out, JSON.stringify(result, null, 2))
   }
 
+  // Legacy, opted in, opted in, legacy (ABBA): a drift of the machine over the four hits both alike.
   await connectAll(clients, "legacy", 200)
-  const warmupRounds = Math.ceil(shape.rounds / 4)
-  await publishRounds("warm-up", warmupRounds, true)
-  result.legacy = await publishRounds("legacy", shape.rounds, true)
+  await publishRounds("warm-up", Math.ceil(shape.rounds / 4), true)
+  const legacy = [await publishRounds("legacy 1", shape.rounds, true)]
   await dropAll(clients)
-
   await connectAll(clients, "fresh", 200)
-  if (noPositions) return finish({ skipped: NO_POSITIONS })
-  result.optedIn = await publishRounds("opted in", shape.rounds, true)
+  if (noPositions) return finish({ legacy, skipped: NO_POSITIONS })
+  const optedIn = [
+    await publishRounds("opted in 1", shape.rounds, true),
+    await publishRounds("opted in 2", shape.rounds, true)
+  ]
+  await dropAll(clients)
+  await connectAll(clients, "legacy", 200)
+  legacy.push(await publishRounds("legacy 2", shape.rounds, true))
+  await dropAll(clients)
+  Object.assign(result, { legacy, optedIn })
+  // Positions as of now (a fresh opted-in connect states them), for the storms.
+  await connectAll(clients, "fresh", 200)
   await dropAll(clients)
 
   result.baselineStorm = await storm("baseline storm", clients)

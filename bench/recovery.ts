@@ -11,7 +11,8 @@
  * - **bytes per retained event**: the history's own `filament_gateway_history_bytes` / `_entries`
  *   gained while the clients were away, and the server's heap delta (forced GC) over those entries;
  * - **steady-state cost of opting in**: CPU per delivery and bytes per frame, the same rounds to the
- *   same clients without and with `recovery=1` (the legacy phase runs after a warm-up).
+ *   same clients without and with `recovery=1`, twice each in the order legacy, opted in, opted in,
+ *   legacy (after a warm-up), pooled.
  */
 import { createWriteStream, existsSync, readFileSync } from "node:fs"
 import * as Path from "node:path"
@@ -49,8 +50,9 @@ export interface RecoveryResult {
   readonly shape: typeof FULL_RECOVERY_SHAPE
   /** Set when the gateway answered opted-in clients without positions: nothing past the legacy phase ran. */
   readonly skipped?: string
-  readonly legacy?: LivePhase
-  readonly optedIn?: LivePhase
+  /** The steady-state phases, in run order: legacy 1, 2 and opted in 1, 2 (ABBA). */
+  readonly legacy?: ReadonlyArray<LivePhase>
+  readonly optedIn?: ReadonlyArray<LivePhase>
   readonly baselineStorm?: Storm
   readonly away?: LivePhase
   readonly history?: {
@@ -79,7 +81,17 @@ export const recoveryFigures = (result: RecoveryResult) => {
     recoveryStorm === undefined
   )
     return null
-  const liveCpuUs = optedIn.cpuUsPerDelivery!
+  /** CPU µs per delivery and bytes per frame over phases pooled. */
+  const pooled = (phases: ReadonlyArray<LivePhase>) => {
+    const deliveries = phases.reduce((sum, phase) => sum + phase.deliveries, 0)
+    return {
+      cpuUs: (phases.reduce((sum, phase) => sum + phase.serverCpuS, 0) * 1e6) / deliveries,
+      bytesPerFrame:
+        phases.reduce((sum, phase) => sum + phase.bytesPerFrame! * phase.deliveries, 0) / deliveries
+    }
+  }
+  const live = pooled(optedIn)
+  const legacyPooled = pooled(legacy)
   const replayCpuUs = ((recoveryStorm.serverCpuS - baselineStorm.serverCpuS) * 1e6) / recoveryStorm.replayed
   return {
     allRecoveredMs: recoveryStorm.allRecoveredMs,
@@ -87,14 +99,14 @@ export const recoveryFigures = (result: RecoveryResult) => {
     replayed: recoveryStorm.replayed,
     replayCpuUs,
     stormCpuUsPerReplayed: (recoveryStorm.serverCpuS * 1e6) / recoveryStorm.replayed,
-    liveCpuUs,
-    replayVsLive: replayCpuUs / liveCpuUs,
+    liveCpuUs: live.cpuUs,
+    replayVsLive: replayCpuUs / live.cpuUs,
     historyBytesPerEntry: history === undefined ? null : history.addedBytes / history.addedEntries,
     heapBytesPerEntry: history === undefined ? null : history.heapDeltaBytes / history.addedEntries,
-    legacyCpuUs: legacy.cpuUsPerDelivery!,
-    optedInVsLegacy: liveCpuUs / legacy.cpuUsPerDelivery!,
-    legacyBytesPerFrame: legacy.bytesPerFrame!,
-    positionedBytesPerFrame: optedIn.bytesPerFrame!
+    legacyCpuUs: legacyPooled.cpuUs,
+    optedInVsLegacy: live.cpuUs / legacyPooled.cpuUs,
+    legacyBytesPerFrame: legacyPooled.bytesPerFrame,
+    positionedBytesPerFrame: live.bytesPerFrame
   }
 }
 
@@ -173,6 +185,7 @@ export const recoveryFailures = (result: RecoveryResult): Array<string> => [
 const f = (value: number | null | undefined, digits = 2) =>
   value === null || value === undefined || !Number.isFinite(value) ? "–" : value.toFixed(digits)
 
+const steady = (phases: ReadonlyArray<LivePhase>) => phases.map((phase) => f(phase.cpuUsPerDelivery))
 const pct = (value: number) => `${(value * 100).toFixed(0)}%`
 
 export const recoveryMarkdown = (result: RecoveryResult): Array<string> => {
@@ -200,7 +213,7 @@ export const recoveryMarkdown = (result: RecoveryResult): Array<string> => {
     `| replayed / live | ${f(figures.replayVsLive)}x |`,
     `| history bytes per retained event (\`filament_gateway_history_bytes\` / \`_entries\`) | ${f(figures.historyBytesPerEntry, 0)} |`,
     `| heap bytes per retained event (forced GC, ${result.history!.addedEntries} entries) | ${f(figures.heapBytesPerEntry, 0)} |`,
-    `| steady state, CPU µs per delivery: legacy / opted in | ${f(figures.legacyCpuUs)} / ${f(figures.liveCpuUs)} |`,
+    `| steady state, CPU µs per delivery: legacy / opted in (run order L ${steady(result.legacy!)[0]}, O ${steady(result.optedIn!).join(", O ")}, L ${steady(result.legacy!)[1]}) | ${f(figures.legacyCpuUs)} / ${f(figures.liveCpuUs)} |`,
     `| opted in / legacy | ${f(figures.optedInVsLegacy)}x |`,
     `| bytes per frame: legacy / opted in | ${f(figures.legacyBytesPerFrame, 0)} / ${f(figures.positionedBytesPerFrame, 0)} |`,
     `| connect retries, unexpected closes | ${storm.connectRetries}, ${result.unexpectedCloses} |`
