@@ -390,6 +390,7 @@ const publishRounds = async (phase: string, rounds: number, connected: boolean) 
   const expected = connected ? rounds * deliveriesPerRound(shape) : 0
   const s0 = await control<ServerStats>("/stats")
   const t0 = nowUs()
+  const c0 = process.cpuUsage()
   await control(`/publish?count=${rounds * publishesPerRound(shape)}&rate=0`, 120_000)
   head += rounds
   await until(
@@ -398,6 +399,7 @@ const publishRounds = async (phase: string, rounds: number, connected: boolean) 
     Math.max(20_000, expected / 5)
   )
   const seconds = (nowUs() - t0) / 1e6
+  const clientCpu = process.cpuUsage(c0)
   const s1 = await control<ServerStats>("/stats")
   checkRounds(phase, connected)
   if (tally.events !== expected) fail(`${phase}: ${tally.events} deliveries, expected ${expected}`)
@@ -409,6 +411,11 @@ const publishRounds = async (phase: string, rounds: number, connected: boolean) 
     deliveries: tally.events,
     seconds,
     serverCpuS: cpu / 1e6,
+    /** Shares of one core: a client process near 100 % makes the server's writes back up. */
+    serverCpuUtil: cpu / 1e6 / seconds,
+    /** The kernel's share of the server's CPU: socket writes, growing with bytes on loopback. */
+    serverSysShare: (s1.cpuSystemUs - s0.cpuSystemUs) / Math.max(1, cpu),
+    clientCpuUtil: (clientCpu.user + clientCpu.system) / 1e6 / seconds,
     cpuUsPerDelivery: expected > 0 ? cpu / tally.events : null,
     bytesPerFrame: frames > 0 ? (tally.positionedBytes + tally.legacyBytes) / frames : null
   }

@@ -26,6 +26,9 @@ interface LivePhase {
   readonly deliveries: number
   readonly seconds: number
   readonly serverCpuS: number
+  readonly serverCpuUtil: number
+  readonly serverSysShare: number
+  readonly clientCpuUtil: number
   readonly cpuUsPerDelivery: number | null
   readonly bytesPerFrame: number | null
 }
@@ -185,8 +188,14 @@ export const recoveryFailures = (result: RecoveryResult): Array<string> => [
 const f = (value: number | null | undefined, digits = 2) =>
   value === null || value === undefined || !Number.isFinite(value) ? "–" : value.toFixed(digits)
 
-const steady = (phases: ReadonlyArray<LivePhase>) => phases.map((phase) => f(phase.cpuUsPerDelivery))
 const pct = (value: number) => `${(value * 100).toFixed(0)}%`
+
+/** A steady-state phase: CPU µs per delivery (server / clients CPU share, kernel share of the server's). */
+const steady = (phases: ReadonlyArray<LivePhase>) =>
+  phases.map(
+    (phase) =>
+      `${f(phase.cpuUsPerDelivery)} (${pct(phase.serverCpuUtil)}/${pct(phase.clientCpuUtil)}, sys ${pct(phase.serverSysShare)})`
+  )
 
 export const recoveryMarkdown = (result: RecoveryResult): Array<string> => {
   const { shape } = result
