@@ -23,6 +23,8 @@ export interface ServerSpec {
   readonly jwtSecret: string | null
   /** Distinct users for N connections (the gateway caps connections per user). */
   readonly users: (n: number) => number
+  /** Appended to every client's upgrade query (after the token), e.g. `&recovery=1`. */
+  readonly query?: string
 }
 
 export interface RunSpec {
@@ -37,7 +39,7 @@ export interface RunSpec {
   readonly serverNodeFlags?: ReadonlyArray<string>
 }
 
-const pinning = (() => {
+export const pinning = (() => {
   const hasTaskset = spawnSync("sh", ["-c", "command -v taskset"]).status === 0
   return hasTaskset && Os.availableParallelism() >= 2
     ? {
@@ -52,7 +54,11 @@ export const PINNING = pinning.label
 /** Pure-JS `ws` paths in every process, as in the agreed workload. */
 const WS_ENV = { WS_NO_BUFFER_UTIL: "1", WS_NO_UTF_8_VALIDATE: "1" }
 
-const launch = (prefix: ReadonlyArray<string>, args: ReadonlyArray<string>, env: Record<string, string>) => {
+export const launch = (
+  prefix: ReadonlyArray<string>,
+  args: ReadonlyArray<string>,
+  env: Record<string, string>
+) => {
   const argv = [...prefix, process.execPath, "--import", "tsx", ...args]
   return spawn(argv[0]!, argv.slice(1), {
     cwd: REPO_DIR,
@@ -61,7 +67,7 @@ const launch = (prefix: ReadonlyArray<string>, args: ReadonlyArray<string>, env:
   })
 }
 
-const exited = (child: ChildProcess, timeoutMs: number): Promise<boolean> =>
+export const exited = (child: ChildProcess, timeoutMs: number): Promise<boolean> =>
   child.exitCode !== null || child.signalCode !== null
     ? Promise.resolve(true)
     : new Promise((resolve) => {
@@ -130,6 +136,7 @@ export const runOne = async (spec: RunSpec): Promise<string> => {
       subsPerConn: spec.subsPerConn,
       users: spec.server.users(spec.n),
       jwtSecret: spec.server.jwtSecret,
+      query: spec.server.query ?? "",
       concurrency: 200,
       hardTimeoutS,
       pinning: PINNING,

@@ -35,6 +35,8 @@ export interface GeneratorConfig {
   readonly users: number
   /** HS256 secret to mint one access token per client; none for servers that do not check. */
   readonly jwtSecret: string | null
+  /** Appended to the upgrade query after the token (e.g. `&recovery=1`). */
+  readonly query: string
   readonly concurrency: number
   readonly hardTimeoutS: number
   readonly pinning: string
@@ -112,7 +114,7 @@ const mintToken = async (i: number): Promise<string | null> => {
 const connectOne = async (i: number): Promise<WebSocket> => {
   const token = await mintToken(i)
   const channels = channelsFor(i, cfg.idleRooms, cfg.subsPerConn)
-  const query = token === null ? "" : `?access_token=${encodeURIComponent(token)}`
+  const query = token === null ? "" : `?access_token=${encodeURIComponent(token)}${cfg.query}`
   return new Promise((resolve, reject) => {
     const socket = new WebSocket(`ws://127.0.0.1:${cfg.wsPort}/gateway/ws${query}`, {
       perMessageDeflate: false

@@ -9,12 +9,14 @@
  *     the channel / guild / user paths, enqueue only), ingress decode rate, registry churn (µs
  *     per subscribe / disconnect as one channel grows to 50 000 members), and client decode (ns per
  *     event frame, generated decoders vs Effect Schema).
- *  4. Optionally (`--profile`) one extra run per server at N=1000 under `node --cpu-prof`, summarized.
+ *  4. Missed-event recovery (bench/recovery.ts): a reconnect storm of opted-in clients that missed
+ *     events, replay vs live CPU, bytes per retained event, and the steady-state cost of opting in.
+ *  5. Optionally (`--profile`) one extra run per server at N=1000 under `node --cpu-prof`, summarized.
  *
  * Output: bench/results/<batch>/{results.json,results.md} plus every raw run file. Smoke mode runs
  * tiny sizes in seconds and fails (exit 1) if any part of the harness breaks; it asserts no speed.
  *
- * flags: --smoke  --ns 100,1000,5000  --reps 3  --servers raw-ws,gateway  --skip fanout,registry,micro
+ * flags: --smoke  --ns 100,1000,5000  --reps 3  --servers raw-ws,gateway[,gateway-recovery]  --skip fanout,registry,micro,recovery
  *        --profile  --batch <name>  --server-flags "<node flags>" (diagnosis only: both servers get them,
  *        the report says so and the targets are not judged)
  */
@@ -31,6 +33,7 @@ import {
   type Row,
   type RunResult
 } from "./report.js"
+import { recoveryFailures, recoveryMarkdown, runRecovery, type RecoveryResult } from "./recovery.js"
 import { BENCH_DIR, PINNING, REPO_DIR, runOne, type ServerSpec } from "./Runner.js"
 import { FULL_SHAPE, SMOKE_SHAPE } from "./Workload.js"
 
@@ -64,20 +67,23 @@ const PUBLISH_KEY = "bench-only-publish-key-0123456789abcdef"
 /** The gateway's default `GATEWAY_MAX_CONNECTIONS_PER_USER`; the bench keeps the default. */
 const CONNECTIONS_PER_USER = 32
 
+const GATEWAY: ServerSpec = {
+  name: "gateway",
+  entry: "servers/gateway.ts",
+  env: {
+    GATEWAY_JWT_SECRET: JWT_SECRET,
+    GATEWAY_PUBLISH_KEY: PUBLISH_KEY,
+    GATEWAY_HOST: "127.0.0.1",
+    GATEWAY_PORT: "0"
+  },
+  jwtSecret: JWT_SECRET,
+  users: (n) => Math.ceil(n / CONNECTIONS_PER_USER)
+}
 const SERVERS: Record<string, ServerSpec> = {
   "raw-ws": { name: "raw-ws", entry: "servers/raw-ws.ts", env: {}, jwtSecret: null, users: () => 1 },
-  gateway: {
-    name: "gateway",
-    entry: "servers/gateway.ts",
-    env: {
-      GATEWAY_JWT_SECRET: JWT_SECRET,
-      GATEWAY_PUBLISH_KEY: PUBLISH_KEY,
-      GATEWAY_HOST: "127.0.0.1",
-      GATEWAY_PORT: "0"
-    },
-    jwtSecret: JWT_SECRET,
-    users: (n) => Math.ceil(n / CONNECTIONS_PER_USER)
-  }
+  gateway: GATEWAY,
+  // The same gateway with every client opted in to missed-event recovery: its frames carry `pos`.
+  "gateway-recovery": { ...GATEWAY, name: "gateway-recovery", query: "&recovery=1" }
 }
 const servers = listArg("servers", ["raw-ws", "gateway"]).map((name) => {
   const spec = SERVERS[name]
@@ -260,6 +266,16 @@ const main = async () => {
   const ingress = await micro<IngressResult>("ingress", ["--seconds", smoke ? "0.05" : "1"])
   const churn = await micro<ChurnResult>("churn", ["--members", smoke ? "200" : "5000,50000"])
   const decode = await micro<DecodeResult>("decode", ["--seconds", smoke ? "0.05" : "1"])
+  let recovery: RecoveryResult | null = null
+  if (!skip.has("recovery")) {
+    process.stdout.write("== missed-event recovery\n")
+    try {
+      recovery = await runRecovery({ server: GATEWAY, smoke, dir })
+      failures.push(...recoveryFailures(recovery))
+    } catch (error) {
+      failures.push(`recovery: ${(error as Error).message}`)
+    }
+  }
   const profiles: Array<{
     readonly server: string
     readonly deliveries: number
@@ -381,6 +397,7 @@ const main = async () => {
         )
       ]
     ),
+    ...section("Missed-event recovery", recovery, recoveryMarkdown),
     ...profiles.flatMap((p) => [
       "",
       `## Server CPU profile: ${p.server} (N=${smoke ? 20 : 1000})`,
@@ -408,6 +425,7 @@ const main = async () => {
         ingress,
         churn,
         decode,
+        recovery,
         profiles,
         targets,
         failures
