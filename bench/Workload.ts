@@ -42,7 +42,7 @@ export const idleChannel = (room: number): ChannelTarget => ({
 
 /**
  * Connection `i` subscribes to the hot channel plus idle rooms `(i*S + j) mod M`, `j < S` (the
- * assignment of the reference harness), so `N*S` extra subscriptions spread over `M` channels.
+ * assignment of docs/BENCHMARKS.md, Registry scaling), so `N*S` extra subscriptions spread over `M` channels.
  */
 export const channelsFor = (i: number, idleRooms: number, subsPerConn: number): Array<ChannelTarget> => {
   const channels: Array<ChannelTarget> = [{ guild_id: HOT_GUILD, channel_id: HOT_CHANNEL }]

@@ -1,5 +1,5 @@
 /**
- * In-process dispatch, after the original's fanout snapshot (reference §8.7): L listeners (512)
+ * In-process dispatch, after the original gateway's fanout snapshot benchmark: L listeners (512)
  * × K iterations (128) on the channel, guild and user paths, "enqueue only", ns per dispatch =
  * total / (L × K).
  *

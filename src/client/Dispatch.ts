@@ -23,7 +23,7 @@ export type Handlers = {
 
 type MigrationPath = (typeof LEGACY_EVENTS)[LegacyEventType]["path"]
 
-/** Compatibility counter key `<path>:<mode>`, as the original web client names them (reference §8.4). */
+/** Compatibility counter key `<path>:<mode>`, as the original web client names them (docs/CLIENT.md). */
 export type CompatibilityCounterKey = `${MigrationPath}:${"legacy_decode" | "explicit_decode"}`
 
 /** `explicit_decode` is counted for every replacement event of a legacy one, by the legacy's path. */

@@ -27,7 +27,7 @@ export const UnsubscribePayload = Schema.Struct(ChannelTarget)
 
 export const MESSAGE_CREATE_CONTENT_BYTES_RULE = `content is at most ${MAX_MESSAGE_CONTENT_BYTES} UTF-8 bytes`
 
-// The §3.2 content rule (`messageCreateContent`) holds for the wire and the decoded form alike.
+// The content rule (`messageCreateContent`) holds for the wire and the decoded form alike.
 const MessageCreateWire = Schema.Struct({
   ...ChannelTarget,
   // The character bound is implied by the byte bound; it is here so the JSON Schema states it.

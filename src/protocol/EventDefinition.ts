@@ -12,7 +12,7 @@ export type EventScope = "connection" | "channel" | "guild" | "user"
 export type EventLifecycle = "active" | "deprecated"
 
 /**
- * `original`: an event of the original Filament protocol (reference §4.0), wire-compatible.
+ * `original`: one of the 36 events of the original Filament protocol, wire-compatible.
  * `extension`: additive, ours (e.g. the `unsubscribed` ack); original clients ignore it.
  */
 export type EventOrigin = "original" | "extension"

@@ -67,7 +67,7 @@ export const makeRegistry = <E extends EventDefinition>(events: ReadonlyArray<E>
 
 /**
  * Every event of the protocol, in catalog order: the 36 original events in the order of the
- * original manifest (reference §4.0), then our extensions, then the deprecated legacy event.
+ * original gateway's manifest, then our extensions, then the deprecated legacy event.
  */
 export const EVENTS = [
   Connection.Ready,

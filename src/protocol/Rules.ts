@@ -77,7 +77,7 @@ export const FILTER_RULES = {
     (message.attachments ?? []).length > 0 ||
     "content may be empty only when the message has attachments",
 
-  /** The `message_create` command's content rule (reference §3.2), wire and decoded form alike. */
+  /** The `message_create` command's content rule (docs/PROTOCOL.md), wire and decoded form alike. */
   messageCreateContent: (
     command: { readonly content: string; readonly attachment_ids?: ReadonlyArray<unknown> | null },
     maxBytes: number

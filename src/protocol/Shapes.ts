@@ -1,5 +1,6 @@
 /**
- * Nested shapes shared by several events (reference §4.2) and the scalar rules they are built from.
+ * Nested shapes shared by several events (message snapshots, reactions, markdown, roles, voice
+ * participants) and the scalar rules they are built from.
  *
  * Bounds are the ones the original web client enforces. Where the client normalizes while decoding
  * (deduplication, defaults, lower-casing), the schema is a transformation whose encoded side is the
@@ -339,7 +340,7 @@ const I32_MAX = 2_147_483_647
 
 /**
  * A workspace role as created. `position` is the server's i32: the web client rejects < 1, but the
- * server may emit it (reference §11.6), so any i32 is accepted.
+ * server may emit it and the client follows the server (docs/CLIENT.md, Decoding), so any i32 is accepted.
  */
 export const WorkspaceRole = Schema.Struct({
   role_id: RoleId,

@@ -1,5 +1,5 @@
 /**
- * GatewayMetrics: the original's metric families with their label names (reference §7.2), plus
+ * GatewayMetrics: the original gateway's metric families with their label names, plus
  * ours; their snapshot and Prometheus text exposition (format 0.0.4) are in `MetricsSnapshot.ts`.
  *
  * Each `make` (each `layer` instance) owns its series, so several gateways in one process (an app
@@ -45,7 +45,7 @@ export type ParseRejectReason =
 export type AuthFailureReason = "unauthorized" | "forbidden"
 export type ConnectionRejectReason = "too_many_connections" | "shutting_down" | "invalid_recovery"
 export type SubscribeRejectReason = "forbidden" | "subscription_limit" | "revoked"
-/** Dual-emit migration paths and modes (reference §8.4). */
+/** Dual-emit migration paths and modes (docs/PROTOCOL.md, Compatibility and versioning). */
 export type CompatibilityPath = "channel_role_override_migration" | "channel_permission_override_migration"
 export type CompatibilityMode = "legacy_emit" | "explicit_emit"
 export type RevocationEvent = "workspace_member_remove" | "workspace_member_ban"
@@ -103,7 +103,7 @@ const commandNames = new Set<string>(COMMANDS.map((command) => command.type))
 export const ingressEventLabel = (type: string): string =>
   Manifest.lookup(type) !== undefined || commandNames.has(type) ? type : OTHER_EVENT_TYPE
 
-/** Families in exposition order: the original's order (reference §7.1), then ours. */
+/** Families in exposition order: the original gateway's eight in its order, then ours. */
 const FAMILIES = [
   { name: "filament_auth_failures_total", help: "Authentication failures.", type: "counter" },
   {

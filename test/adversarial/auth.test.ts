@@ -1,6 +1,7 @@
 /**
- * Auth abuse at the upgrade (reference §1.2): every forged, malformed or out-of-time token is
- * answered 401 `invalid_credentials` before any upgrade, counted, and leaves no connection behind.
+ * Auth abuse at the upgrade (docs/PROTOCOL.md, Authentication): every forged, malformed or
+ * out-of-time token is answered 401 `invalid_credentials` before any upgrade, counted, and leaves no
+ * connection behind.
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, HashMap, Option, Redacted } from "effect"

@@ -1,5 +1,5 @@
 /**
- * HTTP-layer limits, as the original's security-limits suite (reference §6.2, §9.2): body cap → 413,
+ * HTTP-layer limits, as the original gateway's security-limits tests: body cap → 413,
  * slowloris headers / body / a silent peer → 408 within the request timeout, per-client-IP rate
  * limit on upgrades and publish calls → 429 (forwarded client IP believed only from trusted
  * proxies), and the per-IP cap on open connections. Each asserts status, body and counter delta.

@@ -1,5 +1,5 @@
 /**
- * The web client's gateway scenarios (reference §9.6), ported to our decoders, driven by the payload
+ * The original web client's gateway tests, ported to our decoders, driven by the payload
  * vectors recorded from the original web client's own tests.
  */
 import { describe, expect, it } from "@effect/vitest"
@@ -42,7 +42,7 @@ const ulid = (n: number) =>
 
 /**
  * Vectors where we follow the original server, not the web client, on a documented disagreement
- * (reference §4.4). Each is asserted to decode the other way, so a change of mind fails here.
+ * (docs/CLIENT.md, Decoding). Each is asserted to decode the other way, so a change of mind fails here.
  */
 const SERVER_SIDE_DISAGREEMENTS: Record<string, string> = {
   "workspace_channel_permission_override_update valid #1":
@@ -97,7 +97,7 @@ describe("web-client vectors", () => {
   )
 })
 
-describe("envelope (reference §2.4)", () => {
+describe("envelope (client side, tolerant)", () => {
   it("accepts a valid envelope and tolerates unknown top-level keys", () => {
     const user_id = ulid(1)
     expect(accepted(frame("ready", { user_id }))).toEqual({ type: "ready", payload: { user_id } })
@@ -169,7 +169,7 @@ describe("envelope (reference §2.4)", () => {
   })
 })
 
-describe("payload scenarios (reference §9.6)", () => {
+describe("payload scenarios (the web client's tests)", () => {
   it("tolerates additive fields and strips them", () => {
     const user_id = ulid(1)
     expect(accepted(frame("ready", { user_id, experimental: { a: 1 } }))).toEqual({

@@ -1,8 +1,8 @@
 /**
- * Fanout over real sockets (reference §9.1, §9.3): channel / guild / user targeting, guild delivery
- * once per connection, oversized outbound dropped and counted, slow consumers evicted alone while
- * a healthy neighbour receives every event in order, bounded memory for a peer that stops reading,
- * and the bus (other nodes) served before the local send loop.
+ * Fanout over real sockets, after the original gateway's fanout tests: channel / guild / user
+ * targeting, guild delivery once per connection, oversized outbound dropped and counted, slow
+ * consumers evicted alone while a healthy neighbour receives every event in order, bounded memory for
+ * a peer that stops reading, and the bus (other nodes) served before the local send loop.
  *
  * "Nothing else arrived" is proven without waiting: a marker event sent afterwards must be the next
  * frame (delivery order per connection is guaranteed).

@@ -1,6 +1,7 @@
 /**
- * Reference §9.1 over real sockets: handshake and `ready` first, subscribe and its ack, the gateway
- * `message_create` round trip, forbidden subscribe, unsubscribe, and auth at upgrade.
+ * The original gateway's network-flow tests over real sockets: handshake and `ready` first, subscribe
+ * and its ack, the gateway `message_create` round trip, forbidden subscribe, unsubscribe, and auth at
+ * upgrade.
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Clock, Effect, Either, Redacted } from "effect"

@@ -1,6 +1,6 @@
 /**
- * Ingress rejections over real sockets (reference §9.1 scenario 3, §3.4, §3.5): each asserts the
- * close code, the reason and the metric delta.
+ * Ingress rejections over real sockets (docs/PROTOCOL.md, Invalid input; after the original
+ * gateway's rejection-counter test): each asserts the close code, the reason and the metric delta.
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Duration, Effect, TestClock } from "effect"
@@ -144,7 +144,7 @@ describe("ingress rejections", () => {
   )
 })
 
-describe("ingress rate window (sliding log, §3.5)", () => {
+describe("ingress rate window (sliding log)", () => {
   const window = Duration.seconds(10)
   const limit = 3
 

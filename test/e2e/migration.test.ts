@@ -1,5 +1,5 @@
 /**
- * The migration lifecycle (reference §8.2–§8.4) against the real server: with
+ * The migration lifecycle (docs/PROTOCOL.md, Compatibility and versioning) against the real server: with
  * `GATEWAY_DUAL_EMIT_LEGACY_OVERRIDE` off only the explicit override events go out (counted as
  * `explicit_emit`); with it on, the deprecated `workspace_channel_override_update` goes first with the
  * same payload, then the explicit event, and both are counted per path. The client SDK's dispatcher,

@@ -1,6 +1,6 @@
 /**
- * Presence over real sockets (reference §3.1, §5.5, §5.7): the exact subscribe order on first and
- * repeated subscribes, online once and offline once for multi-connection users, offline on
+ * Presence over real sockets (docs/PROTOCOL.md, `subscribe` and Presence): the exact subscribe order
+ * on first and repeated subscribes, online once and offline once for multi-connection users, offline on
  * disconnect and on unsubscribe of the guild's last channel, the presence_sync bound, and the storm
  * bound (a guild's changes beyond the burst held per tick, sent as one guild-wide presence_sync).
  */

@@ -1,5 +1,5 @@
 /**
- * Revocation over real sockets (ours; DESIGN "Beyond the original"): `workspace_member_remove` /
+ * Revocation over real sockets (ours; docs/PROTOCOL.md, Revocation): `workspace_member_remove` /
  * `workspace_member_ban` for user U in guild G is delivered first (U's connections included), then
  * U's connections lose every subscription in G, U leaves G's voice channels and goes offline there,
  * and later events of G no longer reach U while the other members keep receiving them.

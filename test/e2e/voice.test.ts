@@ -1,8 +1,8 @@
 /**
- * The voice participant projection over real sockets (reference §5.8, §9.1 scenario 13): snapshots on
+ * The voice participant projection over real sockets (docs/PROTOCOL.md, Voice snapshots): snapshots on
  * every authorized subscribe, the projection following published voice events, expiry (lazily on
  * subscribe and join, and by the one periodic sweep, driven by TestClock), the caps (409, counted,
- * nothing delivered) and the cleanup when a participant's last connection goes (§5.7).
+ * nothing delivered) and the cleanup when a participant's last connection goes.
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Duration, Effect, TestClock } from "effect"

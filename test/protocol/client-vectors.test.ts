@@ -1,8 +1,9 @@
 /**
  * The original web client's own test vectors (test/fixtures/filament-client-vectors.json): every
  * valid payload decodes, every invalid one is rejected, every invalid envelope frame is refused and
- * every unsupported type is unknown, except where a reference §11 disagreement rule wins. Those
- * exceptions are listed here, each with its reason, and the test checks they are still exceptions.
+ * every unsupported type is unknown, except where the original server and web client disagree and
+ * the server wins (docs/CLIENT.md, Decoding). Those exceptions are listed here, each with its reason,
+ * and the test checks they are still exceptions.
  */
 import { readFileSync } from "node:fs"
 import { Either } from "effect"
@@ -30,22 +31,22 @@ interface Disagreement {
   readonly rule: string
 }
 
-/** Fixture vectors whose verdict we deliberately flip, per the issue's §11 rule. */
+/** Fixture vectors whose verdict we deliberately flip: where server and web client disagree. */
 const DISAGREEMENTS: ReadonlyArray<Disagreement> = [
   {
     eventType: "workspace_channel_permission_override_update",
     list: "valid",
     index: 1,
     rule:
-      "§11.1: the client accepted a legacy role name (`member`) as target_id for target_kind role; the " +
-      "server sends a workspace role ULID there, and we decode exactly that, so the name is rejected."
+      "role target: the client accepted a legacy role name (`member`) as target_id for target_kind role; " +
+      "the server sends a workspace role ULID there, and we decode exactly that, so the name is rejected."
   },
   {
     eventType: "workspace_role_create",
     list: "invalid",
     index: 1,
     rule:
-      "§11.6: the client rejected role.position 0; the server may emit positions below 1, so the " +
+      "role position: the client rejected role.position 0; the server may emit positions below 1, so the " +
       "server's payload wins and we accept it."
   }
 ]

@@ -1,6 +1,6 @@
 /**
- * Ingress commands (reference §3): strict payloads, canonical ids, the §3.2 message rules, and
- * rejection reasons that are exactly the metric / close reasons.
+ * Ingress commands (docs/PROTOCOL.md, Ingress commands): strict payloads, canonical ids, the
+ * `message_create` rules, and rejection reasons that are exactly the metric / close reasons.
  */
 import { Either } from "effect"
 import { describe, expect, it } from "vitest"
@@ -27,7 +27,7 @@ const reject = (text: string): CommandRejection => {
   return result.left
 }
 
-/** The `filament_gateway_events_parse_rejected_total` / unknown_received reasons (reference §3.4). */
+/** The `parse_rejected` / `unknown_received` reasons (docs/PROTOCOL.md, Invalid input). */
 const METRIC_REASONS = [
   "invalid_envelope",
   "invalid_subscribe_payload",

@@ -1,4 +1,4 @@
-/** The `{v,t,d}` envelope: reference §2 and the web client's envelope tests (§9.6). */
+/** The `{v,t,d}` envelope (docs/PROTOCOL.md, Envelope) and the original web client's envelope tests. */
 import { Either } from "effect"
 import { describe, expect, it } from "vitest"
 import { decodeCommand } from "../../src/protocol/Commands.js"
@@ -27,7 +27,7 @@ describe("parseEnvelope", () => {
     expect(rejection(frame({ v: 1, t: "x".repeat(64), d: {} }), strict)).toBe("accepted")
   })
 
-  it.each(both)("rejects the §9.6 cases (strict: $strict)", ({ strict }) => {
+  it.each(both)("rejects the web client's cases (strict: $strict)", ({ strict }) => {
     const cases: ReadonlyArray<[string, string]> = [
       [frame({ v: 2, t: "ready", d: {} }), "invalid_envelope"],
       [frame({ v: "1", t: "ready", d: {} }), "invalid_envelope"],

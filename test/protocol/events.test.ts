@@ -207,7 +207,7 @@ describe("client normalizations", () => {
     expect(effectAccepts(event, payload("role", "owner"), tolerant)).toBe(false)
   })
 
-  it("workspace_role_create accepts a position below 1 (reference §11.6: the server may emit it)", () => {
+  it("workspace_role_create accepts a position below 1 (the server may emit it)", () => {
     const role = { role_id: R, name: "owners", position: 0, is_system: false, permissions: [] }
     expect(effectAccepts(Workspace.WorkspaceRoleCreate, { guild_id: G, role }, strict)).toBe(true)
     expect(

@@ -1,11 +1,11 @@
-/** The event registry: the exact original event set (reference §4.0), extensions, lifecycle invariants. */
+/** The event registry: the exact original event set, extensions, lifecycle invariants. */
 import { Schema } from "effect"
 import { describe, expect, it } from "vitest"
 import { CLOSE_CODES } from "../../src/protocol/CloseCodes.js"
 import { defineEvent, type EventLifecycle, type EventMigration } from "../../src/protocol/EventDefinition.js"
 import { EVENTS, makeRegistry, Manifest, ManifestError, toJsonManifest } from "../../src/protocol/Manifest.js"
 
-/** Reference §4.0, in order: event, schema_version, scope. */
+/** The original gateway's manifest, in order: event, schema_version, scope. */
 const ORIGINAL_MANIFEST: ReadonlyArray<readonly [string, number, string]> = [
   ["ready", 1, "connection"],
   ["subscribed", 1, "connection"],
@@ -63,7 +63,7 @@ const event = (
   })
 
 describe("Manifest", () => {
-  it("lists exactly the 36 original active events with the §4.0 versions and scopes, in order", () => {
+  it("lists exactly the 36 original active events with the original versions and scopes, in order", () => {
     const original = Manifest.events.filter((e) => e.origin === "original" && e.lifecycle === "active")
     expect(original.map((e) => [e.type, e.version, e.scope])).toEqual(ORIGINAL_MANIFEST)
   })

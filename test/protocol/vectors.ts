@@ -772,7 +772,7 @@ export const EVENT_VECTORS: Record<GatewayEventType, Vectors> = {
     invalid: [
       {
         payload: permissionOverride("role", "member"),
-        why: "legacy role name as role target (reference §11.1)"
+        why: "legacy role name as role target (the server sends a role ULID)"
       },
       { payload: permissionOverride("member", "moderator"), why: "role name as member target" },
       { payload: permissionOverride("channel", R), why: "unknown target kind" },

@@ -1,4 +1,4 @@
-/** User-scoped friendship events (reference §4.6): to the users concerned. */
+/** User-scoped friendship events: to the users concerned (no subscription needed). */
 import { Schema } from "effect"
 import { defineEvent } from "../EventDefinition.js"
 import { FriendRequestId, UserId } from "../Ids.js"

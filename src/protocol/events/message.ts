@@ -1,4 +1,4 @@
-/** Channel-scoped message events (reference §4.3): delivered to the subscribers of the channel. */
+/** Channel-scoped message events: delivered to the subscribers of the channel. */
 import { Schema } from "effect"
 import { defineEvent } from "../EventDefinition.js"
 import { ChannelId, GuildId, MessageId, UserId } from "../Ids.js"

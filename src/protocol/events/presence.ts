@@ -1,4 +1,4 @@
-/** Guild presence events (reference §4.4, §5.5). */
+/** Guild presence events (docs/PROTOCOL.md, Presence). */
 import { Schema } from "effect"
 import { defineEvent } from "../EventDefinition.js"
 import { GuildId, UserId } from "../Ids.js"

@@ -1,4 +1,4 @@
-/** User-scoped profile events (reference §4.6): to the user and their observers. */
+/** User-scoped profile events: to the user and their observers (no subscription needed). */
 import { Schema } from "effect"
 import { defineEvent } from "../EventDefinition.js"
 import { UserId } from "../Ids.js"

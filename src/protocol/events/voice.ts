@@ -1,4 +1,4 @@
-/** Voice events (reference §4.5): channel-scoped; the sync goes only to the subscribing connection. */
+/** Voice events: channel-scoped; the sync goes only to the subscribing connection. */
 import { Schema } from "effect"
 import { defineEvent } from "../EventDefinition.js"
 import { ChannelId, GuildId, UserId } from "../Ids.js"

@@ -1,4 +1,4 @@
-/** Guild-scoped workspace events (reference §4.4): to every connection subscribed in the guild. */
+/** Guild-scoped workspace events: to every connection subscribed in the guild. */
 import { Schema } from "effect"
 import { defineEvent } from "../EventDefinition.js"
 import { ChannelId, GuildId, RoleId, UserId } from "../Ids.js"
@@ -208,7 +208,7 @@ const overrideTarget = {
   ...actor
 }
 
-/** Role target: a workspace role ULID (the server's payload, reference §11.1). */
+/** Role target: a workspace role ULID, as the server sends (docs/CLIENT.md, Decoding). */
 const RoleTargetOverride = Schema.Struct({
   ...overrideTarget,
   target_kind: Schema.Literal("role"),

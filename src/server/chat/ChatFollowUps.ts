@@ -6,18 +6,20 @@
  * The default `GatewayHooks`: what makes the gateway a chat gateway rather than a pub/sub
  * pipe. On the core's seams it adds
  *
- * - presence (reference §5.5, §5.7): `presence_sync` to the subscriber, `presence_update` online
+ * - presence (docs/PROTOCOL.md, Presence): `presence_sync` to the subscriber, `presence_update` online
  *   once when a user comes online in a guild and offline once when their last subscription there
  *   goes (unsubscribe, disconnect, revocation);
- * - voice snapshots (§5.8): the `VoiceParticipants` projection follows the published voice events,
- *   refuses joins over its caps, sends `voice_participant_sync` after every authorized subscribe, and
- *   announces expired participants (lazily on subscribe and join, and from one periodic sweep);
+ * - voice snapshots (docs/PROTOCOL.md, Voice snapshots): the `VoiceParticipants` projection follows
+ *   the published voice events, refuses joins over its caps, sends `voice_participant_sync` after every
+ *   authorized subscribe, and announces expired participants (lazily on subscribe and join, and from
+ *   one periodic sweep);
  * - revocation (ours): after `workspace_member_remove` / `workspace_member_ban` for user U in guild G
  *   is delivered, U's connections lose every subscription in G, U leaves G's voice channels and goes
  *   offline there;
- * - the migration lifecycle (§8.3, §8.4): with `GATEWAY_DUAL_EMIT_LEGACY_OVERRIDE`, every channel
- *   override event is preceded by the deprecated `workspace_channel_override_update`; the
- *   compatibility counters count the legacy and the explicit emits.
+ * - the migration lifecycle (docs/PROTOCOL.md, Compatibility and versioning): with
+ *   `GATEWAY_DUAL_EMIT_LEGACY_OVERRIDE`, every channel override event is preceded by the deprecated
+ *   `workspace_channel_override_update`; the compatibility counters count the legacy and the explicit
+ *   emits.
  *
  * Follow-up events are announcements: one that cannot be built is counted and logged by the publish
  * path and never fails the command or publish that caused it. The presence announcements (with the
@@ -44,7 +46,7 @@ import { SubscriptionRegistry } from "../registry/Subscriptions.js"
 import { VoiceParticipants, voiceChange } from "./Voice.js"
 import { makeVoiceAnnouncements, unixSeconds } from "./VoiceAnnouncements.js"
 
-/** The explicit override events and the compatibility path each is counted under (reference §8.4). */
+/** The explicit override events and the compatibility path each is counted under. */
 const MIGRATION_PATHS: ReadonlyMap<string, CompatibilityPath> = new Map([
   [WorkspaceChannelRoleOverrideUpdate.type, "channel_role_override_migration"],
   [WorkspaceChannelPermissionOverrideUpdate.type, "channel_permission_override_migration"]
@@ -90,15 +92,17 @@ export const make = Effect.gen(function* () {
           })
         )
       }
-      // As a kick or ban does in the original (§5.8), then presence (U no longer receives either).
+      // The original removes a kicked or banned user from the guild's voice channels; then presence (U
+      // no longer receives either).
       yield* announceRemovals(publisher, yield* voice.removeUser(user_id, guild_id))
       if (outcome.userLeftGuild) yield* announceOffline(publisher, guild_id, user_id)
     })
 
   /**
-   * Dual emit (reference §8.3): with the switch on, the legacy name first, same payload; the explicit
-   * event (its frame already built when this runs) follows. `explicit_emit` counts with the switch off
-   * too, so the sunset rule's "legacy flat while explicit grows" can be read off one family.
+   * Dual emit, as in the original's migration window: with the switch on, the legacy name first, same
+   * payload; the explicit event (its frame already built when this runs) follows. `explicit_emit`
+   * counts with the switch off too, so the sunset rule's "legacy flat while explicit grows" can be read
+   * off one family.
    */
   const migrate = (publisher: Publisher, path: CompatibilityPath, payload: unknown) =>
     Effect.gen(function* () {
@@ -147,7 +151,7 @@ export const make = Effect.gen(function* () {
 
     disconnected: ({ connection, userLeftGuilds }, publisher) =>
       Effect.gen(function* () {
-        // Reference §5.7: a user with no connection left leaves every voice channel; then offline.
+        // As in the original: a user with no connection left leaves every voice channel; then offline.
         if ((yield* registry.userMembers(connection.userId)).length === 0) {
           yield* announceRemovals(publisher, yield* voice.removeUser(connection.userId))
         }

@@ -1,6 +1,6 @@
 /**
- * Presence: which users are online in which guild (reference §5.5). A user is online in guild G
- * while at least one of their connections holds a subscription in G.
+ * Presence: which users are online in which guild (docs/PROTOCOL.md, Presence). A user is online in
+ * guild G while at least one of their connections holds a subscription in G.
  *
  * The registry decides, atomically, when a node gains or loses a user in a guild (its subscribe /
  * unsubscribe / disconnect / revoke outcomes); this service turns those node-level transitions into

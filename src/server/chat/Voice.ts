@@ -1,6 +1,7 @@
 /**
  * VoiceParticipants: per `{guild, channel}`, the participant snapshot implied by the voice events
- * published through the gateway (reference §5.8), for `voice_participant_sync` on subscribe.
+ * published through the gateway, for `voice_participant_sync` on subscribe (docs/PROTOCOL.md, Voice
+ * snapshots).
  *
  * Bounded like the original: at most `GATEWAY_MAX_VOICE_CHANNELS` tracked channels and
  * `GATEWAY_MAX_VOICE_PARTICIPANTS_PER_CHANNEL` participants per channel; a join over either cap is

@@ -18,7 +18,7 @@ export const unixSeconds = Effect.map(Clock.currentTimeMillis, (millis) =>
 )
 
 export const makeVoiceAnnouncements = (metrics: GatewayMetricsShape, voice: VoiceParticipantsShape) => {
-  /** Reference §4.5: one unpublish per published stream, then the leave, all with one timestamp. */
+  /** As the original: one unpublish per published stream, then the leave, all with one timestamp. */
   const announceRemovals = (publisher: Publisher, removals: ReadonlyArray<VoiceRemoval>) =>
     Effect.gen(function* () {
       if (removals.length === 0) return
@@ -44,7 +44,7 @@ export const makeVoiceAnnouncements = (metrics: GatewayMetricsShape, voice: Voic
     Effect.gen(function* () {
       if (change._tag === "join") {
         const { channel_id: channelId, guild_id: guildId } = change.payload
-        // The original prunes before every registration (§5.8): the expiries go out first.
+        // The original prunes expired participants before every join: the expiries go out first.
         yield* announceRemovals(publisher, yield* voice.expire({ guildId, channelId }))
       }
       yield* voice.apply(change).pipe(

@@ -191,7 +191,7 @@ export class Connection {
   }
 
   /**
-   * Sliding-window log (reference §3.5): forget accepted frames older than the window (strictly),
+   * Sliding-window log, as the original's: forget accepted frames older than the window (strictly),
    * refuse when `limit` remain, else record this one.
    */
   admitFrame(now: number): boolean {

@@ -1,8 +1,8 @@
 /**
- * HTTP-layer limits of the standalone server (reference §6.2): the request timeout (408 for a
- * request whose headers or body trickle in), the per-client-IP rate limit on upgrades and publish
- * calls (429), the per-client-IP cap on open gateway connections (429), and the client IP itself —
- * the peer address, or a forwarded header only when the peer is a trusted proxy.
+ * HTTP-layer limits of the standalone server (docs/OPERATIONS.md, Configuration): the request
+ * timeout (408 for a request whose headers or body trickle in), the per-client-IP rate limit on
+ * upgrades and publish calls (429), the per-client-IP cap on open gateway connections (429), and the
+ * client IP itself — the peer address, or a forwarded header only when the peer is a trusted proxy.
  *
  * These run in the Node `http.Server` callbacks, before any routing or token check, so a refused
  * request costs no Effect work; their time comes from the Effect `Clock` the gateway runs with.
