@@ -1,6 +1,6 @@
 /**
  * The benchmark harness cannot rot: `bench/main.ts --smoke` runs every part (raw `ws` and the
- * gateway at a tiny N with every phase, the registry-scaling pair, the dispatch, ingress, churn and
+ * gateway at a tiny N with every phase, a tiny connect storm, the registry-scaling pair, the dispatch, ingress, churn and
  * client decode micro-benchmarks) in real processes and exits 0 only when every run produced numbers, lost no
  * delivery and closed no socket unexpectedly. No speed is asserted.
  */
@@ -34,6 +34,10 @@ describe("bench smoke", () => {
       readonly failures: ReadonlyArray<string>
       readonly rows: ReadonlyArray<{ readonly server: string; readonly idleRooms: number }>
       readonly registry: ReadonlyArray<{ readonly server: string }>
+      readonly storms: ReadonlyArray<{
+        readonly server: string
+        readonly value: Record<string, number | null>
+      }>
       readonly dispatch: { readonly paths: ReadonlyArray<{ readonly nsPerDispatch: number }> } | null
       readonly ingress: { readonly cases: ReadonlyArray<unknown> } | null
       readonly churn: { readonly cases: ReadonlyArray<unknown> } | null
@@ -44,6 +48,13 @@ describe("bench smoke", () => {
       new Set(["raw-ws/false", "gateway/false", "raw-ws/true", "gateway/true"])
     )
     expect(results.registry.map((row) => row.server).sort()).toEqual(["gateway", "raw-ws"])
+    // The storm ran against both servers; only the gateway speaks presence.
+    expect(results.storms.map((row) => row.server).sort()).toEqual(["gateway", "raw-ws"])
+    for (const row of results.storms) expect(row.value["cpuUsPerConn"]).toBeGreaterThan(0)
+    const presenceSyncFrames = (server: string) =>
+      results.storms.find((row) => row.server === server)?.value["presenceSyncFrames"]
+    expect(presenceSyncFrames("gateway")).toBeGreaterThan(0)
+    expect(presenceSyncFrames("raw-ws")).toBe(0)
     expect(results.dispatch?.paths).toHaveLength(3)
     expect(results.ingress?.cases.length).toBeGreaterThan(0)
     expect(results.churn?.cases).toHaveLength(1)
