@@ -214,6 +214,7 @@ const main = async () => {
     nowUs() - quietFrom < QUIET_MAX_MS * 1000
   )
     await sleep(50)
+  const quietUs = nowUs()
   const quiet = await control<ServerStats>("/stats")
   const settled = await control<ServerStats>("/stats?gc=1")
 
@@ -244,6 +245,8 @@ const main = async () => {
     },
     cpuUsPerConn: (quiet.cpuUserUs + quiet.cpuSystemUs - base.cpuUserUs - base.cpuSystemUs) / cfg.n,
     quietAfterMs: (nowUs() - allUs) / 1000,
+    /** CLOCK_MONOTONIC µs from the first connect to quiet: a server CPU profile is cut to this window. */
+    windowUs: [t0, quietUs],
     memory: {
       peakHeapPerConnKB: perConnKB(peakHeapUsed - base.heapUsed),
       peakRssPerConnKB: perConnKB(peakRss - base.rss),
