@@ -18,7 +18,7 @@
  * Follow-up events are announcements: one that cannot be built is counted and logged by the publish
  * path and never fails the command or publish that caused it.
  */
-import { Clock, Effect, Layer, Schedule } from "effect"
+import { Clock, Effect, Either, Layer, Schedule } from "effect"
 import type { EventDefinition, PayloadOf } from "../../protocol/EventDefinition.js"
 import { PresenceSync, PresenceUpdate } from "../../protocol/events/presence.js"
 import {
@@ -38,6 +38,7 @@ import type { GuildId, UserId } from "../../protocol/Ids.js"
 import type { PresenceStatus } from "../../protocol/Shapes.js"
 import { GatewayConfig } from "../Config.js"
 import type { Connection } from "../core/Connection.js"
+import * as Outbound from "../core/Outbound.js"
 import type { PublishError } from "../Errors.js"
 import {
   SubscriptionFollowUps,
@@ -173,6 +174,36 @@ export const make = Effect.gen(function* () {
       Effect.map((result) => result === "sent" || result === "queued")
     )
 
+  /**
+   * The subscribe snapshot's frame, one per guild version: `Presence` returns the same array while a
+   * guild's online set is unchanged, so every subscribe of that version (a reconnect storm: most of
+   * them) is handed the same bytes instead of encoding up to 1024 ids again. Keyed weakly: a
+   * version's frame goes with its array.
+   */
+  const snapshotFrames = new WeakMap<ReadonlyArray<UserId>, Outbound.Frame>()
+
+  const sendPresenceSync = (
+    publisher: Publisher,
+    connection: Connection,
+    guildId: GuildId,
+    userIds: ReadonlyArray<UserId>
+  ) =>
+    Effect.suspend(() => {
+      let frame = snapshotFrames.get(userIds)
+      if (frame === undefined) {
+        const payload = { guild_id: guildId, user_ids: userIds }
+        const encoded = Outbound.encode(PresenceSync, payload, config.maxEventBytes)
+        // An unbuildable snapshot takes the publisher's path, which counts and logs the failure.
+        if (Either.isLeft(encoded)) return sendSnapshot(publisher, connection, PresenceSync, payload)
+        snapshotFrames.set(userIds, (frame = encoded.right))
+      }
+      // Counted as the publisher counts a frame sent to one connection.
+      const result = connection.deliver(frame)
+      if (result === "sent" || result === "queued") metrics.emitted("connection", PresenceSync.type, 1)
+      else metrics.dropped("connection", PresenceSync.type, result === "evicted" ? "full_queue" : "closed")
+      return Effect.void
+    })
+
   const revoke = (publisher: Publisher, eventType: RevocationEvent, { guild_id, user_id }: Membership) =>
     Effect.gen(function* () {
       const outcome = yield* registry.revoke(user_id, guild_id)
@@ -244,10 +275,7 @@ export const make = Effect.gen(function* () {
         const cameOnline = outcome.userJoinedGuild ? yield* presence.join(guildId, userId) : false
         const snapshot = yield* presence.snapshot(guildId, userId, config.presenceSyncMaxUsers)
         if (snapshot.total > snapshot.userIds.length) metrics.presenceSyncTruncated()
-        yield* sendSnapshot(publisher, connection, PresenceSync, {
-          guild_id: guildId,
-          user_ids: snapshot.userIds
-        })
+        yield* sendPresenceSync(publisher, connection, guildId, snapshot.userIds)
         if (cameOnline) yield* announcePresence(publisher, guildId, userId, "online")
       }),
 
