@@ -247,6 +247,7 @@ export interface StormResult {
   readonly timeToAllSubscribedMs: number
   readonly connectToSubscribedMs: { readonly p50: number; readonly p99: number; readonly max: number }
   readonly cpuUsPerConn: number
+  readonly cpuShare: { readonly server: number; readonly generator: number }
   readonly memory: {
     readonly peakHeapPerConnKB: number
     readonly peakRssPerConnKB: number
@@ -264,6 +265,8 @@ const STORM_METRICS = {
   timeToAllMs: (r: StormResult) => r.timeToAllSubscribedMs,
   p99Ms: (r: StormResult) => r.connectToSubscribedMs.p99,
   cpuUsPerConn: (r: StormResult) => r.cpuUsPerConn,
+  serverCpuShare: (r: StormResult) => r.cpuShare.server,
+  generatorCpuShare: (r: StormResult) => r.cpuShare.generator,
   peakHeapKB: (r: StormResult) => r.memory.peakHeapPerConnKB,
   peakRssKB: (r: StormResult) => r.memory.peakRssPerConnKB,
   settledHeapKB: (r: StormResult) => r.memory.settledHeapPerConnKB,
@@ -324,14 +327,14 @@ export const summarizeStorms = (runs: ReadonlyArray<StormResult>): Array<StormRo
 
 export const stormMarkdown = (rows: ReadonlyArray<StormRow>): string => {
   const lines = [
-    "| N | server | users | subscriptions | all subscribed ms | vs ws | connect→subscribed p99 ms | vs ws | srv CPU µs/conn | vs ws | peak heap KB/conn | vs ws | peak RSS KB/conn | vs ws | settled heap KB/conn | vs ws | settled RSS KB/conn | vs ws | presence_sync frames | presence_sync bytes | presence_update frames |",
-    "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    "| N | server | users | subscriptions | all subscribed ms | vs ws | connect→subscribed p99 ms | vs ws | srv CPU µs/conn | vs ws | srv / gen CPU share | peak heap KB/conn | vs ws | peak RSS KB/conn | vs ws | settled heap KB/conn | vs ws | settled RSS KB/conn | vs ws | presence_sync frames | presence_sync bytes | presence_update frames |",
+    "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   ]
   for (const r of rows) {
     const v = r.value
     const x = r.vsBaseline
     lines.push(
-      `| ${r.n} | ${r.server} | ${f0(r.users)} | ${f0(r.subscriptions)} | ${f0(v.timeToAllMs)} | ${rx(x.timeToAllMs)} | ${f1(v.p99Ms)} | ${rx(x.p99Ms)} | ${f0(v.cpuUsPerConn)} | ${rx(x.cpuUsPerConn)} | ${f2(v.peakHeapKB)} | ${rx(x.peakHeapKB)} | ${f1(v.peakRssKB)} | ${rx(x.peakRssKB)} | ${f2(v.settledHeapKB)} | ${rx(x.settledHeapKB)} | ${f1(v.settledRssKB)} | ${rx(x.settledRssKB)} | ${f0(v.presenceSyncFrames)} | ${f0(v.presenceSyncBytes)} | ${f0(v.presenceUpdateFrames)} |`
+      `| ${r.n} | ${r.server} | ${f0(r.users)} | ${f0(r.subscriptions)} | ${f0(v.timeToAllMs)} | ${rx(x.timeToAllMs)} | ${f1(v.p99Ms)} | ${rx(x.p99Ms)} | ${f0(v.cpuUsPerConn)} | ${rx(x.cpuUsPerConn)} | ${pct(v.serverCpuShare)} / ${pct(v.generatorCpuShare)} | ${f2(v.peakHeapKB)} | ${rx(x.peakHeapKB)} | ${f1(v.peakRssKB)} | ${rx(x.peakRssKB)} | ${f2(v.settledHeapKB)} | ${rx(x.settledHeapKB)} | ${f1(v.settledRssKB)} | ${rx(x.settledRssKB)} | ${f0(v.presenceSyncFrames)} | ${f0(v.presenceSyncBytes)} | ${f0(v.presenceUpdateFrames)} |`
     )
   }
   return lines.join("\n")

@@ -185,6 +185,7 @@ const main = async () => {
   })()
 
   const t0 = nowUs()
+  const generatorCpu0 = process.cpuUsage()
   let next = 0
   const worker = async () => {
     while (next < cfg.n) {
@@ -201,6 +202,7 @@ const main = async () => {
     sleep(Math.max(30_000, cfg.n * 5)).then(() => false)
   ])
   const allUs = nowUs()
+  const generatorCpu = process.cpuUsage(generatorCpu0)
   polling = false
   await poll
   if (!complete) throw new Error(`${cfg.n - subscribedCount - failures} of ${cfg.n} clients never settled`)
@@ -244,6 +246,11 @@ const main = async () => {
       max: latencies[cfg.n - 1]!
     },
     cpuUsPerConn: (quiet.cpuUserUs + quiet.cpuSystemUs - base.cpuUserUs - base.cpuSystemUs) / cfg.n,
+    /** Busy shares of the storm's wall time (first connect to all subscribed): ≥ 0.9 is a bottleneck. */
+    cpuShare: {
+      server: (quiet.cpuUserUs + quiet.cpuSystemUs - base.cpuUserUs - base.cpuSystemUs) / (quietUs - t0),
+      generator: (generatorCpu.user + generatorCpu.system) / (allUs - t0)
+    },
     quietAfterMs: (nowUs() - allUs) / 1000,
     /** CLOCK_MONOTONIC µs from the first connect to quiet: a server CPU profile is cut to this window. */
     windowUs: [t0, quietUs],
