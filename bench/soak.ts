@@ -19,6 +19,7 @@ import { Context, Duration, Effect, Layer, Redacted } from "effect"
 import WebSocket from "ws"
 import * as Auth from "../src/server/Auth.js"
 import * as Config from "../src/server/Config.js"
+import * as Composition from "../src/server/Composition.js"
 import * as Gateway from "../src/server/core/Gateway.js"
 import * as Http from "../src/server/edge/Http.js"
 import { ulid } from "../src/protocol/Ids.js"
@@ -280,7 +281,7 @@ const runGateway = Effect.gen(function* () {
   const publishesPerSecond = arg("rate", 200)
   const context = yield* Layer.build(
     Http.layer.pipe(
-      Layer.provideMerge(Gateway.layerDefault),
+      Layer.provideMerge(Composition.layerGateway),
       Layer.provideMerge(
         Config.layerWith({
           host: "127.0.0.1",

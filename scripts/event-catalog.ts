@@ -310,6 +310,7 @@ const ENVELOPE = `Every frame, both directions, is one JSON text:
 | \`v\` | protocol version, exactly \`${PROTOCOL_VERSION}\` |
 | \`t\` | event or command name, ${code(`${EVENT_TYPE_PATTERN.source}`)} |
 | \`d\` | payload, a JSON object |
+| \`pos\` | server → client, only on a connection that opted in to recovery (\`recovery=1\`), on recoverable events: \`{ "stream", "epoch", "offset" }\` (\`event_position_schema\` in the manifest; PROTOCOL.md, "Missed-event recovery (ours)") |
 
 - A frame is at most ${MAX_EVENT_BYTES} bytes (UTF-8), in both directions. Inbound frames over the cap are
   refused by the WebSocket layer (close 1009); outbound events over the cap are dropped before any

@@ -18,7 +18,7 @@ import { join } from "node:path"
 import { Effect, Redacted } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { signToken } from "../src/server/Auth.js"
-import { eventually, eventuallyEffect } from "./adversarial/support.js"
+import { eventually, eventuallyEffect } from "./deadline.js"
 import { installPacked, root, type Installed } from "./client/packed.js"
 import { seriesValue } from "./server/harness.js"
 

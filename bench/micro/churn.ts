@@ -16,7 +16,8 @@ import type { ChannelId, GuildId, UserId } from "../../src/protocol/Ids.js"
 import * as Config from "../../src/server/Config.js"
 import type { Connection } from "../../src/server/core/Connection.js"
 import * as Metrics from "../../src/server/Metrics.js"
-import * as Registry from "../../src/server/registry/Registry.js"
+import * as Interest from "../../src/server/registry/Interest.js"
+import * as Subscriptions from "../../src/server/registry/Subscriptions.js"
 import { benchUlid } from "../Workload.js"
 
 const argValue = (name: string): string | undefined => {
@@ -36,12 +37,16 @@ const microseconds = (startNs: bigint, ops: number) => Number(process.hrtime.big
 
 const measureRegistry = async (members: number) => {
   const runtime = ManagedRuntime.make(
-    Registry.layer.pipe(Layer.provide(Metrics.layer), Layer.provide(Config.layerWith({})))
+    Subscriptions.layer.pipe(
+      Layer.provide(Interest.layerNone),
+      Layer.provide(Metrics.layer),
+      Layer.provide(Config.layerWith({}))
+    )
   )
   const connections = connectionsOf(members)
   const result = await runtime.runPromise(
     Effect.gen(function* () {
-      const registry = yield* Registry.SubscriptionRegistry
+      const registry = yield* Subscriptions.SubscriptionRegistry
       for (const connection of connections) yield* registry.register(connection)
       let start = process.hrtime.bigint()
       for (const connection of connections) {

@@ -3,7 +3,7 @@
  * × K iterations (128) on the channel, guild and user paths, "enqueue only", ns per dispatch =
  * total / (L × K).
  *
- * Everything is the real gateway in this process: `Gateway.layerDefault` + the HTTP server on port
+ * Everything is the real gateway in this process: `Composition.layerGateway` + the HTTP server on port
  * 0, L real `ws` clients authenticated with HS256 tokens of one user (the user path's 512
  * connections of one user, as in the original), each subscribed over the wire to the hot channel of
  * guild A (channel path) and to its own channel of guild B (guild path: 512 connections, one
@@ -35,11 +35,12 @@ import { PresenceUpdate } from "../../src/protocol/events/presence.js"
 import * as Auth from "../../src/server/Auth.js"
 import * as Config from "../../src/server/Config.js"
 import type { Connection } from "../../src/server/core/Connection.js"
+import * as Composition from "../../src/server/Composition.js"
 import * as Gateway from "../../src/server/core/Gateway.js"
 import * as Http from "../../src/server/edge/Http.js"
 import * as Inspector from "../../src/server/inspector/Inspector.js"
 import * as Outbound from "../../src/server/core/Outbound.js"
-import { SubscriptionRegistry } from "../../src/server/registry/Registry.js"
+import { SubscriptionRegistry } from "../../src/server/registry/Subscriptions.js"
 import type { UserId } from "../../src/protocol/Ids.js"
 import { benchUlid, subscribeFrame } from "../Workload.js"
 
@@ -72,7 +73,7 @@ const typed = <E extends EventDefinition>(_event: E, payload: Record<string, unk
 const gatewayLive = (inspector: InspectorMode) =>
   Http.layer.pipe(
     Layer.provideMerge(Inspector.layer),
-    Layer.provideMerge(Gateway.layerDefault),
+    Layer.provideMerge(Composition.layerGateway),
     Layer.provideMerge(
       Config.layerWith({
         host: "127.0.0.1",

@@ -10,13 +10,14 @@ import { Effect, Layer, Runtime } from "effect"
 import type { PayloadOf } from "../../src/protocol/EventDefinition.js"
 import { MessageCreate } from "../../src/protocol/events/message.js"
 import * as Config from "../../src/server/Config.js"
+import * as Composition from "../../src/server/Composition.js"
 import * as Gateway from "../../src/server/core/Gateway.js"
 import * as Http from "../../src/server/edge/Http.js"
 import { messageSnapshot } from "../Workload.js"
 import { startControl } from "./Control.js"
 
 const GatewayLive = Http.layer.pipe(
-  Layer.provideMerge(Gateway.layerDefault),
+  Layer.provideMerge(Composition.layerGateway),
   Layer.provideMerge(Config.layer)
 )
 

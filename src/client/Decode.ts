@@ -7,9 +7,11 @@
  * does not match its schema is dropped with a typed reason, and later frames are unaffected.
  */
 import type { GatewayEventType, PayloadOfType } from "../protocol/Manifest.js"
+import type { EventPosition } from "../protocol/Recovery.js"
 import { utf8ByteLength } from "../protocol/Rules.js"
 import {
   decodeEnvelope,
+  decodePosition,
   EVENT_PAYLOAD_DECODERS,
   EVENT_TYPES,
   MAX_EVENT_BYTES,
@@ -34,19 +36,24 @@ export type LegacyEventType = keyof typeof LEGACY_EVENTS
 /** The event types a client can receive after normalization: every registry event but the legacy ones. */
 export type ClientEventType = Exclude<GatewayEventType, LegacyEventType>
 
-/** A decoded event. `legacyType` is set when it arrived under a deprecated name and was normalized. */
+/**
+ * A decoded event. `legacyType` is set when it arrived under a deprecated name and was normalized;
+ * `pos` when the connection opted in to recovery and the event is recoverable (its stream position).
+ */
 export type ClientEvent = {
   readonly [T in ClientEventType]: {
     readonly type: T
     readonly payload: PayloadOfType<T>
     readonly legacyType?: LegacyEventType
+    readonly pos?: EventPosition
   }
 }[ClientEventType]
 
 /** The decoded event of one type. */
 export type ClientEventOf<T extends ClientEventType> = Extract<ClientEvent, { readonly type: T }>
 
-export type DropReason = "invalid_envelope" | "invalid_payload" | "unknown_event" | "oversized"
+/** `duplicate`: the client already has this stream position (only `GatewayClient` drops for it). */
+export type DropReason = "invalid_envelope" | "invalid_payload" | "unknown_event" | "oversized" | "duplicate"
 
 /** Why a text frame did not become an event. `eventType` is the envelope's `t` when it was valid. */
 export class FrameDropped extends Error {
@@ -88,17 +95,22 @@ const decoded = (event: {
   readonly type: string
   readonly payload: unknown
   readonly legacyType?: LegacyEventType
+  readonly pos?: EventPosition
 }): Result<ClientEvent, never> => ({
   _tag: "Right",
   right: event as ClientEvent
 })
 
-const decodeLegacy = (legacy: LegacyEventType, data: unknown): Result<ClientEvent, FrameDropped> => {
+const decodeLegacy = (
+  legacy: LegacyEventType,
+  data: unknown,
+  position: { readonly pos?: EventPosition }
+): Result<ClientEvent, FrameDropped> => {
   const errors: Array<string> = []
   for (const type of replacementsOf(legacy)) {
     const result = EVENT_PAYLOAD_DECODERS.get(type)?.(data)
     if (result === undefined) continue
-    if (result.ok) return decoded({ type, payload: result.value, legacyType: legacy })
+    if (result.ok) return decoded({ type, payload: result.value, legacyType: legacy, ...position })
     errors.push(`as ${type}: ${result.error}`)
   }
   return drop("invalid_payload", errors.join("; ") || "no replacement event registered", legacy)
@@ -130,10 +142,20 @@ export const decodeFrame = (
   const envelope = decodeEnvelope(json)
   if (!envelope.ok) return drop("invalid_envelope", envelope.error)
   const { t, d } = envelope.value
-  if (isLegacyEventType(t)) return decodeLegacy(t, d)
+  // Only a connection that opted in to recovery gets `pos`. A bad one is refused rather than
+  // ignored: the positions the client recovers from must come from the server, exactly.
+  let position: { readonly pos?: EventPosition } = {}
+  if (Object.hasOwn(json, "pos")) {
+    const pos = decodePosition((json as { readonly pos: unknown }).pos)
+    if (!pos.ok) return drop("invalid_envelope", `pos: ${pos.error}`, t)
+    position = { pos: pos.value }
+  }
+  if (isLegacyEventType(t)) return decodeLegacy(t, d, position)
   // A Map: `__proto__`, `constructor` and the like are unknown.
   const decoder = EVENT_PAYLOAD_DECODERS.get(t)
   if (decoder === undefined) return drop("unknown_event", `unknown event "${t}"`, t)
   const payload = decoder(d)
-  return payload.ok ? decoded({ type: t, payload: payload.value }) : drop("invalid_payload", payload.error, t)
+  return payload.ok
+    ? decoded({ type: t, payload: payload.value, ...position })
+    : drop("invalid_payload", payload.error, t)
 }

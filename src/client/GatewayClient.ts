@@ -4,12 +4,26 @@
  * One socket at a time. On every open it re-subscribes each channel of its subscription set; on a
  * close it asks the close-code table whether to reconnect, waits a full-jitter exponential backoff
  * (reset by a successful open) and calls the token provider again, telling it when the server said
- * the token expired (4010). This module is the plain-callback API (`make`); `GatewayConnection` wraps
+ * the token expired (4010). With recovery (default on) it keeps the last position of every stream and
+ * hands it back on each reconnect, so the gateway replays what was missed or says per stream that it
+ * cannot. This module is the plain-callback API (`make`); `GatewayConnection` wraps
  * it as an Effect API, kept apart so callback users do not bundle Effect's Stream runtime.
  */
 import { needsFreshToken, shouldReconnect } from "../protocol/CloseCodes.js"
-import { decodeFrame } from "./Decode.js"
-import type { ClientEvent, FrameDropped } from "./Decode.js"
+import type { EventPosition, RecoveryReason } from "../protocol/Recovery.js"
+import {
+  channelStream,
+  formatPosition,
+  guildStream,
+  parseStream,
+  RECOVERY_PARAM,
+  RECOVERY_PARAM_VALUE,
+  USER_SINCE_PARAM,
+  userStream
+} from "../protocol/Streams.js"
+import type { StreamPosition, StreamTarget } from "../protocol/Streams.js"
+import { decodeFrame, FrameDropped } from "./Decode.js"
+import type { ClientEvent } from "./Decode.js"
 import { makeDispatcher } from "./Dispatch.js"
 import type { CompatibilityCounterKey, Handlers } from "./Dispatch.js"
 import { COMMAND_PAYLOAD_DECODERS, MAX_EVENT_BYTES, PROTOCOL_VERSION } from "./generated/decoders.js"
@@ -139,6 +153,24 @@ export interface CloseInfo {
   readonly delayMs?: number
 }
 
+/**
+ * What became of one stream at a (re)connect, from the gateway's `recovery` event. `recovered`:
+ * `true` — every missed event was replayed (`replayed` of them, already delivered); `false` — it
+ * could not be exact (`reason`): refetch that stream's state (channel messages, guild, user data);
+ * absent — a first subscribe, nothing to recover. `no_position` is the client's own reason: the
+ * stream was live on an earlier connection but no position of it was ever received.
+ */
+export interface RecoveryVerdict {
+  readonly stream: string
+  readonly target: StreamTarget
+  /** The position the client continues from. */
+  readonly epoch: string
+  readonly offset: number
+  readonly recovered?: boolean
+  readonly replayed?: number
+  readonly reason?: RecoveryReason | "no_position"
+}
+
 export interface GatewayClientOptions {
   /** The gateway origin (`wss://chat.example.com`, `https:` is mapped to `wss:`) or the full endpoint. */
   readonly url: string | URL
@@ -156,6 +188,13 @@ export interface GatewayClientOptions {
   readonly onDrop?: (dropped: FrameDropped) => void
   readonly onOpenChange?: (open: boolean) => void
   readonly onClose?: (close: CloseInfo) => void
+  /**
+   * Missed-event recovery (default `true`): the client opts in (`recovery=1`), keeps the last
+   * position of each stream and hands it back on every reconnect. `false`: the original protocol.
+   */
+  readonly recovery?: boolean
+  /** One verdict per stream of every `recovery` event, after its handler (see `RecoveryVerdict`). */
+  readonly onRecovery?: (verdict: RecoveryVerdict) => void
   /** A token provider that failed, a socket that could not be created, a handler that threw. */
   readonly onError?: (error: unknown) => void
   readonly backoff?: Partial<BackoffPolicy>
@@ -186,19 +225,38 @@ export interface GatewayClient {
     attachmentIds?: ReadonlyArray<string>
   ) => boolean
   readonly compatibilityCounters: () => ReadonlyMap<CompatibilityCounterKey, number>
+  /** The last position held per stream (what the next reconnect hands back). */
+  readonly positions: () => ReadonlyMap<string, StreamPosition>
   /** Closes for good (1000 `client_close`); no reconnect. */
   readonly close: () => void
 }
 
-/** The endpoint URL with the token in `access_token`, as the gateway expects it. */
-export const gatewayUrl = (base: string | URL, token: string): string => {
+/**
+ * The endpoint URL with the token in `access_token`, as the gateway expects it; with `recovery`,
+ * also `recovery=1` and, when a position of the user stream is held, `user_since=<epoch>:<offset>`.
+ */
+export const gatewayUrl = (
+  base: string | URL,
+  token: string,
+  recovery?: { readonly userSince?: StreamPosition | undefined }
+): string => {
   const url = new URL(base)
   if (url.protocol === "http:") url.protocol = "ws:"
   else if (url.protocol === "https:") url.protocol = "wss:"
   if (url.pathname === "/" || url.pathname === "") url.pathname = GATEWAY_PATH
   url.searchParams.set("access_token", token)
+  if (recovery !== undefined) {
+    url.searchParams.set(RECOVERY_PARAM, RECOVERY_PARAM_VALUE)
+    if (recovery.userSince !== undefined)
+      url.searchParams.set(USER_SINCE_PARAM, formatPosition(recovery.userSince))
+    else url.searchParams.delete(USER_SINCE_PARAM)
+  }
   return url.toString()
 }
+
+/** Whether `next` is past `held`: another epoch, or a greater offset in the same one. */
+const isAhead = (next: StreamPosition, held: StreamPosition | undefined): boolean =>
+  held === undefined || next.epoch !== held.epoch || next.offset > held.offset
 
 /** The decoded command, or the typed error: the same decoders (strict) the server's verdict follows. */
 const commandOrThrow = <A>(decoded: Decoded<A>, reason: "invalid_channel" | "invalid_message"): A => {
@@ -240,6 +298,18 @@ export const make = (options: GatewayClientOptions): GatewayClient => {
   const dispatcher = makeDispatcher(options.on ?? {})
 
   const channels = new Map<string, ChannelRef>()
+  const recovery = options.recovery ?? true
+  /** The last position per stream, from each event's `pos` and each `recovery` event. */
+  const positions = new Map<string, StreamPosition>()
+  /** Channels of the set whose `subscribe` was sent on some connection: a reconnect recovers them. */
+  const subscribedOnce = new Set<string>()
+  /** The user of the last `ready`: its stream is recovered on the next connect. */
+  let userId: string | undefined
+  /**
+   * Streams live on an earlier connection that this connection is to recover: a `recovery` entry
+   * for one without a verdict means the gateway got no position for it (`no_position`).
+   */
+  let awaitingVerdict = new Set<string>()
   let state: ConnectionState = "connecting"
   let socket: WebSocketLike | undefined
   let socketOpen = false
@@ -254,10 +324,96 @@ export const make = (options: GatewayClientOptions): GatewayClient => {
         detail: `${next.size} channels, over the limit of ${maxSubscriptions}`
       })
     }
-    for (const [key, channel] of channels) if (!next.has(key)) send("unsubscribe", channel)
-    for (const [key, channel] of next) if (!channels.has(key)) send("subscribe", channel)
+    for (const [key, channel] of channels) {
+      if (next.has(key)) continue
+      send("unsubscribe", channel)
+      forget(key, channel, next)
+    }
+    for (const [key, channel] of next)
+      if (!channels.has(key) && send("subscribe", channel)) subscribedOnce.add(key)
     channels.clear()
     for (const [key, channel] of next) channels.set(key, channel)
+  }
+
+  /** A channel left the set: its positions (and its guild's, when it was the last there) go. */
+  const forget = (key: string, channel: ChannelRef, remaining: ReadonlyMap<string, ChannelRef>): void => {
+    subscribedOnce.delete(key)
+    positions.delete(channelStream(channel.guild_id, channel.channel_id))
+    if (![...remaining.values()].some((other) => other.guild_id === channel.guild_id))
+      positions.delete(guildStream(channel.guild_id))
+  }
+
+  /** Positions are held only for the streams of the subscription set and the user (bounded by it). */
+  const isTracked = (stream: string): boolean => {
+    const target = parseStream(stream)
+    switch (target?.scope) {
+      case "channel":
+        return channels.has(channelKey(target))
+      case "guild":
+        return [...channels.values()].some((channel) => channel.guild_id === target.guild_id)
+      case "user":
+        return target.user_id === userId
+      default:
+        return false
+    }
+  }
+
+  /** Adopts an event's position; `false` when the client already has it (a duplicate). */
+  const advance = (pos: EventPosition): boolean => {
+    const held = positions.get(pos.stream)
+    if (!isAhead(pos, held)) return false
+    if (isTracked(pos.stream)) positions.set(pos.stream, { epoch: pos.epoch, offset: pos.offset })
+    return true
+  }
+
+  /** Adopts the positions of a `recovery` event and turns its entries into verdicts. */
+  const verdictsOf = (event: ClientEvent & { readonly type: "recovery" }): Array<RecoveryVerdict> =>
+    event.payload.streams.map((entry) => {
+      const position = { epoch: entry.epoch, offset: entry.offset }
+      // Not recovered: the gateway's position replaces ours, even a bogus one ahead of it.
+      if (
+        isTracked(entry.stream) &&
+        (entry.recovered === false || isAhead(position, positions.get(entry.stream)))
+      )
+        positions.set(entry.stream, position)
+      const awaited = awaitingVerdict.delete(entry.stream)
+      const base = { stream: entry.stream, target: parseStream(entry.stream)!, ...position }
+      if (entry.recovered === undefined)
+        return awaited ? { ...base, recovered: false, reason: "no_position" as const } : base
+      return {
+        ...base,
+        recovered: entry.recovered,
+        ...(entry.replayed === undefined ? {} : { replayed: entry.replayed }),
+        ...(entry.reason === undefined ? {} : { reason: entry.reason })
+      }
+    })
+
+  /**
+   * The `subscribe` of a channel on open: after a reconnect, with `since` — the channel's position
+   * when it was subscribed before, the guild's with the guild's first subscribe when the guild was.
+   */
+  const resubscribe = (
+    key: string,
+    channel: ChannelRef,
+    liveGuilds: ReadonlySet<string>,
+    guildsSent: Set<string>
+  ): void => {
+    const since: { channel?: StreamPosition; guild?: StreamPosition } = {}
+    const expect = (stream: string, assign: (position: StreamPosition) => void) => {
+      awaitingVerdict.add(stream)
+      const held = positions.get(stream)
+      if (held !== undefined) assign(held)
+    }
+    if (recovery && subscribedOnce.has(key))
+      expect(channelStream(channel.guild_id, channel.channel_id), (held) => (since.channel = held))
+    if (recovery && liveGuilds.has(channel.guild_id) && !guildsSent.has(channel.guild_id))
+      expect(guildStream(channel.guild_id), (held) => (since.guild = held))
+    guildsSent.add(channel.guild_id)
+    const sent = send(
+      "subscribe",
+      since.channel === undefined && since.guild === undefined ? channel : { ...channel, since }
+    )
+    if (sent) subscribedOnce.add(key)
   }
 
   const send = (type: string, payload: object): boolean => {
@@ -286,8 +442,25 @@ export const make = (options: GatewayClientOptions): GatewayClient => {
       return
     }
     const event = result.right
+    let verdicts: Array<RecoveryVerdict> = []
+    if (recovery) {
+      if (event.pos !== undefined && !advance(event.pos)) {
+        const detail = `${event.pos.stream} offset ${event.pos.offset} is already held`
+        if (options.onDrop !== undefined)
+          safely(() =>
+            options.onDrop!(new FrameDropped({ reason: "duplicate", eventType: event.type, detail }))
+          )
+        return
+      }
+      if (event.type === "ready") {
+        if (userId !== undefined && userId !== event.payload.user_id) positions.delete(userStream(userId))
+        userId = event.payload.user_id
+      } else if (event.type === "recovery") verdicts = verdictsOf(event)
+    }
     safely(() => dispatcher.dispatch(event))
     if (options.onEvent !== undefined) safely(() => options.onEvent!(event))
+    if (options.onRecovery !== undefined)
+      for (const verdict of verdicts) safely(() => options.onRecovery!(verdict))
   }
 
   const scheduleReconnect = (code: number, reason: string): void => {
@@ -310,7 +483,8 @@ export const make = (options: GatewayClientOptions): GatewayClient => {
   const openSocket = (token: string): void => {
     let current: WebSocketLike
     try {
-      current = new WebSocketImpl(gatewayUrl(options.url, token))
+      const userSince = userId === undefined ? undefined : positions.get(userStream(userId))
+      current = new WebSocketImpl(gatewayUrl(options.url, token, recovery ? { userSince } : undefined))
     } catch (error) {
       reportError(error)
       scheduleReconnect(1006, "socket_error")
@@ -322,7 +496,11 @@ export const make = (options: GatewayClientOptions): GatewayClient => {
       socketOpen = true
       state = "open"
       retry = 0
-      for (const channel of channels.values()) send("subscribe", channel)
+      awaitingVerdict = new Set()
+      if (recovery && userId !== undefined) awaitingVerdict.add(userStream(userId))
+      const liveGuilds = new Set([...subscribedOnce].map((key) => channels.get(key)!.guild_id))
+      const guildsSent = new Set<string>()
+      for (const [key, channel] of channels) resubscribe(key, channel, liveGuilds, guildsSent)
       if (options.onOpenChange !== undefined) safely(() => options.onOpenChange!(true))
     }
     current.onmessage = (event) => {
@@ -416,6 +594,7 @@ export const make = (options: GatewayClientOptions): GatewayClient => {
       return send("message_create", message)
     },
     compatibilityCounters: dispatcher.compatibilityCounters,
+    positions: () => new Map(positions),
     close: () => {
       if (state === "closed") return
       state = "closed"

@@ -1,14 +1,31 @@
 /**
  * The Effect API of the gateway connection: a connection owned by a `Scope`, with a `Stream` of
- * decoded events. It runs the callback client of `GatewayClient` with Effect's `Clock` (backoff
+ * decoded events and a `Stream` of recovery verdicts. It runs the callback client of `GatewayClient` with Effect's `Clock` (backoff
  * sleeps, so `TestClock` drives them) and `Random` (jitter).
  */
-import { Effect, Exit, FiberId, FiberSet, Mailbox, Runtime, Stream, SubscriptionRef } from "effect"
+import {
+  Effect,
+  Exit,
+  FiberId,
+  FiberSet,
+  Mailbox,
+  PubSub,
+  Runtime,
+  Stream,
+  SubscriptionRef,
+  Take
+} from "effect"
 import type { Scope } from "effect"
 import type { ClientEvent } from "./Decode.js"
 import type { CompatibilityCounterKey } from "./Dispatch.js"
 import { GatewayClientError, make } from "./GatewayClient.js"
-import type { ChannelRef, GatewayClientOptions, Timer, TokenRequest } from "./GatewayClient.js"
+import type {
+  ChannelRef,
+  GatewayClientOptions,
+  RecoveryVerdict,
+  Timer,
+  TokenRequest
+} from "./GatewayClient.js"
 
 export interface GatewayConnectionOptions extends Omit<
   GatewayClientOptions,
@@ -28,6 +45,14 @@ export const DEFAULT_EVENT_BUFFER = 4_096
 export interface GatewayConnection {
   /** Decoded events; ends when the connection closes for good, fails when retries are exhausted. */
   readonly events: Stream.Stream<ClientEvent, GatewayClientError>
+  /**
+   * One verdict per stream at every (re)connect (with recovery on, the default): `recovered: false`
+   * means refetch that stream's state. Each run of the stream gets the verdicts from its start on
+   * (run it before subscribing, e.g. forked right after `connect`); nothing is kept while nobody
+   * runs it. A run that falls `bufferSize` verdicts behind fails like `events` (`event_buffer_full`);
+   * it ends and fails with the connection.
+   */
+  readonly recoveries: Stream.Stream<RecoveryVerdict, GatewayClientError>
   /** The open state and its changes. */
   readonly open: SubscriptionRef.SubscriptionRef<boolean>
   readonly subscribe: (guildId: string, channelId: string) => Effect.Effect<void, GatewayClientError>
@@ -68,8 +93,35 @@ export const connect = (
       capacity: options.bufferSize ?? DEFAULT_EVENT_BUFFER,
       strategy: "dropping"
     })
+    const verdicts = yield* Effect.acquireRelease(
+      PubSub.dropping<Take.Take<RecoveryVerdict, GatewayClientError>>(
+        options.bufferSize ?? DEFAULT_EVENT_BUFFER
+      ),
+      PubSub.shutdown
+    )
     const open = yield* SubscriptionRef.make(false)
     const runSync = Runtime.runSync(runtime)
+    /**
+     * `false` only when a running `recoveries` stream is full; nothing is kept while nobody runs one.
+     * Once the scope closed the PubSub is shut down (its streams interrupted) and nothing is published.
+     */
+    const publish = (take: Take.Take<RecoveryVerdict, GatewayClientError>): boolean =>
+      runSync(PubSub.isShutdown(verdicts)) || runSync(PubSub.publish(verdicts, take))
+    const end = (exit: Exit.Exit<void, GatewayClientError>) => {
+      mailbox.unsafeDone(exit)
+      publish(Exit.isSuccess(exit) ? Take.end : Take.failCause(exit.cause))
+    }
+    const fellBehind = () => {
+      client.close()
+      end(
+        Exit.fail(
+          new GatewayClientError({
+            reason: "event_buffer_full",
+            detail: `consumer fell ${options.bufferSize ?? DEFAULT_EVENT_BUFFER} events behind`
+          })
+        )
+      )
+    }
 
     const timer: Timer = {
       schedule: (callback, delayMs) => {
@@ -86,22 +138,17 @@ export const connect = (
           timer,
           random: () => runSync(random.next),
           onEvent: (event) => {
-            if (mailbox.unsafeOffer(event)) return
-            client.close()
-            mailbox.unsafeDone(
-              Exit.fail(
-                new GatewayClientError({
-                  reason: "event_buffer_full",
-                  detail: `consumer fell ${options.bufferSize ?? DEFAULT_EVENT_BUFFER} events behind`
-                })
-              )
-            )
+            if (!mailbox.unsafeOffer(event)) fellBehind()
+          },
+          onRecovery: (verdict) => {
+            options.onRecovery?.(verdict)
+            if (!publish(Take.of(verdict))) fellBehind()
           },
           onOpenChange: (isOpen) => runSync(SubscriptionRef.set(open, isOpen)),
           onClose: (close) => {
             options.onClose?.(close)
             if (close.reconnect) return
-            mailbox.unsafeDone(
+            end(
               close.code === 1000
                 ? Exit.void
                 : Exit.fail(
@@ -119,6 +166,7 @@ export const connect = (
 
     return {
       events: Mailbox.toStream(mailbox),
+      recoveries: Stream.flattenTake(Stream.fromPubSub(verdicts)),
       open,
       subscribe: (guildId, channelId) => attempt(() => client.subscribe(guildId, channelId)),
       unsubscribe: (guildId, channelId) => attempt(() => client.unsubscribe(guildId, channelId)),

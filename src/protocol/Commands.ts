@@ -7,6 +7,7 @@
 import { Either, type ParseResult, Schema } from "effect"
 import { formatSchemaIssues, MAX_EVENT_BYTES, parseEnvelope, schemaIssues } from "./Envelope.js"
 import { AttachmentId, ChannelId, GuildId, ingress } from "./Ids.js"
+import { SubscribeSince } from "./Recovery.js"
 import { ruleFilter, ruleTransform } from "./Refinements.js"
 
 export const MAX_MESSAGE_CONTENT_BYTES = 2000
@@ -17,7 +18,11 @@ const ChannelTarget = {
   channel_id: ingress(ChannelId)
 }
 
-export const SubscribePayload = Schema.Struct(ChannelTarget)
+/** `since` (missed-event recovery, ours): ignored on a connection that did not opt in. */
+export const SubscribePayload = Schema.Struct({
+  ...ChannelTarget,
+  since: Schema.optionalWith(SubscribeSince, { exact: true })
+})
 export const UnsubscribePayload = Schema.Struct(ChannelTarget)
 
 export const MESSAGE_CREATE_CONTENT_BYTES_RULE = `content is at most ${MAX_MESSAGE_CONTENT_BYTES} UTF-8 bytes`
@@ -83,7 +88,9 @@ export interface CommandRejection {
 export const COMMANDS = [
   {
     type: "subscribe",
-    description: "Subscribe this connection to a channel of a guild.",
+    description:
+      "Subscribe this connection to a channel of a guild. `since` (ours, opt-in): the last positions of the " +
+      "channel and guild streams, to replay what was missed.",
     payload: SubscribePayload,
     rejection: "invalid_subscribe_payload",
     unexpressible: []

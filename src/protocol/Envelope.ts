@@ -17,7 +17,7 @@ export const MAX_EVENT_BYTES = 65_536
 
 /**
  * Deepest nesting of arrays and objects a frame or a publish body may have. The deepest valid command
- * nests 3 levels (envelope, `d`, `attachment_ids`) and no event payload more than 4, so the bound
+ * nests 4 levels (envelope, `d`, `since`, `since.channel`) and no event payload more than 4, so the bound
  * refuses nothing valid; it is checked before parsing, so every later step (parse, schema decoding,
  * the rejection message, which renders the offending value) does bounded work. Not a config key:
  * raising it admits only input that is refused anyway.

@@ -14,6 +14,7 @@ import {
   type EventScope,
   type PayloadOf
 } from "./EventDefinition.js"
+import { EventPosition } from "./Recovery.js"
 import * as Connection from "./events/connection.js"
 import * as Friend from "./events/friend.js"
 import * as Message from "./events/message.js"
@@ -106,6 +107,7 @@ export const EVENTS = [
   Friend.FriendRequestDelete,
   Friend.FriendRemove,
   Connection.Unsubscribed,
+  Connection.Recovery,
   Workspace.WorkspaceChannelOverrideUpdate
 ] as const
 
@@ -190,6 +192,11 @@ export interface JsonManifest {
   readonly event_type_pattern: string
   /** How `minLength`/`maxLength` count: our decoders, like the web client, use JavaScript lengths. */
   readonly string_length_unit: "utf16_code_unit"
+  /**
+   * JSON Schema (draft-07) of `pos`, the top-level key after `d` that every recoverable event
+   * carries on a connection that opted in to missed-event recovery (`recovery=1`), and only there.
+   */
+  readonly event_position_schema: JSONSchema.JsonSchema7Root
   readonly events: ReadonlyArray<JsonManifestEvent>
   readonly commands: ReadonlyArray<JsonManifestCommand>
   readonly close_codes: ReadonlyArray<CloseCode>
@@ -218,6 +225,7 @@ export const toJsonManifest = (registry: Registry<EventDefinition> = Manifest): 
   max_event_bytes: MAX_EVENT_BYTES,
   event_type_pattern: EVENT_TYPE_PATTERN.source,
   string_length_unit: "utf16_code_unit",
+  event_position_schema: JSONSchema.make(EventPosition),
   events: registry.events.map((event) => ({
     event_type: event.type,
     schema_version: event.version,

@@ -108,6 +108,31 @@ export const FILTER_RULES = {
     message: string
   ): true | string => fields[key] === undefined || fields[required] !== undefined || message,
 
+  /**
+   * A `recovery` stream entry: `recovered: true` carries `replayed` (and no reason but
+   * `already_live`), `recovered: false` carries a `reason` (not `already_live`) and no `replayed`;
+   * without `recovered` there is neither.
+   */
+  streamVerdict: (entry: {
+    readonly recovered?: boolean
+    readonly replayed?: number
+    readonly reason?: string
+  }): true | string => {
+    if (entry.recovered === undefined)
+      return (
+        (entry.replayed === undefined && entry.reason === undefined) || "replayed and reason need recovered"
+      )
+    if (entry.recovered)
+      return (
+        (entry.replayed !== undefined && (entry.reason === undefined || entry.reason === "already_live")) ||
+        "recovered: true needs replayed, and no reason but already_live"
+      )
+    return (
+      (entry.reason !== undefined && entry.reason !== "already_live" && entry.replayed === undefined) ||
+      "recovered: false needs a reason other than already_live, and no replayed"
+    )
+  },
+
   /** 1..`max` characters once trimmed. */
   trimmedLength: (text: string, max: number, message: string): true | string => {
     const length = text.trim().length

@@ -4,6 +4,7 @@
  * `GATEWAY_JWT_SECRET` the gateway runs in dev mode with a generated secret and publish key.
  */
 import { randomBytes } from "node:crypto"
+import { isIP } from "node:net"
 import { availableParallelism } from "node:os"
 import {
   Config,
@@ -19,7 +20,32 @@ import {
 } from "effect"
 import { MAX_EVENT_BYTES } from "../protocol/Envelope.js"
 import { MAX_PRESENCE_SYNC_USER_IDS, MAX_VOICE_PARTICIPANTS } from "../protocol/Shapes.js"
-import { parseCidrs, type Cidr } from "./edge/HttpLimits.js"
+import { nonNegativeInt, numeric, parseInteger, positiveInt, seconds, secret } from "./ConfigReaders.js"
+
+/** A parsed CIDR block (`10.0.0.0/8`, `fd00::/8`; a bare address is a /32 or /128). */
+export interface Cidr {
+  readonly address: string
+  readonly prefix: number
+  readonly family: "ipv4" | "ipv6"
+}
+
+/** Parses a comma-separated CIDR list; `Left` names the first entry that is not a block. */
+export const parseCidrs = (
+  text: string
+): { ok: true; cidrs: ReadonlyArray<Cidr> } | { ok: false; entry: string } => {
+  const cidrs: Array<Cidr> = []
+  for (const raw of text.split(",")) {
+    const entry = raw.trim()
+    if (entry === "") continue
+    const [address = "", prefixText, ...rest] = entry.split("/")
+    const version = isIP(address)
+    const max = version === 4 ? 32 : 128
+    const prefix = prefixText === undefined ? max : /^\d{1,3}$/.test(prefixText) ? Number(prefixText) : -1
+    if (version === 0 || rest.length > 0 || prefix < 0 || prefix > max) return { ok: false, entry }
+    cidrs.push({ address, prefix, family: version === 4 ? "ipv4" : "ipv6" })
+  }
+  return { ok: true, cidrs }
+}
 
 export interface GatewayConfigShape {
   readonly host: string
@@ -112,6 +138,17 @@ export interface GatewayConfigShape {
   readonly voiceSweep: Duration.Duration
   /** Migration window: also emit the deprecated `workspace_channel_override_update` (legacy first). */
   readonly dualEmitLegacyOverride: boolean
+  /** Events kept per stream (channel, guild, user) for recovery; older ones are trimmed. */
+  readonly historyMaxEvents: number
+  /** How long an event stays in its stream's history (the recovery window). */
+  readonly historyTtl: Duration.Duration
+  /**
+   * How long a stream's epoch and offset outlive its last append or read: a quiet stream keeps its
+   * position (and its clients recover with nothing missed) for this long; then it is forgotten.
+   */
+  readonly historyMetaTtl: Duration.Duration
+  /** Events one recovery may replay per stream; more missed answers `too_many_events`. */
+  readonly recoveryMaxReplay: number
   /** Log records below this level are not written. */
   readonly logLevel: LogLevel.LogLevel
   /** How log records are written to stdout: `pretty` (for people), `logfmt` or one JSON object per line. */
@@ -150,70 +187,6 @@ export class GatewayConfig extends Context.Tag("filament/GatewayConfig")<
   GatewayConfig,
   GatewayConfigShape
 >() {}
-
-/**
- * `key` as a number: a value that does not parse, or that `accept` refuses, fails with one message
- * naming the key, the rule and the value given (`Config.validate` would lose the key's path).
- */
-const numeric = (
-  key: string,
-  fallback: number,
-  rule: string,
-  accept: (value: number) => boolean,
-  parse: (text: string) => number
-) =>
-  Config.string(key).pipe(
-    Config.option,
-    Config.mapOrFail((text) => {
-      if (Option.isNone(text)) return Either.right(fallback)
-      const value = parse(text.value.trim())
-      return accept(value)
-        ? Either.right(value)
-        : Either.left(ConfigError.InvalidData([key], `${key} must be ${rule} (got "${text.value}")`))
-    })
-  )
-
-/** Decimal digits only: `Number.parseInt` would take "12abc" as 12. */
-const parseInteger = (text: string) => (/^-?[0-9]+$/.test(text) ? Number(text) : Number.NaN)
-const parseDecimal = (text: string) => (text === "" ? Number.NaN : Number(text))
-
-const positiveInt = (key: string, fallback: number, max = Number.MAX_SAFE_INTEGER) =>
-  numeric(
-    key,
-    fallback,
-    max === Number.MAX_SAFE_INTEGER ? "a positive integer" : `an integer between 1 and ${max}`,
-    (value) => Number.isSafeInteger(value) && value >= 1 && value <= max,
-    parseInteger
-  )
-
-const nonNegativeInt = (key: string, fallback: number) =>
-  numeric(
-    key,
-    fallback,
-    "0 (off) or a positive integer",
-    (value) => Number.isSafeInteger(value) && value >= 0,
-    parseInteger
-  )
-
-const seconds = (key: string, fallbackSeconds: number) =>
-  numeric(
-    key,
-    fallbackSeconds,
-    "a positive number of seconds",
-    (value) => Number.isFinite(value) && value > 0,
-    parseDecimal
-  ).pipe(Config.map((value) => Duration.millis(Math.round(value * 1000))))
-
-const secret = (key: string) =>
-  Config.redacted(key).pipe(
-    Config.mapOrFail((value) => {
-      const length = Redacted.value(value).length
-      return length >= 32
-        ? Either.right(value)
-        : Either.left(ConfigError.InvalidData([key], `${key} must be at least 32 characters (got ${length})`))
-    }),
-    Config.option
-  )
 
 const generated = () => Redacted.make(randomBytes(32).toString("base64url"))
 
@@ -308,6 +281,10 @@ export const config: Config.Config<GatewayConfigShape> = Config.all({
   ),
   voiceParticipantLifetime: seconds("GATEWAY_VOICE_PARTICIPANT_TTL_SECS", 300),
   voiceSweep: seconds("GATEWAY_VOICE_SWEEP_SECS", 15),
+  historyMaxEvents: positiveInt("GATEWAY_HISTORY_MAX_EVENTS", 1000),
+  historyTtl: seconds("GATEWAY_HISTORY_TTL_SECS", 120),
+  historyMetaTtl: seconds("GATEWAY_HISTORY_META_TTL_SECS", 86_400),
+  recoveryMaxReplay: positiveInt("GATEWAY_RECOVERY_MAX_REPLAY", 1000),
   dualEmitLegacyOverride: Config.boolean("GATEWAY_DUAL_EMIT_LEGACY_OVERRIDE").pipe(Config.withDefault(false)),
   logLevel: Config.string("GATEWAY_LOG_LEVEL").pipe(
     Config.withDefault("info"),
@@ -408,6 +385,14 @@ export const config: Config.Config<GatewayConfigShape> = Config.all({
             ConfigError.MissingData(
               ["GATEWAY_PUBLISH_KEY"],
               "GATEWAY_PUBLISH_PREVIOUS_KEY is set without GATEWAY_PUBLISH_KEY (a rotation needs the new key)"
+            )
+        ],
+        [
+          Duration.lessThan(rest.historyMetaTtl, rest.historyTtl),
+          () =>
+            ConfigError.InvalidData(
+              ["GATEWAY_HISTORY_META_TTL_SECS"],
+              `GATEWAY_HISTORY_META_TTL_SECS must be at least GATEWAY_HISTORY_TTL_SECS (${Duration.toSeconds(rest.historyTtl)}): a stream's position must outlive its events`
             )
         ],
         // Outside dev mode the publish key must be configured: a generated key nobody knows locks the API.

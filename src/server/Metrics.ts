@@ -1,6 +1,6 @@
 /**
  * GatewayMetrics: the original's metric families with their label names (reference §7.2), plus
- * ours, and their Prometheus text exposition (format 0.0.4).
+ * ours; their snapshot and Prometheus text exposition (format 0.0.4) are in `MetricsSnapshot.ts`.
  *
  * Each `make` (each `layer` instance) owns its series, so several gateways in one process (an app
  * embedding two, the cluster tests) count apart; the process-wide view of a multi-process node is
@@ -13,6 +13,27 @@ import { Context, Layer } from "effect"
 import { COMMANDS } from "../protocol/Commands.js"
 import type { EventScope } from "../protocol/EventDefinition.js"
 import { Manifest } from "../protocol/Manifest.js"
+import {
+  byLabelValues,
+  renderSnapshot,
+  type Family,
+  type FamilySnapshot,
+  type HistogramSeries,
+  type Labels,
+  type MetricsSnapshot,
+  type ValueSeries
+} from "./MetricsSnapshot.js"
+
+export {
+  cumulativeOnly,
+  mergeSnapshots,
+  PROMETHEUS_CONTENT_TYPE,
+  renderSnapshot,
+  type FamilySnapshot,
+  type HistogramSeries,
+  type MetricsSnapshot,
+  type ValueSeries
+} from "./MetricsSnapshot.js"
 
 export type DeliveryScope = EventScope
 export type DropReason = "full_queue" | "closed" | "oversized_outbound" | "serialize_error"
@@ -39,6 +60,19 @@ export type BusDropReason =
   | "misrouted"
   | "backlog_full"
   | "unavailable"
+/** The streams of the event history (recovery): one per channel, guild and user. */
+export const HISTORY_SCOPES = ["channel", "guild", "user"] as const
+export type HistoryScope = (typeof HISTORY_SCOPES)[number]
+/** How the recovery of one stream ended: exactly, or not with its reason (PROTOCOL.md, `recovery`). */
+export const RECOVERY_OUTCOMES = [
+  "recovered",
+  "epoch_changed",
+  "position_trimmed",
+  "position_ahead",
+  "too_many_events",
+  "history_unavailable"
+] as const
+export type RecoveryOutcome = (typeof RECOVERY_OUTCOMES)[number]
 /** The Redis-backed chat state a node re-asserts after Redis lost it. */
 export type ClusterStore = "presence" | "voice"
 /** Where an HTTP-layer refusal happened; `other` when the request never named its path in time. */
@@ -68,12 +102,6 @@ const commandNames = new Set<string>(COMMANDS.map((command) => command.type))
  */
 export const ingressEventLabel = (type: string): string =>
   Manifest.lookup(type) !== undefined || commandNames.has(type) ? type : OTHER_EVENT_TYPE
-
-interface Family {
-  readonly name: string
-  readonly help: string
-  readonly type: "counter" | "gauge" | "histogram"
-}
 
 /** Families in exposition order: the original's order (reference §7.1), then ours. */
 const FAMILIES = [
@@ -197,6 +225,26 @@ const FAMILIES = [
     name: "filament_gateway_admin_requests_total",
     help: "Inspector (/admin) calls by outcome.",
     type: "counter"
+  },
+  {
+    name: "filament_gateway_history_entries",
+    help: "Events held in the event history for recovery, by stream scope.",
+    type: "gauge"
+  },
+  {
+    name: "filament_gateway_history_bytes",
+    help: "Encoded bytes of the events held in the event history, by stream scope.",
+    type: "gauge"
+  },
+  {
+    name: "filament_gateway_recoveries_total",
+    help: "Streams a reconnecting client asked to recover, by scope and outcome.",
+    type: "counter"
+  },
+  {
+    name: "filament_gateway_events_replayed_total",
+    help: "Events replayed to recovering clients, by stream scope.",
+    type: "counter"
   }
 ] as const satisfies ReadonlyArray<Family>
 
@@ -239,6 +287,11 @@ export interface GatewayMetricsShape {
   /** This node re-asserted its state in `store` after Redis lost it. */
   readonly clusterStateReasserted: (store: ClusterStore) => void
   readonly adminRequest: (outcome: AdminRequestOutcome) => void
+  /** The event history of `scope` gained (positive) or lost (negative) entries and their bytes. */
+  readonly historyChanged: (scope: HistoryScope, entries: number, bytes: number) => void
+  /** One stream of a recovery ended with `outcome`. */
+  readonly recovery: (scope: HistoryScope, outcome: RecoveryOutcome) => void
+  readonly eventsReplayed: (scope: HistoryScope, count: number) => void
   /** Prometheus text exposition 0.0.4 of every family (HELP and TYPE even without series). */
   readonly render: () => string
 }
@@ -247,128 +300,6 @@ export class GatewayMetrics extends Context.Tag("filament/GatewayMetrics")<
   GatewayMetrics,
   GatewayMetricsShape
 >() {}
-
-export const PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
-type Labels = ReadonlyArray<readonly [name: string, value: string]>
-
-/** A counter's or gauge's series. */
-export interface ValueSeries {
-  readonly labels: Labels
-  readonly value: number
-}
-
-/** A histogram's series: cumulative counts per finite upper bound (`+Inf` is `count`). */
-export interface HistogramSeries {
-  readonly labels: Labels
-  readonly buckets: ReadonlyArray<readonly [upperBound: number, cumulative: number]>
-  readonly sum: number
-  readonly count: number
-}
-
-export type FamilySnapshot =
-  | (Family & { readonly type: "counter" | "gauge"; readonly series: ReadonlyArray<ValueSeries> })
-  | (Family & { readonly type: "histogram"; readonly series: ReadonlyArray<HistogramSeries> })
-
-/**
- * Every family with its series, as plain data (structured-clone safe: what a worker sends its
- * primary), in exposition order, series sorted by label values.
- */
-export type MetricsSnapshot = ReadonlyArray<FamilySnapshot>
-
-const seriesKey = (labels: Labels) => labels.map(([, value]) => value).join("\u0000")
-
-const byLabelValues = <S extends { readonly labels: Labels }>(series: ReadonlyArray<S>): Array<S> =>
-  series
-    .map((entry) => ({ key: seriesKey(entry.labels), entry }))
-    .sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))
-    .map(({ entry }) => entry)
-
-const addBuckets = (
-  a: HistogramSeries["buckets"],
-  b: HistogramSeries["buckets"]
-): HistogramSeries["buckets"] => {
-  const counts = new Map<number, number>(a)
-  for (const [bound, cumulative] of b) counts.set(bound, (counts.get(bound) ?? 0) + cumulative)
-  return [...counts].sort(([x], [y]) => x - y)
-}
-
-/**
- * Adds snapshots up series by series (same family, same labels): the whole of several processes.
- * Families keep the order they first appear in.
- */
-export const mergeSnapshots = (snapshots: ReadonlyArray<MetricsSnapshot>): MetricsSnapshot => {
-  const families = new Map<string, { family: Family; series: Map<string, ValueSeries | HistogramSeries> }>()
-  for (const snapshot of snapshots) {
-    for (const { series, ...family } of snapshot) {
-      let merged = families.get(family.name)
-      if (merged === undefined) families.set(family.name, (merged = { family, series: new Map() }))
-      for (const entry of series as ReadonlyArray<ValueSeries | HistogramSeries>) {
-        const key = seriesKey(entry.labels)
-        const previous = merged.series.get(key)
-        merged.series.set(
-          key,
-          previous === undefined
-            ? entry
-            : "buckets" in entry && "buckets" in previous
-              ? {
-                  labels: entry.labels,
-                  buckets: addBuckets(previous.buckets, entry.buckets),
-                  sum: previous.sum + entry.sum,
-                  count: previous.count + entry.count
-                }
-              : {
-                  labels: entry.labels,
-                  value: (previous as ValueSeries).value + (entry as ValueSeries).value
-                }
-        )
-      }
-    }
-  }
-  return [...families.values()].map(
-    ({ family, series }) => ({ ...family, series: byLabelValues([...series.values()]) }) as FamilySnapshot
-  )
-}
-
-/**
- * What outlives the process that counted it: counters and histograms; gauge families stay (in their
- * place in the order) without series.
- */
-export const cumulativeOnly = (snapshot: MetricsSnapshot): MetricsSnapshot =>
-  snapshot.map((family) => (family.type === "gauge" ? { ...family, series: [] } : family))
-
-const escapeHelp = (text: string) => text.replace(/\\/g, "\\\\").replace(/\n/g, "\\n")
-
-const escapeLabel = (value: string) => escapeHelp(value).replace(/"/g, '\\"')
-
-const formatLabels = (labels: Labels) =>
-  labels.length === 0 ? "" : `{${labels.map(([key, value]) => `${key}="${escapeLabel(value)}"`).join(",")}}`
-
-const formatNumber = (value: number) =>
-  Number.isFinite(value) ? String(value) : value > 0 ? "+Inf" : value < 0 ? "-Inf" : "NaN"
-
-const seriesLines = (family: FamilySnapshot): ReadonlyArray<string> =>
-  family.type === "histogram"
-    ? family.series.flatMap(({ buckets, count, labels, sum }) => [
-        ...buckets.map(
-          ([bound, cumulative]) =>
-            `${family.name}_bucket${formatLabels([...labels, ["le", formatNumber(bound)]])} ${cumulative}`
-        ),
-        `${family.name}_bucket${formatLabels([...labels, ["le", "+Inf"]])} ${count}`,
-        `${family.name}_sum${formatLabels(labels)} ${formatNumber(sum)}`,
-        `${family.name}_count${formatLabels(labels)} ${count}`
-      ])
-    : family.series.map(({ labels, value }) => `${family.name}${formatLabels(labels)} ${formatNumber(value)}`)
-
-/** Prometheus text exposition 0.0.4 of a snapshot (HELP and TYPE even for a family without series). */
-export const renderSnapshot = (snapshot: MetricsSnapshot): string =>
-  snapshot
-    .flatMap((family) => [
-      `# HELP ${family.name} ${escapeHelp(family.help)}`,
-      `# TYPE ${family.name} ${family.type}`,
-      ...seriesLines(family)
-    ])
-    .join("\n") + "\n"
 
 const FANOUT_BOUNDARIES = [0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1]
 
@@ -470,6 +401,10 @@ export const make = (): GatewayMetricsShape => {
   const busSubscribeFailures = values()
   const clusterStateReasserted = values("store")
   const adminRequests = values("outcome")
+  const historyEntries = values("scope")
+  const historyBytes = values("scope")
+  const recoveries = values("scope", "outcome")
+  const eventsReplayed = values("scope")
   // The unlabelled series exist from the start: a process that has not counted yet still shows 0
   // (every worker has a connections gauge), and `rate()` sees the first increase.
   const presenceSyncTruncatedTotal = presenceSyncTruncated.cell()
@@ -482,6 +417,15 @@ export const make = (): GatewayMetricsShape => {
   const busOutageTotal = busOutage.cell()
   const busLagSeries = busLag.cell()
   const busSubscribeFailuresTotal = busSubscribeFailures.cell()
+  // The recovery families have closed label sets: every series exists from the start (an empty
+  // history shows 0, and `rate()` sees the first recovery).
+  const historyCells = Object.fromEntries(
+    HISTORY_SCOPES.map((scope) => {
+      for (const outcome of RECOVERY_OUTCOMES) recoveries.cell(scope, outcome)
+      eventsReplayed.cell(scope)
+      return [scope, { entries: historyEntries.cell(scope), bytes: historyBytes.cell(scope) }]
+    })
+  ) as Record<HistoryScope, { readonly entries: ValueCell; readonly bytes: ValueCell }>
 
   const seriesByFamily: {
     readonly [Name in FamilyName]: () => ReadonlyArray<ValueSeries | HistogramSeries>
@@ -514,7 +458,11 @@ export const make = (): GatewayMetricsShape => {
     filament_gateway_bus_undecodable_total: () => valueSnapshot(busUndecodable),
     filament_gateway_bus_subscribe_failures_total: () => valueSnapshot(busSubscribeFailures),
     filament_cluster_state_reasserted_total: () => valueSnapshot(clusterStateReasserted),
-    filament_gateway_admin_requests_total: () => valueSnapshot(adminRequests)
+    filament_gateway_admin_requests_total: () => valueSnapshot(adminRequests),
+    filament_gateway_history_entries: () => valueSnapshot(historyEntries),
+    filament_gateway_history_bytes: () => valueSnapshot(historyBytes),
+    filament_gateway_recoveries_total: () => valueSnapshot(recoveries),
+    filament_gateway_events_replayed_total: () => valueSnapshot(eventsReplayed)
   }
   const snapshot = (): MetricsSnapshot =>
     FAMILIES.map(
@@ -604,6 +552,16 @@ export const make = (): GatewayMetricsShape => {
     },
     adminRequest: (why) => {
       adminRequests.cell(why).value++
+    },
+    historyChanged: (scope, entries, bytes) => {
+      historyCells[scope].entries.value += entries
+      historyCells[scope].bytes.value += bytes
+    },
+    recovery: (scope, outcome) => {
+      recoveries.cell(scope, outcome).value++
+    },
+    eventsReplayed: (scope, count) => {
+      if (count > 0) eventsReplayed.cell(scope).value += count
     },
     render: () => renderSnapshot(snapshot())
   }

@@ -11,7 +11,7 @@ import type { GatewayConfigShape, LogFormat } from "./Config.js"
 import * as Auth from "./Auth.js"
 import * as Config from "./Config.js"
 import { GatewayConfig } from "./Config.js"
-import * as Gateway from "./core/Gateway.js"
+import * as Composition from "./Composition.js"
 import * as Http from "./edge/Http.js"
 import { GatewayServer } from "./edge/Http.js"
 import * as Inspector from "./inspector/Inspector.js"
@@ -63,7 +63,7 @@ const MainLive = Http.layer.pipe(
   Layer.provide(cluster.isWorker ? Workers.layerWorker : Layer.empty),
   // The inspector's routes (`/admin`), served only when GATEWAY_ADMIN_KEY is set.
   Layer.provideMerge(Inspector.layer),
-  Layer.provideMerge(Gateway.layerDefault),
+  Layer.provideMerge(Composition.layerGateway),
   Layer.provideMerge(Config.layer)
 )
 

@@ -8,8 +8,9 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Deferred, Duration, Effect, FiberRef, HashSet, Layer, Logger, TestClock } from "effect"
 import { MessageCreate } from "../../src/protocol/events/message.js"
-import { AccessPolicy, fromClaims } from "../../src/server/chat/Access.js"
-import { MessageHandler, plainText } from "../../src/server/chat/Messages.js"
+import { fromClaims } from "../../src/server/chat/Access.js"
+import { plainText } from "../../src/server/chat/Messages.js"
+import { AccessPolicy, MessageHandler } from "../../src/server/core/Seams.js"
 import {
   awaitSleeps,
   message,
@@ -18,7 +19,7 @@ import {
   type Harness,
   type TestClient
 } from "../server/harness.js"
-import { eventually } from "./support.js"
+import { eventually } from "../deadline.js"
 
 /**
  * Host services whose calls for one user never finish (a hung permission service or message store);

@@ -9,6 +9,7 @@ import { Context, Effect, HashMap, Layer, Redacted } from "effect"
 import WebSocket from "ws"
 import * as Auth from "../../src/server/Auth.js"
 import * as Config from "../../src/server/Config.js"
+import * as Composition from "../../src/server/Composition.js"
 import * as Gateway from "../../src/server/core/Gateway.js"
 import * as Http from "../../src/server/edge/Http.js"
 import { ulid } from "../../src/protocol/Ids.js"
@@ -17,7 +18,8 @@ import { VoiceParticipantJoin, VoiceParticipantLeave } from "../../src/protocol/
 import type { ChannelId, GuildId, UserId } from "../../src/protocol/Ids.js"
 import { Presence } from "../../src/server/chat/Presence.js"
 import { VoiceParticipants } from "../../src/server/chat/Voice.js"
-import { SubscriptionRegistry } from "../../src/server/registry/Registry.js"
+import { SubscriptionRegistry } from "../../src/server/registry/Subscriptions.js"
+import { eventually, within } from "../deadline.js"
 import { seriesValue } from "../server/harness.js"
 
 const CONNECT_CYCLES = Number(process.env["FLOOD_CONNECT_CYCLES"] ?? 20_000)
@@ -35,21 +37,24 @@ const heapAfterGc = () => {
   return process.memoryUsage().heapUsed
 }
 
+/** Bound on one step of a cycle (and on the connections closing after a flood). */
+const STEP_DEADLINE_MS = 10_000
+
 let seed = Date.now()
 const newId = () => ulid(seed++)
 
 /** Opens a socket, waits for `ready`, closes it and waits until the close handshake is done. */
 const cycle = (url: string) =>
-  new Promise<void>((resolve, reject) => {
-    const socket = new WebSocket(url)
-    const timer = setTimeout(() => reject(new Error("cycle deadline")), 10_000)
-    socket.once("message", () => socket.close(1000))
-    socket.once("close", () => {
-      clearTimeout(timer)
-      resolve()
-    })
-    socket.once("error", reject)
-  })
+  within(
+    "cycle",
+    new Promise<void>((resolve, reject) => {
+      const socket = new WebSocket(url)
+      socket.once("message", () => socket.close(1000))
+      socket.once("close", () => resolve())
+      socket.once("error", reject)
+    }),
+    STEP_DEADLINE_MS
+  )
 
 /** Opens a socket and resolves once `ready` arrived; frames after it go to `onFrame`. */
 const open = (url: string, onFrame: (text: string) => void) =>
@@ -65,7 +70,7 @@ const open = (url: string, onFrame: (text: string) => void) =>
 const program = Effect.gen(function* () {
   const context = yield* Layer.build(
     Http.layer.pipe(
-      Layer.provideMerge(Gateway.layerDefault),
+      Layer.provideMerge(Composition.layerGateway),
       Layer.provideMerge(
         Config.layerWith({
           host: "127.0.0.1",
@@ -140,16 +145,13 @@ const program = Effect.gen(function* () {
                 JSON.stringify({ v: 1, t: "unsubscribe", d: { guild_id: guild, channel_id: last } })
               )
             }
-            await new Promise<void>((resolve, reject) => {
-              const timer = setTimeout(() => reject(new Error("unsubscribe ack deadline")), 10_000)
-              waiting = {
-                channel: last,
-                resolve: () => {
-                  clearTimeout(timer)
-                  resolve()
-                }
-              }
-            })
+            await within(
+              "unsubscribe ack",
+              new Promise<void>((resolve) => {
+                waiting = { channel: last, resolve }
+              }),
+              STEP_DEADLINE_MS
+            )
           }
           await new Promise<void>((resolve) => {
             socket.once("close", () => resolve())
@@ -195,10 +197,10 @@ const program = Effect.gen(function* () {
       }
     })
 
-  const settled = Effect.promise(async () => {
-    const until = Date.now() + 10_000
-    while (gateway.connectionCount() > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 5))
-  })
+  // Bounded, not asserted: the measurements say what was left.
+  const settled = Effect.ignore(
+    eventually("connections closed", () => gateway.connectionCount() === 0, STEP_DEADLINE_MS)
+  )
 
   // Warm-up: JIT, lazily built caches and metric series exist before the baseline.
   yield* connectFlood(500)

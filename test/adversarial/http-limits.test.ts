@@ -8,7 +8,8 @@ import { describe, expect, it } from "@effect/vitest"
 import { ConfigProvider, Duration, Effect, Either, Redacted, TestClock } from "effect"
 import * as Config from "../../src/server/Config.js"
 import { newId, PUBLISH_KEY, publishHttp, startGateway, type Harness } from "../server/harness.js"
-import { eventually, rawExchange, trickle } from "./support.js"
+import { rawExchange, trickle } from "./support.js"
+import { eventually } from "../deadline.js"
 
 const REJECTED = "filament_gateway_http_rejected_total"
 

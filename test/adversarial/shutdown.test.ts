@@ -14,6 +14,7 @@ import { MessageCreate } from "../../src/protocol/events/message.js"
 import type { PayloadOf } from "../../src/protocol/EventDefinition.js"
 import * as Auth from "../../src/server/Auth.js"
 import type { Connection } from "../../src/server/core/Connection.js"
+import { eventually, within } from "../deadline.js"
 import { plainTextMessage } from "../fixtures/messages.js"
 import {
   awaitSleeps,
@@ -39,21 +40,6 @@ interface Client {
   closed: { code: number; reason: string } | undefined
 }
 
-const deadline = <A>(label: string, promise: Promise<A>) =>
-  Promise.race([
-    promise,
-    new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`deadline: ${label}`)), DEADLINE_MS))
-  ])
-
-const until = (label: string, check: () => boolean) =>
-  deadline(
-    label,
-    new Promise<void>((resolve) => {
-      const poll = () => (check() ? resolve() : setTimeout(poll, 2))
-      poll()
-    })
-  )
-
 describe("graceful shutdown under load", () => {
   it(
     "SIGTERM while publishing: all 1001, every accepted event delivered first, exit 0 within the grace",
@@ -76,7 +62,7 @@ describe("graceful shutdown under load", () => {
       const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)))
       try {
         let output = ""
-        const port = await deadline(
+        const port = await within(
           "listening",
           new Promise<number>((resolve) => {
             const onData = (chunk: Buffer) => {
@@ -86,7 +72,8 @@ describe("graceful shutdown under load", () => {
             }
             child.stdout.on("data", onData)
             child.stderr.on("data", onData)
-          })
+          }),
+          DEADLINE_MS
         )
         const [guild, channel] = [newId(), newId()]
         const clients: Array<Client> = []
@@ -117,7 +104,13 @@ describe("graceful shutdown under load", () => {
             socket.on("error", () => undefined)
           })
         )
-        await until("every client subscribed", () => clients.every((client) => client.subscribed))
+        await Effect.runPromise(
+          eventually(
+            "every client subscribed",
+            () => clients.every((client) => client.subscribed),
+            DEADLINE_MS
+          )
+        )
         // A few readers fall behind: their frames wait in their outboxes when the shutdown begins.
         const lagging = clients.slice(0, LAGGING)
         for (const client of lagging) client.socket.pause()
@@ -140,15 +133,21 @@ describe("graceful shutdown under load", () => {
             }
           }
         })()
-        await until("load is flowing", () => accepted.length >= 800)
+        await Effect.runPromise(eventually("load is flowing", () => accepted.length >= 800, DEADLINE_MS))
         const signalled = performance.now()
         child.kill("SIGTERM")
         for (const client of lagging) client.socket.resume()
-        const code = await deadline("process exit", exited)
+        const code = await within("process exit", exited, DEADLINE_MS)
         const exitSeconds = (performance.now() - signalled) / 1000
         stopped = true
         await publishLoop
-        await until("every client closed", () => clients.every((client) => client.closed !== undefined))
+        await Effect.runPromise(
+          eventually(
+            "every client closed",
+            () => clients.every((client) => client.closed !== undefined),
+            DEADLINE_MS
+          )
+        )
 
         expect(code).toBe(0)
         expect(exitSeconds).toBeLessThan(GRACE_SECONDS + 1.5)

@@ -12,7 +12,7 @@ import { MessageCreate } from "../../src/protocol/events/message.js"
 import type { PayloadOf } from "../../src/protocol/EventDefinition.js"
 import { plainTextMessage } from "../fixtures/messages.js"
 import { awaitSleeps, BASE_UNIX, newId, startGateway, yieldToIo, type Harness } from "../server/harness.js"
-import { eventually } from "./support.js"
+import { eventually } from "../deadline.js"
 
 const HEALTHY = 1000
 /** Healthy readers may trail the publisher by this many events before it waits (they share our process). */

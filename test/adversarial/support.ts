@@ -1,10 +1,10 @@
 /**
- * Adversarial helpers: raw TCP peers that speak (or trickle, or withhold) HTTP, and a deadline-bound
- * wait for a condition that only the server side can observe. No fixed sleeps: every wait ends on
- * the awaited event or fails at its deadline.
+ * Adversarial helpers: raw TCP peers that speak (or trickle, or withhold) HTTP or WebSocket, each
+ * bounded by a deadline (the waits for a server-side condition are in `test/deadline.ts`).
  */
 import { connect, type Socket } from "node:net"
 import { Effect } from "effect"
+import { DEADLINE_MS } from "../deadline.js"
 
 export interface RawAnswer {
   /** HTTP status of the answer; 0 when the server closed without answering. */
@@ -22,7 +22,7 @@ export interface RawAnswer {
 export const rawExchange = (
   port: number,
   drive: (socket: Socket) => void | (() => void),
-  deadlineMs = 5_000
+  deadlineMs = DEADLINE_MS
 ): Effect.Effect<RawAnswer> =>
   Effect.promise(
     () =>
@@ -66,39 +66,6 @@ export const trickle =
     }, everyMs)
     return () => clearInterval(interval)
   }
-
-/** Waits (real time, bounded) until `check` holds; polls on the event loop's check phase. */
-export const eventually = (label: string, check: () => boolean, deadlineMs = 5_000): Effect.Effect<void> =>
-  Effect.promise(
-    () =>
-      new Promise<void>((resolve, reject) => {
-        const until = performance.now() + deadlineMs
-        const poll = () => {
-          if (check()) return resolve()
-          if (performance.now() > until)
-            return reject(new Error(`deadline: ${label} within ${deadlineMs} ms`))
-          setTimeout(poll, 2)
-        }
-        poll()
-      })
-  )
-
-/** Like `eventually`, for a condition read through an Effect (e.g. the registry state). */
-export const eventuallyEffect = <E, R>(
-  label: string,
-  check: Effect.Effect<boolean, E, R>,
-  deadlineMs = 5_000,
-  /** Between checks; longer when a check is a request to another process. */
-  pollMs = 2
-): Effect.Effect<void, E | Error, R> =>
-  Effect.gen(function* () {
-    const until = performance.now() + deadlineMs
-    for (;;) {
-      if (yield* check) return
-      if (performance.now() > until) return yield* Effect.fail(new Error(`deadline: ${label}`))
-      yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, pollMs)))
-    }
-  })
 
 /** Sum of every series of a counter family in a `/metrics` text. */
 export const familySum = (text: string, name: string): number => {
@@ -164,7 +131,7 @@ export const rawWebSocket = (
   port: number,
   token: string,
   frames: ReadonlyArray<Buffer>,
-  deadlineMs = 5_000
+  deadlineMs = DEADLINE_MS
 ): Effect.Effect<RawSession> =>
   Effect.promise(
     () =>

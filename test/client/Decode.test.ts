@@ -7,6 +7,7 @@ import * as fc from "fast-check"
 import { readFileSync } from "node:fs"
 import { decodeFrame } from "../../src/client/Decode.js"
 import type { ClientEvent, DropReason } from "../../src/client/Decode.js"
+import { EVENT_VECTORS } from "../protocol/vectors.js"
 
 interface Vectors {
   readonly valid: Record<string, ReadonlyArray<unknown>>
@@ -225,5 +226,35 @@ describe("payload scenarios (reference §9.6)", () => {
 
   it("rejects lowercase ids in events (the server emits canonical uppercase)", () => {
     expect(rejection(frame("ready", { user_id: ulid(1).toLowerCase() })).reason).toBe("invalid_payload")
+  })
+})
+
+describe("the recovery position (pos)", () => {
+  const user = ulid(1)
+  const pos = { stream: `user:${user}`, epoch: "e1", offset: 7 }
+  const ready = { user_id: user }
+  const role = EVENT_VECTORS.workspace_channel_role_override_update.valid[0]!
+
+  it("is attached to the decoded event (also a legacy one), and absent without it", () => {
+    expect(accepted(frame("ready", ready, { pos }))).toEqual({ type: "ready", payload: ready, pos })
+    expect(accepted(frame("ready", ready))).toEqual({ type: "ready", payload: ready })
+    expect(accepted(frame("workspace_channel_override_update", role, { pos }))).toMatchObject({
+      type: "workspace_channel_role_override_update",
+      legacyType: "workspace_channel_override_update",
+      pos
+    })
+  })
+
+  it.each([
+    ["a lowercase stream id", { ...pos, stream: `user:${user.toLowerCase()}` }],
+    ["a negative offset", { ...pos, offset: -1 }],
+    ["an epoch with a colon", { ...pos, epoch: "a:b" }],
+    ["no epoch", { stream: pos.stream, offset: 1 }],
+    ["null", null]
+  ])("with %s drops the frame as invalid_envelope", (_why, bad) => {
+    expect(rejection(frame("ready", ready, { pos: bad }))).toEqual({
+      reason: "invalid_envelope",
+      eventType: "ready"
+    })
   })
 })

@@ -58,8 +58,8 @@ describe("registry completeness", () => {
     expect(new Set(manifestTypes).size).toBe(manifestTypes.length)
     expect(new Set(CLIENT_EVENT_TYPES).size).toBe(CLIENT_EVENT_TYPES.length)
     expect([...CLIENT_EVENT_TYPES, ...Object.keys(LEGACY_EVENTS)].sort()).toEqual([...manifestTypes].sort())
-    // 36 original events + our `unsubscribed` ack; the deprecated legacy name normalizes away.
-    expect(CLIENT_EVENT_TYPES.length).toBe(37)
+    // 36 original events + our `unsubscribed` and `recovery`; the deprecated legacy name normalizes away.
+    expect(CLIENT_EVENT_TYPES.length).toBe(38)
   })
 
   it("knows every deprecated manifest event as a legacy event with replacements in the manifest", () => {

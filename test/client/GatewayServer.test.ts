@@ -15,24 +15,12 @@ import { MessageCreate } from "../../src/protocol/events/message.js"
 import { ProfileUpdate } from "../../src/protocol/events/profile.js"
 import { ChannelCreate } from "../../src/protocol/events/workspace.js"
 import type { UserId } from "../../src/protocol/Ids.js"
-import { DEADLINE_MS, message, newId, startGateway, typed } from "../server/harness.js"
+import { withinEffect } from "../deadline.js"
+import { message, newId, startGateway, typed } from "../server/harness.js"
 import type { Harness } from "../server/harness.js"
 
 // No pings during the test: TestClock jumps would otherwise race the (real-time) pongs.
 const QUIET_HEARTBEAT = { pingInterval: Duration.hours(24), pongTimeout: Duration.hours(24) }
-
-/** Takes from a queue within a real-time deadline (the socket side runs on real I/O). */
-const takeWithin = <A>(queue: Queue.Queue<A>, label: string) =>
-  Effect.raceFirst(
-    Queue.take(queue),
-    Effect.async<never>((resume) => {
-      const timer = setTimeout(
-        () => resume(Effect.die(new Error(`deadline: ${label} within ${DEADLINE_MS} ms`))),
-        DEADLINE_MS
-      )
-      return Effect.sync(() => clearTimeout(timer))
-    })
-  )
 
 /** Waits for the next decoded event of `type`, skipping others (presence and voice follow-ups). */
 const eventQueue = (connection: GatewayConnection.GatewayConnection) =>
@@ -42,7 +30,7 @@ const eventQueue = (connection: GatewayConnection.GatewayConnection) =>
     return <T extends ClientEventType>(type: T): Effect.Effect<Extract<ClientEvent, { type: T }>> =>
       Effect.iterate(undefined as ClientEvent | undefined, {
         while: (event) => event?.type !== type,
-        body: () => takeWithin(queue, `event ${type}`)
+        body: () => withinEffect(`event ${type}`, Queue.take(queue))
       }).pipe(Effect.map((event) => event as Extract<ClientEvent, { type: T }>))
   })
 
@@ -113,7 +101,7 @@ describe("GatewayConnection against the real gateway", () => {
         // The token expires: the server's sweep closes with 4010; the client waits its backoff
         // (Random 0.5 of the 2 s ceiling), asks for a fresh token and re-subscribes.
         yield* TestClock.adjust(Duration.seconds(61))
-        expect(yield* takeWithin(closes, "close 4010")).toBe(4010)
+        expect(yield* withinEffect("close 4010", Queue.take(closes))).toBe(4010)
         yield* TestClock.adjust(Duration.millis(1_000))
         expect((yield* next("ready")).payload.user_id).toBe(user)
         expect((yield* next("subscribed")).payload).toEqual({ guild_id: guild, channel_id: channel })
@@ -144,7 +132,7 @@ describe("GatewayConnection against the real gateway", () => {
       yield* next("subscribed")
 
       yield* Scope.close(firstScope, Exit.void)
-      expect(yield* takeWithin(closes, "close 1001")).toBe(1001)
+      expect(yield* withinEffect("close 1001", Queue.take(closes))).toBe(1001)
       const second = yield* startGateway({ ...QUIET_HEARTBEAT, port: first.port })
       expect(second.port).toBe(first.port)
       // Backoff: 0.9 of the 2 s ceiling, on TestClock time.

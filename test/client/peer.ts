@@ -1,6 +1,6 @@
 /**
  * A minimal network peer for client tests: a real `ws` server on 127.0.0.1 port 0 that records the
- * access token and every frame of each connection, can send frames and close with a code, and can
+ * access token, the query and every frame of each connection, can send frames and close with a code, and can
  * refuse upgrades (401) to make connection attempts fail before open.
  * It stands in for the network, not for the product under test.
  */
@@ -8,9 +8,12 @@ import { createServer } from "node:http"
 import type { AddressInfo } from "node:net"
 import { WebSocketServer } from "ws"
 import type { WebSocket } from "ws"
+import { DEADLINE_MS, within } from "../deadline.js"
 
 export interface PeerConnection {
   readonly token: string | null
+  /** The upgrade request's query parameters. */
+  readonly query: URLSearchParams
   readonly socket: WebSocket
   /** Parsed text frames received from the client, in order. */
   readonly frames: Array<unknown>
@@ -48,25 +51,22 @@ export const startPeer = async (): Promise<TestPeer> => {
     refused: 0,
     refuse: false,
     notify,
-    waitFor: (describe, condition, timeoutMs = 5_000) =>
-      new Promise((resolve, reject) => {
-        const check = () => {
-          const value = condition()
-          if (value === undefined || value === false) return
-          cleanup()
-          resolve(value)
-        }
-        const deadline = setTimeout(() => {
-          cleanup()
-          reject(new Error(`timed out after ${timeoutMs} ms waiting for: ${describe}`))
-        }, timeoutMs)
-        const cleanup = () => {
-          clearTimeout(deadline)
-          listeners.delete(check)
-        }
-        listeners.add(check)
-        check()
-      }),
+    waitFor: <A>(describe: string, condition: () => A | false | undefined, timeoutMs = DEADLINE_MS) => {
+      let check = () => {}
+      return within(
+        describe,
+        new Promise<A>((resolve) => {
+          check = () => {
+            const value = condition()
+            if (value === undefined || value === false) return
+            resolve(value)
+          }
+          listeners.add(check)
+          check()
+        }),
+        timeoutMs
+      ).finally(() => listeners.delete(check))
+    },
     stop: async () => {
       for (const client of wss.clients) client.terminate()
       await new Promise<void>((resolve) => wss.close(() => resolve()))
@@ -84,9 +84,10 @@ export const startPeer = async (): Promise<TestPeer> => {
     }
   })
   wss.on("connection", (socket, request) => {
-    const token = new URL(request.url ?? "/", "http://peer").searchParams.get("access_token")
+    const query = new URL(request.url ?? "/", "http://peer").searchParams
     const connection: PeerConnection = {
-      token,
+      token: query.get("access_token"),
+      query,
       socket,
       frames: [],
       send: (frame) => socket.send(typeof frame === "string" ? frame : JSON.stringify(frame)),

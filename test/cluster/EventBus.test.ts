@@ -9,17 +9,15 @@ import { MessageCreate } from "../../src/protocol/events/message.js"
 import { ProfileUpdate } from "../../src/protocol/events/profile.js"
 import { ChannelCreate } from "../../src/protocol/events/workspace.js"
 import type { GuildId, UserId } from "../../src/protocol/Ids.js"
-import {
-  guildTopic,
-  makeRedis,
-  userTopic,
-  USERS_PER_MESSAGE,
-  type EventBusShape
-} from "../../src/server/cluster/EventBus.js"
+import { USERS_PER_MESSAGE } from "../../src/server/cluster/BusCodec.js"
+import { makeRedis } from "../../src/server/cluster/EventBus.js"
+import type { EventBusShape } from "../../src/server/core/Bus.js"
+import { guildTopic, userTopic } from "../../src/server/registry/Interest.js"
 import * as Metrics from "../../src/server/Metrics.js"
 import { GatewayMetrics } from "../../src/server/Metrics.js"
 import * as Outbound from "../../src/server/core/Outbound.js"
-import { BASE_UNIX, DEADLINE_MS, message, newId, seriesValue, typed } from "../server/harness.js"
+import { BASE_UNIX, message, newId, seriesValue, typed } from "../server/harness.js"
+import { eventuallyEffect } from "../deadline.js"
 import { hasRedisServer, startRedis, type RedisBackend } from "./redis.js"
 
 const SECRET = Redacted.make("bus-secret-0123456789-0123456789-abcdef")
@@ -86,11 +84,10 @@ describe.skipIf(!hasRedisServer)("EventBus (Redis)", () => {
       expect(yield* Queue.size(a.deliveries)).toBe(0)
       expect(yield* Queue.size(b.deliveries)).toBe(0)
       // Counted when Redis acknowledges each SPUBLISH: wait for both acknowledgements.
-      const deadline = Date.now() + DEADLINE_MS
-      while ((yield* counter("filament_gateway_bus_published_total")) - published < 2) {
-        if (Date.now() > deadline) return yield* Effect.die(new Error("deadline: two publishes counted"))
-        yield* Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve)))
-      }
+      yield* eventuallyEffect(
+        "two publishes counted",
+        Effect.map(counter("filament_gateway_bus_published_total"), (n) => n - published >= 2)
+      )
       expect((yield* counter("filament_gateway_bus_published_total")) - published).toBe(2)
     }).pipe(Effect.provide(Metrics.layer))
   )
@@ -143,14 +140,13 @@ describe.skipIf(!hasRedisServer)("EventBus (Redis)", () => {
       // Nobody takes from B's backlog of one: the first waits, the next two are dropped.
       for (const frame of frames)
         a.publish({ scope: "channel", guildId: guild, channelId: channel as never }, frame)
-      const deadline = Date.now() + DEADLINE_MS
-      while (
-        (yield* counter("filament_gateway_bus_dropped_total", { reason: "backlog_full" })) - before <
-        2
-      ) {
-        if (Date.now() > deadline) return yield* Effect.die(new Error("deadline: two backlog drops"))
-        yield* Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve)))
-      }
+      yield* eventuallyEffect(
+        "two backlog drops",
+        Effect.map(
+          counter("filament_gateway_bus_dropped_total", { reason: "backlog_full" }),
+          (n) => n - before >= 2
+        )
+      )
       expect(
         (yield* counter("filament_gateway_bus_dropped_total", { reason: "backlog_full" })) - before
       ).toBe(2)

@@ -13,11 +13,11 @@ import { ProfileUpdate } from "../../src/protocol/events/profile.js"
 import { ChannelCreate } from "../../src/protocol/events/workspace.js"
 import type { GuildId, UserId } from "../../src/protocol/Ids.js"
 import type { GatewayConfigShape } from "../../src/server/Config.js"
-import { encodeMessage, guildTopic, userTopic, type BusHeader } from "../../src/server/cluster/EventBus.js"
+import { encodeMessage, type BusHeader } from "../../src/server/cluster/BusCodec.js"
+import { guildTopic, userTopic } from "../../src/server/registry/Interest.js"
 import * as Outbound from "../../src/server/core/Outbound.js"
 import {
   BASE_UNIX,
-  DEADLINE_MS,
   message,
   newId,
   startGateway,
@@ -27,6 +27,7 @@ import {
   type TestClient
 } from "../server/harness.js"
 import { BUS_SECRET, joinedBy, startClusterNode, subscribe as subscribeChat, summedMetric } from "./chat.js"
+import { eventuallyEffect } from "../deadline.js"
 import { freePort, hasRedisServer, startRedis, type RedisBackend } from "./redis.js"
 
 const channelCreate = (guild: string, name: string) =>
@@ -63,16 +64,6 @@ const content = (d: Record<string, unknown>) => d["content"]
 const channelName = (d: Record<string, unknown>) => (d["channel"] as { name: string }).name
 const about = (d: Record<string, unknown>) =>
   (d["updated_fields"] as { about_markdown: string }).about_markdown
-
-/** Polls a condition (each probe is a real round trip) until it holds, within the deadline. */
-const waitFor = <E, R>(label: string, probe: Effect.Effect<boolean, E, R>) =>
-  Effect.gen(function* () {
-    const deadline = Date.now() + DEADLINE_MS
-    while (!(yield* probe)) {
-      if (Date.now() > deadline) return yield* Effect.die(new Error(`deadline: ${label}`))
-      yield* Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve)))
-    }
-  })
 
 const readyStatus = (node: Harness) => Effect.map(node.http("/readyz"), (response) => response.status)
 
@@ -198,17 +189,17 @@ describe.skipIf(!hasRedisServer)("cluster bus over Redis", () => {
         // Another local connection still holds the guild: node A keeps its subscription.
         expect(yield* subscribers(guildTopic(guild as GuildId))).toBe(2)
         second.socket.close()
-        yield* waitFor(
+        yield* eventuallyEffect(
           "node A leaves the guild topic",
           Effect.map(subscribers(guildTopic(guild as GuildId)), (n) => n === 1)
         )
         first.socket.close()
-        yield* waitFor(
+        yield* eventuallyEffect(
           "node A leaves the user topic",
           Effect.map(subscribers(userTopic(user as never)), (n) => n === 0)
         )
         third.socket.close()
-        yield* waitFor(
+        yield* eventuallyEffect(
           "no node holds the guild topic",
           Effect.map(subscribers(guildTopic(guild as GuildId)), (n) => n === 0)
         )
@@ -329,7 +320,7 @@ describe.skipIf(!hasRedisServer)("cluster bus over Redis", () => {
 
         yield* redis.kill
         for (const node of [a, b])
-          yield* waitFor(
+          yield* eventuallyEffect(
             "readyz reports the bus down",
             Effect.map(readyStatus(node), (s) => s === 503)
           )
@@ -339,14 +330,14 @@ describe.skipIf(!hasRedisServer)("cluster bus over Redis", () => {
         // Local delivery goes on; the cross-node copy is counted as not published.
         expect(yield* a.gateway.publish(MessageCreate, message(guild, channel, "during"))).toBe(1)
         expect((yield* onA.nextOfType("message_create")).d["content"]).toBe("during")
-        yield* waitFor(
+        yield* eventuallyEffect(
           "the missed publish is counted",
           Effect.map(busDropped(a, "unavailable"), (n) => n === unavailable0 + 1)
         )
 
         yield* redis.start
         for (const node of [a, b])
-          yield* waitFor(
+          yield* eventuallyEffect(
             "readyz ready again",
             Effect.map(readyStatus(node), (s) => s === 200)
           )
@@ -394,7 +385,7 @@ describe.skipIf(!hasRedisServer)("cluster bus over Redis", () => {
         }
         // The node behind gets the old-signed event and drops the new-signed one, counted.
         expect((yield* onBehind.nextOfType("message_create")).d["content"]).toBe("old-signed")
-        yield* waitFor(
+        yield* eventuallyEffect(
           "the new-signed message dropped",
           Effect.map(busDropped(behind, "bad_signature"), (dropped) => dropped === droppedBefore + 1)
         )
@@ -424,12 +415,12 @@ describe.skipIf(!hasRedisServer)("cluster bus over Redis", () => {
 
         yield* a.gateway.publish(MessageCreate, message(guild, channel, "once"))
         expect((yield* onB.nextOfType("message_create")).d["content"]).toBe("once")
-        yield* waitFor(
+        yield* eventuallyEffect(
           "the message captured",
           Effect.sync(() => captured.length === 1)
         )
         for (let i = 0; i < 3; i++) yield* Effect.promise(() => injector.spublish(topic, captured[0]!))
-        yield* waitFor(
+        yield* eventuallyEffect(
           "three replays counted",
           Effect.map(busDropped(b, "replayed"), (n) => n === replayed0 + 3)
         )
@@ -443,7 +434,7 @@ describe.skipIf(!hasRedisServer)("cluster bus over Redis", () => {
         // Past the staleness window the same capture is stale (its mark may be forgotten).
         yield* TestClock.adjust(Duration.sum(b.config.busMaxLag, Duration.seconds(1)))
         yield* Effect.promise(() => injector.spublish(topic, captured[0]!))
-        yield* waitFor(
+        yield* eventuallyEffect(
           "the late replay counted stale",
           Effect.map(busDropped(b, "stale"), (n) => n === stale0 + 1)
         )
@@ -495,7 +486,7 @@ describe.skipIf(!hasRedisServer)("cluster bus over Redis", () => {
         // Granted: the next backoff step subscribes, the node is ready and gets node B's events.
         yield* Effect.promise(() => admin.call("ACL", "SETUSER", "gateway", "allchannels"))
         yield* TestClock.adjust(a.config.busReconnectMax)
-        yield* waitFor(
+        yield* eventuallyEffect(
           "readyz ready once the retry subscribed",
           Effect.map(readyStatus(a), (s) => s === 200)
         )
@@ -559,7 +550,7 @@ describe.skipIf(!hasRedisServer)("cluster bus over Redis", () => {
         )
         expect((yield* member.next("remove")).d["reason"]).toBe("retired")
         expect((yield* member.next("message")).d["content"]).toBe(7)
-        yield* waitFor(
+        yield* eventuallyEffect(
           "the undecodable removal counted",
           Effect.map(undecodable("workspace_member_remove"), (n) => n === remove0 + 1)
         )

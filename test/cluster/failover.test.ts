@@ -8,7 +8,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Duration, Effect, TestClock } from "effect"
 import { VoiceParticipantJoin } from "../../src/protocol/events/voice.js"
 import { BASE_UNIX, newId, typed, type Harness, type TestClient } from "../server/harness.js"
-import { eventuallyEffect } from "../adversarial/support.js"
+import { eventuallyEffect } from "../deadline.js"
 import { expectMarkerNext, presenceOf, startClusterNode, subscribe, summedMetric } from "./chat.js"
 import { hasRedisServer, startRedisClusterWithReplicas, type RedisClusterWithReplicas } from "./redis.js"
 

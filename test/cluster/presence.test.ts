@@ -29,7 +29,7 @@ import {
   subscribe,
   summedMetric
 } from "./chat.js"
-import { eventuallyEffect } from "../adversarial/support.js"
+import { eventuallyEffect } from "../deadline.js"
 import { BACKENDS, freePort, hasRedisServer, redisEnv, startRedis, type RedisBackend } from "./redis.js"
 
 const PUBLISH_KEY = "presence-publish-key-0123456789-0123456789"
@@ -78,14 +78,10 @@ describe.skipIf(!hasRedisServer).each(BACKENDS)(
 
         // One node lets go: still online (the other node holds the user).
         onA.socket.close()
-        yield* Effect.gen(function* () {
-          const deadline = Date.now() + 5_000
-          while ((yield* presenceCount(redis, guild, user)) !== 1) {
-            if (Date.now() > deadline)
-              return yield* Effect.die(new Error("deadline: node A's holding released"))
-            yield* Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve)))
-          }
-        })
+        yield* eventuallyEffect(
+          "node A's holding released",
+          Effect.map(presenceCount(redis, guild, user), (count) => count === 1)
+        )
         yield* expectMarkerNext(a, guild, channel, [observer])
 
         // The last one lets go: offline, once.

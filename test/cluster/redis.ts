@@ -13,6 +13,7 @@ import { Effect, Redacted, type Scope } from "effect"
 import { Redis } from "ioredis"
 import type { RedisEndpoint } from "../../src/server/Config.js"
 import * as RedisClient from "../../src/server/cluster/RedisClient.js"
+import { eventuallyEffect } from "../deadline.js"
 
 const DEADLINE_MS = 10_000
 /** Forming a cluster waits out Redis's own 2 s writable delay plus gossip; under a loaded CI machine more. */
@@ -170,21 +171,21 @@ const clusterSettled = (
           Effect.all([call(probes[i]!, "CLUSTER", "INFO"), call(probes[i]!, "CLUSTER", "NODES")]),
           ([info, nodes]) => ({ info, nodes, port: ports[i]! })
         )
-      const deadline = Date.now() + CLUSTER_DEADLINE_MS
+      const started = performance.now()
       for (const i of ports.keys()) {
-        while (!settled(yield* view(i))) {
-          if (Date.now() > deadline) {
-            const views = yield* Effect.forEach(ports.keys(), view)
-            return yield* Effect.fail(
-              new Error(
-                `deadline: ${label} (node ${ports[i]})\n${views
-                  .map((each) => `--- ${each.port}\n${each.info}\n${each.nodes}`)
-                  .join("\n")}`
+        // One deadline for every node; a miss reports each node's view.
+        const left = Math.max(0, CLUSTER_DEADLINE_MS - (performance.now() - started))
+        yield* eventuallyEffect(`${label} (node ${ports[i]})`, Effect.map(view(i), settled), left, 20).pipe(
+          Effect.catchAll((missed) =>
+            Effect.flatMap(Effect.forEach(ports.keys(), view), (views) =>
+              Effect.fail(
+                new Error(
+                  `${missed.message}\n${views.map((each) => `--- ${each.port}\n${each.info}\n${each.nodes}`).join("\n")}`
+                )
               )
             )
-          }
-          yield* Effect.promise(() => new Promise<void>((resolve) => setTimeout(resolve, 20)))
-        }
+          )
+        )
       }
     })
   )
@@ -299,16 +300,17 @@ const startCluster = (replicas: boolean) =>
           ({ replica }) =>
             Effect.flatMap(connectTo(ports[replica]!), (node) =>
               Effect.gen(function* () {
-                const deadline = Date.now() + CLUSTER_DEADLINE_MS
-                for (;;) {
-                  const info = yield* call(node, "INFO", "replication")
-                  if (info.includes("master_link_status:up")) return
-                  if (Date.now() > deadline)
-                    return yield* Effect.fail(
-                      new Error(`deadline: replica ${ports[replica]} in sync\n${info}`)
-                    )
-                  yield* Effect.promise(() => new Promise<void>((resolve) => setTimeout(resolve, 20)))
-                }
+                let info = ""
+                const inSync = Effect.map(call(node, "INFO", "replication"), (answer) => {
+                  info = answer
+                  return answer.includes("master_link_status:up")
+                })
+                yield* eventuallyEffect(
+                  `replica ${ports[replica]} in sync`,
+                  inSync,
+                  CLUSTER_DEADLINE_MS,
+                  20
+                ).pipe(Effect.mapError((missed) => new Error(`${missed.message}\n${info}`)))
               })
             ),
           { discard: true }

@@ -12,7 +12,7 @@ import { MessageCreate } from "../../src/protocol/events/message.js"
 import { ProfileUpdate } from "../../src/protocol/events/profile.js"
 import { ChannelCreate } from "../../src/protocol/events/workspace.js"
 import type { GuildId, UserId } from "../../src/protocol/Ids.js"
-import { guildTopic, userTopic } from "../../src/server/cluster/EventBus.js"
+import { guildTopic, userTopic } from "../../src/server/registry/Interest.js"
 import {
   BASE_UNIX,
   message,

@@ -13,7 +13,7 @@ import {
   VoiceStreamPublish
 } from "../../src/protocol/events/voice.js"
 import { BASE_UNIX, newId, publishHttp, typed, type TestClient } from "../server/harness.js"
-import { eventuallyEffect } from "../adversarial/support.js"
+import { eventuallyEffect } from "../deadline.js"
 import { expectMarkerNext, startClusterNode, subscribe, summedMetric } from "./chat.js"
 import { BACKENDS, hasRedisServer } from "./redis.js"
 

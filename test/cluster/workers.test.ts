@@ -8,7 +8,8 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect, Redacted } from "effect"
 import WebSocket from "ws"
 import * as Auth from "../../src/server/Auth.js"
-import { eventuallyEffect, familySum } from "../adversarial/support.js"
+import { familySum } from "../adversarial/support.js"
+import { eventuallyEffect, within } from "../deadline.js"
 import { DEADLINE_MS, newId, seriesValue, TestClient, type Frame } from "../server/harness.js"
 import { connectToProcess } from "./chat.js"
 import { freePort, hasRedisServer, startRedis } from "./redis.js"
@@ -48,24 +49,6 @@ const startMain = (env: Record<string, string>) =>
       })
   )
 
-const within = <A>(label: string, promise: Promise<A>, ms = DEADLINE_MS) =>
-  Effect.promise(
-    () =>
-      new Promise<A>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`deadline: ${label}`)), ms)
-        promise.then(
-          (value) => {
-            clearTimeout(timer)
-            resolve(value)
-          },
-          (error) => {
-            clearTimeout(timer)
-            reject(error)
-          }
-        )
-      })
-  )
-
 const outputMatches = (started: Started, check: (output: string) => boolean) =>
   new Promise<void>((resolve) => {
     const probe = () => {
@@ -92,7 +75,7 @@ describe("GATEWAY_WORKERS", () => {
     Effect.scoped(
       Effect.gen(function* () {
         const started = yield* startMain({ GATEWAY_WORKERS: "2", GATEWAY_PORT: "0" })
-        expect(yield* within("exit", started.exit, START_DEADLINE_MS)).toBe(1)
+        expect(yield* Effect.promise(() => within("exit", started.exit, START_DEADLINE_MS))).toBe(1)
         expect(started.output()).toContain(
           "GATEWAY_WORKERS=2 needs GATEWAY_REDIS_URL: worker processes reach each other's connections only over the Redis bus"
         )
@@ -115,10 +98,12 @@ describe("GATEWAY_WORKERS", () => {
             GATEWAY_REDIS_URL: redis.url,
             GATEWAY_BUS_SECRET: BUS_SECRET
           })
-          yield* within(
-            "both workers listening",
-            outputMatches(started, (output) => output.split("filament-gateway listening on").length === 3),
-            START_DEADLINE_MS
+          yield* Effect.promise(() =>
+            within(
+              "both workers listening",
+              outputMatches(started, (output) => output.split("filament-gateway listening on").length === 3),
+              START_DEADLINE_MS
+            )
           )
           const [guild, channel] = [newId(), newId()]
           const clients: Array<TestClient> = []
@@ -131,7 +116,9 @@ describe("GATEWAY_WORKERS", () => {
             })
             const socket = new WebSocket(`ws://127.0.0.1:${port}/gateway/ws?access_token=${token}`)
             const client = new TestClient(socket)
-            yield* within("open", new Promise((resolve) => socket.once("open", resolve)))
+            yield* Effect.promise(() =>
+              within("open", new Promise((resolve) => socket.once("open", resolve)))
+            )
             yield* nextOfType(client, "ready")
             client.send({ v: 1, t: "subscribe", d: { guild_id: guild, channel_id: channel } })
             yield* nextOfType(client, "subscribed")
@@ -168,7 +155,7 @@ describe("GATEWAY_WORKERS", () => {
           started.child.kill("SIGTERM")
           for (const client of clients)
             expect(yield* client.waitClosed()).toEqual({ code: 1001, reason: "going_away" })
-          expect(yield* within("primary exit", started.exit, START_DEADLINE_MS)).toBe(0)
+          expect(yield* Effect.promise(() => within("primary exit", started.exit, START_DEADLINE_MS))).toBe(0)
           for (const client of clients) client.socket.terminate()
         })
       )
@@ -190,10 +177,12 @@ describe("GATEWAY_WORKERS", () => {
             GATEWAY_BUS_SECRET: BUS_SECRET,
             GATEWAY_WORKER_REPORT_TIMEOUT_SECS: "0.5"
           })
-          yield* within(
-            "both workers listening",
-            outputMatches(started, (output) => output.split("filament-gateway listening on").length === 3),
-            START_DEADLINE_MS
+          yield* Effect.promise(() =>
+            within(
+              "both workers listening",
+              outputMatches(started, (output) => output.split("filament-gateway listening on").length === 3),
+              START_DEADLINE_MS
+            )
           )
           // A new TCP connection per request, so that node:cluster hands each to the next worker in
           // turn. Status 0: no answer within `ms` or the connection was reset (a worker that died or

@@ -7,7 +7,6 @@ import { expect } from "@effect/vitest"
 import { Effect } from "effect"
 import type { GatewayConfigShape } from "../../src/server/Config.js"
 import {
-  DEADLINE_MS,
   newId,
   publishHttp,
   startGateway,
@@ -82,15 +81,3 @@ export const metricDelta = (harness: Harness, name: string, labels: Readonly<Rec
   Effect.map(harness.metric(name, labels), (before) =>
     Effect.map(harness.metric(name, labels), (after) => after - before)
   )
-
-/** Re-runs `check` on each turn of the event loop until it holds, within the harness deadline. */
-export const eventually = <A>(label: string, effect: Effect.Effect<A>, check: (value: A) => boolean) =>
-  Effect.gen(function* () {
-    const deadline = Date.now() + DEADLINE_MS
-    for (;;) {
-      const value = yield* effect
-      if (check(value)) return value
-      if (Date.now() > deadline) return yield* Effect.die(new Error(`deadline: ${label}`))
-      yield* Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve)))
-    }
-  })

@@ -2,8 +2,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Clock, Deferred, Effect, Layer } from "effect"
 import type { MessageId } from "../../src/protocol/Ids.js"
-import { AccessPolicy } from "../../src/server/chat/Access.js"
-import { MessageHandler } from "../../src/server/chat/Messages.js"
+import { AccessPolicy, MessageHandler } from "../../src/server/core/Seams.js"
 import { newId, startGateway } from "../server/harness.js"
 
 const OpenPolicy = Layer.succeed(AccessPolicy, {

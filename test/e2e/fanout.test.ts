@@ -14,7 +14,7 @@ import { MessageCreate } from "../../src/protocol/events/message.js"
 import { ProfileUpdate } from "../../src/protocol/events/profile.js"
 import { ChannelCreate, WorkspaceRoleReorder } from "../../src/protocol/events/workspace.js"
 import type { ChannelId, GuildId, UserId } from "../../src/protocol/Ids.js"
-import * as Bus from "../../src/server/cluster/EventBus.js"
+import * as Bus from "../../src/server/core/Bus.js"
 import {
   BASE_UNIX,
   message,

@@ -5,7 +5,8 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Clock, Effect, Either, Redacted } from "effect"
 import { SignJWT } from "jose"
-import { DEADLINE_MS, SECRET, newId, startGateway, yieldToIo } from "../server/harness.js"
+import { eventuallyEffect } from "../deadline.js"
+import { SECRET, newId, startGateway } from "../server/harness.js"
 
 describe("handshake", () => {
   it.scoped("ready {user_id} is the first text frame, with the canonical id", () =>
@@ -251,12 +252,10 @@ describe("auth at upgrade", () => {
       // Closing one frees exactly one slot once the gateway has unregistered it.
       accepted[0]!.socket.close()
       yield* accepted[0]!.waitClosed()
-      const deadline = Date.now() + DEADLINE_MS
-      while ((yield* gateway.serverConnections(user)).length !== 2) {
-        if (Date.now() > deadline)
-          return yield* Effect.die(new Error("the closed connection stayed registered"))
-        yield* yieldToIo
-      }
+      yield* eventuallyEffect(
+        "the closed connection unregistered",
+        Effect.map(gateway.serverConnections(user), (connections) => connections.length === 2)
+      )
       yield* gateway.connectReady(user)
       expect((yield* Effect.flip(gateway.connect(token))).status).toBe(429)
     })

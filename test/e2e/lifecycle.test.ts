@@ -8,18 +8,13 @@ import { describe, expect, it } from "@effect/vitest"
 import type { WebSocket } from "ws"
 import { Deferred, Duration, Effect, Either, Exit, Fiber, Layer, Scope, TestClock } from "effect"
 import { makeJwt, TokenVerifier } from "../../src/server/Auth.js"
-import { eventually, rawExchange } from "../adversarial/support.js"
+import { rawExchange } from "../adversarial/support.js"
+import { eventually, within } from "../deadline.js"
 import { awaitSleeps, type Harness, newId, SECRET, seriesValue, startGateway } from "../server/harness.js"
 
 /** Listens now (eagerly, before the clock moves); the returned effect waits with a real deadline. */
 const nextEvent = (emitter: { once: (event: string, listener: () => void) => unknown }, event: string) => {
-  const happened = new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`deadline: ${event}`)), 5_000)
-    emitter.once(event, () => {
-      clearTimeout(timer)
-      resolve()
-    })
-  })
+  const happened = within(event, new Promise<void>((resolve) => emitter.once(event, () => resolve())))
   return Effect.promise(() => happened)
 }
 

@@ -13,6 +13,7 @@ import { Effect, Redacted } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import WebSocket from "ws"
 import { signToken } from "../../src/server/Auth.js"
+import { within } from "../deadline.js"
 
 /** Deadline for one awaited condition; `npm start` builds first (tsc), so startup gets longer. */
 const DEADLINE_MS = 15_000
@@ -28,16 +29,6 @@ const PUBLISH_KEY = "p".repeat(32)
 
 const withoutGatewayKeys = (env: NodeJS.ProcessEnv) =>
   Object.fromEntries(Object.entries(env).filter(([key]) => !key.startsWith("GATEWAY_")))
-
-const within = <A>(label: string, promise: Promise<A>, deadlineMs = DEADLINE_MS): Promise<A> => {
-  let timer: NodeJS.Timeout | undefined
-  return Promise.race([
-    promise,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`deadline: ${label}`)), deadlineMs)
-    })
-  ]).finally(() => clearTimeout(timer))
-}
 
 interface Started {
   readonly child: ChildProcess
@@ -113,7 +104,7 @@ const listeningPort = async (started: Started) => {
 const expectPortFree = async (port: number) => {
   const server = createServer()
   server.listen(port, "127.0.0.1")
-  await within("listen on the released port", once(server, "listening"))
+  await within("listen on the released port", once(server, "listening"), DEADLINE_MS)
   server.close()
 }
 
@@ -134,7 +125,7 @@ const openClient = async (port: number) => {
       if ((JSON.parse(data.toString()) as { t: string }).t === "ready") resolve()
     })
   )
-  await within("ready", ready)
+  await within("ready", ready, DEADLINE_MS)
   // Wrapped: an async function returning the promise itself would wait for the close.
   return { closed }
 }
@@ -181,9 +172,10 @@ describe("documented start commands", () => {
               else waiters.push(check)
             }
             check()
-          })
+          }),
+          DEADLINE_MS
         )
-      await within("open", new Promise((resolve) => socket.once("open", resolve)))
+      await within("open", new Promise((resolve) => socket.once("open", resolve)), DEADLINE_MS)
       expect((await frameOfType("ready")).t).toBe("ready")
       socket.send(subscribe!)
       await frameOfType("subscribed")
@@ -203,8 +195,8 @@ describe("documented start commands", () => {
       )
 
       started.child.kill("SIGTERM")
-      expect(await within("close", closed)).toEqual({ code: 1001, reason: "going_away" })
-      expect(await within("exit", started.exited)).toEqual({ code: 0, signal: null })
+      expect(await within("close", closed, DEADLINE_MS)).toEqual({ code: 1001, reason: "going_away" })
+      expect(await within("exit", started.exited, DEADLINE_MS)).toEqual({ code: 0, signal: null })
       await expectPortFree(Number(new URL(base).port))
     },
     TEST_TIMEOUT_MS
@@ -224,8 +216,8 @@ describe("documented start commands", () => {
         const port = await listeningPort(started)
         const { closed } = await openClient(port)
         started.child.kill(signal)
-        expect(await within("close", closed)).toEqual({ code: 1001, reason: "going_away" })
-        expect(await within("exit", started.exited)).toEqual({ code: 0, signal: null })
+        expect(await within("close", closed, DEADLINE_MS)).toEqual({ code: 1001, reason: "going_away" })
+        expect(await within("exit", started.exited, DEADLINE_MS)).toEqual({ code: 0, signal: null })
         await expectPortFree(port)
       },
       TEST_TIMEOUT_MS
@@ -241,8 +233,8 @@ describe("documented start commands", () => {
       const port = await listeningPort(started)
       const { closed } = await openClient(port)
       process.kill(-started.child.pid!, "SIGINT")
-      expect(await within("close", closed)).toEqual({ code: 1001, reason: "going_away" })
-      expect(await within("exit", started.exited)).toEqual({ code: 0, signal: null })
+      expect(await within("close", closed, DEADLINE_MS)).toEqual({ code: 1001, reason: "going_away" })
+      expect(await within("exit", started.exited, DEADLINE_MS)).toEqual({ code: 0, signal: null })
       await expectPortFree(port)
     },
     TEST_TIMEOUT_MS
@@ -275,12 +267,13 @@ describe("documented start commands", () => {
           const socket = new WebSocket(`ws://127.0.0.1:${port}/gateway/ws?access_token=not-a-token`)
           socket.once("unexpected-response", (_request, response) => resolve(response.statusCode ?? 0))
           socket.once("error", () => undefined)
-        })
+        }),
+        DEADLINE_MS
       )
       expect(refused).toBe(401)
       expect((await recordWith("gateway.auth.rejected")).logLevel).toBe("DEBUG")
       started.child.kill("SIGTERM")
-      expect(await within("exit", started.exited)).toEqual({ code: 0, signal: null })
+      expect(await within("exit", started.exited, DEADLINE_MS)).toEqual({ code: 0, signal: null })
       // Every line written, to the last one, is a JSON record.
       expect(records().length).toBeGreaterThanOrEqual(2)
     },
@@ -360,7 +353,7 @@ describe("documented start commands", () => {
 
     it.each(cases)("node dist/server/main.js: $name", async ({ env, lines }) => {
       const started = launch(PRODUCTION, env())
-      expect(await within("exit", started.exited)).toEqual({ code: 1, signal: null })
+      expect(await within("exit", started.exited, DEADLINE_MS)).toEqual({ code: 1, signal: null })
       const { stderr, stdout } = started.output()
       expect(stderr).toBe(
         lines()

@@ -11,7 +11,8 @@ import { Duration, Effect, TestClock } from "effect"
 import type { ChannelId, GuildId, UserId } from "../../src/protocol/Ids.js"
 import { Connection } from "../../src/server/core/Connection.js"
 import { newId, publishHttp, recordingPeer, type Harness, type TestClient } from "../server/harness.js"
-import { eventually, expectNextIsMarker, metricDelta, startChatGateway, subscribeInOrder } from "./chat.js"
+import { eventually, eventuallyEffect } from "../deadline.js"
+import { expectNextIsMarker, metricDelta, startChatGateway, subscribeInOrder } from "./chat.js"
 
 /**
  * A connection of `userId` (granted `guildId`) attached to the harness's gateway in-process: its
@@ -51,14 +52,12 @@ const inProcessConnection = (harness: Harness, id: number, userId: string, guild
             channel_id: channelId as ChannelId
           })
         ).toBe(true)
-        const frames = yield* eventually(
-          `subscribed ${channelId}`,
-          Effect.sync(() => {
-            peer.drained()
-            return peer.written.slice(before)
-          }),
-          (written) => written.some((wire) => wire.includes('"t":"subscribed"'))
-        )
+        const written = () => peer.written.slice(before)
+        yield* eventually(`subscribed ${channelId}`, () => {
+          peer.drained()
+          return written().some((wire) => wire.includes('"t":"subscribed"'))
+        })
+        const frames = written()
         const syncs = frames.filter((wire) => wire.includes('"t":"presence_sync"'))
         expect(syncs).toHaveLength(1)
         return syncs[0]!
@@ -158,10 +157,9 @@ describe("presence", () => {
         first.socket.close()
         yield* first.waitClosed()
         // Still online through the second connection: no offline (the marker comes next).
-        yield* eventually(
+        yield* eventuallyEffect(
           "first connection cleaned up",
-          harness.serverConnections(user),
-          (c) => c.length === 1
+          Effect.map(harness.serverConnections(user), (c) => c.length === 1)
         )
         yield* expectNextIsMarker(harness, guild, [watcher, second])
 
@@ -353,18 +351,14 @@ describe("presence", () => {
         for (const client of clients) {
           client.send({ v: 1, t: "subscribe", d: { guild_id: guild, channel_id: channel } })
         }
-        yield* eventually(
-          "every subscribe acknowledged",
-          Effect.sync(() => clients.every((client) => client.frames.some((f) => f.t === "subscribed"))),
-          (acknowledged) => acknowledged
+        yield* eventually("every subscribe acknowledged", () =>
+          clients.every((client) => client.frames.some((f) => f.t === "subscribed"))
         )
         // The first `burst` went out at once; the tick's end sends the rest as one presence_sync.
         yield* TestClock.adjust(tick)
         const everyone = new Set(users)
-        yield* eventually(
-          "every subscriber sees the 200 online",
-          Effect.sync(() => clients.map((client) => onlineSet(client, guild))),
-          (sets) => sets.every((set) => sameSet(set, everyone))
+        yield* eventually("every subscriber sees the 200 online", () =>
+          clients.every((client) => sameSet(onlineSet(client, guild), everyone))
         )
         // Per subscriber: its own snapshot, at most `burst` updates, one guild-wide snapshot (one tick).
         // Unbounded, this storm sends 200 snapshots + 200 * 201 / 2 updates.
@@ -374,17 +368,17 @@ describe("presence", () => {
         const staying = clients.slice(100)
         const sentBefore = presenceFrames(staying)
         for (const client of leaving) client.socket.close()
-        yield* eventually(
+        yield* eventuallyEffect(
           "the leavers are cleaned up",
-          Effect.forEach(users.slice(0, 100), (user) => harness.serverConnections(user)),
-          (connections) => connections.every((c) => c.length === 0)
+          Effect.map(
+            Effect.forEach(users.slice(0, 100), (user) => harness.serverConnections(user)),
+            (connections) => connections.every((c) => c.length === 0)
+          )
         )
         yield* TestClock.adjust(tick)
         const remaining = new Set(users.slice(100))
-        yield* eventually(
-          "every remaining subscriber sees exactly the 100 still online",
-          Effect.sync(() => staying.map((client) => onlineSet(client, guild))),
-          (sets) => sets.every((set) => sameSet(set, remaining))
+        yield* eventually("every remaining subscriber sees exactly the 100 still online", () =>
+          staying.every((client) => sameSet(onlineSet(client, guild), remaining))
         )
         expect(presenceFrames(staying) - sentBefore).toBeLessThanOrEqual(staying.length * (1 + burst))
       }),

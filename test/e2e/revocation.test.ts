@@ -6,10 +6,10 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, HashMap } from "effect"
+import { eventuallyEffect } from "../deadline.js"
 import { newId } from "../server/harness.js"
 import {
   BASE_UNIX,
-  eventually,
   expectNextIsMarker,
   metricDelta,
   publishOk,
@@ -101,7 +101,10 @@ describe("revocation", () => {
           reason: "revoked"
         })
         first.send({ v: 1, t: "subscribe", d: { guild_id: guild, channel_id: text } })
-        yield* eventually("subscribe refused as revoked", refused, (delta) => delta === 1)
+        yield* eventuallyEffect(
+          "subscribe refused as revoked",
+          Effect.map(refused, (delta) => delta === 1)
+        )
         yield* expectNextIsMarker(harness, other, [first])
         expect(first.closed).toBeUndefined()
         // A later subscriber's snapshot no longer lists the kicked user.

@@ -10,7 +10,7 @@ import { FriendRemove } from "../../src/protocol/events/friend.js"
 import type { UserId } from "../../src/protocol/Ids.js"
 import { MessageCreate } from "../../src/protocol/events/message.js"
 import { CONTENT_SECURITY_POLICY } from "../../src/server/inspector/Inspector.js"
-import { eventually } from "../adversarial/support.js"
+import { eventually, eventuallyEffect } from "../deadline.js"
 import { ADMIN_KEY } from "./support.js"
 import { DEADLINE_MS, message, newId, startGateway, typed, type Harness } from "../server/harness.js"
 
@@ -438,21 +438,18 @@ describe("inspector admin API", () => {
         // Closing the stream releases the viewer: another may open.
         tail.close()
         yield* Effect.promise(() => tail.done)
-        const deadline = Date.now() + DEADLINE_MS
         let reopened = 429
-        while (reopened === 429 && Date.now() < deadline) {
-          const next = yield* Effect.promise(async () => {
-            const controller = new AbortController()
-            const response = await fetch(`http://127.0.0.1:${harness.port}/admin/api/tail?user=${user}`, {
-              headers: { cookie },
-              signal: controller.signal
-            })
-            controller.abort()
-            return response.status
+        const reopen = Effect.promise(async () => {
+          const controller = new AbortController()
+          const response = await fetch(`http://127.0.0.1:${harness.port}/admin/api/tail?user=${user}`, {
+            headers: { cookie },
+            signal: controller.signal
           })
-          reopened = next
-          if (reopened === 429) yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 20)))
-        }
+          controller.abort()
+          reopened = response.status
+          return reopened !== 429
+        })
+        yield* eventuallyEffect("the released viewer's slot reopened", reopen, DEADLINE_MS, 20)
         expect(reopened).toBe(200)
       })
   )

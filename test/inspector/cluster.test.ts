@@ -7,7 +7,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Exit, Option, Redacted, Scope, TestClock } from "effect"
 import { ratesBetween, type ClusterSample, type NodeRecord } from "../../src/server/inspector/Cluster.js"
-import { eventuallyEffect } from "../adversarial/support.js"
+import { eventuallyEffect } from "../deadline.js"
 import {
   BUS_SECRET,
   startClusterNode,

@@ -8,7 +8,7 @@ import { Effect, Either, Scope, Exit } from "effect"
 import { MessageCreate } from "../../src/protocol/events/message.js"
 import type { GuildId } from "../../src/protocol/Ids.js"
 import * as Outbound from "../../src/server/core/Outbound.js"
-import { emptyState } from "../../src/server/registry/Registry.js"
+import { emptyState } from "../../src/server/registry/Indexes.js"
 import * as Tail from "../../src/server/inspector/Tail.js"
 import { message, newId } from "../server/harness.js"
 

@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Redacted } from "effect"
-import { eventuallyEffect } from "../adversarial/support.js"
+import { eventuallyEffect } from "../deadline.js"
 import { startNodeProcess, subscribe, connectToProcess } from "../cluster/chat.js"
 import { freePort, hasRedisServer, startRedis } from "../cluster/redis.js"
 import { newId } from "../server/harness.js"

@@ -66,6 +66,18 @@ describe("the parity property catches a mutant of the generator", () => {
       (s: string) => s.replace(/\(v as ReadonlyArray<unknown>\)\.length <= \d+/g, "true")
     ],
     ["the uniqueness rule dropped", (s: string) => s.replace(/FILTER_RULES\.uniqueBy\([^)]*\)/g, "true")],
+    [
+      "the recovery verdict rule dropped",
+      (s: string) => s.replace(/FILTER_RULES\.streamVerdict\(v as never\)/g, "(true as const)")
+    ],
+    [
+      "the stream name pattern dropped",
+      (s: string) => s.replace(/\/\^\(\?:channel:[^/]+\/\.test\(v as string\)/g, "true")
+    ],
+    [
+      "the epoch pattern dropped",
+      (s: string) => s.replace(/\/\^\[0-9A-Za-z_-\]\{1,64\}\$\/\.test\(v as string\)/g, "true")
+    ],
     ["the UTF-8 byte rule dropped", (s: string) => s.replace(/FILTER_RULES\.maxUtf8Bytes\([^)]*\)/g, "true")],
     ["the lower-casing dropped", (s: string) => s.replace(/TRANSFORM_RULES\.lowerCase\(w as never\)/g, "w")],
     [

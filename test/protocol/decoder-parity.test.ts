@@ -27,9 +27,10 @@ import {
 const RUNS = 300
 
 describe("generated decoders: parity with Effect Schema", () => {
-  it("covers the envelope, every event of the manifest and every command", () => {
+  it("covers the envelope, its recovery position, every event of the manifest and every command", () => {
     expect(TARGETS.map((target) => target.name)).toEqual([
       "envelope",
+      "pos",
       ...Manifest.events.map((event) => event.type),
       ...COMMANDS.map((command) => `command ${command.type}`)
     ])
@@ -131,5 +132,5 @@ describe("generated decoders: the original web client's vectors", () => {
       }),
       { numRuns: 500, seed: 5 }
     )
-  })
+  }, 60_000)
 })

@@ -68,11 +68,12 @@ describe("Manifest", () => {
     expect(original.map((e) => [e.type, e.version, e.scope])).toEqual(ORIGINAL_MANIFEST)
   })
 
-  it("then our extension unsubscribed, then the deprecated legacy override event", () => {
-    expect(Manifest.events).toHaveLength(38)
+  it("then our extensions unsubscribed and recovery, then the deprecated legacy override event", () => {
+    expect(Manifest.events).toHaveLength(39)
     const extensions = Manifest.events.filter((e) => e.origin === "extension")
     expect(extensions.map((e) => [e.type, e.version, e.scope, e.lifecycle])).toEqual([
-      ["unsubscribed", 1, "connection", "active"]
+      ["unsubscribed", 1, "connection", "active"],
+      ["recovery", 1, "connection", "active"]
     ])
     const deprecated = Manifest.byLifecycle("deprecated")
     expect(deprecated.map((e) => [e.type, e.version, e.scope, e.origin])).toEqual([
@@ -87,8 +88,9 @@ describe("Manifest", () => {
     for (const replacement of deprecated[0]!.migration!.replacedBy) {
       expect(Manifest.lookup(replacement)?.lifecycle).toBe("active")
     }
-    expect(Manifest.events.map((e) => e.type).slice(-2)).toEqual([
+    expect(Manifest.events.map((e) => e.type).slice(-3)).toEqual([
       "unsubscribed",
+      "recovery",
       "workspace_channel_override_update"
     ])
   })
@@ -99,11 +101,16 @@ describe("Manifest", () => {
     for (const name of ["__proto__", "constructor", "toString", "hasOwnProperty", "valueOf"]) {
       expect(Manifest.lookup(name), name).toBeUndefined()
     }
-    expect(Manifest.byScope("connection").map((e) => e.type)).toEqual(["ready", "subscribed", "unsubscribed"])
+    expect(Manifest.byScope("connection").map((e) => e.type)).toEqual([
+      "ready",
+      "subscribed",
+      "unsubscribed",
+      "recovery"
+    ])
     expect(Manifest.byScope("user")).toHaveLength(7)
     expect(Manifest.byScope("channel")).toHaveLength(10)
     expect(Manifest.byScope("guild")).toHaveLength(18)
-    expect(Manifest.byLifecycle("active")).toHaveLength(37)
+    expect(Manifest.byLifecycle("active")).toHaveLength(38)
     expect(EVENTS).toBe(Manifest.events)
   })
 
@@ -137,7 +144,7 @@ describe("Manifest", () => {
     const manifest = toJsonManifest()
     expect(manifest.protocol_version).toBe(1)
     expect(manifest.max_event_bytes).toBe(65_536)
-    expect(manifest.events).toHaveLength(38)
+    expect(manifest.events).toHaveLength(39)
     for (const entry of manifest.events) {
       expect(Object.keys(entry)).toEqual(
         expect.arrayContaining([

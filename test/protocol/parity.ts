@@ -11,13 +11,14 @@ import { expect } from "vitest"
 import type * as Generated from "../../src/client/generated/decoders.js"
 import type { Decoded } from "../../src/client/generated/decoders.js"
 import { COMMANDS } from "../../src/protocol/Commands.js"
+import { EventPosition } from "../../src/protocol/Recovery.js"
 import { Envelope } from "../../src/protocol/Envelope.js"
 import { decodePayload, type EventDefinition } from "../../src/protocol/EventDefinition.js"
 import { Manifest } from "../../src/protocol/Manifest.js"
 
 export type GeneratedModule = Pick<
   typeof Generated,
-  "EVENT_PAYLOAD_DECODERS" | "COMMAND_PAYLOAD_DECODERS" | "decodeEnvelope"
+  "EVENT_PAYLOAD_DECODERS" | "COMMAND_PAYLOAD_DECODERS" | "decodeEnvelope" | "decodePosition"
 >
 
 type Verdict = { readonly ok: true; readonly value: unknown } | { readonly ok: false }
@@ -35,6 +36,12 @@ export const TARGETS: ReadonlyArray<Target> = [
     schema: Envelope as unknown as Schema.Schema<unknown, unknown>,
     effect: Schema.decodeUnknownEither(Envelope, { onExcessProperty: "ignore" }),
     generated: (module) => module.decodeEnvelope
+  },
+  {
+    name: "pos",
+    schema: EventPosition as unknown as Schema.Schema<unknown, unknown>,
+    effect: Schema.decodeUnknownEither(EventPosition, { onExcessProperty: "ignore" }),
+    generated: (module) => module.decodePosition
   },
   ...Manifest.events.map((event): Target => ({
     name: event.type,

@@ -150,6 +150,117 @@ export const EVENT_VECTORS: Record<GatewayEventType, Vectors> = {
     valid: [{ guild_id: G, channel_id: C }],
     invalid: [{ payload: { guild_id: G, channel_id: `${C}0` }, why: "27 characters" }]
   },
+  recovery: {
+    valid: [
+      { streams: [{ stream: `user:${U}`, epoch: "e1", offset: 0 }] },
+      {
+        guild_id: G,
+        channel_id: C,
+        streams: [
+          { stream: `channel:${G}:${C}`, epoch: "01J0Z", offset: 57, recovered: true, replayed: 15 },
+          { stream: `guild:${G}`, epoch: "a-b_c", offset: 9, recovered: false, reason: "position_trimmed" }
+        ]
+      },
+      {
+        guild_id: G,
+        channel_id: C,
+        streams: [
+          {
+            stream: `guild:${G}`,
+            epoch: "e".repeat(64),
+            offset: Number.MAX_SAFE_INTEGER,
+            recovered: true,
+            replayed: 0,
+            reason: "already_live"
+          }
+        ]
+      },
+      { guild_id: G, channel_id: C, streams: [] }
+    ],
+    invalid: [
+      { payload: { guild_id: G, streams: [] }, why: "guild_id without channel_id" },
+      { payload: { channel_id: C, streams: [] }, why: "channel_id without guild_id" },
+      {
+        payload: { streams: [{ stream: `user:${U.toLowerCase()}`, epoch: "e", offset: 1 }] },
+        why: "stream with a lowercase id"
+      },
+      { payload: { streams: [{ stream: `room:${U}`, epoch: "e", offset: 1 }] }, why: "unknown stream scope" },
+      { payload: { streams: [{ stream: `user:${U}`, epoch: "", offset: 1 }] }, why: "empty epoch" },
+      { payload: { streams: [{ stream: `user:${U}`, epoch: "a:b", offset: 1 }] }, why: "epoch with a colon" },
+      {
+        payload: { streams: [{ stream: `user:${U}`, epoch: "e".repeat(65), offset: 1 }] },
+        why: "65-char epoch"
+      },
+      { payload: { streams: [{ stream: `user:${U}`, epoch: "e", offset: -1 }] }, why: "negative offset" },
+      { payload: { streams: [{ stream: `user:${U}`, epoch: "e", offset: 1.5 }] }, why: "fractional offset" },
+      { payload: { streams: [{ stream: `user:${U}`, epoch: "e", offset: 2 ** 53 }] }, why: "unsafe offset" },
+      {
+        payload: { streams: [{ stream: `user:${U}`, epoch: "e", offset: 1, recovered: true }] },
+        why: "recovered without replayed"
+      },
+      {
+        payload: { streams: [{ stream: `user:${U}`, epoch: "e", offset: 1, recovered: false }] },
+        why: "not recovered without a reason"
+      },
+      {
+        payload: {
+          streams: [{ stream: `user:${U}`, epoch: "e", offset: 1, recovered: false, reason: "already_live" }]
+        },
+        why: "already_live is not a failure"
+      },
+      {
+        payload: {
+          streams: [
+            {
+              stream: `user:${U}`,
+              epoch: "e",
+              offset: 1,
+              recovered: false,
+              reason: "epoch_changed",
+              replayed: 0
+            }
+          ]
+        },
+        why: "not recovered with replayed"
+      },
+      {
+        payload: {
+          streams: [
+            {
+              stream: `user:${U}`,
+              epoch: "e",
+              offset: 1,
+              recovered: true,
+              replayed: 1,
+              reason: "epoch_changed"
+            }
+          ]
+        },
+        why: "recovered with a failure reason"
+      },
+      {
+        payload: { streams: [{ stream: `user:${U}`, epoch: "e", offset: 1, replayed: 3 }] },
+        why: "replayed without recovered"
+      },
+      {
+        payload: {
+          streams: [{ stream: `user:${U}`, epoch: "e", offset: 1, recovered: false, reason: "lost" }]
+        },
+        why: "unknown reason"
+      },
+      {
+        payload: {
+          streams: [
+            { stream: `user:${U}`, epoch: "e", offset: 1 },
+            { stream: `user:${U2}`, epoch: "e", offset: 1 },
+            { stream: `guild:${G}`, epoch: "e", offset: 1 }
+          ]
+        },
+        why: "3 streams"
+      },
+      { payload: { guild_id: G, channel_id: C }, why: "missing streams" }
+    ]
+  },
   message_create: {
     valid: [
       message,
@@ -812,10 +923,61 @@ export const COMMAND_VECTORS: Record<"subscribe" | "unsubscribe" | "message_crea
   subscribe: {
     valid: [
       { guild_id: G, channel_id: C },
-      { guild_id: G.toLowerCase(), channel_id: C }
+      { guild_id: G.toLowerCase(), channel_id: C },
+      { guild_id: G, channel_id: C, since: {} },
+      { guild_id: G, channel_id: C, since: { channel: { epoch: "e1", offset: 0 } } },
+      {
+        guild_id: G,
+        channel_id: C,
+        since: {
+          channel: { epoch: "01J0Z-x_y", offset: 57 },
+          guild: { epoch: "e".repeat(64), offset: Number.MAX_SAFE_INTEGER }
+        }
+      }
     ],
     invalid: [
       { payload: { guild_id: G }, why: "missing channel_id" },
+      { payload: { guild_id: G, channel_id: C, since: null }, why: "null since" },
+      {
+        payload: { guild_id: G, channel_id: C, since: { user: { epoch: "e", offset: 1 } } },
+        why: "since.user"
+      },
+      {
+        payload: { guild_id: G, channel_id: C, since: { channel: { epoch: "e" } } },
+        why: "position without offset"
+      },
+      {
+        payload: { guild_id: G, channel_id: C, since: { channel: { epoch: "e", offset: 1, stream: "x" } } },
+        why: "unknown key in a position"
+      },
+      {
+        payload: { guild_id: G, channel_id: C, since: { guild: { epoch: "", offset: 1 } } },
+        why: "empty epoch"
+      },
+      {
+        payload: { guild_id: G, channel_id: C, since: { guild: { epoch: "e".repeat(65), offset: 1 } } },
+        why: "65-char epoch"
+      },
+      {
+        payload: { guild_id: G, channel_id: C, since: { guild: { epoch: "a:b", offset: 1 } } },
+        why: "epoch with :"
+      },
+      {
+        payload: { guild_id: G, channel_id: C, since: { channel: { epoch: "e", offset: -1 } } },
+        why: "negative"
+      },
+      {
+        payload: { guild_id: G, channel_id: C, since: { channel: { epoch: "e", offset: 0.5 } } },
+        why: "fraction"
+      },
+      {
+        payload: { guild_id: G, channel_id: C, since: { channel: { epoch: "e", offset: 2 ** 53 } } },
+        why: "offset beyond the safe integers"
+      },
+      {
+        payload: { guild_id: G, channel_id: C, since: { channel: { epoch: "e", offset: "1" } } },
+        why: "string offset"
+      },
       { payload: { guild_id: G, channel_id: 1 }, why: "wrong type" },
       { payload: { guild_id: G, channel_id: C, extra: true }, why: "unknown key" },
       { payload: { guild_id: "01ARZ3NDEKTSV4RRFFQ69G5FAU", channel_id: C }, why: "U is not Crockford" }

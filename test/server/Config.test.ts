@@ -102,6 +102,45 @@ describe("GatewayConfig", () => {
     })
   )
 
+  it.effect("history and recovery: defaults, read from their keys, validated strictly", () =>
+    Effect.gen(function* () {
+      const base = { GATEWAY_JWT_SECRET: SECRET, GATEWAY_PUBLISH_KEY: KEY }
+      const defaults = Either.getOrThrow(yield* load(base))
+      expect([defaults.historyMaxEvents, defaults.recoveryMaxReplay]).toEqual([1000, 1000])
+      expect(Duration.toSeconds(defaults.historyTtl)).toBe(120)
+      expect(Duration.toSeconds(defaults.historyMetaTtl)).toBe(86_400)
+      const chosen = Either.getOrThrow(
+        yield* load({
+          ...base,
+          GATEWAY_HISTORY_MAX_EVENTS: "50",
+          GATEWAY_HISTORY_TTL_SECS: "2.5",
+          GATEWAY_HISTORY_META_TTL_SECS: "2.5",
+          GATEWAY_RECOVERY_MAX_REPLAY: "20"
+        })
+      )
+      expect([chosen.historyMaxEvents, chosen.recoveryMaxReplay]).toEqual([50, 20])
+      expect(Duration.toMillis(chosen.historyTtl)).toBe(2500)
+      expect(Duration.toMillis(chosen.historyMetaTtl)).toBe(2500)
+      const refused: ReadonlyArray<readonly [Record<string, string>, string]> = [
+        [{ GATEWAY_HISTORY_MAX_EVENTS: "0" }, "GATEWAY_HISTORY_MAX_EVENTS must be a positive integer"],
+        [{ GATEWAY_HISTORY_MAX_EVENTS: "10x" }, "GATEWAY_HISTORY_MAX_EVENTS must be a positive integer"],
+        [{ GATEWAY_HISTORY_TTL_SECS: "0" }, "GATEWAY_HISTORY_TTL_SECS must be a positive number of seconds"],
+        [{ GATEWAY_HISTORY_META_TTL_SECS: "-1" }, "GATEWAY_HISTORY_META_TTL_SECS must be a positive number"],
+        [{ GATEWAY_RECOVERY_MAX_REPLAY: "1.5" }, "GATEWAY_RECOVERY_MAX_REPLAY must be a positive integer"],
+        [
+          { GATEWAY_HISTORY_TTL_SECS: "600", GATEWAY_HISTORY_META_TTL_SECS: "300" },
+          "GATEWAY_HISTORY_META_TTL_SECS must be at least GATEWAY_HISTORY_TTL_SECS (600)"
+        ]
+      ]
+      for (const [env, message] of refused) {
+        const result = yield* load({ ...base, ...env })
+        expect(
+          String(Either.getLeft(result).pipe((left) => (left._tag === "Some" ? left.value : "accepted")))
+        ).toContain(message)
+      }
+    })
+  )
+
   it.effect("without a JWT secret: dev mode with generated secret and publish key", () =>
     Effect.gen(function* () {
       const config = Either.getOrThrow(yield* load({}))

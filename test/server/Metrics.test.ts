@@ -125,6 +125,36 @@ describe("GatewayMetrics", () => {
       expect(text).toMatch(new RegExp(`^${name} \\d+$`, "m"))
   })
 
+  it("the recovery families show every series from the start and count what they are given", () => {
+    const metrics = make()
+    const text = metrics.render()
+    for (const scope of ["channel", "guild", "user"]) {
+      expect(seriesValue(text, "filament_gateway_history_entries", { scope })).toBe(0)
+      expect(text).toContain(`filament_gateway_history_bytes{scope="${scope}"} 0\n`)
+      expect(text).toContain(`filament_gateway_events_replayed_total{scope="${scope}"} 0\n`)
+      expect(text).toContain(
+        `filament_gateway_recoveries_total{scope="${scope}",outcome="too_many_events"} 0\n`
+      )
+    }
+    metrics.historyChanged("user", 3, 120)
+    metrics.historyChanged("user", -1, -40)
+    metrics.recovery("channel", "recovered")
+    metrics.recovery("channel", "recovered")
+    metrics.recovery("guild", "epoch_changed")
+    metrics.eventsReplayed("channel", 15)
+    metrics.eventsReplayed("channel", 0)
+    const after = metrics.render()
+    expect(seriesValue(after, "filament_gateway_history_entries", { scope: "user" })).toBe(2)
+    expect(seriesValue(after, "filament_gateway_history_bytes", { scope: "user" })).toBe(80)
+    expect(
+      seriesValue(after, "filament_gateway_recoveries_total", { scope: "channel", outcome: "recovered" })
+    ).toBe(2)
+    expect(
+      seriesValue(after, "filament_gateway_recoveries_total", { scope: "guild", outcome: "epoch_changed" })
+    ).toBe(1)
+    expect(seriesValue(after, "filament_gateway_events_replayed_total", { scope: "channel" })).toBe(15)
+  })
+
   it("unknown ingress types are bounded: protocol names as themselves, anything else as `other`", () => {
     expect(ingressEventLabel("presence_sync")).toBe("presence_sync")
     expect(ingressEventLabel("subscribe")).toBe("subscribe")

@@ -9,22 +9,23 @@ import WebSocket from "ws"
 import type { GatewayConfigShape } from "../../src/server/Config.js"
 import * as Config from "../../src/server/Config.js"
 import * as Auth from "../../src/server/Auth.js"
-import * as FollowUps from "../../src/server/registry/FollowUps.js"
+import * as Composition from "../../src/server/Composition.js"
+import * as Seams from "../../src/server/core/Seams.js"
 import * as Gateway from "../../src/server/core/Gateway.js"
 import * as Http from "../../src/server/edge/Http.js"
 import * as Inspector from "../../src/server/inspector/Inspector.js"
 import { GatewayMetrics, type GatewayMetricsShape } from "../../src/server/Metrics.js"
-import { SubscriptionRegistry } from "../../src/server/registry/Registry.js"
+import { SubscriptionRegistry } from "../../src/server/registry/Subscriptions.js"
 import type { Connection, ConnectionSocket, ConnectionTransport } from "../../src/server/core/Connection.js"
 import { ulid } from "../../src/protocol/Ids.js"
 import { decodePayload, type EventDefinition, type PayloadOf } from "../../src/protocol/EventDefinition.js"
 import { MessageCreate } from "../../src/protocol/events/message.js"
+import { withinEffect } from "../deadline.js"
 import { plainTextMessage } from "../fixtures/messages.js"
 
 export const SECRET = Redacted.make("test-secret-0123456789-0123456789-abcdef")
 export const PUBLISH_KEY = Redacted.make("test-publish-key-0123456789-0123456789")
-/** Real-time deadline for any awaited socket condition. */
-export const DEADLINE_MS = 5_000
+export { DEADLINE_MS } from "../deadline.js"
 
 let idSeed = Date.now()
 /** A fresh canonical ULID. */
@@ -57,22 +58,6 @@ export interface Closed {
   readonly code: number
   readonly reason: string
 }
-
-const withDeadline = <A>(label: string, register: (resolve: (value: A) => void) => () => void) =>
-  Effect.promise(
-    () =>
-      new Promise<A>((resolve, reject) => {
-        const timer = setTimeout(() => {
-          unregister()
-          reject(new Error(`deadline: ${label} within ${DEADLINE_MS} ms`))
-        }, DEADLINE_MS)
-        const unregister = register((value) => {
-          clearTimeout(timer)
-          unregister()
-          resolve(value)
-        })
-      })
-  )
 
 /** Lets pending socket I/O callbacks run (one turn of the event loop). */
 export const yieldToIo = Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve)))
@@ -113,15 +98,21 @@ export class TestClient {
   }
 
   private waitUntil<A>(label: string, check: () => A | undefined) {
-    return withDeadline<A>(label, (resolve) => {
-      const listener = () => {
-        const value = check()
-        if (value !== undefined) resolve(value)
-      }
-      this.listeners.add(listener)
-      queueMicrotask(listener)
-      return () => this.listeners.delete(listener)
-    })
+    return withinEffect(
+      label,
+      Effect.async<A>((resume) => {
+        const listener = () => {
+          if (!this.listeners.has(listener)) return // resumed already; a queued call came late
+          const value = check()
+          if (value === undefined) return
+          this.listeners.delete(listener)
+          resume(Effect.succeed(value))
+        }
+        this.listeners.add(listener)
+        queueMicrotask(listener)
+        return Effect.sync(() => this.listeners.delete(listener))
+      })
+    )
   }
 
   send(frame: unknown) {
@@ -248,8 +239,8 @@ export const startGateway = <HostServices = never>(
         Layer.provideMerge(
           Gateway.layer.pipe(
             Layer.provideMerge(host),
-            Layer.provideMerge(followUps === "none" ? FollowUps.layerNone : Layer.empty),
-            Layer.provideMerge(Gateway.layerDefaults)
+            Layer.provideMerge(followUps === "none" ? Seams.layerNone : Layer.empty),
+            Layer.provideMerge(Composition.layerServices)
           )
         ),
         Layer.provideMerge(configLayer)

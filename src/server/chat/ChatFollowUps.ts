@@ -1,5 +1,9 @@
 /**
- * The default `SubscriptionFollowUps`: what makes the gateway a chat gateway rather than a pub/sub
+ * chat/: the chat behaviours the core knows only through its seams (`core/Seams.ts`) — presence,
+ * the voice projection, these hooks, the default messages and access policy — kept in memory; the
+ * Redis-backed presence and voice are in cluster/.
+ *
+ * The default `GatewayHooks`: what makes the gateway a chat gateway rather than a pub/sub
  * pipe. On the core's seams it adds
  *
  * - presence (reference §5.5, §5.7): `presence_sync` to the subscriber, `presence_update` online
@@ -40,14 +44,10 @@ import { GatewayConfig } from "../Config.js"
 import type { Connection } from "../core/Connection.js"
 import * as Outbound from "../core/Outbound.js"
 import type { PublishError } from "../Errors.js"
-import {
-  SubscriptionFollowUps,
-  type Publisher,
-  type SubscriptionFollowUpsShape
-} from "../registry/FollowUps.js"
+import { GatewayHooks, type Publisher, type GatewayHooksShape } from "../core/Seams.js"
 import { GatewayMetrics, type CompatibilityPath, type RevocationEvent } from "../Metrics.js"
 import { Presence } from "./Presence.js"
-import { SubscriptionRegistry } from "../registry/Registry.js"
+import { SubscriptionRegistry } from "../registry/Subscriptions.js"
 import { VoiceParticipants, voiceChange, type VoiceChange, type VoiceRemoval } from "./Voice.js"
 
 /** The explicit override events and the compatibility path each is counted under (reference §8.4). */
@@ -268,7 +268,7 @@ export const make = Effect.gen(function* () {
       Effect.catchAllCause((cause) => Effect.logError("gateway.voice_sweep.failed", cause))
     )
 
-  const followUps: SubscriptionFollowUpsShape = {
+  const followUps: GatewayHooksShape = {
     beforeAck: ({ connection, guildId, outcome }, publisher) =>
       Effect.gen(function* () {
         const userId = connection.userId
@@ -333,7 +333,7 @@ export const make = Effect.gen(function* () {
 
 /** Needs the registry, `Presence` and `VoiceParticipants` (e.g. their in-memory layers). */
 export const layer: Layer.Layer<
-  SubscriptionFollowUps,
+  GatewayHooks,
   never,
   GatewayConfig | GatewayMetrics | SubscriptionRegistry | Presence | VoiceParticipants
-> = Layer.effect(SubscriptionFollowUps, make)
+> = Layer.effect(GatewayHooks, make)

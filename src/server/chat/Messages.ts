@@ -1,27 +1,13 @@
 /**
- * MessageHandler: what an ingress `message_create` becomes, once the AccessPolicy has allowed the
- * channel (Ingress checks `canPost` for every handler). The default builds a plain-text message snapshot (new ULID, the sender as author, `created_at_unix` now,
+ * The default MessageHandler (the service is in `core/Seams.ts`): it builds a plain-text message snapshot (new ULID, the sender as author, `created_at_unix` now,
  * markdown tokens for plain text). It refuses attachments: it has no attachment store to resolve
  * ids against. A host app replaces it with its own persistence.
  */
-import { Clock, Context, Effect, Layer } from "effect"
-import type { MessageCreateCommand } from "../../protocol/Commands.js"
+import { Clock, Effect, Layer } from "effect"
 import { ulid, type MessageId } from "../../protocol/Ids.js"
-import type { MarkdownToken, MessageSnapshot } from "../../protocol/Shapes.js"
-import type { Principal } from "../Auth.js"
+import type { MarkdownToken } from "../../protocol/Shapes.js"
 import { MessageRejected } from "../Errors.js"
-
-export interface MessageHandlerShape {
-  readonly create: (
-    principal: Principal,
-    command: MessageCreateCommand
-  ) => Effect.Effect<MessageSnapshot, MessageRejected>
-}
-
-export class MessageHandler extends Context.Tag("filament/MessageHandler")<
-  MessageHandler,
-  MessageHandlerShape
->() {}
+import { MessageHandler, type MessageHandlerShape } from "../core/Seams.js"
 
 /** Markdown tokens of plain text: one paragraph, a soft break per newline. */
 export const plainTextTokens = (content: string): ReadonlyArray<MarkdownToken> => {

@@ -21,9 +21,9 @@ import {
 } from "../../protocol/events/voice.js"
 import type { ChannelId, GuildId, UserId } from "../../protocol/Ids.js"
 import type { VoiceParticipant, VoiceStreamKind } from "../../protocol/Shapes.js"
-import { GatewayConfig } from "../Config.js"
+import { GatewayConfig, type GatewayConfigShape } from "../Config.js"
 import { PublishRefused } from "../Errors.js"
-import { channelKey, type ChannelKey } from "../registry/Registry.js"
+import { channelKey, type ChannelKey } from "../registry/Indexes.js"
 
 /** A published voice event, typed. */
 export type VoiceChange =
@@ -101,18 +101,27 @@ interface Channel {
   readonly participants: Map<UserId, Entry>
 }
 
+/**
+ * The order in which a removal's streams are announced (one unpublish each), shared with every store
+ * behind `VoiceParticipants` so a removal reads the same whichever store made it.
+ */
 const STREAM_ORDER: ReadonlyArray<VoiceStreamKind> = ["microphone", "camera", "screen_share"]
+
+/** The streams `isPublished` holds, in announcement order. */
+export const orderedStreams = (isPublished: (stream: VoiceStreamKind) => boolean): Array<VoiceStreamKind> =>
+  STREAM_ORDER.filter(isPublished)
+
+/** Snapshot order: by `joined_at_unix`, then `identity`. */
+export const byJoinThenIdentity = (a: VoiceParticipant, b: VoiceParticipant): number =>
+  a.joined_at_unix - b.joined_at_unix || (a.identity < b.identity ? -1 : a.identity > b.identity ? 1 : 0)
 
 const removalOf = (channel: Channel, entry: Entry): VoiceRemoval => ({
   guildId: channel.guildId,
   channelId: channel.channelId,
   userId: entry.participant.user_id,
   identity: entry.participant.identity,
-  streams: STREAM_ORDER.filter((stream) => entry.streams.has(stream))
+  streams: orderedStreams((stream) => entry.streams.has(stream))
 })
-
-const byJoinThenIdentity = (a: VoiceParticipant, b: VoiceParticipant) =>
-  a.joined_at_unix - b.joined_at_unix || (a.identity < b.identity ? -1 : a.identity > b.identity ? 1 : 0)
 
 /** The in-memory projection of one node; time is the Effect `Clock` of the caller. */
 export const makeMemory = (limits: VoiceLimits): VoiceParticipantsShape => {
@@ -242,13 +251,15 @@ export const makeMemory = (limits: VoiceLimits): VoiceParticipantsShape => {
   }
 }
 
+/** The voice caps from the configuration. */
+export const limitsOf = (config: GatewayConfigShape): VoiceLimits => ({
+  maxChannels: config.maxVoiceChannels,
+  maxParticipantsPerChannel: config.maxVoiceParticipantsPerChannel,
+  participantLifetime: config.voiceParticipantLifetime
+})
+
+/** The in-memory projection (one node). */
 export const layerMemory: Layer.Layer<VoiceParticipants, never, GatewayConfig> = Layer.effect(
   VoiceParticipants,
-  Effect.map(GatewayConfig, (config) =>
-    makeMemory({
-      maxChannels: config.maxVoiceChannels,
-      maxParticipantsPerChannel: config.maxVoiceParticipantsPerChannel,
-      participantLifetime: config.voiceParticipantLifetime
-    })
-  )
+  Effect.map(GatewayConfig, (config) => makeMemory(limitsOf(config)))
 )

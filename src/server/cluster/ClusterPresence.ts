@@ -18,73 +18,28 @@
  * (one idempotent script per guild and user), so presence converges within one heartbeat period
  * after Redis serves again.
  *
- * Keys: one hash slot per guild (hash tag `{g:<guild>}`), so every script touches keys of one slot
- * and runs on a Redis Cluster as on one Redis: `filament:{g:<guild>}:presence` (hash user -> holding
- * nodes) and `filament:{g:<guild>}:node:<node>` (hash user -> holdings of that node in the guild).
- * Outside the guilds' slots: `filament:node:<node>:guilds` (set: the guilds the node may hold someone
- * in; added to before each join, never trimmed, so a reaper may visit a guild with nothing to reap)
- * and `filament:nodes` (sorted set node -> last heartbeat).
+ * The keys, the scripts and the reaping of one dead node are in `PresenceScripts.ts`.
  */
 import { randomBytes } from "node:crypto"
-import { Duration, Effect, Layer, Option, Queue, Schedule } from "effect"
+import { Context, Duration, Effect, Layer, Queue, Schedule } from "effect"
 import type { Scope } from "effect"
 import { PresenceUpdate } from "../../protocol/events/presence.js"
 import type { GuildId, UserId } from "../../protocol/Ids.js"
 import { GatewayConfig, type RedisEndpoint } from "../Config.js"
-import { SubscriptionFollowUps, type Publisher } from "../registry/FollowUps.js"
+import { GatewayHooks, type Publisher } from "../core/Seams.js"
 import { GatewayMetrics } from "../Metrics.js"
 import { Presence, type PresenceShape } from "../chat/Presence.js"
-import * as PresenceMemory from "../chat/Presence.js"
+import {
+  guildKey,
+  guildsOfNodeKey,
+  holdingsKey,
+  JOIN,
+  LEAVE,
+  NODES,
+  reapNode,
+  REASSERT
+} from "./PresenceScripts.js"
 import * as RedisClient from "./RedisClient.js"
-
-const NODES = "filament:nodes"
-const guildKey = (guildId: string) => `filament:{g:${guildId}}:presence`
-const holdingsKey = (guildId: string, node: string) => `filament:{g:${guildId}}:node:${node}`
-const guildsOfNodeKey = (node: string) => `filament:node:${node}:guilds`
-
-/** KEYS: node's holdings in the guild, guild hash. ARGV: user. 1 when the user came online in the guild. */
-const JOIN = `
-if redis.call('HINCRBY', KEYS[1], ARGV[1], 1) ~= 1 then return 0 end
-if redis.call('HINCRBY', KEYS[2], ARGV[1], 1) == 1 then return 1 end
-return 0`
-
-/** KEYS: node's holdings in the guild, guild hash. ARGV: user. 1 when the user went offline in the guild. */
-const LEAVE = `
-local held = redis.call('HINCRBY', KEYS[1], ARGV[1], -1)
-if held > 0 then return 0 end
-redis.call('HDEL', KEYS[1], ARGV[1])
-if held < 0 then return 0 end
-local nodes = redis.call('HINCRBY', KEYS[2], ARGV[1], -1)
-if nodes > 0 then return 0 end
-redis.call('HDEL', KEYS[2], ARGV[1])
-return 1`
-
-/**
- * KEYS: a node's holdings in one guild, guild hash. Removes the holdings; returns the users that went
- * offline in the guild. Deleting what it reaps makes a second reaper of the same node find nothing.
- */
-const REAP_GUILD = `
-local offline = {}
-for _, user in ipairs(redis.call('HKEYS', KEYS[1])) do
-  if redis.call('HINCRBY', KEYS[2], user, -1) <= 0 then
-    redis.call('HDEL', KEYS[2], user)
-    table.insert(offline, user)
-  end
-end
-redis.call('DEL', KEYS[1])
-return offline`
-
-/**
- * KEYS: node's holdings in the guild, guild hash. ARGV: user, this node's holdings of the user.
- * Restores the holding; counts the node in the guild hash unless its holding was there (written by a
- * join sent after Redis came back, or never lost). 1 when it restored the node's count.
- */
-const REASSERT = `
-local had = redis.call('HEXISTS', KEYS[1], ARGV[1])
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-if had == 1 then return 0 end
-redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
-return 1`
 
 /** Entries per HSCAN round of a snapshot: bounds one round trip, not the snapshot. */
 const SCAN_COUNT = 512
@@ -101,28 +56,6 @@ export interface ClusterPresenceOptions {
   readonly nodeTtl: Duration.Duration
   /** Bound on one Redis call; an announcement that misses it is skipped (the state still converges). */
   readonly timeout: Duration.Duration
-}
-
-/**
- * Removes a node's holdings guild by guild (one atomic script per guild), then its index and its
- * heartbeat; the users that went offline.
- */
-const reapNode = async (redis: RedisClient.RedisClient, node: string) => {
-  const guilds = await redis.smembers(guildsOfNodeKey(node))
-  const offline = await Promise.all(
-    guilds.map(async (guildId) => {
-      const users = (await redis.eval(
-        REAP_GUILD,
-        2,
-        holdingsKey(guildId, node),
-        guildKey(guildId)
-      )) as Array<string>
-      return users.map((user) => [guildId as GuildId, user as UserId] as const)
-    })
-  )
-  await redis.del(guildsOfNodeKey(node))
-  await redis.zrem(NODES, node)
-  return offline.flat()
 }
 
 export const makeRedis = (
@@ -305,55 +238,57 @@ export const makeRedis = (
     return presence
   })
 
-/** Redis presence when `GATEWAY_REDIS_URL` is set, else the in-memory one. */
-export const layer: Layer.Layer<Presence, never, GatewayConfig | GatewayMetrics> = Layer.scoped(
-  Presence,
-  Effect.flatMap(GatewayConfig, (config) =>
-    Option.match(config.redis, {
-      onNone: () => Effect.sync(PresenceMemory.makeMemory),
-      onSome: (endpoint) =>
-        Effect.map(
-          makeRedis({ endpoint, nodeTtl: config.nodeTtl, timeout: config.busTimeout }),
-          (presence): PresenceShape => presence
-        )
-    })
-  )
-)
+/**
+ * The Redis presence as a service of its own: the dead-node reaper (`layerReaper`) needs what only
+ * the cluster presence has, and says so in its layer type.
+ */
+export class ClusterPresence extends Context.Tag("filament/ClusterPresence")<
+  ClusterPresence,
+  ClusterPresenceShape
+>() {}
 
-const isCluster = (presence: PresenceShape): presence is ClusterPresenceShape => "reap" in presence
+/** Redis presence at `endpoint` (`GATEWAY_REDIS_URL`): the `Presence` of the hooks, and the reaper's. */
+export const layerRedis = (
+  endpoint: RedisEndpoint
+): Layer.Layer<Presence | ClusterPresence, never, GatewayConfig | GatewayMetrics> =>
+  Layer.scopedContext(
+    Effect.flatMap(GatewayConfig, (config) =>
+      Effect.map(makeRedis({ endpoint, nodeTtl: config.nodeTtl, timeout: config.busTimeout }), (presence) =>
+        Context.make(ClusterPresence, presence).pipe(Context.add(Presence, presence))
+      )
+    )
+  )
 
 /**
- * The follow-ups plus, with the Redis presence, the reaper: every heartbeat period, the users of
- * dead nodes go offline (announced by whichever node reaped them).
+ * The hooks plus the reaper: every heartbeat period, the users of dead nodes go offline (announced
+ * by whichever node reaped them).
  */
-export const layerFollowUps: Layer.Layer<SubscriptionFollowUps, never, SubscriptionFollowUps | Presence> =
-  Layer.effect(
-    SubscriptionFollowUps,
-    Effect.gen(function* () {
-      const inner = yield* SubscriptionFollowUps
-      const presence = yield* Presence
-      if (!isCluster(presence)) return inner
-      const reapAndAnnounce = (publisher: Publisher) =>
-        Effect.flatMap(presence.reap, (offline) =>
-          Effect.forEach(
-            offline,
-            ([guildId, userId]) =>
-              publisher
-                .publish(PresenceUpdate, { guild_id: guildId, user_id: userId, status: "offline" })
-                .pipe(Effect.ignore),
-            { discard: true }
-          )
+export const layerReaper: Layer.Layer<GatewayHooks, never, GatewayHooks | ClusterPresence> = Layer.effect(
+  GatewayHooks,
+  Effect.gen(function* () {
+    const inner = yield* GatewayHooks
+    const presence = yield* ClusterPresence
+    const reapAndAnnounce = (publisher: Publisher) =>
+      Effect.flatMap(presence.reap, (offline) =>
+        Effect.forEach(
+          offline,
+          ([guildId, userId]) =>
+            publisher
+              .publish(PresenceUpdate, { guild_id: guildId, user_id: userId, status: "offline" })
+              .pipe(Effect.ignore),
+          { discard: true }
         )
-      return {
-        ...inner,
-        start: (publisher) =>
-          Effect.all(
-            [
-              Effect.repeat(reapAndAnnounce(publisher), Schedule.spaced(presence.heartbeatEvery)),
-              inner.start(publisher)
-            ],
-            { concurrency: "unbounded", discard: true }
-          )
-      }
-    })
-  )
+      )
+    return {
+      ...inner,
+      start: (publisher) =>
+        Effect.all(
+          [
+            Effect.repeat(reapAndAnnounce(publisher), Schedule.spaced(presence.heartbeatEvery)),
+            inner.start(publisher)
+          ],
+          { concurrency: "unbounded", discard: true }
+        )
+    }
+  })
+)

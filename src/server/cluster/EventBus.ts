@@ -1,201 +1,36 @@
 /**
+ * cluster/: what joins nodes into one gateway — the Redis bus (this module), the Redis client, and
+ * the Redis-backed presence and voice projection (implementations of chat/'s services).
+ *
  * EventBus: how a frame published on one node reaches the connections of the others. The gateway
  * always delivers to its own connections first; the bus only carries the already-built frame with
  * its routing key to the other nodes, which deliver it to their local recipients without encoding it
  * again.
  *
- * Two layers: `layerMemory` (one node: nothing to carry) and `layer` (Redis pub/sub, sharded
+ * The Redis bus (`layerRedis`; the service and the one-node bus are in `core/Bus.ts`): pub/sub, sharded
  * `SSUBSCRIBE`/`SPUBLISH` on Redis >= 7; on a Redis Cluster each topic lives on the shard owning
  * its slot, and the outage handling below follows the cluster client's overall state). A node
  * subscribes only to the topics it has local interest in — one per guild with a local subscription,
  * one per locally connected user — so its bus traffic
  * follows its interest, not the cluster's size. Every message is HMAC-signed with the bus secret and
  * size-capped, and numbered per publisher so a captured message published again is dropped; whatever
- * fails a check is dropped and counted, so a foreign Redis client cannot put events into sockets.
+ * fails a check is dropped and counted, so a foreign Redis client cannot put events into sockets
+ * (the message format and its checks: `BusCodec.ts`).
  * Redis pub/sub is at-most-once: during an outage local delivery goes on, cross-node delivery stops,
  * the node reconnects with backoff, re-subscribes its interest and counts the gap. A topic Redis
  * refuses while connected is retried with backoff, the node unready meanwhile.
  */
-import { createHmac, randomBytes, timingSafeEqual } from "node:crypto"
-import {
-  Context,
-  Deferred,
-  Duration,
-  Effect,
-  Either,
-  Exit,
-  FiberId,
-  Layer,
-  Option,
-  Queue,
-  Redacted,
-  Schema
-} from "effect"
+import { randomBytes } from "node:crypto"
+import { Deferred, Duration, Effect, Either, Exit, FiberId, Layer, Option, Queue, Redacted } from "effect"
 import type { Scope } from "effect"
-import { ChannelId, GuildId, UserId } from "../../protocol/Ids.js"
-import { Manifest } from "../../protocol/Manifest.js"
-import { GatewayConfig, type RedisEndpoint } from "../Config.js"
+import { GatewayConfig, type GatewayConfigShape, type RedisEndpoint } from "../Config.js"
 import { BusUnavailable } from "../Errors.js"
-import { GatewayMetrics, type BusDropReason } from "../Metrics.js"
+import { GatewayMetrics } from "../Metrics.js"
 import { textFrame, type Frame } from "../core/Outbound.js"
+import { withInterest, EventBus, type Delivery, type EventBusShape } from "../core/Bus.js"
+import type { Topic, TopicInterest } from "../registry/Interest.js"
+import { decodeMessage, encodeRoute, makeReplayGuard, routeOn, type Stamp } from "./BusCodec.js"
 import * as RedisClient from "./RedisClient.js"
-
-/** Who receives a frame: the routing key of a published event. */
-export type Route =
-  | { readonly scope: "channel"; readonly guildId: GuildId; readonly channelId: ChannelId }
-  | { readonly scope: "guild"; readonly guildId: GuildId }
-  | { readonly scope: "user"; readonly userIds: ReadonlyArray<UserId> }
-
-/** A frame another node published, for this node's local recipients. */
-export interface Delivery {
-  readonly route: Route
-  readonly frame: Frame
-  /** The publishing node's clock when it published (lag histogram). */
-  readonly publishedAt: number
-  /** The W3C `traceparent` of the publisher's bus hand-off span, when that publish was traced. */
-  readonly trace: string | undefined
-}
-
-export type Topic = string
-
-export const guildTopic = (guildId: GuildId): Topic => `filament:g:${guildId}`
-export const userTopic = (userId: UserId): Topic => `filament:u:${userId}`
-const USER_TOPIC_PREFIX = "filament:u:"
-
-export interface EventBusShape {
-  /**
-   * Carries a frame this node has delivered locally to the other nodes (at most once, never blocks),
-   * with the `traceparent` of a traced publish.
-   */
-  readonly publish: (route: Route, frame: Frame, trace?: string) => void
-  /** Other nodes' frames, in arrival order, for the gateway's single delivery fiber. */
-  readonly deliveries: Queue.Dequeue<Delivery>
-  /** This node gained (`true`) or lost (`false`) its last local interest in a topic. */
-  readonly setInterest: (topic: Topic, interested: boolean) => void
-  /**
-   * Waits, bounded by `GATEWAY_BUS_TIMEOUT_SECS`, until the subscription to an interesting topic is
-   * active, so a `subscribed` ack means other nodes' events reach the connection. Returns at once
-   * when the bus is down (the gap is counted, the ack is not held hostage by Redis).
-   */
-  readonly awaitActive: (topic: Topic) => Effect.Effect<void>
-  /**
-   * False while the broker is unreachable or a topic this node has interest in could not be
-   * subscribed (`/readyz`).
-   */
-  readonly healthy: () => boolean
-}
-
-export class EventBus extends Context.Tag("filament/EventBus")<EventBus, EventBusShape>() {}
-
-/** One node: local delivery is all there is. */
-export const makeMemory: Effect.Effect<EventBusShape> = Effect.map(
-  Queue.bounded<Delivery>(1),
-  (deliveries) => ({
-    publish: () => undefined,
-    deliveries,
-    setInterest: () => undefined,
-    awaitActive: () => Effect.void,
-    healthy: () => true
-  })
-)
-
-// ---------------------------------------------------------------------------------------------
-// Wire format of a bus message (binary):
-//   [0]       format version (1)
-//   [1..33)   HMAC-SHA256 over everything after it, keyed with GATEWAY_BUS_SECRET
-//   [33..35)  header length (uint16 BE)
-//   header    JSON: publishing node, its sequence number, publish time, scope, event type, routing ids
-//   envelope  the UTF-8 envelope `{"v":1,"t":...,"d":...}` exactly as the publisher encoded it
-// ---------------------------------------------------------------------------------------------
-
-const FORMAT_VERSION = 1
-const MAC_BYTES = 32
-const PREFIX_BYTES = 1 + MAC_BYTES + 2
-/** Users per signed user-scoped message: keeps the header small and bounded (one HMAC per batch). */
-export const USERS_PER_MESSAGE = 256
-
-const BusHeader = Schema.Struct({
-  node: Schema.String.pipe(Schema.pattern(/^[0-9a-f]{32}$/)),
-  /** Increases with every message the node publishes: a receiver drops one it has seen (replay). */
-  seq: Schema.Number.pipe(Schema.int(), Schema.nonNegative()),
-  at: Schema.Number.pipe(Schema.finite()),
-  scope: Schema.Literal("channel", "guild", "user"),
-  type: Schema.String,
-  guild: Schema.optional(GuildId),
-  channel: Schema.optional(ChannelId),
-  users: Schema.optional(Schema.Array(UserId).pipe(Schema.minItems(1), Schema.maxItems(USERS_PER_MESSAGE))),
-  trace: Schema.optional(Schema.String.pipe(Schema.pattern(/^00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]$/)))
-})
-export type BusHeader = typeof BusHeader.Type
-// Fields a later version adds are ignored rather than refused: the header is signed, so they come from a
-// genuine node, and a rolling deploy keeps cross-node delivery.
-const decodeHeader = Schema.decodeUnknownEither(Schema.parseJson(BusHeader), { onExcessProperty: "ignore" })
-
-const mac = (secret: Buffer, body: Uint8Array) => createHmac("sha256", secret).update(body).digest()
-
-/** Signs and frames one bus message. */
-export const encodeMessage = (secret: Buffer, header: BusHeader, envelope: Uint8Array): Buffer => {
-  const headerBytes = Buffer.from(JSON.stringify(header))
-  const message = Buffer.allocUnsafe(PREFIX_BYTES + headerBytes.length + envelope.length)
-  message[0] = FORMAT_VERSION
-  message.writeUInt16BE(headerBytes.length, 1 + MAC_BYTES)
-  headerBytes.copy(message, PREFIX_BYTES)
-  message.set(envelope, PREFIX_BYTES + headerBytes.length)
-  mac(secret, message.subarray(1 + MAC_BYTES)).copy(message, 1)
-  return message
-}
-
-export interface DecodedMessage {
-  readonly header: BusHeader
-  readonly envelope: Buffer
-}
-
-/**
- * Checks one received message: size, signature, header shape, a known event whose scope matches the
- * routing ids, an envelope within the event cap. Nothing after the signature is trusted before it.
- */
-export const decodeMessage = (
-  /** The signing secret first, then any accepted during a rotation. */
-  secrets: ReadonlyArray<Buffer>,
-  message: Buffer,
-  limits: { readonly maxMessageBytes: number; readonly maxEventBytes: number }
-): Either.Either<DecodedMessage, BusDropReason> => {
-  if (message.length > limits.maxMessageBytes) return Either.left("oversized")
-  if (message.length < PREFIX_BYTES || message[0] !== FORMAT_VERSION) return Either.left("malformed")
-  const body = message.subarray(1 + MAC_BYTES)
-  const signature = message.subarray(1, 1 + MAC_BYTES)
-  if (!secrets.some((secret) => timingSafeEqual(mac(secret, body), signature)))
-    return Either.left("bad_signature")
-  const headerEnd = PREFIX_BYTES + message.readUInt16BE(1 + MAC_BYTES)
-  if (headerEnd > message.length) return Either.left("malformed")
-  const header = decodeHeader(message.toString("utf8", PREFIX_BYTES, headerEnd))
-  if (Either.isLeft(header)) return Either.left("malformed")
-  const { channel, guild, scope, type, users } = header.right
-  const event = Manifest.lookup(type)
-  const routed =
-    scope === "user"
-      ? users !== undefined && guild === undefined && channel === undefined
-      : guild !== undefined && users === undefined && (scope === "channel") === (channel !== undefined)
-  if (event === undefined || event.scope !== scope || !routed) return Either.left("malformed")
-  const envelope = message.subarray(headerEnd)
-  if (envelope.length === 0 || envelope.length > limits.maxEventBytes) return Either.left("malformed")
-  return Either.right({ header: header.right, envelope })
-}
-
-/** The route a verified message has on the topic it arrived on, or undefined when it does not belong there. */
-const routeOn = (topic: Topic, header: BusHeader): Route | undefined => {
-  if (header.scope === "user") {
-    if (!topic.startsWith(USER_TOPIC_PREFIX)) return undefined
-    const user = topic.slice(USER_TOPIC_PREFIX.length) as UserId
-    // One signed batch goes to each of its users' topics; here it is for that user alone.
-    return header.users!.includes(user) ? { scope: "user", userIds: [user] } : undefined
-  }
-  const guildId = header.guild!
-  if (topic !== guildTopic(guildId)) return undefined
-  return header.scope === "channel"
-    ? { scope: "channel", guildId, channelId: header.channel! }
-    : { scope: "guild", guildId }
-}
 
 export interface RedisBusOptions {
   readonly endpoint: RedisEndpoint
@@ -353,34 +188,7 @@ export const makeRedis = (
       onChange()
     })
 
-    /**
-     * Replay guard: per topic, each publishing node's highest sequence number seen on it. A publisher
-     * sends on one topic over one connection to the topic's one shard, so its messages arrive on the
-     * topic in sequence order; anything at or below the mark has been seen. A mark is forgotten once
-     * its message is older than the staleness window (every older message of that publisher is then
-     * dropped as stale anyway), so the memory is bounded by the topics subscribed and the nodes that
-     * published on them within the window.
-     */
-    const highWater = new Map<Topic, Map<string, { seq: number; at: number }>>()
-    let prunedAt = clock.unsafeCurrentTimeMillis()
-    const pruneHighWater = (now: number) => {
-      prunedAt = now
-      for (const [topic, marks] of highWater) {
-        for (const [origin, mark] of marks) if (now - mark.at > maxLagMillis) marks.delete(origin)
-        if (marks.size === 0) highWater.delete(topic)
-      }
-    }
-    /** True when the message was seen on this topic before; marks it seen otherwise. */
-    const replayed = (topic: Topic, header: BusHeader, now: number) => {
-      if (now - prunedAt > maxLagMillis) pruneHighWater(now)
-      let marks = highWater.get(topic)
-      if (marks === undefined) highWater.set(topic, (marks = new Map()))
-      const mark = marks.get(header.node)
-      if (mark !== undefined && header.seq <= mark.seq) return true
-      marks.set(header.node, { seq: header.seq, at: header.at })
-      return false
-    }
-
+    const replayGuard = makeReplayGuard(maxLagMillis, clock.unsafeCurrentTimeMillis())
     const limits = { maxMessageBytes: options.maxMessageBytes, maxEventBytes: options.maxEventBytes }
     subscriber.on(dialect.message, (channel: Buffer, message: Buffer) => {
       const decoded = decodeMessage(accepted, message, limits)
@@ -392,7 +200,7 @@ export const makeRedis = (
       const topic = channel.toString()
       const route = routeOn(topic, header)
       if (route === undefined) return metrics.busDropped("misrouted")
-      if (replayed(topic, header, now)) return metrics.busDropped("replayed")
+      if (replayGuard.replayed(topic, header, now)) return metrics.busDropped("replayed")
       const frame: Frame = {
         eventType: header.type,
         scope: header.scope,
@@ -484,11 +292,10 @@ export const makeRedis = (
       publish: (route, frame, trace) => {
         const envelope = frame.wire.subarray(frame.wire.length - frame.bytes)
         lastAt = Math.max(lastAt, clock.unsafeCurrentTimeMillis())
-        const base = {
+        const stamp: Stamp = {
           node,
           seq: seq++,
           at: lastAt,
-          scope: route.scope,
           type: frame.eventType,
           ...(trace === undefined ? {} : { trace })
         }
@@ -496,18 +303,7 @@ export const makeRedis = (
           metrics.busDropped("unavailable")
           return
         }
-        if (route.scope !== "user") {
-          const header: BusHeader =
-            route.scope === "channel"
-              ? { ...base, guild: route.guildId, channel: route.channelId }
-              : { ...base, guild: route.guildId }
-          return send(guildTopic(route.guildId), encodeMessage(secret, header, envelope))
-        }
-        for (let i = 0; i < route.userIds.length; i += USERS_PER_MESSAGE) {
-          const users = route.userIds.slice(i, i + USERS_PER_MESSAGE)
-          const message = encodeMessage(secret, { ...base, users }, envelope)
-          for (const user of users) send(userTopic(user), message)
-        }
+        encodeRoute(secret, stamp, route, envelope, send)
       },
       deliveries,
       setInterest: (topic, interested) => {
@@ -537,17 +333,18 @@ export const makeRedis = (
     return bus
   })
 
-/** Whatever the configuration says: Redis when `GATEWAY_REDIS_URL` is set, else the in-memory bus. */
-export const layer: Layer.Layer<EventBus, BusUnavailable, GatewayConfig | GatewayMetrics> = Layer.scoped(
-  EventBus,
-  Effect.flatMap(GatewayConfig, (config) =>
-    Option.match(config.redis, {
-      onNone: () => makeMemory,
-      onSome: (redis) =>
+/** The Redis bus at `endpoint` (`GATEWAY_REDIS_URL`), which follows the registry's topic interest. */
+export const layerRedis = (
+  endpoint: Option.Option.Value<GatewayConfigShape["redis"]>
+): Layer.Layer<EventBus | TopicInterest, BusUnavailable, GatewayConfig | GatewayMetrics> =>
+  withInterest(
+    Layer.scoped(
+      EventBus,
+      Effect.flatMap(GatewayConfig, (config) =>
         makeRedis({
-          endpoint: redis,
-          secret: redis.busSecret,
-          acceptSecret: redis.busAcceptSecret,
+          endpoint,
+          secret: endpoint.busSecret,
+          acceptSecret: endpoint.busAcceptSecret,
           maxMessageBytes: config.busMaxMessageBytes,
           maxEventBytes: config.maxEventBytes,
           maxLag: config.busMaxLag,
@@ -557,8 +354,6 @@ export const layer: Layer.Layer<EventBus, BusUnavailable, GatewayConfig | Gatewa
           // The presence heartbeat's period: the bus follows a failover as fast as the state does.
           slotsRefresh: Duration.millis(Math.max(1, Math.floor(Duration.toMillis(config.nodeTtl) / 3)))
         })
-    })
+      )
+    )
   )
-)
-
-export const layerMemory: Layer.Layer<EventBus> = Layer.effect(EventBus, makeMemory)

@@ -16,13 +16,11 @@ import type {
 import { decodeCommand } from "../../protocol/Commands.js"
 import { Subscribed, Unsubscribed } from "../../protocol/events/connection.js"
 import { MessageCreate } from "../../protocol/events/message.js"
-import type { AccessPolicyShape } from "../chat/Access.js"
+import type { AccessPolicyShape, MessageHandlerShape, Publisher, GatewayHooksShape } from "./Seams.js"
 import { CommandTimeout, MessageRejected, type OutboundError } from "../Errors.js"
 import type { Connection } from "./Connection.js"
-import type { Publisher, SubscriptionFollowUpsShape } from "../registry/FollowUps.js"
-import type { MessageHandlerShape } from "../chat/Messages.js"
 import type { GatewayMetricsShape } from "../Metrics.js"
-import type { SubscriptionRegistryShape } from "../registry/Registry.js"
+import type { SubscriptionRegistryShape } from "../registry/Subscriptions.js"
 import type { TracingShape } from "../Tracing.js"
 
 export interface IngressOptions {
@@ -35,7 +33,7 @@ export interface IngressOptions {
   readonly registry: SubscriptionRegistryShape
   readonly access: AccessPolicyShape
   readonly messages: MessageHandlerShape
-  readonly followUps: SubscriptionFollowUpsShape
+  readonly hooks: GatewayHooksShape
   readonly publisher: Publisher
   readonly tracing: TracingShape
   /** Current time in ms from the Effect `Clock` the gateway runs with. */
@@ -65,7 +63,7 @@ const frameText = (data: RawData, isBinary: boolean): string | undefined => {
 }
 
 export const make = (options: IngressOptions): Ingress => {
-  const { access, followUps, metrics, publisher, registry } = options
+  const { access, hooks, metrics, publisher, registry } = options
 
   const subscribe = (connection: Connection, command: SubscribeCommand) =>
     Effect.gen(function* () {
@@ -92,16 +90,16 @@ export const make = (options: IngressOptions): Ingress => {
         )
       }
       const change = { connection, guildId, channelId, outcome }
-      yield* followUps.beforeAck(change, publisher)
+      yield* hooks.beforeAck(change, publisher)
       yield* publisher.send(connection, Subscribed, { guild_id: guildId, channel_id: channelId })
-      yield* followUps.afterAck(change, publisher)
+      yield* hooks.afterAck(change, publisher)
     })
 
   const unsubscribe = (connection: Connection, command: UnsubscribeCommand) =>
     Effect.gen(function* () {
       const { channel_id: channelId, guild_id: guildId } = command
       const outcome = yield* registry.unsubscribe(connection, guildId, channelId)
-      yield* followUps.unsubscribed({ connection, guildId, channelId, outcome }, publisher)
+      yield* hooks.unsubscribed({ connection, guildId, channelId, outcome }, publisher)
       yield* publisher.send(connection, Unsubscribed, { guild_id: guildId, channel_id: channelId })
     })
 

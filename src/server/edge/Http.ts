@@ -1,4 +1,7 @@
 /**
+ * edge/: the HTTP edge — the routes and the standalone server (this module), the publish API's
+ * request and response (`Publish`) and the HTTP-layer limits in front of them (`HttpLimits`). It reaches the gateway through `Gateway` only.
+ *
  * HTTP surface. The routes (`POST /v1/publish`, `GET /metrics`, `/healthz`, `/readyz`) are an
  * `@effect/platform` router, exported as an `HttpApp` a host can mount. In a `GATEWAY_WORKERS`
  * worker, `main` also provides `WorkerGroup`, and `/metrics` and `/readyz` answer for every worker. The standalone server owns
@@ -11,121 +14,25 @@ import type { AddressInfo } from "node:net"
 import { getSystemErrorMap } from "node:util"
 import { HttpIncomingMessage, HttpRouter, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { NodeHttpServer } from "@effect/platform-node"
-import { Context, Duration, Effect, Either, Layer, Option, type ParseResult, Redacted, Schema } from "effect"
-import { formatSchemaIssues, MAX_JSON_DEPTH, nestsDeeperThan, schemaIssues } from "../../protocol/Envelope.js"
-import { decodePayload, type EventDefinition } from "../../protocol/EventDefinition.js"
-import { PresenceSync, PresenceUpdate } from "../../protocol/events/presence.js"
-import { VoiceParticipantSync } from "../../protocol/events/voice.js"
-import { ingress, UserId } from "../../protocol/Ids.js"
-import { Manifest } from "../../protocol/Manifest.js"
+import { Context, Duration, Effect, Either, Layer, Option, Redacted } from "effect"
+import { MAX_JSON_DEPTH, nestsDeeperThan } from "../../protocol/Envelope.js"
 import { bearerToken } from "../Auth.js"
 import { GatewayConfig } from "../Config.js"
-import { ListenFailed, PublishRejected } from "../Errors.js"
-import type { RoutedEvent, UserEvent } from "../registry/FollowUps.js"
-import { Gateway, type GatewayShape } from "../core/Gateway.js"
+import { ListenFailed } from "../Errors.js"
+import { Gateway } from "../core/Gateway.js"
 import * as HttpLimits from "./HttpLimits.js"
+import { decodePublishRequest, jsonResponse, publishResponse } from "./Publish.js"
 import { GatewayMetrics, PROMETHEUS_CONTENT_TYPE, renderSnapshot } from "../Metrics.js"
 import { groupStatus, readinessOf, WorkerGroup } from "../Workers.js"
 
 export const GATEWAY_PATH = "/gateway/ws"
 const PUBLISH_PATH = "/v1/publish"
 
-const PublishBody = Schema.Struct({
-  t: Schema.String,
-  d: Schema.Unknown,
-  users: Schema.optional(Schema.Array(Schema.Unknown))
-})
-const decodeBody = Schema.decodeUnknownEither(PublishBody, { onExcessProperty: "error" })
-const decodeUserId = Schema.decodeUnknownEither(ingress(UserId))
-
-export type PublishRequest =
-  | { readonly _tag: "Routed"; readonly event: RoutedEvent; readonly payload: unknown }
-  | {
-      readonly _tag: "Users"
-      readonly event: UserEvent
-      readonly payload: unknown
-      readonly users: ReadonlyArray<UserId>
-    }
-
-/**
- * Presence and the subscribe snapshots are the gateway's own state: a published copy would contradict
- * what the gateway tells its clients.
- */
-const GATEWAY_OWNED: ReadonlySet<string> = new Set([
-  PresenceSync.type,
-  PresenceUpdate.type,
-  VoiceParticipantSync.type
-])
-
-const invalid = (detail: string) => Either.left(new PublishRejected({ reason: "invalid_event", detail }))
-
-/** A schema rejection, concise: the first issues' paths (from the body's root) and messages. */
-const invalidSchema = (error: ParseResult.ParseError, prefix: ReadonlyArray<PropertyKey>) => {
-  const issues = schemaIssues(error, prefix)
-  return Either.left(
-    new PublishRejected({ reason: "invalid_event", detail: formatSchemaIssues(issues), issues })
-  )
-}
-
-/**
- * Validates a publish body: a known, non-connection event type, a payload that passes its schema
- * strictly, and `users` exactly when the event is user-scoped.
- */
-export const decodePublishRequest = (
-  json: unknown,
-  maxUsers: number
-): Either.Either<PublishRequest, PublishRejected> => {
-  const body = decodeBody(json)
-  if (Either.isLeft(body)) return invalidSchema(body.left, [])
-  const { d, t, users } = body.right
-  const event: EventDefinition | undefined = Manifest.lookup(t)
-  if (event === undefined) return invalid(`unknown event type "${t}"`)
-  if (event.scope === "connection") return invalid(`"${t}" is connection-scoped and cannot be published`)
-  if (GATEWAY_OWNED.has(t)) return invalid(`"${t}" is produced by the gateway itself and cannot be published`)
-  const payload = decodePayload(event, d, { strict: true })
-  if (Either.isLeft(payload)) return invalidSchema(payload.left, ["d"])
-  if (event.scope !== "user") {
-    if (users !== undefined)
-      return invalid(`"users" is only for user-scoped events, "${t}" is ${event.scope}-scoped`)
-    return Either.right({ _tag: "Routed", event: event as RoutedEvent, payload: payload.right })
-  }
-  if (users === undefined || users.length === 0) return invalid(`"${t}" is user-scoped: "users" is required`)
-  if (users.length > maxUsers) return invalid(`"users" has ${users.length} entries, over ${maxUsers}`)
-  const ids: Array<UserId> = []
-  for (const user of users) {
-    const id = decodeUserId(user)
-    if (Either.isLeft(id)) return invalid(`"users" contains a value that is not a user ULID`)
-    ids.push(id.right)
-  }
-  return Either.right({ _tag: "Users", event: event as UserEvent, payload: payload.right, users: ids })
-}
-
 const keyMatches = (presented: string, expected: Redacted.Redacted<string>): boolean => {
   const a = Buffer.from(presented)
   const b = Buffer.from(Redacted.value(expected))
   return a.length === b.length && timingSafeEqual(a, b)
 }
-
-export const jsonResponse = (status: number, body: unknown) => HttpServerResponse.unsafeJson(body, { status })
-
-/** Publishes a validated request: 202 with the recipient count, or the refusal's status and body. */
-export const publishResponse = (gateway: GatewayShape, target: PublishRequest) =>
-  (target._tag === "Routed"
-    ? gateway.publish(target.event, target.payload)
-    : gateway.publishToUsers(target.event, target.payload, target.users)
-  ).pipe(
-    Effect.map((recipients) => jsonResponse(202, { recipients })),
-    Effect.catchTags({
-      OversizedOutbound: (error) =>
-        Effect.succeed(
-          jsonResponse(413, { error: "event_too_large", bytes: error.bytes, max_bytes: error.maxBytes })
-        ),
-      SerializeError: (error) =>
-        Effect.succeed(jsonResponse(500, { error: "serialize_error", detail: error.detail })),
-      PublishRefused: (error) =>
-        Effect.succeed(jsonResponse(409, { error: error.reason, limit: error.limit, detail: error.detail }))
-    })
-  )
 
 const publish = Effect.gen(function* () {
   const request = yield* HttpServerRequest.HttpServerRequest

@@ -10,32 +10,9 @@
 import type { IncomingMessage, ServerResponse } from "node:http"
 import { BlockList, isIP } from "node:net"
 import type { Duplex } from "node:stream"
+import type { Cidr } from "../Config.js"
+import { refuseRaw } from "../core/Admission.js"
 import type { GatewayMetricsShape, HttpSurface } from "../Metrics.js"
-
-/** A parsed CIDR block (`10.0.0.0/8`, `fd00::/8`; a bare address is a /32 or /128). */
-export interface Cidr {
-  readonly address: string
-  readonly prefix: number
-  readonly family: "ipv4" | "ipv6"
-}
-
-/** Parses a comma-separated CIDR list; `Left` names the first entry that is not a block. */
-export const parseCidrs = (
-  text: string
-): { ok: true; cidrs: ReadonlyArray<Cidr> } | { ok: false; entry: string } => {
-  const cidrs: Array<Cidr> = []
-  for (const raw of text.split(",")) {
-    const entry = raw.trim()
-    if (entry === "") continue
-    const [address = "", prefixText, ...rest] = entry.split("/")
-    const version = isIP(address)
-    const max = version === 4 ? 32 : 128
-    const prefix = prefixText === undefined ? max : /^\d{1,3}$/.test(prefixText) ? Number(prefixText) : -1
-    if (version === 0 || rest.length > 0 || prefix < 0 || prefix > max) return { ok: false, entry }
-    cidrs.push({ address, prefix, family: version === 4 ? "ipv4" : "ipv6" })
-  }
-  return { ok: true, cidrs }
-}
 
 /** An IPv4 peer on a dual-stack socket shows as `::ffff:a.b.c.d`; limits key on the IPv4 form. */
 const normalizeIp = (address: string): string => {
@@ -79,29 +56,6 @@ export interface HttpLimits {
 interface Bucket {
   tokens: number
   updatedAt: number
-}
-
-const RESPONSES: Record<number, string> = {
-  400: "Bad Request",
-  408: "Request Timeout",
-  413: "Payload Too Large",
-  429: "Too Many Requests",
-  431: "Request Header Fields Too Large"
-}
-
-/** A complete JSON error response on a raw socket (upgrade path and client errors), then close. */
-export const refuseRaw = (socket: Duplex, status: number, error: string): void => {
-  const body = JSON.stringify({ error })
-  if (socket.writable) {
-    socket.end(
-      `HTTP/1.1 ${status} ${RESPONSES[status] ?? "Error"}\r\n` +
-        "Content-Type: application/json\r\n" +
-        `Content-Length: ${Buffer.byteLength(body)}\r\n` +
-        "Connection: close\r\n\r\n" +
-        body
-    )
-  }
-  socket.destroy()
 }
 
 export const make = (options: HttpLimitsOptions): HttpLimits => {

@@ -7,7 +7,7 @@ import { HashMap, Option } from "effect"
 import type { ChannelId, GuildId, UserId } from "../../protocol/Ids.js"
 import type { Connection, ConnectionId } from "../core/Connection.js"
 import * as MemberList from "../registry/MemberList.js"
-import type { RegistryState } from "../registry/Registry.js"
+import type { RegistryState } from "../registry/Indexes.js"
 
 export interface Ranked {
   readonly id: string

@@ -1,9 +1,9 @@
 /**
  * The inspector: a page served by the gateway itself (`/admin`) to see and steer a running node —
  * overview, explore, live tail, publish console. This folder owns it whole: the admin API routes and
- * their guard (this module), who may use them (`Session`), the overview sampler (`Overview`), the
- * registry queries (`Explore`), the cluster view (`Cluster`), the live tail hub (`Tail`) and the
- * page (`Assets`, built from `page/`). It is off unless `GATEWAY_ADMIN_KEY` is set, and reaches the
+ * their guard (this module), what a request may carry (`AdminRequests`), who may use them
+ * (`Session`), the overview sampler (`Overview`), the registry queries (`Explore`), the cluster view
+ * (`Cluster`), the live tail hub (`Tail`) and the page (`Assets`, built from `page/`). It is off unless `GATEWAY_ADMIN_KEY` is set, and reaches the
  * rest of the gateway only through `Gateway`, `SubscriptionRegistry`, `GatewayMetrics` and
  * `GatewayConfig` (and, for the cluster view, the gateway's Redis client module).
  *
@@ -12,18 +12,27 @@
  * (`filament_gateway_admin_requests_total{outcome}`); everything but the page's static assets and
  * the login needs a session cookie or the key as a Bearer token.
  */
-import { HttpIncomingMessage, HttpRouter, HttpServerRequest, HttpServerResponse } from "@effect/platform"
+import { HttpRouter, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { NodeHttpServerRequest } from "@effect/platform-node"
-import { Duration, Effect, Either, Layer, Option, ParseResult, Schedule, Schema, Stream } from "effect"
-import type { EventDefinition } from "../../protocol/EventDefinition.js"
-import { ingress, ChannelId, GuildId, UserId } from "../../protocol/Ids.js"
-import { Manifest, toJsonManifest } from "../../protocol/Manifest.js"
+import { Duration, Effect, Either, Layer, Option, ParseResult, Schedule, Stream } from "effect"
+import { toJsonManifest } from "../../protocol/Manifest.js"
 import { GatewayConfig } from "../Config.js"
 import { Gateway } from "../core/Gateway.js"
-import { AdminRoutes, decodePublishRequest, jsonResponse as json, publishResponse } from "../edge/Http.js"
+import { AdminRoutes } from "../edge/Http.js"
+import { decodePublishRequest, jsonResponse as json, publishResponse } from "../edge/Publish.js"
 import * as HttpLimits from "../edge/HttpLimits.js"
 import { GatewayMetrics, type AdminRequestOutcome } from "../Metrics.js"
-import { SubscriptionRegistry, channelKey } from "../registry/Registry.js"
+import { channelKey } from "../registry/Indexes.js"
+import { SubscriptionRegistry } from "../registry/Subscriptions.js"
+import {
+  decodeLogin,
+  decodeTarget,
+  decodeUser,
+  fieldErrors,
+  readJson,
+  refused,
+  tailFilter
+} from "./AdminRequests.js"
 import * as Assets from "./Assets.js"
 import * as Cluster from "./Cluster.js"
 import * as Explore from "./Explore.js"
@@ -58,65 +67,8 @@ const SMALL_BODY_BYTES = 4096
 const TOP_LIMIT_MAX = 100
 const TAIL_KEEPALIVE = Duration.seconds(15)
 
-const decodeUser = Schema.decodeUnknownEither(ingress(UserId))
-const decodeGuild = Schema.decodeUnknownEither(ingress(GuildId))
-const decodeChannel = Schema.decodeUnknownEither(ingress(ChannelId))
-const decodeLogin = Schema.decodeUnknownEither(Schema.Struct({ key: Schema.String }))
-const decodeTarget = Schema.decodeUnknownEither(
-  Schema.Struct({ guild_id: ingress(GuildId), channel_id: ingress(ChannelId) })
-)
-
 /** The events the publish console offers: the manifest's, minus connection-scoped ones. */
 const PUBLISHABLE = toJsonManifest().events.filter((event) => event.scope !== "connection")
-
-/** A refused body: the HTTP status and the JSON answer. */
-class BodyRefused {
-  constructor(
-    readonly status: number,
-    readonly body: { readonly error: string; readonly detail?: string }
-  ) {}
-}
-
-/** Reads a JSON body of at most `maxBytes` (declared up front), refusing anything else. */
-const readJson = (maxBytes: number) =>
-  Effect.gen(function* () {
-    const request = yield* HttpServerRequest.HttpServerRequest
-    const mediaType = (request.headers["content-type"] ?? "").split(";")[0]!.trim().toLowerCase()
-    // A cross-site form cannot send application/json without a CORS preflight: no CSRF by form post.
-    if (mediaType !== "application/json")
-      return yield* Effect.fail(new BodyRefused(415, { error: "unsupported_media_type" }))
-    const length = request.headers["content-length"]
-    if (length === undefined) return yield* Effect.fail(new BodyRefused(411, { error: "length_required" }))
-    if (Number(length) > maxBytes)
-      return yield* Effect.fail(new BodyRefused(413, { error: "payload_too_large" }))
-    const text = yield* Effect.orElseFail(
-      HttpIncomingMessage.withMaxBodySize(request.text, Option.some(maxBytes)),
-      () => new BodyRefused(400, { error: "invalid_body", detail: "the request body could not be read" })
-    )
-    return yield* Effect.try({
-      try: () => JSON.parse(text) as unknown,
-      catch: () => new BodyRefused(400, { error: "invalid_body", detail: "body is not JSON" })
-    })
-  })
-
-const refused = (error: BodyRefused) => Effect.succeed(json(error.status, error.body))
-
-/** Every field error of a payload (the publish console shows each next to its field). */
-const fieldErrors = (body: unknown): ReadonlyArray<{ readonly path: string; readonly message: string }> => {
-  if (typeof body !== "object" || body === null) return []
-  const { d, t } = body as { readonly t?: unknown; readonly d?: unknown }
-  const event: EventDefinition | undefined = typeof t === "string" ? Manifest.lookup(t) : undefined
-  if (event === undefined) return []
-  const decoded = Schema.decodeUnknownEither(event.payload as Schema.Schema<unknown, unknown>, {
-    errors: "all",
-    onExcessProperty: "error"
-  })(d)
-  if (Either.isRight(decoded)) return []
-  return ParseResult.ArrayFormatter.formatErrorSync(decoded.left).map((issue) => ({
-    path: issue.path.map(String).join("."),
-    message: issue.message
-  }))
-}
 
 export const make = Effect.gen(function* () {
   const config = yield* GatewayConfig
@@ -347,25 +299,6 @@ export const make = Effect.gen(function* () {
     HttpRouter.get(`${ADMIN_PATH}/api/tail`, guarded(tailRoute))
   )
 })
-
-/** `?guild=` (with an optional `&channel=`) or `?user=`: what a tail viewer watches. */
-const tailFilter = (query: URLSearchParams): Tail.TailFilter | undefined => {
-  const user = query.get("user")
-  const guild = query.get("guild")
-  const channel = query.get("channel")
-  if (user !== null && guild === null && channel === null) {
-    const userId = decodeUser(user)
-    return Either.isRight(userId) ? { kind: "user", userId: userId.right } : undefined
-  }
-  if (guild === null || user !== null) return undefined
-  const guildId = decodeGuild(guild)
-  if (Either.isLeft(guildId)) return undefined
-  if (channel === null) return { kind: "guild", guildId: guildId.right }
-  const channelId = decodeChannel(channel)
-  return Either.isRight(channelId)
-    ? { kind: "guild", guildId: guildId.right, channelId: channelId.right }
-    : undefined
-}
 
 /**
  * The inspector's routes as the `AdminRoutes` the HTTP server mounts: empty unless

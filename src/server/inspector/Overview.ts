@@ -11,7 +11,7 @@ import { hostname } from "node:os"
 import { Clock, Duration, Effect, FiberSet, HashMap } from "effect"
 import { Gateway } from "../core/Gateway.js"
 import { GatewayMetrics, type MetricsSnapshot, type ValueSeries } from "../Metrics.js"
-import { SubscriptionRegistry } from "../registry/Registry.js"
+import { SubscriptionRegistry } from "../registry/Subscriptions.js"
 
 /** Sampling period and history: five minutes of one-second samples. */
 const PERIOD = Duration.seconds(1)

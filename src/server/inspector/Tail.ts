@@ -11,11 +11,11 @@ import type { Scope } from "effect"
 import { decodePayload, type EventDefinition } from "../../protocol/EventDefinition.js"
 import { Manifest } from "../../protocol/Manifest.js"
 import type { ChannelId, GuildId, UserId } from "../../protocol/Ids.js"
-import type { Route } from "../cluster/EventBus.js"
+import type { Route } from "../core/Bus.js"
 import * as MemberList from "../registry/MemberList.js"
 import type { Frame } from "../core/Outbound.js"
-import type { RegistryState } from "../registry/Registry.js"
-import { channelKey } from "../registry/Registry.js"
+import type { RegistryState } from "../registry/Indexes.js"
+import { channelKey } from "../registry/Indexes.js"
 
 export type TailFilter =
   | { readonly kind: "guild"; readonly guildId: GuildId; readonly channelId?: ChannelId }

@@ -1,14 +1,19 @@
 /**
- * The seams where stateful behaviours (presence, voice snapshots, revocation) attach to the core
- * gateway without it knowing them: what a follow-up may do (`Publisher`) and when it runs
- * (`SubscriptionFollowUps`). The default does nothing.
+ * The seams: the services the core calls but does not implement. `GatewayHooks` is where stateful
+ * behaviours (presence, voice snapshots, revocation, dual emit) attach to subscriptions, publishing
+ * and the gateway's start, and `Publisher` what a hook may do; `AccessPolicy` decides who may
+ * subscribe and post; `MessageHandler` turns a `message_create` into a message. `chat/` implements
+ * them (a host app may replace any); the default hooks do nothing.
  */
 import { Context, Effect, Layer } from "effect"
+import type { MessageCreateCommand } from "../../protocol/Commands.js"
 import type { EventDefinition, PayloadOf } from "../../protocol/EventDefinition.js"
 import type { ChannelId, GuildId, UserId } from "../../protocol/Ids.js"
-import type { Connection, DeliveryResult, DisconnectReason } from "../core/Connection.js"
-import type { OutboundError, PublishError, PublishRefused } from "../Errors.js"
-import type { DisconnectOutcome, SubscribeOutcome, UnsubscribeOutcome } from "./Registry.js"
+import type { MessageSnapshot } from "../../protocol/Shapes.js"
+import type { Principal } from "../Auth.js"
+import type { MessageRejected, OutboundError, PublishError, PublishRefused } from "../Errors.js"
+import type { DisconnectOutcome, SubscribeOutcome, UnsubscribeOutcome } from "../registry/Indexes.js"
+import type { Connection, DeliveryResult, DisconnectReason } from "./Connection.js"
 
 // `any` payloads: EventDefinition is invariant in its schema types; the payload type is recovered with PayloadOf.
 /* eslint-disable @typescript-eslint/no-explicit-any */
@@ -21,7 +26,7 @@ export interface Publisher {
   /**
    * Channel events go to `d.guild_id` + `d.channel_id`, guild events to `d.guild_id`. Succeeds with
    * the number of local connections the frame was delivered to (written or queued). Fails, with
-   * nothing delivered, when the frame cannot be built or a follow-up refuses the event.
+   * nothing delivered, when the frame cannot be built or a hook refuses the event.
    */
   readonly publish: <E extends RoutedEvent>(
     event: E,
@@ -59,7 +64,8 @@ export interface Disconnected extends DisconnectOutcome {
   readonly reason: DisconnectReason
 }
 
-export interface SubscriptionFollowUpsShape {
+/** What runs around subscriptions, publishing and the gateway's start. */
+export interface GatewayHooksShape {
   /** After an authorized subscribe is in the registry, before the `subscribed` ack (presence). */
   readonly beforeAck: (change: Subscribed, publisher: Publisher) => Effect.Effect<void>
   /** After the `subscribed` ack (voice snapshot). */
@@ -92,12 +98,9 @@ export interface SubscriptionFollowUpsShape {
   readonly start: (publisher: Publisher) => Effect.Effect<void>
 }
 
-export class SubscriptionFollowUps extends Context.Tag("filament/SubscriptionFollowUps")<
-  SubscriptionFollowUps,
-  SubscriptionFollowUpsShape
->() {}
+export class GatewayHooks extends Context.Tag("filament/GatewayHooks")<GatewayHooks, GatewayHooksShape>() {}
 
-export const none: SubscriptionFollowUpsShape = {
+export const none: GatewayHooksShape = {
   beforeAck: () => Effect.void,
   afterAck: () => Effect.void,
   unsubscribed: () => Effect.void,
@@ -108,4 +111,32 @@ export const none: SubscriptionFollowUpsShape = {
   start: () => Effect.void
 }
 
-export const layerNone: Layer.Layer<SubscriptionFollowUps> = Layer.succeed(SubscriptionFollowUps, none)
+export const layerNone: Layer.Layer<GatewayHooks> = Layer.succeed(GatewayHooks, none)
+
+/** May this principal subscribe to, or post in, a channel? (Default: `chat/Access.ts`, the token's claims.) */
+export interface AccessPolicyShape {
+  readonly canSubscribe: (
+    principal: Principal,
+    guildId: GuildId,
+    channelId: ChannelId
+  ) => Effect.Effect<boolean>
+  readonly canPost: (principal: Principal, guildId: GuildId, channelId: ChannelId) => Effect.Effect<boolean>
+}
+
+export class AccessPolicy extends Context.Tag("filament/AccessPolicy")<AccessPolicy, AccessPolicyShape>() {}
+
+/**
+ * What an ingress `message_create` becomes, once the AccessPolicy has allowed the channel (Ingress
+ * checks `canPost` for every handler). Default: `chat/Messages.ts`, plain text.
+ */
+export interface MessageHandlerShape {
+  readonly create: (
+    principal: Principal,
+    command: MessageCreateCommand
+  ) => Effect.Effect<MessageSnapshot, MessageRejected>
+}
+
+export class MessageHandler extends Context.Tag("filament/MessageHandler")<
+  MessageHandler,
+  MessageHandlerShape
+>() {}

@@ -1,17 +1,13 @@
 /**
- * SubscriptionRegistry: who receives what. Persistent indexes in one `Ref` — channel key ->
- * connections, guild -> connections, user -> connections, connection -> its subscriptions (with a
- * per-guild channel count) — so every change is a single `Ref.modify` and the indexes never
- * disagree. Member lists are persistent (`MemberList`: a change copies a chunk, not the list), and a
- * fanout loops over a plain array snapshot of one that later changes cannot disturb.
+ * The subscription indexes as a value: channel key -> connections, guild -> connections, user ->
+ * connections, connection -> its subscriptions (with a per-guild channel count), and the pure
+ * transitions between states with what each changed (the outcomes the hooks act on). The service
+ * (`Subscriptions.ts`) applies each transition with one `Ref.modify`.
  */
-import { Context, Effect, HashMap, Layer, Option, Ref } from "effect"
+import { HashMap, Option } from "effect"
 import type { ChannelId, GuildId, UserId } from "../../protocol/Ids.js"
 import type { Connection, ConnectionId } from "../core/Connection.js"
-import { GatewayConfig } from "../Config.js"
-import { EventBus, guildTopic, userTopic, type EventBusShape } from "../cluster/EventBus.js"
 import * as MemberList from "./MemberList.js"
-import { GatewayMetrics } from "../Metrics.js"
 
 export type ChannelKey = `${string}:${string}`
 
@@ -305,154 +301,3 @@ export const transitions = {
     ]
   }
 }
-
-const NONE: ReadonlyArray<Connection> = []
-
-export interface SubscriptionRegistryShape {
-  readonly register: (connection: Connection) => Effect.Effect<void>
-  readonly subscribe: (
-    connection: Connection,
-    guildId: GuildId,
-    channelId: ChannelId
-  ) => Effect.Effect<SubscribeOutcome>
-  readonly unsubscribe: (
-    connection: Connection,
-    guildId: GuildId,
-    channelId: ChannelId
-  ) => Effect.Effect<UnsubscribeOutcome>
-  /** Removes every subscription the user's connections hold in the guild, in one update (revocation). */
-  readonly revoke: (userId: UserId, guildId: GuildId) => Effect.Effect<RevokeOutcome>
-  /** Removes the connection from every index in one update. */
-  readonly unregister: (connection: Connection) => Effect.Effect<DisconnectOutcome>
-  /** Index lookups (never scans): the recipients of a channel, guild or user broadcast. */
-  readonly channelMembers: (
-    guildId: GuildId,
-    channelId: ChannelId
-  ) => Effect.Effect<ReadonlyArray<Connection>>
-  readonly guildMembers: (guildId: GuildId) => Effect.Effect<ReadonlyArray<Connection>>
-  readonly userMembers: (userId: UserId) => Effect.Effect<ReadonlyArray<Connection>>
-  readonly state: Effect.Effect<RegistryState>
-}
-
-export class SubscriptionRegistry extends Context.Tag("filament/SubscriptionRegistry")<
-  SubscriptionRegistry,
-  SubscriptionRegistryShape
->() {}
-
-/**
- * Tells the bus where this node's interest begins and ends: a guild topic while any local connection
- * holds a channel of the guild, a user topic while the user has a local connection. Called with the
- * states before and after each update, inside that update, so the bus sees the changes in their order.
- */
-const followInterest = (
-  bus: EventBusShape,
-  before: RegistryState,
-  after: RegistryState,
-  guildIds: Iterable<GuildId>,
-  userId?: UserId
-) => {
-  if (before === after) return
-  for (const guildId of guildIds) {
-    const interested = HashMap.has(after.guilds, guildId)
-    if (HashMap.has(before.guilds, guildId) !== interested) bus.setInterest(guildTopic(guildId), interested)
-  }
-  if (userId === undefined) return
-  const interested = HashMap.has(after.users, userId)
-  if (HashMap.has(before.users, userId) !== interested) bus.setInterest(userTopic(userId), interested)
-}
-
-export const make = Effect.gen(function* () {
-  const metrics = yield* GatewayMetrics
-  const { maxSubscriptionsPerConnection } = yield* GatewayConfig
-  // Without a bus (a registry used on its own) there is no other node to be interested for.
-  const bus = Option.getOrUndefined(yield* Effect.serviceOption(EventBus))
-  const ref = yield* Ref.make(emptyState)
-  /** One `Ref.modify` whose interest changes reach the bus in the same step. */
-  const modify = <A>(
-    transition: (state: RegistryState) => readonly [A, RegistryState],
-    touched: (before: RegistryState, outcome: A) => { guilds: Iterable<GuildId>; user?: UserId }
-  ) =>
-    Ref.modify(ref, (before) => {
-      const [outcome, after] = transition(before)
-      if (bus !== undefined && before !== after) {
-        const { guilds, user } = touched(before, outcome)
-        followInterest(bus, before, after, guilds, user)
-      }
-      return [outcome, after]
-    })
-  const awaitBus = (topic: string) => (bus === undefined ? Effect.void : bus.awaitActive(topic))
-  const lookup = <K>(select: (state: RegistryState) => HashMap.HashMap<K, MemberList.MemberList>, key: K) =>
-    Effect.map(Ref.get(ref), (state) => {
-      const members = HashMap.get(select(state), key)
-      return Option.isSome(members) ? MemberList.toArray(members.value) : NONE
-    })
-  const registry: SubscriptionRegistryShape = {
-    register: (connection) =>
-      Effect.zipRight(
-        modify(
-          (state) => [undefined, transitions.register(state, connection)] as const,
-          () => ({ guilds: [], user: connection.userId })
-        ),
-        awaitBus(userTopic(connection.userId))
-      ),
-    subscribe: (connection, guildId, channelId) =>
-      Effect.tap(
-        modify(
-          (state) =>
-            transitions.subscribe(state, connection, guildId, channelId, maxSubscriptionsPerConnection),
-          () => ({ guilds: [guildId] })
-        ),
-        (outcome) => {
-          if (outcome._tag !== "Subscribed") return Effect.void
-          if (outcome.added) metrics.subscriptionsChanged(1)
-          // The ack follows once other nodes' events for the guild reach this node.
-          return awaitBus(guildTopic(guildId))
-        }
-      ),
-    unsubscribe: (connection, guildId, channelId) =>
-      Effect.tap(
-        modify(
-          (state) => transitions.unsubscribe(state, connection, guildId, channelId),
-          () => ({ guilds: [guildId] })
-        ),
-        (outcome) => {
-          if (outcome.removed) metrics.subscriptionsChanged(-1)
-        }
-      ),
-    unregister: (connection) =>
-      Effect.map(
-        modify(
-          (state) => transitions.unregister(state, connection),
-          (before) => ({
-            guilds: Option.match(HashMap.get(before.connections, connection.id), {
-              onNone: () => [],
-              onSome: (entry) => entry.guilds.keys()
-            }),
-            user: connection.userId
-          })
-        ),
-        ({ channels, ...outcome }) => {
-          metrics.subscriptionsChanged(-channels)
-          return outcome
-        }
-      ),
-    revoke: (userId, guildId) =>
-      Effect.tap(
-        modify(
-          (state) => transitions.revoke(state, userId, guildId),
-          () => ({ guilds: [guildId] })
-        ),
-        (outcome) => metrics.subscriptionsChanged(-outcome.channels)
-      ),
-    channelMembers: (guildId, channelId) => lookup((state) => state.channels, channelKey(guildId, channelId)),
-    guildMembers: (guildId) => lookup((state) => state.guilds, guildId),
-    userMembers: (userId) => lookup((state) => state.users, userId),
-    state: Ref.get(ref)
-  }
-  return registry
-})
-
-export const layer: Layer.Layer<SubscriptionRegistry, never, GatewayMetrics | GatewayConfig> = Layer.effect(
-  SubscriptionRegistry,
-  make
-)

@@ -12,8 +12,10 @@ import * as Config from "../../src/server/Config.js"
 import type { Connection } from "../../src/server/core/Connection.js"
 import * as MemberList from "../../src/server/registry/MemberList.js"
 import * as Metrics from "../../src/server/Metrics.js"
-import * as Registry from "../../src/server/registry/Registry.js"
-import { channelKey, type RegistryState } from "../../src/server/registry/Registry.js"
+import * as Interest from "../../src/server/registry/Interest.js"
+import * as Subscriptions from "../../src/server/registry/Subscriptions.js"
+import * as Indexes from "../../src/server/registry/Indexes.js"
+import { channelKey, type RegistryState } from "../../src/server/registry/Indexes.js"
 
 const USERS = ["U0", "U1"].map((id) => id as UserId)
 const GUILDS = ["G0", "G1"].map((id) => id as GuildId)
@@ -107,7 +109,8 @@ const expectAgrees = (state: RegistryState, model: Model) => {
   }
 }
 
-const TestLayer = Registry.layer.pipe(
+const TestLayer = Subscriptions.layer.pipe(
+  Layer.provide(Interest.layerNone),
   Layer.provide(Metrics.layer),
   Layer.provide(Config.layerWith({ maxSubscriptionsPerConnection: MAX_SUBSCRIPTIONS }))
 )
@@ -119,7 +122,7 @@ describe("SubscriptionRegistry", () => {
         fc.asyncProperty(fc.array(opArb, { minLength: 20, maxLength: 80 }), (ops) =>
           Effect.runPromise(
             Effect.gen(function* () {
-              const registry = yield* Registry.SubscriptionRegistry
+              const registry = yield* Subscriptions.SubscriptionRegistry
               const model: Model = new Map()
               /** Per connected connection: guilds it was revoked from (it may not subscribe there). */
               const revoked = new Map<number, Set<GuildId>>()
@@ -227,7 +230,7 @@ describe("SubscriptionRegistry", () => {
     "guild lookups are index reads: unrelated subscriptions do not change a guild's member list",
     () =>
       Effect.gen(function* () {
-        const registry = yield* Registry.SubscriptionRegistry
+        const registry = yield* Subscriptions.SubscriptionRegistry
         const [a, b] = [connections[0]!, connections[1]!]
         yield* registry.register(a)
         yield* registry.register(b)
@@ -244,8 +247,8 @@ describe("SubscriptionRegistry", () => {
     const [a, b, c, d] = connections as [Connection, Connection, Connection, Connection]
     const [guild, channel] = [GUILDS[0]!, CHANNELS[0]!]
     const subscribe = (state: RegistryState, connection: Connection) =>
-      Registry.transitions.subscribe(
-        Registry.transitions.register(state, connection),
+      Indexes.transitions.subscribe(
+        Indexes.transitions.register(state, connection),
         connection,
         guild,
         channel,
@@ -253,11 +256,11 @@ describe("SubscriptionRegistry", () => {
       )[1]
     const members = (state: RegistryState) =>
       sorted(visited(Option.getOrUndefined(HashMap.get(state.channels, channelKey(guild, channel)))))
-    const base = subscribe(Registry.emptyState, a)
+    const base = subscribe(Indexes.emptyState, a)
     const left = subscribe(base, b)
     const right = subscribe(base, c)
     const leftAgain = subscribe(left, d)
-    const [, leftWithoutA] = Registry.transitions.unsubscribe(leftAgain, a, guild, channel)
+    const [, leftWithoutA] = Indexes.transitions.unsubscribe(leftAgain, a, guild, channel)
     expect(members(base)).toEqual([a.id])
     expect(members(left)).toEqual([a.id, b.id])
     expect(members(right)).toEqual([a.id, c.id])

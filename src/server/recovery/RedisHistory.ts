@@ -1,0 +1,301 @@
+/**
+ * The event history in Redis (with `GATEWAY_REDIS_URL`), so a client whose node died recovers on any
+ * other node; and `layer`, the store the configuration chooses.
+ *
+ * Keys, with one hash tag per guild (`{g:<guild>}`: its channels' streams and its own) or per user
+ * (`{u:<user>}`), so every script touches one hash slot on a Redis Cluster:
+ * `filament:{…}:history:<stream>:meta` (hash: `e` epoch, `o` the last offset, `a` the last append
+ * time), `filament:{…}:history:<stream>` (a Redis Stream: entry id `<append millis>-<offset>`,
+ * fields `t`, `d`, `s` the publish stamp) and `filament:{…}:history:stamp` (the tag's last stamp).
+ *
+ * One script per append, atomic: the epoch is read, or created when the meta is missing — Redis
+ * restarted empty, was flushed, or the stream was idle past `GATEWAY_HISTORY_META_TTL_SECS` — with
+ * the old entries dropped; the offset is incremented, the entry added with `XADD MAXLEN` and the
+ * stream trimmed by age (`XTRIM MINID`, the node's clock: nodes must agree within a fraction of
+ * the TTL, as for presence); the entries key expires with its newest entry, the meta
+ * `GATEWAY_HISTORY_META_TTL_SECS` after the stream's last append or read (so a quiet stream keeps
+ * its epoch that long and idle streams leave nothing behind); and, when asked, the bus message is
+ * published in the same step (`SPUBLISH`, `PUBLISH` before Redis 7) as
+ * `prefix .. "<epoch>:<offset>" .. suffix`, so every node receives a stream's events in offset order.
+ * The position in that message is written by Redis, outside whatever the caller signed.
+ *
+ * The stamp orders the events of one tag (a guild's channel and guild streams): the larger of the
+ * last stamp + 1 and the append time in microseconds, so it keeps increasing even after its key was
+ * lost. A read is one script too: it applies the age window, then answers from the meta and
+ * `XREVRANGE … COUNT <missed>` (offsets are gapless and only the oldest entries are ever removed, so
+ * the entries after a position are exactly the stream's last head − offset entries).
+ *
+ * The history gauges of this store count what this node appended within the age window (entries
+ * and encoded bytes): summed over the nodes that is the cluster's history, except that entries
+ * trimmed early by `GATEWAY_HISTORY_MAX_EVENTS`, or lost with a flushed or restarted Redis, are still
+ * counted until they age out. Redis itself holds the truth; reading it per scrape would cost a scan.
+ */
+import { randomBytes } from "node:crypto"
+import { Duration, Effect, Layer, Option } from "effect"
+import type { Scope } from "effect"
+import { GatewayConfig, type RedisEndpoint } from "../Config.js"
+import { GatewayMetrics, type HistoryScope } from "../Metrics.js"
+import { redisMajorVersion } from "../cluster/EventBus.js"
+import * as RedisClient from "../cluster/RedisClient.js"
+import {
+  entryBytes,
+  Fifo,
+  History,
+  HistoryUnavailable,
+  limitsOf,
+  makeMemory,
+  scopeOf,
+  type Append,
+  type Entry,
+  type HistoryLimits,
+  type HistoryShape,
+  type Position,
+  type Replay,
+  type StreamName,
+  type Verdict
+} from "./History.js"
+
+/**
+ * The hash tag of a stream's keys: its guild's for channel and guild streams, its user's for user
+ * streams. A bus channel published in the append script must carry the same tag (a Redis Cluster
+ * refuses another slot inside a script; checked before the script runs, with one Redis too).
+ */
+export const slotTag = (stream: StreamName): string => {
+  const scope = scopeOf(stream)
+  const id = stream.slice(scope.length + 1)
+  return scope === "user" ? `{u:${id}}` : `{g:${scope === "channel" ? id.slice(0, id.indexOf(":")) : id}}`
+}
+
+/** The hash tag a Redis Cluster hashes `name` by: its first `{…}` with something inside, else none. */
+const hashTagOf = (name: string): string | undefined => {
+  const open = name.indexOf("{")
+  const close = open < 0 ? -1 : name.indexOf("}", open + 1)
+  return close > open + 1 ? name.slice(open, close + 1) : undefined
+}
+
+const keysOf = (stream: StreamName) => {
+  const prefix = `filament:${slotTag(stream)}:history:`
+  return { meta: `${prefix}${stream}:meta`, entries: `${prefix}${stream}`, stamp: `${prefix}stamp` }
+}
+
+/** Reads the epoch or starts a new one (ARGV[1]) with the old entries dropped; refreshes the meta's expiry. */
+const EPOCH = `
+local function epoch_of(meta, entries, candidate, meta_ttl)
+  local epoch = redis.call('HGET', meta, 'e')
+  if not epoch then
+    epoch = candidate
+    redis.call('DEL', entries)
+    redis.call('HSET', meta, 'e', epoch, 'o', 0, 'a', 0)
+  end
+  redis.call('PEXPIRE', meta, meta_ttl)
+  return epoch
+end
+local function trim_age(entries, now, ttl)
+  if now - ttl + 1 > 0 then redis.call('XTRIM', entries, 'MINID', string.format('%.0f', now - ttl + 1)) end
+end
+`
+
+/**
+ * KEYS: meta, entries, stamp. ARGV: candidate epoch, now millis, ttl millis, max events, meta ttl
+ * millis, t, d, publish command ('' for none), channel, prefix, suffix. Returns { epoch, offset }.
+ */
+const APPEND = `${EPOCH}
+local now, ttl = tonumber(ARGV[2]), tonumber(ARGV[3])
+local epoch = epoch_of(KEYS[1], KEYS[2], ARGV[1], ARGV[5])
+local offset = redis.call('HINCRBY', KEYS[1], 'o', 1)
+local at = math.max(now, tonumber(redis.call('HGET', KEYS[1], 'a')))
+redis.call('HSET', KEYS[1], 'a', string.format('%.0f', at))
+local stamp = math.max(tonumber(redis.call('GET', KEYS[3]) or '0') + 1, now * 1000)
+redis.call('SET', KEYS[3], string.format('%.0f', stamp), 'PX', ARGV[5])
+redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[4], string.format('%.0f-%d', at, offset),
+  't', ARGV[6], 'd', ARGV[7], 's', string.format('%.0f', stamp))
+trim_age(KEYS[2], now, ttl)
+redis.call('PEXPIRE', KEYS[2], string.format('%.0f', at - now + ttl))
+if ARGV[8] ~= '' then
+  redis.call(ARGV[8], ARGV[9], ARGV[10] .. epoch .. ':' .. offset .. ARGV[11])
+end
+return { epoch, offset }`
+
+/**
+ * KEYS: meta, entries. ARGV: candidate epoch, now millis, ttl millis, meta ttl millis, '1' when a
+ * position is given ('0': the head alone), position epoch, position offset, max. Returns
+ * { epoch, head } and then either the verdict or '' and the entries newest first.
+ */
+const READ = `${EPOCH}
+local epoch = epoch_of(KEYS[1], KEYS[2], ARGV[1], ARGV[4])
+local head = tonumber(redis.call('HGET', KEYS[1], 'o'))
+if ARGV[5] == '0' then return { epoch, head } end
+if ARGV[6] ~= epoch then return { epoch, head, 'epoch_changed' } end
+local from = tonumber(ARGV[7])
+if from > head then return { epoch, head, 'position_ahead' } end
+local missed = head - from
+if missed == 0 then return { epoch, head, '', {} } end
+trim_age(KEYS[2], tonumber(ARGV[2]), tonumber(ARGV[3]))
+if redis.call('XLEN', KEYS[2]) < missed then return { epoch, head, 'position_trimmed' } end
+if missed > tonumber(ARGV[8]) then return { epoch, head, 'too_many_events' } end
+return { epoch, head, '', redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', missed) }`
+
+type RawEntry = [id: string, fields: Array<string>]
+type ReadReply = [epoch: string, head: number, verdict?: string, entries?: Array<RawEntry>]
+
+interface HistoryCommands {
+  readonly historyAppend: (...args: ReadonlyArray<string | number | Uint8Array>) => Promise<[string, number]>
+  readonly historyRead: (...args: ReadonlyArray<string | number>) => Promise<ReadReply>
+}
+
+const toEntry = ([id, fields]: RawEntry): Entry => {
+  const [at, offset] = id.split("-")
+  const field = (name: string) => fields[fields.indexOf(name) + 1]!
+  return { t: field("t"), d: field("d"), offset: Number(offset), at: Number(at), stamp: Number(field("s")) }
+}
+
+export interface RedisHistoryOptions extends HistoryLimits {
+  readonly endpoint: RedisEndpoint
+  /** Bound on connecting at startup and on one call (then `history_unavailable`). */
+  readonly timeout: Duration.Duration
+  /** Cap of the reconnect backoff. */
+  readonly reconnectMax: Duration.Duration
+}
+
+const RECONNECT_BASE_MILLIS = 50
+
+export const makeRedis = (
+  options: RedisHistoryOptions
+): Effect.Effect<HistoryShape, HistoryUnavailable, Scope.Scope | GatewayMetrics> =>
+  Effect.gen(function* () {
+    const metrics = yield* GatewayMetrics
+    const clock = yield* Effect.clock
+    const ttlMillis = Duration.toMillis(options.ttl)
+    const metaTtlMillis = Math.max(Duration.toMillis(options.metaTtl), ttlMillis)
+    const unavailable = (error: unknown) =>
+      new HistoryUnavailable({
+        reason: "history_unavailable",
+        detail: error instanceof Error ? error.message : String(error)
+      })
+    const within = <A>(run: () => Promise<A>) =>
+      Effect.tryPromise({ try: run, catch: unavailable }).pipe(
+        Effect.timeoutFail({ duration: options.timeout, onTimeout: () => unavailable("timed out") })
+      )
+
+    // Commands fail at once while disconnected: a caller learns `history_unavailable` rather than waiting.
+    const redis = yield* RedisClient.make(options.endpoint, {
+      connectionName: `filament-history-${randomBytes(8).toString("hex")}`,
+      lazyConnect: true,
+      offlineQueue: false,
+      maxRetriesPerRequest: 0,
+      connectTimeoutMillis: Duration.toMillis(options.timeout),
+      reconnectDelay: (attempt) =>
+        Math.min(RECONNECT_BASE_MILLIS * 2 ** Math.min(attempt, 16), Duration.toMillis(options.reconnectMax))
+    })
+    yield* within(() => RedisClient.connect(redis))
+    const publishCommand =
+      redisMajorVersion(yield* within(() => redis.info("server"))) >= 7 ? "SPUBLISH" : "PUBLISH"
+    // EVALSHA, and EVAL when the server does not know the script (a restarted Redis).
+    redis.defineCommand("historyAppend", { numberOfKeys: 3, lua: APPEND })
+    redis.defineCommand("historyRead", { numberOfKeys: 2, lua: READ })
+    const commands = redis as unknown as HistoryCommands
+
+    /** What this node appended within the age window, for the gauges (see the module comment). */
+    const appended = new Fifo<{ readonly scope: HistoryScope; readonly bytes: number; readonly at: number }>()
+    const account = (now: number) => {
+      for (
+        let entry = appended.peek();
+        entry !== undefined && entry.at <= now - ttlMillis;
+        entry = appended.peek()
+      ) {
+        appended.shift()
+        metrics.historyChanged(entry.scope, -1, -entry.bytes)
+      }
+    }
+
+    const append = ({ event, publish, stream }: Append) =>
+      Effect.suspend(() => {
+        // A script's writes are not undone when a later command fails: a channel in another slot
+        // (refused by a Redis Cluster) would leave the event appended but unpublished.
+        if (publish !== undefined && hashTagOf(publish.channel) !== slotTag(stream))
+          return Effect.dieMessage(`bus channel ${publish.channel} is not in the slot of ${slotTag(stream)}`)
+        const now = clock.unsafeCurrentTimeMillis()
+        const keys = keysOf(stream)
+        return within(() =>
+          commands.historyAppend(
+            keys.meta,
+            keys.entries,
+            keys.stamp,
+            randomBytes(8).toString("hex"),
+            now,
+            ttlMillis,
+            options.maxEvents,
+            metaTtlMillis,
+            event.t,
+            event.d,
+            publish === undefined ? "" : publishCommand,
+            publish?.channel ?? "",
+            publish?.prefix ?? "",
+            publish?.suffix ?? ""
+          )
+        ).pipe(
+          Effect.map(([epoch, offset]): Position => {
+            account(now)
+            const scope = scopeOf(stream)
+            const bytes = entryBytes(event)
+            appended.push({ scope, bytes, at: now })
+            metrics.historyChanged(scope, 1, bytes)
+            return { epoch, offset }
+          })
+        )
+      })
+
+    const read = (stream: StreamName, from: Position | undefined, max: number) =>
+      Effect.suspend(() => {
+        const now = clock.unsafeCurrentTimeMillis()
+        account(now)
+        const keys = keysOf(stream)
+        return within(() =>
+          commands.historyRead(
+            keys.meta,
+            keys.entries,
+            randomBytes(8).toString("hex"),
+            now,
+            ttlMillis,
+            metaTtlMillis,
+            from === undefined ? "0" : "1",
+            from?.epoch ?? "",
+            from?.offset ?? 0,
+            max
+          )
+        )
+      })
+
+    const history: HistoryShape = {
+      append,
+      appendAll: (appends) =>
+        Effect.forEach(appends, (each) => Effect.either(append(each)), { concurrency: "unbounded" }),
+      readAfter: (stream, from, max) =>
+        Effect.map(read(stream, from, max), ([epoch, head, verdict, entries]): Replay => {
+          const position = { epoch, offset: head }
+          if (verdict !== "") return { _tag: "NotRecovered", reason: verdict as Verdict, position }
+          return { _tag: "Entries", entries: entries!.map(toEntry).reverse(), position }
+        }),
+      position: (stream) => Effect.map(read(stream, undefined, 0), ([epoch, offset]) => ({ epoch, offset }))
+    }
+    return history
+  })
+
+/** Whatever the configuration says: in Redis when `GATEWAY_REDIS_URL` is set, else in memory. */
+export const layer: Layer.Layer<History, HistoryUnavailable, GatewayConfig | GatewayMetrics> = Layer.scoped(
+  History,
+  Effect.flatMap(
+    GatewayConfig,
+    (config): Effect.Effect<HistoryShape, HistoryUnavailable, Scope.Scope | GatewayMetrics> =>
+      Option.match(config.redis, {
+        onNone: () => makeMemory(limitsOf(config)),
+        onSome: (endpoint) =>
+          makeRedis({
+            ...limitsOf(config),
+            endpoint,
+            timeout: config.busTimeout,
+            reconnectMax: config.busReconnectMax
+          })
+      })
+  )
+)
