@@ -197,10 +197,7 @@ export const make = Effect.gen(function* () {
         if (Either.isLeft(encoded)) return sendSnapshot(publisher, connection, PresenceSync, payload)
         snapshotFrames.set(userIds, (frame = encoded.right))
       }
-      // Counted as the publisher counts a frame sent to one connection.
-      const result = connection.deliver(frame)
-      if (result === "sent" || result === "queued") metrics.emitted("connection", PresenceSync.type, 1)
-      else metrics.dropped("connection", PresenceSync.type, result === "evicted" ? "full_queue" : "closed")
+      publisher.sendFrame(connection, frame)
       return Effect.void
     })
 
