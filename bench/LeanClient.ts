@@ -59,6 +59,8 @@ export const connect = (
     readonly port: number
     readonly path: string
     readonly timeoutMs: number
+    /** Source address of the socket (a loopback alias spreads ephemeral ports). */
+    readonly localAddress?: string
   },
   handlers: LeanHandlers
 ): Promise<LeanSocket> =>
@@ -147,6 +149,7 @@ export const connect = (
     const socket = Net.connect({
       host: options.host,
       port: options.port,
+      ...(options.localAddress === undefined ? {} : { localAddress: options.localAddress }),
       noDelay: true,
       onread: {
         buffer: READ_BUFFER,

@@ -10,7 +10,8 @@ import * as Os from "node:os"
 import * as Path from "node:path"
 import { fileURLToPath } from "node:url"
 import type { GeneratorConfig } from "./generator.js"
-import type { Shape } from "./Workload.js"
+import type { StormConfig } from "./storm.js"
+import type { Shape, StormLayout } from "./Workload.js"
 
 export const BENCH_DIR = Path.dirname(fileURLToPath(import.meta.url))
 export const REPO_DIR = Path.dirname(BENCH_DIR)
@@ -54,12 +55,27 @@ export const PINNING = pinning.label
 /** Pure-JS `ws` paths in every process, as in the agreed workload. */
 const WS_ENV = { WS_NO_BUFFER_UTIL: "1", WS_NO_UTF_8_VALIDATE: "1" }
 
+/**
+ * The hard `RLIMIT_NOFILE` of the processes the bench spawns: a server holds one descriptor per
+ * client socket, so N above it cannot run on this machine (raising the hard limit needs
+ * CAP_SYS_RESOURCE). `Infinity` when unlimited.
+ */
+export const FILE_LIMIT = (() => {
+  const text = spawnSync("sh", ["-c", "ulimit -Hn"], { encoding: "utf8" }).stdout.trim()
+  return text === "unlimited" ? Infinity : Number(text)
+})()
+/** Descriptors a bench process needs besides its client sockets (stdio, control port, modules). */
+export const FILE_HEADROOM = 200
+
+/** Every spawned process raises its soft file limit to the hard one first (50 000 sockets need it). */
+const RAISE_FILE_LIMIT = ["sh", "-c", 'ulimit -n "$(ulimit -Hn)" && exec "$@"', "sh"]
+
 export const launch = (
   prefix: ReadonlyArray<string>,
   args: ReadonlyArray<string>,
   env: Record<string, string>
 ) => {
-  const argv = [...prefix, process.execPath, "--import", "tsx", ...args]
+  const argv = [...RAISE_FILE_LIMIT, ...prefix, process.execPath, "--import", "tsx", ...args]
   return spawn(argv[0]!, argv.slice(1), {
     cwd: REPO_DIR,
     env: { ...process.env, ...WS_ENV, ...env },
@@ -106,8 +122,17 @@ export const waitReady = (server: ChildProcess, log: string, timeoutMs: number):
     })
   })
 
-/** Runs one (server, N, rep) and returns the generator's result file path. Throws on failure. */
-export const runOne = async (spec: RunSpec): Promise<string> => {
+/**
+ * Starts `spec.server`, runs the generator process `generatorEntry` (relative to bench/) with the
+ * JSON config `configFor(ready)` as its argument, and returns `out` once the generator wrote it.
+ * Throws on failure; the server is always stopped.
+ */
+const runWithServer = async (
+  spec: Pick<RunSpec, "server" | "out" | "serverNodeFlags">,
+  generatorEntry: string,
+  hardTimeoutS: number,
+  configFor: (ready: Ready) => object
+): Promise<string> => {
   const log = spec.out.replace(/\.json$/, ".server.log")
   const logStream = createWriteStream(log)
   const server = launch(
@@ -124,27 +149,9 @@ export const runOne = async (spec: RunSpec): Promise<string> => {
   server.stderr!.pipe(logStream)
   try {
     const ready = await waitReady(server, log, 30_000)
-    const hardTimeoutS = 240
-    const config: GeneratorConfig = {
-      server: spec.server.name,
-      rep: spec.rep,
-      n: spec.n,
-      wsPort: ready.wsPort,
-      ctrlPort: ready.ctrlPort,
-      shape: spec.shape,
-      idleRooms: spec.idleRooms,
-      subsPerConn: spec.subsPerConn,
-      users: spec.server.users(spec.n),
-      jwtSecret: spec.server.jwtSecret,
-      query: spec.server.query ?? "",
-      concurrency: 200,
-      hardTimeoutS,
-      pinning: PINNING,
-      out: spec.out
-    }
     const generator = launch(
       pinning.generator,
-      ["--max-old-space-size=4096", Path.join(BENCH_DIR, "generator.ts"), JSON.stringify(config)],
+      ["--max-old-space-size=4096", Path.join(BENCH_DIR, generatorEntry), JSON.stringify(configFor(ready))],
       {}
     )
     let output = ""
@@ -167,4 +174,51 @@ export const runOne = async (spec: RunSpec): Promise<string> => {
     }
     logStream.end()
   }
+}
+
+/** Runs one (server, N, rep) and returns the generator's result file path. Throws on failure. */
+export const runOne = (spec: RunSpec): Promise<string> => {
+  const hardTimeoutS = 240
+  return runWithServer(spec, "generator.ts", hardTimeoutS, (ready): GeneratorConfig => ({
+    server: spec.server.name,
+    rep: spec.rep,
+    n: spec.n,
+    wsPort: ready.wsPort,
+    ctrlPort: ready.ctrlPort,
+    shape: spec.shape,
+    idleRooms: spec.idleRooms,
+    subsPerConn: spec.subsPerConn,
+    users: spec.server.users(spec.n),
+    jwtSecret: spec.server.jwtSecret,
+    query: spec.server.query ?? "",
+    concurrency: 200,
+    hardTimeoutS,
+    pinning: PINNING,
+    out: spec.out
+  }))
+}
+
+export interface StormSpec {
+  readonly server: ServerSpec
+  readonly rep: number
+  readonly n: number
+  readonly layout: StormLayout
+  readonly out: string
+  readonly serverNodeFlags?: ReadonlyArray<string>
+}
+
+/** Runs one connect storm (bench/storm.ts) of `spec.n` clients against a fresh server. */
+export const runStorm = (spec: StormSpec): Promise<string> => {
+  const hardTimeoutS = 240
+  return runWithServer(spec, "storm.ts", hardTimeoutS, (ready): StormConfig => ({
+    server: spec.server.name,
+    rep: spec.rep,
+    n: spec.n,
+    layout: spec.layout,
+    wsPort: ready.wsPort,
+    ctrlPort: ready.ctrlPort,
+    jwtSecret: spec.server.jwtSecret,
+    hardTimeoutS,
+    out: spec.out
+  }))
 }

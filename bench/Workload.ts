@@ -60,6 +60,63 @@ export const guildsOf = (idleRooms: number): Array<string> => {
   return guilds
 }
 
+/**
+ * The connect-storm layout: guilds of `usersPerGuild` users, each guild with `channelsPerGuild`
+ * channels; every user has `connectionsPerUser` connections, and every connection subscribes to
+ * `subscriptionsPerConnection` channels of its user's guild. Connection i belongs to user
+ * ⌊i / connectionsPerUser⌋.
+ */
+export interface StormLayout {
+  readonly usersPerGuild: number
+  readonly channelsPerGuild: number
+  readonly connectionsPerUser: number
+  readonly subscriptionsPerConnection: number
+}
+
+export const STORM_LAYOUT: StormLayout = {
+  usersPerGuild: 250,
+  channelsPerGuild: 8,
+  connectionsPerUser: 4,
+  subscriptionsPerConnection: 4
+}
+
+export const SMOKE_STORM_LAYOUT: StormLayout = {
+  usersPerGuild: 5,
+  channelsPerGuild: 4,
+  connectionsPerUser: 2,
+  subscriptionsPerConnection: 2
+}
+
+/** Storm handshakes pending at once: below the gateway's listen backlog (Node's default, 511). */
+export const STORM_HANDSHAKES_IN_FLIGHT = 500
+
+/** The user (0-based) of storm connection `i`; bench user ids start at 1 (user 0 is the author). */
+export const stormUserOf = (layout: StormLayout, i: number): number =>
+  Math.floor(i / layout.connectionsPerUser)
+
+export const stormGuildOf = (layout: StormLayout, user: number): string =>
+  benchUlid("guild", Math.floor(user / layout.usersPerGuild))
+
+/** The channels storm connection `i` subscribes to: consecutive channels of its guild, from `i`. */
+export const stormChannelsOf = (layout: StormLayout, i: number): Array<ChannelTarget> => {
+  const guildIndex = Math.floor(stormUserOf(layout, i) / layout.usersPerGuild)
+  const count = Math.min(layout.subscriptionsPerConnection, layout.channelsPerGuild)
+  return Array.from({ length: count }, (_, j) => ({
+    guild_id: benchUlid("guild", guildIndex),
+    channel_id: benchUlid(
+      "channel",
+      guildIndex * layout.channelsPerGuild + ((i + j) % layout.channelsPerGuild)
+    )
+  }))
+}
+
+/**
+ * Client sockets spread over this many loopback source addresses (127.0.0.2 …): each (source,
+ * destination) pair has its own ~28 000 ephemeral ports, so 50 000 sockets to one port need several.
+ */
+export const SOURCE_ADDRESSES = 8
+export const sourceAddressOf = (i: number): string => `127.0.0.${2 + (i % SOURCE_ADDRESSES)}`
+
 export const subscribeFrame = (target: ChannelTarget): string =>
   JSON.stringify({ v: 1, t: "subscribe", d: { guild_id: target.guild_id, channel_id: target.channel_id } })
 

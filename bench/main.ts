@@ -16,7 +16,8 @@
  * Output: bench/results/<batch>/{results.json,results.md} plus every raw run file. Smoke mode runs
  * tiny sizes in seconds and fails (exit 1) if any part of the harness breaks; it asserts no speed.
  *
- * flags: --smoke  --ns 100,1000,5000  --reps 3  --servers raw-ws,gateway[,gateway-recovery]  --skip fanout,registry,micro,recovery
+ * flags: --smoke  --ns 100,1000,5000  --storm-ns 1000,10000,50000  --reps 3
+ *        --servers raw-ws,gateway[,gateway-recovery]  --skip fanout,storm,registry,micro,recovery
  *        --profile  --batch <name>  --server-flags "<node flags>" (diagnosis only: both servers get them,
  *        the report says so and the targets are not judged)
  */
@@ -28,14 +29,33 @@ import { profileMarkdown, summarizeProfile, type ProfileSummary } from "./profil
 import {
   fanoutMarkdown,
   registryMarkdown,
+  stormMarkdown,
   summarize,
+  summarizeStorms,
   type RegistryRow,
   type Row,
-  type RunResult
+  type RunResult,
+  type StormResult,
+  type StormRow
 } from "./report.js"
 import { recoveryFailures, recoveryMarkdown, runRecovery, type RecoveryResult } from "./recovery.js"
-import { BENCH_DIR, PINNING, REPO_DIR, runOne, type ServerSpec } from "./Runner.js"
-import { FULL_SHAPE, SMOKE_SHAPE } from "./Workload.js"
+import {
+  BENCH_DIR,
+  FILE_HEADROOM,
+  FILE_LIMIT,
+  PINNING,
+  REPO_DIR,
+  runOne,
+  runStorm,
+  type ServerSpec
+} from "./Runner.js"
+import {
+  FULL_SHAPE,
+  SMOKE_SHAPE,
+  SMOKE_STORM_LAYOUT,
+  STORM_HANDSHAKES_IN_FLIGHT,
+  STORM_LAYOUT
+} from "./Workload.js"
 
 const argValue = (name: string): string | undefined => {
   const at = process.argv.indexOf(`--${name}`)
@@ -47,6 +67,8 @@ const listArg = (name: string, fallback: ReadonlyArray<string>) => argValue(name
 const smoke = hasFlag("smoke")
 const shape = smoke ? SMOKE_SHAPE : FULL_SHAPE
 const ns = listArg("ns", smoke ? ["20"] : ["100", "1000", "5000"]).map(Number)
+const stormNs = listArg("storm-ns", smoke ? ["40"] : ["1000", "10000", "50000"]).map(Number)
+const stormLayout = smoke ? SMOKE_STORM_LAYOUT : STORM_LAYOUT
 const reps = Number(argValue("reps") ?? (smoke ? 1 : 3))
 const skip = new Set(listArg("skip", []))
 /** Extra node flags for every server process (e.g. `--trace-opt`): a diagnosis, not the agreed workload. */
@@ -93,8 +115,17 @@ const servers = listArg("servers", ["raw-ws", "gateway"]).map((name) => {
 })
 
 const failures: Array<string> = []
+/** Sizes this machine cannot run (a server holds one descriptor per client socket), with why. */
+const notRunnable: Array<string> = []
+const fitsFileLimit = (what: string, n: number) => {
+  if (n + FILE_HEADROOM <= FILE_LIMIT) return true
+  const note = `${what} N=${n}: not run, the file-descriptor hard limit here is ${FILE_LIMIT} (\`ulimit -Hn\`) and a server needs N + ${FILE_HEADROOM}`
+  if (!notRunnable.includes(note)) notRunnable.push(note)
+  return false
+}
 
 const runMatrix = async (n: number, rep: number, idleRooms: number, subsPerConn: number) => {
+  if (!fitsFileLimit("fanout", n)) return
   for (let k = 0; k < servers.length; k++) {
     const server = servers[(k + rep - 1) % servers.length]!
     const tag = idleRooms > 0 ? `-M${idleRooms}xS${subsPerConn}` : ""
@@ -104,6 +135,28 @@ const runMatrix = async (n: number, rep: number, idleRooms: number, subsPerConn:
       await runOne({ server, rep, n, shape, idleRooms, subsPerConn, out, serverNodeFlags: serverFlags })
     } catch (error) {
       failures.push(`${server.name} N=${n}${tag} rep ${rep}: ${(error as Error).message}`)
+      process.stdout.write(`!! ${failures.at(-1)}\n`)
+    }
+  }
+}
+
+/** One connect storm of N clients per server, in rotated order (as the matrix). */
+const runStorms = async (n: number, rep: number) => {
+  if (!fitsFileLimit("storm", n)) return
+  for (let k = 0; k < servers.length; k++) {
+    const server = servers[(k + rep - 1) % servers.length]!
+    process.stdout.write(`== rep ${rep} storm N=${n} ${server.name}\n`)
+    try {
+      await runStorm({
+        server,
+        rep,
+        n,
+        layout: stormLayout,
+        out: Path.join(dir, `storm-${server.name}-N${n}-r${rep}.json`),
+        serverNodeFlags: serverFlags
+      })
+    } catch (error) {
+      failures.push(`storm ${server.name} N=${n} rep ${rep}: ${(error as Error).message}`)
       process.stdout.write(`!! ${failures.at(-1)}\n`)
     }
   }
@@ -133,16 +186,18 @@ const runMicro = (script: string, args: ReadonlyArray<string>, out: string): Pro
     })
   })
 
-const readRuns = (): Array<RunResult> =>
+const readJson = <A>(pattern: RegExp): Array<A> =>
   readdirSync(dir)
-    .filter((f) => /-r\d+\.json$/.test(f))
-    .map((f) => JSON.parse(readFileSync(Path.join(dir, f), "utf8")) as RunResult)
+    .filter((f) => pattern.test(f))
+    .map((f) => JSON.parse(readFileSync(Path.join(dir, f), "utf8")) as A)
+const readRuns = () => readJson<RunResult>(/^(?!storm-).*-r\d+\.json$/)
+const readStorms = () => readJson<StormResult>(/^storm-.*-r\d+\.json$/)
 
 /** Smoke checks: the harness produced every run, nothing was lost, nothing closed unexpectedly. */
 const checkRuns = (runs: ReadonlyArray<RunResult>) => {
   for (const run of runs) {
     const where = `${run.meta.server} N=${run.meta.n} M=${run.meta.idleRooms} rep ${run.meta.rep}`
-    for (const phase of [run.phases.warmup, run.phases.rate, run.phases.burst]) {
+    for (const phase of [run.phases.warmup, run.phases.rate, run.phases.burst, run.phases.steady]) {
       if (phase.lost > 0 || phase.timedOut)
         failures.push(`${where}: ${phase.name} lost ${phase.lost} deliveries`)
       if (!Number.isFinite(phase.server.cpuUsPerDelivery) || !(phase.latencyMs.p99! >= 0)) {
@@ -203,6 +258,7 @@ interface DecodeResult {
 
 const targetLines = (
   rows: ReadonlyArray<Row>,
+  storms: ReadonlyArray<StormRow>,
   registry: ReadonlyArray<RegistryRow>,
   dispatch: DispatchResult | null
 ) => {
@@ -215,11 +271,19 @@ const targetLines = (
   }
   for (const row of rows.filter((r) => r.server === "gateway" && r.idleRooms === 0)) {
     if (row.n >= 1000) check(`CPU/delivery vs ws at N=${row.n}`, row.vsBaseline.burstCpuUs, 1.0)
-    check(`p99 @10k/s vs ws at N=${row.n}`, row.vsBaseline.rateP99, 1.2)
+    check(`p99 @10k/s (cold) vs ws at N=${row.n}`, row.vsBaseline.rateP99, 1.2)
+    // Issue 18: the large-N broadcast must match raw `ws` outright.
+    check(`p99 @10k/s (steady) vs ws at N=${row.n}`, row.vsBaseline.steadyP99, row.n >= 10_000 ? 1.0 : 1.2)
     if (row.n >= 1000) {
-      check(`heap/conn vs ws at N=${row.n}`, row.vsBaseline.heapPerConnKB, 1.5)
-      check(`RSS/conn vs ws at N=${row.n}`, row.vsBaseline.rssPerConnKB, 1.5)
+      // Issue 18 tightens the idle-memory bound to 1.3x from N = 5000 up.
+      const bound = row.n >= 5000 ? 1.3 : 1.5
+      check(`heap/conn vs ws at N=${row.n}`, row.vsBaseline.heapPerConnKB, bound)
+      check(`RSS/conn vs ws at N=${row.n}`, row.vsBaseline.rssPerConnKB, bound)
     }
+  }
+  for (const s of storms.filter((r) => r.server === "gateway")) {
+    check(`storm connect CPU/conn vs ws at N=${s.n}`, s.vsBaseline.cpuUsPerConn, 1.5)
+    if (s.n === 10_000) check(`storm time to all subscribed vs ws at N=${s.n}`, s.vsBaseline.timeToAllMs, 1.5)
   }
   for (const g of registry.filter((r) => r.server === "gateway")) {
     check(`hot broadcast CPU with ${g.extraSubscriptions} idle subscriptions vs without`, g.cpuRatio, 1.1)
@@ -240,6 +304,9 @@ const main = async () => {
   const started = Date.now()
   if (!skip.has("fanout")) {
     for (let rep = 1; rep <= reps; rep++) for (const n of ns) await runMatrix(n, rep, 0, 0)
+  }
+  if (!skip.has("storm")) {
+    for (let rep = 1; rep <= reps; rep++) for (const n of stormNs) await runStorms(n, rep)
   }
   if (!skip.has("registry")) {
     const { n, idleRooms, subsPerConn } = registryConfig
@@ -303,10 +370,10 @@ const main = async () => {
         const run = JSON.parse(readFileSync(profiled, "utf8")) as RunResult & {
           meta: { measuredWindowUs: [number, number] }
         }
-        const { warmup, rate, burst } = run.phases
+        const { warmup, rate, burst, steady } = run.phases
         profiles.push({
           server: server.name,
-          deliveries: warmup.delivered + rate.delivered + burst.delivered,
+          deliveries: warmup.delivered + rate.delivered + burst.delivered + steady.delivered,
           summary: summarizeProfile(Path.join(profileDir, file), run.meta.measuredWindowUs)
         })
       } catch (error) {
@@ -318,6 +385,14 @@ const main = async () => {
   const runs = readRuns()
   checkRuns(runs)
   const { rows, registry } = summarize(runs)
+  const stormRuns = readStorms()
+  for (const run of stormRuns) {
+    if (run.meta.failures > 0 || run.meta.unexpectedCloses > 0)
+      failures.push(
+        `storm ${run.meta.server} N=${run.meta.n} rep ${run.meta.rep}: ${run.meta.failures} failed, ${run.meta.unexpectedCloses} closed`
+      )
+  }
+  const storms = summarizeStorms(stormRuns)
   const cpu = Os.cpus()
   const machine = {
     nproc: Os.availableParallelism(),
@@ -334,7 +409,7 @@ const main = async () => {
     commit: git("rev-parse", "--short", "HEAD"),
     uncommittedInSrc: git("status", "--porcelain", "--", "src").split("\n").filter(Boolean)
   }
-  const targets = smoke || serverFlags.length > 0 ? [] : targetLines(rows, registry, dispatch)
+  const targets = smoke || serverFlags.length > 0 ? [] : targetLines(rows, storms, registry, dispatch)
   const md = [
     `# Benchmark batch \`${batch}\`${smoke ? " (smoke: tiny sizes, numbers mean nothing)" : ""}`,
     "",
@@ -350,6 +425,12 @@ const main = async () => {
     "## Fanout",
     "",
     fanoutMarkdown(rows),
+    "",
+    ...section("Connect storm", storms.length === 0 ? null : storms, (rows) => [
+      `N clients connect at once (at most ${STORM_HANDSHAKES_IN_FLIGHT} handshakes pending), authenticate and subscribe: guilds of ${stormLayout.usersPerGuild} users, ${stormLayout.channelsPerGuild} channels each; ${stormLayout.connectionsPerUser} connections per user, ${stormLayout.subscriptionsPerConnection} subscriptions per connection. Medians of ${Math.max(...rows.map((r) => r.reps))} reps; "vs ws" = median of same-rep ratios.`,
+      "",
+      stormMarkdown(rows)
+    ]),
     "",
     "## Registry scaling",
     "",
@@ -405,6 +486,9 @@ const main = async () => {
       profileMarkdown(p.summary, p.deliveries)
     ]),
     ...(targets.length === 0 ? [] : ["", "## Targets (issue 6)", "", ...targets]),
+    ...(notRunnable.length === 0
+      ? []
+      : ["", "## Not runnable on this machine", "", ...notRunnable.map((f) => `- ${f}`)]),
     ...(failures.length === 0 ? [] : ["", "## FAILURES", "", ...failures.map((f) => `- ${f}`)]),
     ""
   ].join("\n")
@@ -420,6 +504,8 @@ const main = async () => {
         shape,
         reps,
         rows,
+        storms,
+        notRunnable,
         registry,
         dispatch,
         ingress,

@@ -108,7 +108,7 @@ export const profileMarkdown = (summary: ProfileSummary, deliveries: number): st
   const pct = (share: number) => `${(share * 100).toFixed(1)}%`
   const perDelivery = (ms: number) => ((ms * 1000) / deliveries).toFixed(3)
   const lines = [
-    `Measured phases (warmup, 10k/s, burst; ${deliveries.toLocaleString("en-US")} deliveries): ` +
+    `Measured phases (warmup, 10k/s, burst, steady 10k/s; ${deliveries.toLocaleString("en-US")} deliveries): ` +
       `${summary.busyMs.toFixed(0)} ms busy of ${summary.totalMs.toFixed(0)} ms sampled = ` +
       `${perDelivery(summary.busyMs)} µs per delivery; shares are of busy time.`,
     "",

@@ -26,7 +26,12 @@ export interface RunResult {
     readonly rssDeltaBytes: number
     readonly connectCpuUsPerConn: number
   }
-  readonly phases: { readonly warmup: PhaseResult; readonly rate: PhaseResult; readonly burst: PhaseResult }
+  readonly phases: {
+    readonly warmup: PhaseResult
+    readonly rate: PhaseResult
+    readonly burst: PhaseResult
+    readonly steady: PhaseResult
+  }
 }
 
 export const BASELINE = "raw-ws"
@@ -40,6 +45,8 @@ const METRICS = {
   rateP50: (r: RunResult) => r.phases.rate.latencyMs.p50 ?? NaN,
   rateP99: (r: RunResult) => r.phases.rate.latencyMs.p99 ?? NaN,
   rateDps: (r: RunResult) => r.phases.rate.deliveriesPerSec,
+  steadyP50: (r: RunResult) => r.phases.steady.latencyMs.p50 ?? NaN,
+  steadyP99: (r: RunResult) => r.phases.steady.latencyMs.p99 ?? NaN,
   rateCpuUtil: (r: RunResult) => r.phases.rate.server.cpuUtil,
   rateLagP99: (r: RunResult) => r.phases.rate.server.publishLagP99Ms ?? NaN,
   ratePublishCallUs: (r: RunResult) => r.phases.rate.server.publishCallP50Us,
@@ -54,6 +61,8 @@ const RATIO_METRICS: ReadonlyArray<Metric> = [
   "burstDps",
   "rateP50",
   "rateP99",
+  "steadyP50",
+  "steadyP99",
   "heapPerConnKB",
   "rssPerConnKB"
 ]
@@ -118,7 +127,8 @@ export const summarize = (
       )
     }
     const lost = group.reduce(
-      (sum, r) => sum + r.phases.warmup.lost + r.phases.rate.lost + r.phases.burst.lost,
+      (sum, r) =>
+        sum + r.phases.warmup.lost + r.phases.rate.lost + r.phases.burst.lost + r.phases.steady.lost,
       0
     )
     rows.push({ server, n, idleRooms, subsPerConn, reps: group.length, lost, value, vsBaseline })
@@ -183,14 +193,14 @@ export const fanoutMarkdown = (rows: ReadonlyArray<Row>): string => {
   lines.push(
     `Medians of ${Math.max(...rows.map((r) => r.reps))} reps; "vs ws" = median of same-rep ratios against \`${BASELINE}\`.`,
     "",
-    "| N | server | srv CPU µs/delivery | vs ws | deliveries/s (burst) | vs ws | p50 ms @10k/s | vs ws | p99 ms @10k/s | vs ws | heap/conn KB | vs ws | RSS/conn KB | vs ws |",
-    "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    "| N | server | srv CPU µs/delivery | vs ws | deliveries/s (burst) | vs ws | p50 ms @10k/s cold | vs ws | p99 ms @10k/s cold | vs ws | p50 ms @10k/s steady | vs ws | p99 ms @10k/s steady | vs ws | heap/conn KB | vs ws | RSS/conn KB | vs ws |",
+    "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   )
   for (const r of main) {
     const v = r.value
     const x = r.vsBaseline
     lines.push(
-      `| ${r.n} | ${r.server} | ${f2(v.burstCpuUs)} | ${rx(x.burstCpuUs)} | ${f0(v.burstDps)} | ${rx(x.burstDps)} | ${f2(v.rateP50)} | ${rx(x.rateP50)} | ${f2(v.rateP99)} | ${rx(x.rateP99)} | ${f2(v.heapPerConnKB)} | ${rx(x.heapPerConnKB)} | ${f1(v.rssPerConnKB)} | ${rx(x.rssPerConnKB)} |`
+      `| ${r.n} | ${r.server} | ${f2(v.burstCpuUs)} | ${rx(x.burstCpuUs)} | ${f0(v.burstDps)} | ${rx(x.burstDps)} | ${f2(v.rateP50)} | ${rx(x.rateP50)} | ${f2(v.rateP99)} | ${rx(x.rateP99)} | ${f2(v.steadyP50)} | ${rx(x.steadyP50)} | ${f2(v.steadyP99)} | ${rx(x.steadyP99)} | ${f2(v.heapPerConnKB)} | ${rx(x.heapPerConnKB)} | ${f1(v.rssPerConnKB)} | ${rx(x.rssPerConnKB)} |`
     )
   }
   lines.push(
@@ -218,6 +228,113 @@ export const registryMarkdown = (rows: ReadonlyArray<Row>, registry: ReadonlyArr
     const row = rows.find((r) => r.server === g.server && r.n === g.n && r.idleRooms > 0)
     lines.push(
       `| ${g.server} | ${g.n} | ${f0(g.extraSubscriptions)} | ${f2(row?.value.burstCpuUs ?? null)} | ${rx(g.cpuRatio)} | ${rx(g.p99Ratio)} | ${rx(row?.vsBaseline.burstCpuUs)} | ${f0(g.heapBytesPerSubscription)} | ${f0(g.rssBytesPerSubscription)} |`
+    )
+  }
+  return lines.join("\n")
+}
+
+// ------------------------------------------------------------------ connect storm
+export interface StormResult {
+  readonly meta: {
+    readonly server: string
+    readonly rep: number
+    readonly n: number
+    readonly users: number
+    readonly subscriptions: number
+    readonly failures: number
+    readonly unexpectedCloses: number
+  }
+  readonly timeToAllSubscribedMs: number
+  readonly connectToSubscribedMs: { readonly p50: number; readonly p99: number; readonly max: number }
+  readonly cpuUsPerConn: number
+  readonly cpuShare: { readonly server: number; readonly generator: number }
+  readonly memory: {
+    readonly peakHeapPerConnKB: number
+    readonly peakRssPerConnKB: number
+    readonly settledHeapPerConnKB: number
+    readonly settledRssPerConnKB: number
+  }
+  readonly presence: {
+    readonly syncFrames: number
+    readonly syncBytes: number
+    readonly updateFrames: number
+  }
+}
+
+const STORM_METRICS = {
+  timeToAllMs: (r: StormResult) => r.timeToAllSubscribedMs,
+  p99Ms: (r: StormResult) => r.connectToSubscribedMs.p99,
+  cpuUsPerConn: (r: StormResult) => r.cpuUsPerConn,
+  serverCpuShare: (r: StormResult) => r.cpuShare.server,
+  generatorCpuShare: (r: StormResult) => r.cpuShare.generator,
+  peakHeapKB: (r: StormResult) => r.memory.peakHeapPerConnKB,
+  peakRssKB: (r: StormResult) => r.memory.peakRssPerConnKB,
+  settledHeapKB: (r: StormResult) => r.memory.settledHeapPerConnKB,
+  settledRssKB: (r: StormResult) => r.memory.settledRssPerConnKB,
+  presenceSyncFrames: (r: StormResult) => r.presence.syncFrames,
+  presenceSyncBytes: (r: StormResult) => r.presence.syncBytes,
+  presenceUpdateFrames: (r: StormResult) => r.presence.updateFrames
+} as const
+type StormMetric = keyof typeof STORM_METRICS
+const STORM_RATIOS: ReadonlyArray<StormMetric> = [
+  "timeToAllMs",
+  "p99Ms",
+  "cpuUsPerConn",
+  "peakHeapKB",
+  "peakRssKB",
+  "settledHeapKB",
+  "settledRssKB"
+]
+
+export interface StormRow {
+  readonly server: string
+  readonly n: number
+  readonly reps: number
+  readonly users: number
+  readonly subscriptions: number
+  readonly value: Record<StormMetric, number | null>
+  /** Median of same-rep ratios vs the baseline at the same N. */
+  readonly vsBaseline: Partial<Record<StormMetric, number | null>>
+}
+
+export const summarizeStorms = (runs: ReadonlyArray<StormResult>): Array<StormRow> => {
+  const groups = new Map<string, Array<StormResult>>()
+  for (const run of runs) {
+    const key = `${run.meta.server}|${run.meta.n}`
+    groups.set(key, [...(groups.get(key) ?? []), run])
+  }
+  const rows: Array<StormRow> = []
+  for (const group of groups.values()) {
+    const { server, n, users, subscriptions } = group[0]!.meta
+    const value = {} as Record<StormMetric, number | null>
+    for (const metric of Object.keys(STORM_METRICS) as Array<StormMetric>)
+      value[metric] = median(group.map(STORM_METRICS[metric]))
+    const vsBaseline: Partial<Record<StormMetric, number | null>> = {}
+    for (const metric of STORM_RATIOS) {
+      vsBaseline[metric] = median(
+        group.map((run) => {
+          const base = runs.find(
+            (b) => b.meta.server === BASELINE && b.meta.rep === run.meta.rep && b.meta.n === run.meta.n
+          )
+          return base === undefined ? NaN : STORM_METRICS[metric](run) / STORM_METRICS[metric](base)
+        })
+      )
+    }
+    rows.push({ server, n, reps: group.length, users, subscriptions, value, vsBaseline })
+  }
+  return rows.sort((a, b) => a.n - b.n || (a.server === BASELINE ? -1 : b.server === BASELINE ? 1 : 0))
+}
+
+export const stormMarkdown = (rows: ReadonlyArray<StormRow>): string => {
+  const lines = [
+    "| N | server | users | subscriptions | all subscribed ms | vs ws | connect→subscribed p99 ms | vs ws | srv CPU µs/conn | vs ws | srv / gen CPU share | peak heap KB/conn | vs ws | peak RSS KB/conn | vs ws | settled heap KB/conn | vs ws | settled RSS KB/conn | vs ws | presence_sync frames | presence_sync bytes | presence_update frames |",
+    "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  ]
+  for (const r of rows) {
+    const v = r.value
+    const x = r.vsBaseline
+    lines.push(
+      `| ${r.n} | ${r.server} | ${f0(r.users)} | ${f0(r.subscriptions)} | ${f0(v.timeToAllMs)} | ${rx(x.timeToAllMs)} | ${f1(v.p99Ms)} | ${rx(x.p99Ms)} | ${f0(v.cpuUsPerConn)} | ${rx(x.cpuUsPerConn)} | ${pct(v.serverCpuShare)} / ${pct(v.generatorCpuShare)} | ${f2(v.peakHeapKB)} | ${rx(x.peakHeapKB)} | ${f1(v.peakRssKB)} | ${rx(x.peakRssKB)} | ${f2(v.settledHeapKB)} | ${rx(x.settledHeapKB)} | ${f1(v.settledRssKB)} | ${rx(x.settledRssKB)} | ${f0(v.presenceSyncFrames)} | ${f0(v.presenceSyncBytes)} | ${f0(v.presenceUpdateFrames)} |`
     )
   }
   return lines.join("\n")

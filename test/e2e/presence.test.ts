@@ -2,15 +2,106 @@
  * Presence over real sockets (docs/PROTOCOL.md, `subscribe` and Presence): the exact subscribe order
  * on first and repeated subscribes, online once and offline once for multi-connection users, offline on
  * disconnect and on unsubscribe of the guild's last channel, the presence_sync bound, and the storm
- * bound (a guild's changes beyond the burst held per tick, sent as one guild-wide presence_sync).
+ * bound (a guild's changes beyond the burst held per tick, sent as one guild-wide presence_sync);
+ * and, with in-process connections on the real gateway, that the subscribe snapshot is encoded once
+ * per guild version.
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Duration, Effect, TestClock } from "effect"
-import { newId, publishHttp, type TestClient } from "../server/harness.js"
+import type { ChannelId, GuildId, UserId } from "../../src/protocol/Ids.js"
+import { Connection } from "../../src/server/core/Connection.js"
+import { newId, publishHttp, recordingPeer, type Harness, type TestClient } from "../server/harness.js"
 import { eventually, eventuallyEffect } from "../deadline.js"
 import { expectNextIsMarker, metricDelta, startChatGateway, subscribeInOrder } from "./chat.js"
 
+/**
+ * A connection of `userId` (granted `guildId`) attached to the harness's gateway in-process: its
+ * socket is a recording peer, so the test sees the very Buffers the gateway writes.
+ */
+const inProcessConnection = (harness: Harness, id: number, userId: string, guildId: string) =>
+  Effect.gen(function* () {
+    const { peer, socket, transport } = recordingPeer()
+    const connection = new Connection(
+      id,
+      {
+        userId: userId as UserId,
+        expiresAt: Infinity,
+        guilds: new Map([[guildId as GuildId, "*" as const]])
+      },
+      socket,
+      transport,
+      {
+        outboundQueue: 64,
+        socketHighWaterBytes: 100,
+        ingressEventsPerWindow: 60,
+        ingressWindowMillis: 10_000
+      },
+      0,
+      () => undefined
+    )
+    yield* harness.registry.register(connection)
+    connection.registered = true
+    /** Subscribes through the gateway's command path; returns the presence_sync Buffer it wrote. */
+    const subscribe = (channelId: string) =>
+      Effect.gen(function* () {
+        const before = peer.written.length
+        expect(
+          harness.gateway.runCommand(connection, {
+            _tag: "subscribe",
+            guild_id: guildId as GuildId,
+            channel_id: channelId as ChannelId
+          })
+        ).toBe(true)
+        const written = () => peer.written.slice(before)
+        yield* eventually(`subscribed ${channelId}`, () => {
+          peer.drained()
+          return written().some((wire) => wire.includes('"t":"subscribed"'))
+        })
+        const frames = written()
+        const syncs = frames.filter((wire) => wire.includes('"t":"presence_sync"'))
+        expect(syncs).toHaveLength(1)
+        return syncs[0]!
+      })
+    return { subscribe }
+  })
+
+const userIdsOf = (wire: Buffer) =>
+  (JSON.parse(wire.subarray(wire[1]! === 126 ? 4 : 2).toString()) as { d: { user_ids: Array<string> } }).d
+    .user_ids
+
 describe("presence", () => {
+  it.scoped(
+    "the subscribe snapshot is encoded once per guild version: its subscribers get the same bytes",
+    () =>
+      Effect.gen(function* () {
+        const harness = yield* startChatGateway()
+        const [guild, one, two, three] = [newId(), newId(), newId(), newId()]
+        const [alice, bob] = [newId(), newId()]
+        const sent = yield* metricDelta(harness, "filament_gateway_events_emitted_total", {
+          scope: "connection",
+          event_type: "presence_sync"
+        })
+        const alice1 = yield* inProcessConnection(harness, 1_000_001, alice, guild)
+        const alice2 = yield* inProcessConnection(harness, 1_000_002, alice, guild)
+        const bobs = yield* inProcessConnection(harness, 1_000_003, bob, guild)
+
+        // Alice comes online with her first subscribe: version [alice].
+        const first = yield* alice1.subscribe(one)
+        expect(userIdsOf(first)).toEqual([alice])
+        // Her other subscribes and her second connection change nothing: the same frame, not a re-encode.
+        expect(yield* alice1.subscribe(two)).toBe(first)
+        expect(yield* alice2.subscribe(one)).toBe(first)
+        // Bob comes online: a new version, encoded once more, then shared again.
+        const second = yield* bobs.subscribe(one)
+        expect(second).not.toBe(first)
+        expect(userIdsOf(second)).toEqual([alice, bob])
+        expect(yield* alice2.subscribe(three)).toBe(second)
+        expect(userIdsOf(first)).toEqual([alice])
+        // Every snapshot is still counted as sent to its connection.
+        expect(yield* sent).toBe(5)
+      })
+  )
+
   it.scoped(
     "first subscribe: presence_sync, presence_update online, subscribed, voice_participant_sync",
     () =>
@@ -51,8 +142,8 @@ describe("presence", () => {
         expect(new Set(firstSync.presenceSync.d["user_ids"] as Array<string>)).toEqual(
           new Set([user, watcherId])
         )
-        // The subscriber itself leads the snapshot.
-        expect((firstSync.presenceSync.d["user_ids"] as Array<string>)[0]).toBe(user)
+        // Untruncated, the snapshot lists the guild in the order users came online.
+        expect(firstSync.presenceSync.d["user_ids"]).toEqual([watcherId, user])
         expect((yield* watcher.nextOfType("presence_update")).d).toEqual({
           guild_id: guild,
           user_id: user,
@@ -182,8 +273,8 @@ describe("presence", () => {
         clients.push(client)
         const { presenceSync } = yield* subscribeInOrder(client, guild, channel, { online: true })
         const ids = presenceSync.d["user_ids"] as Array<string>
-        expect(ids[0]).toBe(user)
-        expect(ids.length).toBe(Math.min(2, clients.length))
+        // Untruncated: everyone, in the order they came online; truncated: the subscriber first.
+        expect(ids).toEqual(clients.length <= 2 ? users.slice(0, clients.length) : [user, users[0]])
       }
       expect(yield* truncated).toBe(1)
     })

@@ -7,15 +7,11 @@ import { describe, expect, it } from "@effect/vitest"
 import { Either, MutableQueue, Schema } from "effect"
 import { defineEvent } from "../../src/protocol/EventDefinition.js"
 import type { UserId } from "../../src/protocol/Ids.js"
-import {
-  Connection,
-  type ConnectionSocket,
-  type ConnectionTransport,
-  type DisconnectReason
-} from "../../src/server/core/Connection.js"
+import { Connection, type DisconnectReason } from "../../src/server/core/Connection.js"
 import * as Fanout from "../../src/server/core/Fanout.js"
 import { make as makeMetrics } from "../../src/server/Metrics.js"
 import { encode, type Frame } from "../../src/server/core/Outbound.js"
+import { recordingPeer } from "./harness.js"
 
 const Tick = defineEvent({
   type: "test_tick",
@@ -26,42 +22,6 @@ const Tick = defineEvent({
 })
 
 const frame = (n: number): Frame => Either.getOrThrow(encode(Tick, { n }, 65_536))
-
-/** Records what the connection writes; `buffered` stands for the bytes the kernel has not taken yet. */
-const recordingPeer = () => {
-  let drain: (() => void) | undefined
-  const peer = {
-    buffered: 0,
-    written: [] as Array<Buffer>,
-    closes: [] as Array<readonly [number, string]>,
-    /** The kernel took everything. */
-    drained: () => {
-      peer.buffered = 0
-      drain?.()
-    }
-  }
-  const socket: ConnectionSocket = {
-    readyState: 1,
-    get bufferedAmount() {
-      return peer.buffered
-    },
-    close: (code, reason) => void peer.closes.push([code, reason]),
-    ping: () => undefined,
-    terminate: () => undefined
-  }
-  const transport: ConnectionTransport = {
-    writableHighWaterMark: 100,
-    write: (chunk) => {
-      peer.written.push(chunk)
-      peer.buffered += chunk.length
-      return peer.buffered < 100
-    },
-    on: (_event, listener) => {
-      drain = listener
-    }
-  }
-  return { peer, socket, transport }
-}
 
 const connect = (outboundQueue: number, disconnects: Array<DisconnectReason>) => {
   const { peer, socket, transport } = recordingPeer()

@@ -1,7 +1,8 @@
 /**
  * In-memory Presence: node-level transitions become guild-level ones exactly once, in any order
  * (a cleanup that runs after a newer subscribe of the same user still ends online), and the
- * presence_sync snapshot is bounded with the asking user first.
+ * presence_sync snapshot is bounded with the asking user first, and otherwise one array per guild
+ * version.
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
@@ -71,6 +72,30 @@ describe("Presence (memory)", () => {
       expect(snapshot.userIds[0]).toBe(asking)
       expect(new Set(snapshot.userIds).size).toBe(1024)
       expect(snapshot.userIds.slice(1, 4)).toEqual(all.slice(0, 3))
+    })
+  )
+
+  it.effect("an untruncated snapshot is the guild in coming-online order, one array per guild version", () =>
+    Effect.gen(function* () {
+      const presence = Presence.makeMemory()
+      const [a, b, c] = users(3)
+      yield* presence.join(G, a!)
+      yield* presence.join(G, b!)
+      const first = yield* presence.snapshot(G, b!, 1024)
+      expect(first).toEqual({ userIds: [a, b], total: 2 })
+      // No change in the online set (a second holding, a first holding's release): the same array.
+      yield* presence.join(G, b!)
+      yield* presence.leave(G, b!)
+      expect((yield* presence.snapshot(G, a!, 1024)).userIds).toBe(first.userIds)
+      // A user came online: a new version.
+      yield* presence.join(G, c!)
+      const second = yield* presence.snapshot(G, c!, 1024)
+      expect(second.userIds).not.toBe(first.userIds)
+      expect(second.userIds).toEqual([a, b, c])
+      // A user went offline: a new version again; the earlier arrays are unchanged.
+      yield* presence.leave(G, a!)
+      expect((yield* presence.snapshot(G, b!, 1024)).userIds).toEqual([b, c])
+      expect(second.userIds).toEqual([a, b, c])
     })
   )
 })

@@ -16,7 +16,7 @@ import * as Http from "../../src/server/edge/Http.js"
 import * as Inspector from "../../src/server/inspector/Inspector.js"
 import { GatewayMetrics, type GatewayMetricsShape } from "../../src/server/Metrics.js"
 import { SubscriptionRegistry } from "../../src/server/registry/Subscriptions.js"
-import type { Connection } from "../../src/server/core/Connection.js"
+import type { Connection, ConnectionSocket, ConnectionTransport } from "../../src/server/core/Connection.js"
 import { ulid } from "../../src/protocol/Ids.js"
 import { decodePayload, type EventDefinition, type PayloadOf } from "../../src/protocol/EventDefinition.js"
 import { MessageCreate } from "../../src/protocol/events/message.js"
@@ -343,3 +343,41 @@ export const publishHttp = (harness: Harness, body: unknown, key: string = Redac
     headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
     body: typeof body === "string" ? body : JSON.stringify(body)
   })
+
+/**
+ * An in-process stand-in for a connection's OS socket (`Connection`'s socket and transport seams):
+ * records what the connection writes; `buffered` stands for the bytes the kernel has not taken yet. */
+export const recordingPeer = () => {
+  let drain: (() => void) | undefined
+  const peer = {
+    buffered: 0,
+    written: [] as Array<Buffer>,
+    closes: [] as Array<readonly [number, string]>,
+    /** The kernel took everything. */
+    drained: () => {
+      peer.buffered = 0
+      drain?.()
+    }
+  }
+  const socket: ConnectionSocket = {
+    readyState: 1,
+    get bufferedAmount() {
+      return peer.buffered
+    },
+    close: (code, reason) => void peer.closes.push([code, reason]),
+    ping: () => undefined,
+    terminate: () => undefined
+  }
+  const transport: ConnectionTransport = {
+    writableHighWaterMark: 100,
+    write: (chunk) => {
+      peer.written.push(chunk)
+      peer.buffered += chunk.length
+      return peer.buffered < 100
+    },
+    on: (_event, listener) => {
+      drain = listener
+    }
+  }
+  return { peer, socket, transport }
+}

@@ -25,7 +25,7 @@
  * path and never fails the command or publish that caused it. The presence announcements (with the
  * storm bound) are in `PresenceAnnouncements.ts`, the voice projection's in `VoiceAnnouncements.ts`.
  */
-import { Effect, Layer, Schedule } from "effect"
+import { Effect, Either, Layer, Schedule } from "effect"
 import type { EventDefinition, PayloadOf } from "../../protocol/EventDefinition.js"
 import { PresenceSync } from "../../protocol/events/presence.js"
 import { VoiceParticipantSync } from "../../protocol/events/voice.js"
@@ -36,8 +36,10 @@ import {
   WorkspaceMemberBan,
   WorkspaceMemberRemove
 } from "../../protocol/events/workspace.js"
+import type { GuildId, UserId } from "../../protocol/Ids.js"
 import { GatewayConfig } from "../Config.js"
 import type { Connection } from "../core/Connection.js"
+import * as Outbound from "../core/Outbound.js"
 import { GatewayHooks, type Publisher, type GatewayHooksShape } from "../core/Seams.js"
 import { GatewayMetrics, type CompatibilityPath, type RevocationEvent } from "../Metrics.js"
 import { Presence } from "./Presence.js"
@@ -76,6 +78,33 @@ export const make = Effect.gen(function* () {
       Effect.catchAll(() => Effect.succeed("closed" as const)),
       Effect.map((result) => result === "sent" || result === "queued")
     )
+
+  /**
+   * The subscribe snapshot's frame, one per guild version: `Presence` returns the same array while a
+   * guild's online set is unchanged, so every subscribe of that version (a reconnect storm: most of
+   * them) is handed the same bytes instead of encoding up to 1024 ids again. Keyed weakly: a
+   * version's frame goes with its array.
+   */
+  const snapshotFrames = new WeakMap<ReadonlyArray<UserId>, Outbound.Frame>()
+
+  const sendPresenceSync = (
+    publisher: Publisher,
+    connection: Connection,
+    guildId: GuildId,
+    userIds: ReadonlyArray<UserId>
+  ) =>
+    Effect.suspend(() => {
+      let frame = snapshotFrames.get(userIds)
+      if (frame === undefined) {
+        const payload = { guild_id: guildId, user_ids: userIds }
+        const encoded = Outbound.encode(PresenceSync, payload, config.maxEventBytes)
+        // An unbuildable snapshot takes the publisher's path, which counts and logs the failure.
+        if (Either.isLeft(encoded)) return sendSnapshot(publisher, connection, PresenceSync, payload)
+        snapshotFrames.set(userIds, (frame = encoded.right))
+      }
+      publisher.sendFrame(connection, frame)
+      return Effect.void
+    })
 
   const revoke = (publisher: Publisher, eventType: RevocationEvent, { guild_id, user_id }: Membership) =>
     Effect.gen(function* () {
@@ -125,10 +154,7 @@ export const make = Effect.gen(function* () {
         const cameOnline = outcome.userJoinedGuild ? yield* presence.join(guildId, userId) : false
         const snapshot = yield* presence.snapshot(guildId, userId, config.presenceSyncMaxUsers)
         if (snapshot.total > snapshot.userIds.length) metrics.presenceSyncTruncated()
-        yield* sendSnapshot(publisher, connection, PresenceSync, {
-          guild_id: guildId,
-          user_ids: snapshot.userIds
-        })
+        yield* sendPresenceSync(publisher, connection, guildId, snapshot.userIds)
         if (cameOnline) yield* announcePresence(publisher, guildId, userId, "online")
       }),
 

@@ -13,7 +13,10 @@ import { Context, Effect, Layer } from "effect"
 import type { GuildId, UserId } from "../../protocol/Ids.js"
 
 export interface PresenceSnapshot {
-  /** At most the requested limit; the asking user first when online. */
+  /**
+   * At most the requested limit. When the guild has more online users than that, the asking user
+   * first (when online), so a truncated snapshot still holds it; otherwise every online user.
+   */
   readonly userIds: ReadonlyArray<UserId>
   /** Users online in the guild (may exceed `userIds.length`). */
   readonly total: number
@@ -24,7 +27,11 @@ export interface PresenceShape {
   readonly join: (guildId: GuildId, userId: UserId) => Effect.Effect<boolean>
   /** This node no longer holds `userId` in `guildId`. True when the user just went offline there. */
   readonly leave: (guildId: GuildId, userId: UserId) => Effect.Effect<boolean>
-  /** The guild's online users for `presence_sync`: `first` (if any) leads when online; at most `limit`. */
+  /**
+   * The guild's online users for `presence_sync`, at most `limit`; `first` (if any) leads when the
+   * guild has more. A store may return the same `userIds` array while the guild's online set is
+   * unchanged (one guild version), so that a caller can derive something once per version from it.
+   */
   readonly snapshot: (
     guildId: GuildId,
     first: UserId | undefined,
@@ -34,9 +41,14 @@ export interface PresenceShape {
 
 export class Presence extends Context.Tag("filament/Presence")<Presence, PresenceShape>() {}
 
-/** In-memory presence of one node: guild -> user -> holdings, insertion-ordered (who came first). */
+/**
+ * In-memory presence of one node: guild -> user -> holdings, insertion-ordered (who came first). An
+ * untruncated snapshot is the guild's users in that order, one array per guild version: built on
+ * the first snapshot after a change and returned as is until the next one.
+ */
 export const makeMemory = (): PresenceShape => {
   const guilds = new Map<GuildId, Map<UserId, number>>()
+  const versions = new Map<GuildId, ReadonlyArray<UserId>>()
   return {
     join: (guildId, userId) =>
       Effect.sync(() => {
@@ -44,6 +56,7 @@ export const makeMemory = (): PresenceShape => {
         if (users === undefined) guilds.set(guildId, (users = new Map()))
         const held = users.get(userId) ?? 0
         users.set(userId, held + 1)
+        if (held === 0) versions.delete(guildId)
         return held === 0
       }),
     leave: (guildId, userId) =>
@@ -56,6 +69,7 @@ export const makeMemory = (): PresenceShape => {
           return false
         }
         users.delete(userId)
+        versions.delete(guildId)
         if (users.size === 0) guilds.delete(guildId)
         return true
       }),
@@ -63,6 +77,11 @@ export const makeMemory = (): PresenceShape => {
       Effect.sync(() => {
         const users = guilds.get(guildId)
         if (users === undefined || limit <= 0) return { userIds: [], total: users?.size ?? 0 }
+        if (users.size <= limit) {
+          let everyone = versions.get(guildId)
+          if (everyone === undefined) versions.set(guildId, (everyone = Array.from(users.keys())))
+          return { userIds: everyone, total: users.size }
+        }
         const userIds: Array<UserId> = first !== undefined && users.has(first) ? [first] : []
         for (const userId of users.keys()) {
           if (userIds.length >= limit) break

@@ -26,7 +26,7 @@ import {
 } from "../../protocol/events/voice.js"
 import * as Tracing from "../Tracing.js"
 import type { Delivery, EventBusShape, Route } from "./Bus.js"
-import type { Connection } from "./Connection.js"
+import type { Connection, DeliveryResult } from "./Connection.js"
 import * as Fanout from "./Fanout.js"
 import * as Outbound from "./Outbound.js"
 import type { GatewayHooksShape, Publisher } from "./Seams.js"
@@ -380,17 +380,20 @@ export const make = (options: BroadcastOptions): Broadcast => {
         )
     : publishUntraced
 
+  const sendFrame = (connection: Connection, frame: Outbound.Frame): DeliveryResult => {
+    const result = connection.deliver(frame)
+    if (result === "sent" || result === "queued") metrics.emitted("connection", frame.eventType, 1)
+    else metrics.dropped("connection", frame.eventType, result === "evicted" ? "full_queue" : "closed")
+    return result
+  }
+
   const publisher: Publisher = {
     publish: (event, payload) => publishRoute(event, payload, routeOf(event, payload)),
     publishToUsers: (event, payload, userIds) =>
       publishRoute(event, payload, { scope: "user", userIds: [...new Set(userIds)] }),
     send: (connection, event, payload) =>
-      Effect.map(build(event, payload), (frame) => {
-        const result = connection.deliver(frame)
-        if (result === "sent" || result === "queued") metrics.emitted("connection", event.type, 1)
-        else metrics.dropped("connection", event.type, result === "evicted" ? "full_queue" : "closed")
-        return result
-      })
+      Effect.map(build(event, payload), (frame) => sendFrame(connection, frame)),
+    sendFrame
   }
 
   return {

@@ -14,6 +14,7 @@ import type { Principal } from "../Auth.js"
 import type { MessageRejected, OutboundError, PublishError, PublishRefused } from "../Errors.js"
 import type { DisconnectOutcome, SubscribeOutcome, UnsubscribeOutcome } from "../registry/Indexes.js"
 import type { Connection, DeliveryResult, DisconnectReason } from "./Connection.js"
+import type { Frame } from "./Outbound.js"
 
 // `any` payloads: EventDefinition is invariant in its schema types; the payload type is recovered with PayloadOf.
 /* eslint-disable @typescript-eslint/no-explicit-any */
@@ -48,6 +49,8 @@ export interface Publisher {
     event: E,
     payload: PayloadOf<E>
   ) => Effect.Effect<DeliveryResult, OutboundError>
+  /** `send` of a frame built once for several connections (a shared snapshot), counted the same way. */
+  readonly sendFrame: (connection: Connection, frame: Frame) => DeliveryResult
 }
 
 export interface SubscriptionChange<Outcome> {
