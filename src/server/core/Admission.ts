@@ -13,15 +13,8 @@ import { WebSocket, WebSocketServer, type RawData, type ServerOptions } from "ws
 import { closeCodeFor } from "../../protocol/CloseCodes.js"
 import { Ready } from "../../protocol/events/connection.js"
 import type { UserId } from "../../protocol/Ids.js"
-import {
-  parsePosition,
-  RECOVERY_PARAM,
-  RECOVERY_PARAM_VALUE,
-  USER_SINCE_PARAM,
-  userStream,
-  type StreamPosition
-} from "../../protocol/Streams.js"
-import { bearerToken, type Principal, type TokenVerifierShape } from "../Auth.js"
+import { userStream } from "../../protocol/Streams.js"
+import type { Principal, TokenVerifierShape } from "../Auth.js"
 import type { GatewayConfigShape } from "../Config.js"
 import { Unauthorized } from "../Errors.js"
 import type { GatewayMetricsShape } from "../Metrics.js"
@@ -31,6 +24,7 @@ import type { Ingress } from "./Ingress.js"
 import { ConnectionRecovery, type Recovery } from "./Recovery.js"
 import type { LiveConnections } from "./LiveConnections.js"
 import type { Frame } from "./Outbound.js"
+import { accessToken, recoveryRequest, refuseRaw, type RecoveryRequest } from "./UpgradeRequest.js"
 import type { GatewayHooksShape, Publisher } from "./Seams.js"
 
 /** The connection of a socket the gateway attached (its listeners only exist after attach). */
@@ -64,62 +58,6 @@ class GatewaySocket extends WebSocket {
 /** The upgrading socket's `error` listener (shared: `this` is the socket). */
 function destroyOnError(this: Duplex) {
   this.destroy()
-}
-
-/** Token from `?access_token=` (wins, even when empty) or `Authorization: Bearer`. */
-export const accessToken = (request: IncomingMessage): string => {
-  const url = new URL(request.url ?? "/", "http://gateway.invalid")
-  const fromQuery = url.searchParams.get("access_token")
-  if (fromQuery !== null) return fromQuery
-  return bearerToken(request.headers.authorization) ?? ""
-}
-
-/**
- * What the upgrade asks of missed-event recovery: `recovery=1` opts in (any other value is refused),
- * with `user_since=<epoch>:<offset>` (refused when malformed; ignored without the opt-in).
- */
-export type RecoveryRequest =
-  | { readonly _tag: "Legacy" }
-  | { readonly _tag: "OptedIn"; readonly userSince: StreamPosition | undefined }
-  | { readonly _tag: "Invalid" }
-
-export const recoveryRequest = (request: IncomingMessage): RecoveryRequest => {
-  const url = new URL(request.url ?? "/", "http://gateway.invalid")
-  const optIn = url.searchParams.get(RECOVERY_PARAM)
-  if (optIn === null) return { _tag: "Legacy" }
-  if (optIn !== RECOVERY_PARAM_VALUE) return { _tag: "Invalid" }
-  const since = url.searchParams.get(USER_SINCE_PARAM)
-  if (since === null) return { _tag: "OptedIn", userSince: undefined }
-  const userSince = parsePosition(since)
-  return userSince === undefined ? { _tag: "Invalid" } : { _tag: "OptedIn", userSince }
-}
-
-const STATUS_TEXT: Record<number, string> = {
-  400: "Bad Request",
-  401: "Unauthorized",
-  408: "Request Timeout",
-  413: "Payload Too Large",
-  429: "Too Many Requests",
-  431: "Request Header Fields Too Large",
-  503: "Service Unavailable"
-}
-
-/**
- * A complete JSON error response on a raw socket, then close: a refused upgrade (here and in the
- * HTTP edge's limits) and an HTTP client error.
- */
-export const refuseRaw = (socket: Duplex, status: number, error: string): void => {
-  const body = JSON.stringify({ error })
-  if (socket.writable) {
-    socket.end(
-      `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? "Error"}\r\n` +
-        "Content-Type: application/json\r\n" +
-        `Content-Length: ${Buffer.byteLength(body)}\r\n` +
-        "Connection: close\r\n\r\n" +
-        body
-    )
-  }
-  socket.destroy()
 }
 
 export interface AdmissionOptions {

@@ -11,7 +11,7 @@ import type { IncomingMessage, ServerResponse } from "node:http"
 import { BlockList, isIP } from "node:net"
 import type { Duplex } from "node:stream"
 import type { Cidr } from "../Config.js"
-import { refuseRaw } from "../core/Admission.js"
+import { refuseRaw } from "../core/UpgradeRequest.js"
 import type { GatewayMetricsShape, HttpSurface } from "../Metrics.js"
 
 /** An IPv4 peer on a dual-stack socket shows as `::ffff:a.b.c.d`; limits key on the IPv4 form. */
