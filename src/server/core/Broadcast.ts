@@ -28,6 +28,7 @@ import * as Tracing from "../Tracing.js"
 import type { Delivery, EventBusShape, Route } from "./Bus.js"
 import type { Connection } from "./Connection.js"
 import * as Fanout from "./Fanout.js"
+import * as LocalOrder from "./LocalOrder.js"
 import * as Outbound from "./Outbound.js"
 import type { GatewayHooksShape, Publisher } from "./Seams.js"
 
@@ -121,15 +122,22 @@ const recipientsOf = (
 const remoteDelivery = (
   options: BroadcastOptions,
   publisher: Publisher,
-  tapOf: () => PublishTap | undefined
+  tapOf: () => PublishTap | undefined,
+  order: LocalOrder.LocalOrder
 ): Effect.Effect<never> => {
   const { metrics, registry, hooks, bus, tracing, clock } = options
   /** Another node's frame to this node's recipients: already built, so only the lookup and the loop. */
-  const deliverOne = ({ frame, publishedAt, route }: Delivery) =>
+  const deliverOne = ({ frame, position, publishedAt, route }: Delivery) =>
     Effect.gen(function* () {
       metrics.busLag(Math.max(0, clock.unsafeCurrentTimeMillis() - publishedAt) / 1000)
       const recipients = yield* recipientsOf(registry, route)
-      Fanout.broadcast(metrics, frame, recipients)
+      // A recorded event: positioned for opted-in recipients (held during their replay) as a local one.
+      Fanout.broadcast(
+        metrics,
+        frame,
+        recipients,
+        position === undefined ? undefined : { stream: streamOfRoute(route), ...position }
+      )
       tapOf()?.(frame, route, recipients.length, "bus")
       // The after-delivery hooks (revocation) act on this node's connections too; the
       // before-delivery ones (projections, dual emit) ran once, on the publishing node.
@@ -160,8 +168,17 @@ const remoteDelivery = (
         })
     })
 
+  const deliverRemote = tracing.enabled ? deliverOneTraced : deliverOne
+  /** This node's own recorded event back from the bus: only the place it takes among the others. */
+  const deliver = (delivery: Delivery) =>
+    !delivery.own
+      ? deliverRemote(delivery)
+      : delivery.position === undefined
+        ? Effect.void
+        : order.awaitOwn(streamOfRoute(delivery.route), delivery.position)
+
   return Effect.forever(
-    Effect.flatMap(Queue.take(bus.deliveries), tracing.enabled ? deliverOneTraced : deliverOne).pipe(
+    Effect.flatMap(Queue.take(bus.deliveries), deliver).pipe(
       Effect.catchAllDefect((defect) => Effect.logError("gateway.bus_delivery.defect", defect))
     )
   )
@@ -190,6 +207,10 @@ const streamOf = (route: Exclude<Route, { readonly scope: "user" }>): StreamName
     ? channelStream(route.guildId, route.channelId)
     : guildStream(route.guildId)) as StreamName
 
+/** The one stream of a route that names one stream (a user route: its first user). */
+const streamOfRoute = (route: Route): StreamName =>
+  route.scope === "user" ? (userStream(route.userIds[0]!) as StreamName) : streamOf(route)
+
 /** One user's share of a user-scoped broadcast: their connections and their stream's position. */
 interface UserShare {
   readonly stream: StreamName
@@ -201,6 +222,24 @@ export const make = (options: BroadcastOptions): Broadcast => {
   const { maxEventBytes: maxBytes, metrics, registry, hooks, bus, tracing, history } = options
   // Undefined unless an inspector is looking: a publish then pays one comparison.
   let publishTap: PublishTap | undefined
+  const order = LocalOrder.make()
+
+  /**
+   * An append whose message goes onto the bus in the append's step (Redis): its local delivery is
+   * awaited by the remote deliveries behind it (`LocalOrder`), once it is done or failed.
+   */
+  const ordered = <A>(
+    streams: ReadonlyArray<StreamName>,
+    appendAndDeliver: (done: Array<Position | undefined>) => Effect.Effect<A>
+  ): Effect.Effect<A> => {
+    if (bus.recorded === undefined) return appendAndDeliver([])
+    for (const stream of streams) order.appending(stream)
+    const positions: Array<Position | undefined> = []
+    return Effect.ensuring(
+      appendAndDeliver(positions),
+      Effect.sync(() => streams.forEach((stream, i) => order.delivered(stream, positions[i])))
+    )
+  }
 
   /** Encodes once. A built frame is returned as is (an `Either` is an Effect): nothing to allocate. */
   const build = <E extends EventDefinition>(
@@ -228,7 +267,8 @@ export const make = (options: BroadcastOptions): Broadcast => {
     position: Position | undefined,
     trace?: string
   ): number => {
-    bus.publish(route, frame, trace)
+    // An appended event went onto the bus with its position, in the append's step (Redis).
+    if (position === undefined || bus.recorded === undefined) bus.publish(route, frame, trace)
     const stream = streamOf(route)
     const at =
       position ??
@@ -245,15 +285,20 @@ export const make = (options: BroadcastOptions): Broadcast => {
 
   const recorded = (frame: Outbound.Frame) => ({ t: frame.eventType, d: Outbound.payloadText(frame) })
 
+  /** The bus message an append publishes in its own step, when the bus has other nodes. */
+  const busMessage = (route: Route, frame: Outbound.Frame, trace: string | undefined) =>
+    bus.recorded === undefined ? {} : { publish: bus.recorded(route, frame, trace) }
+
   /** A store that appends asynchronously (Redis) appends before the lookup and the loop. */
   const appendAsync = (
     frame: Outbound.Frame,
-    route: Exclude<Route, { readonly scope: "user" }>
+    route: Exclude<Route, { readonly scope: "user" }>,
+    trace: string | undefined
   ): Effect.Effect<Position | undefined> =>
     history.appendNow !== undefined
       ? Effect.succeed(undefined)
       : history
-          .append({ stream: streamOf(route), event: recorded(frame) })
+          .append({ stream: streamOf(route), event: recorded(frame), ...busMessage(route, frame, trace) })
           .pipe(
             Effect.catchAll((error) =>
               Effect.as(appendFailed(frame, streamOf(route), error.detail), undefined)
@@ -273,7 +318,12 @@ export const make = (options: BroadcastOptions): Broadcast => {
       const shares = (positions: ReadonlyArray<Position | undefined>): Array<UserShare> =>
         streams.map((stream, i) => ({ stream, position: positions[i], recipients: lists[i]! }))
       const deliver = (shares: ReadonlyArray<UserShare>) => {
-        bus.publish(route, frame, trace)
+        // The appended users' streams went onto the bus with their positions, in the append's step.
+        const unpublished =
+          bus.recorded === undefined
+            ? route.userIds
+            : route.userIds.filter((_, i) => shares[i]!.position === undefined)
+        if (unpublished.length > 0) bus.publish({ scope: "user", userIds: unpublished }, frame, trace)
         const started = performance.now()
         let delivered = 0
         let evicted = 0
@@ -297,17 +347,29 @@ export const make = (options: BroadcastOptions): Broadcast => {
         const appendNow = history.appendNow
         return deliver(shares(streams.map((stream) => appendNow({ stream, event }))))
       }
-      const appended = yield* history.appendAll(streams.map((stream) => ({ stream, event })))
-      const positions: Array<Position | undefined> = []
-      for (let i = 0; i < appended.length; i++) {
-        const result = appended[i]!
-        if (Either.isRight(result)) positions.push(result.right)
-        else {
-          positions.push(undefined)
-          yield* appendFailed(frame, streams[i]!, result.left.detail)
-        }
-      }
-      return deliver(shares(positions))
+      return yield* ordered(streams, (positions) =>
+        Effect.gen(function* () {
+          const appended = yield* history.appendAll(
+            streams.map((stream, i) => ({
+              stream,
+              event,
+              ...busMessage({ scope: "user", userIds: [route.userIds[i]!] }, frame, trace)
+            }))
+          )
+          const appendedAt: Array<Position | undefined> = []
+          for (let i = 0; i < appended.length; i++) {
+            const result = appended[i]!
+            if (Either.isRight(result)) appendedAt.push(result.right)
+            else {
+              appendedAt.push(undefined)
+              yield* appendFailed(frame, streams[i]!, result.left.detail)
+            }
+          }
+          const delivered = deliver(shares(appendedAt))
+          positions.push(...appendedAt)
+          return delivered
+        })
+      )
     })
 
   /** Recipients and delivery of a built frame, recoverable or not. */
@@ -327,9 +389,13 @@ export const make = (options: BroadcastOptions): Broadcast => {
       })
     }
     if (target.scope === "user") return deliverToUsers(frame, target, trace)
-    return Effect.flatMap(appendAsync(frame, target), (position) =>
-      Effect.map(recipientsOf(registry, target), (recipients) =>
-        deliverRouted(frame, target, recipients, position, trace)
+    return ordered([streamOf(target)], (done) =>
+      Effect.flatMap(appendAsync(frame, target, trace), (position) =>
+        Effect.map(recipientsOf(registry, target), (recipients) => {
+          const delivered = deliverRouted(frame, target, recipients, position, trace)
+          done.push(position)
+          return delivered
+        })
       )
     )
   }
@@ -395,7 +461,7 @@ export const make = (options: BroadcastOptions): Broadcast => {
 
   return {
     publisher,
-    deliverRemote: remoteDelivery(options, publisher, () => publishTap),
+    deliverRemote: remoteDelivery(options, publisher, () => publishTap, order),
     setTap: (tap) => {
       publishTap = tap
     }
