@@ -2,14 +2,15 @@
  * Missed-event recovery across nodes over a real `redis-server`: the history and the bus in one
  * Redis, the append and the bus publish one script. A node SIGKILLed (its own process) and its
  * clients recovering exactly on another node (the other node's live events positioned on the way);
- * Redis flushed ⇒ `epoch_changed`.
+ * two nodes publishing to one channel at once, every opted-in subscriber on both seeing offsets
+ * 1..n in order; Redis flushed ⇒ `epoch_changed`.
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Redacted } from "effect"
 import WebSocket from "ws"
 import * as Auth from "../../src/server/Auth.js"
 import { newId, publishHttp, SECRET, TestClient, type Frame, type Harness } from "../server/harness.js"
-import { BUS_SECRET, startClusterNode, startNodeProcess } from "./chat.js"
+import { BUS_SECRET, startClusterNode, startNodeProcess, subscribe } from "./chat.js"
 import { freePort, hasRedisServer, redisEnv, startRedis } from "./redis.js"
 
 interface Pos {
@@ -170,6 +171,45 @@ describe.skipIf(!hasRedisServer)("missed-event recovery across nodes (redis-serv
         ])
       }),
     60_000
+  )
+
+  it.scoped(
+    "two nodes publishing to one channel at once: every opted-in subscriber on both sees offsets 1..n in order",
+    () =>
+      Effect.gen(function* () {
+        const redis = yield* startRedis
+        const a = yield* startClusterNode(redis)
+        const b = yield* startClusterNode(redis)
+        const [guild, channel] = [newId(), newId()]
+        const subscribers: Array<TestClient> = []
+        for (const node of [a, b, a, b]) {
+          const { client } = yield* connectOptedIn(node.port, newId(), guild)
+          yield* subscribeSince(client, guild, channel)
+          subscribers.push(client)
+        }
+        const legacy = yield* a.connectReady(newId(), { [guild]: "*" })
+        yield* subscribe(legacy, guild, channel)
+        const PER_NODE = 25
+        yield* Effect.all(
+          [a, b].map((node, k) =>
+            publishAll(
+              node,
+              Array.from({ length: PER_NODE }, (_, i) => channelEvent(guild, channel, k * 1000 + i))
+            )
+          ),
+          { concurrency: "unbounded" }
+        )
+        const seen = yield* Effect.forEach(subscribers, (client) => recordedFrames(client, 2 * PER_NODE))
+        const expected = Array.from({ length: 2 * PER_NODE }, (_, i) => i + 1)
+        for (const frames of seen) expect(frames.map((frame) => posOf(frame).offset)).toEqual(expected)
+        // One order for everyone: the order Redis ran the appends in.
+        const order = seen[0]!.map((frame) => frame.d["message_id"])
+        for (const frames of seen) expect(frames.map((frame) => frame.d["message_id"])).toEqual(order)
+        // A legacy neighbour still gets every event once, without pos.
+        const legacyFrames = yield* recordedFrames(legacy, 2 * PER_NODE)
+        expect(new Set(legacyFrames.map((frame) => frame.d["message_id"]))).toEqual(new Set(order))
+        expect(legacyFrames.every((frame) => !("pos" in frame))).toBe(true)
+      })
   )
 
   it.scoped("Redis flushed between disconnect and reconnect: epoch_changed, nothing replayed", () =>

@@ -4,7 +4,7 @@
  * `published` hooks. Arrived from another node (`deliverRemote`): the frame is already built, so only
  * the lookup and the loop (and the `published` hooks for the events they act on).
  */
-import { Effect, Either, Option, ParseResult, Queue, Tracer } from "effect"
+import { Duration, Effect, Either, Option, ParseResult, Queue, Tracer } from "effect"
 import type { Clock } from "effect"
 import type { EventDefinition, PayloadOf } from "../../protocol/EventDefinition.js"
 import { decodePayload } from "../../protocol/EventDefinition.js"
@@ -28,6 +28,7 @@ import * as Tracing from "../Tracing.js"
 import type { Delivery, EventBusShape, Route } from "./Bus.js"
 import type { Connection } from "./Connection.js"
 import * as Fanout from "./Fanout.js"
+import type { FanoutResult } from "./Fanout.js"
 import * as LocalOrder from "./LocalOrder.js"
 import * as Outbound from "./Outbound.js"
 import type { GatewayHooksShape, Publisher } from "./Seams.js"
@@ -49,6 +50,8 @@ export interface BroadcastOptions {
   readonly tracing: Tracing.TracingShape
   readonly clock: Clock.Clock
   readonly history: HistoryShape
+  /** Bus messages older than this are stale: an own publish's opted-in recipients wait no longer for its marker. */
+  readonly busMaxLag: Duration.Duration
 }
 
 export interface Broadcast {
@@ -175,7 +178,12 @@ const remoteDelivery = (
       ? deliverRemote(delivery)
       : delivery.position === undefined
         ? Effect.void
-        : order.awaitOwn(streamOfRoute(delivery.route), delivery.position)
+        : deliverAtMarker(delivery.frame, streamOfRoute(delivery.route), delivery.position)
+  /** This node's own publish, to its opted-in recipients, where Redis put it among the others. */
+  const deliverAtMarker = (frame: Outbound.Frame, stream: StreamName, position: Position) =>
+    Effect.map(order.atOwnMarker(stream, position), (optedIn) => {
+      if (optedIn.length > 0) Fanout.broadcast(metrics, frame, optedIn, { stream, ...position })
+    })
 
   return Effect.forever(
     Effect.flatMap(Queue.take(bus.deliveries), deliver).pipe(
@@ -211,6 +219,12 @@ const streamOf = (route: Exclude<Route, { readonly scope: "user" }>): StreamName
 const streamOfRoute = (route: Route): StreamName =>
   route.scope === "user" ? (userStream(route.userIds[0]!) as StreamName) : streamOf(route)
 
+/** What became of one of this node's appends: its position, the opted-in recipients its marker serves. */
+interface OwnAppend {
+  readonly position: Position | undefined
+  readonly optedIn: ReadonlyArray<Connection> | undefined
+}
+
 /** One user's share of a user-scoped broadcast: their connections and their stream's position. */
 interface UserShare {
   readonly stream: StreamName
@@ -222,25 +236,12 @@ export const make = (options: BroadcastOptions): Broadcast => {
   const { maxEventBytes: maxBytes, metrics, registry, hooks, bus, tracing, history } = options
   // Undefined unless an inspector is looking: a publish then pays one comparison.
   let publishTap: PublishTap | undefined
-  const order = LocalOrder.make()
+  const order = LocalOrder.make(options.clock, Duration.toMillis(options.busMaxLag))
 
   /**
    * An append whose message goes onto the bus in the append's step (Redis): its local delivery is
    * awaited by the remote deliveries behind it (`LocalOrder`), once it is done or failed.
    */
-  const ordered = <A>(
-    streams: ReadonlyArray<StreamName>,
-    appendAndDeliver: (done: Array<Position | undefined>) => Effect.Effect<A>
-  ): Effect.Effect<A> => {
-    if (bus.recorded === undefined) return appendAndDeliver([])
-    for (const stream of streams) order.appending(stream)
-    const positions: Array<Position | undefined> = []
-    return Effect.ensuring(
-      appendAndDeliver(positions),
-      Effect.sync(() => streams.forEach((stream, i) => order.delivered(stream, positions[i])))
-    )
-  }
-
   /** Encodes once. A built frame is returned as is (an `Either` is an Effect): nothing to allocate. */
   const build = <E extends EventDefinition>(
     event: E,
@@ -257,30 +258,73 @@ export const make = (options: BroadcastOptions): Broadcast => {
     )
 
   /**
-   * Onto the bus, then this node's loop (recoverable: positioned for opted-in connections). A store
-   * that appends at once (in memory) appends here too, in the same synchronous step as the loop.
+   * Appends whose messages go onto the bus in the append's step (Redis): `done[i]` is what became of
+   * `streams[i]` (its position, the opted-in recipients its marker delivers to), told to `LocalOrder`
+   * once the local delivery is done or failed.
    */
+  const ordered = <A>(
+    streams: ReadonlyArray<StreamName>,
+    appendAndDeliver: (done: Array<OwnAppend>) => Effect.Effect<A>
+  ): Effect.Effect<A> => {
+    if (bus.recorded === undefined) return appendAndDeliver([])
+    for (const stream of streams) order.appending(stream)
+    const done: Array<OwnAppend> = []
+    return Effect.ensuring(
+      appendAndDeliver(done),
+      Effect.sync(() =>
+        streams.forEach((stream, i) => order.appended(stream, done[i]?.position, done[i]?.optedIn))
+      )
+    )
+  }
+
+  /**
+   * This node's loop of a recoverable event: positioned for opted-in connections, or, when its
+   * marker comes back from the bus (Redis), legacy connections now and the opted-in ones there.
+   */
+  const deliverLocally = (
+    frame: Outbound.Frame,
+    recipients: ReadonlyArray<Connection>,
+    stream: StreamName,
+    position: Position | undefined,
+    marked: boolean
+  ): OwnAppend & FanoutResult => {
+    if (position === undefined || !marked) {
+      const result = Fanout.broadcast(
+        metrics,
+        frame,
+        recipients,
+        position === undefined ? undefined : { stream, ...position }
+      )
+      return { ...result, position, optedIn: undefined }
+    }
+    const started = performance.now()
+    const result = Fanout.deliverLegacy(frame, recipients)
+    Fanout.record(metrics, frame, result, started)
+    return { ...result, position }
+  }
+
   const deliverRouted = (
     frame: Outbound.Frame,
     route: Exclude<Route, { readonly scope: "user" }>,
     recipients: ReadonlyArray<Connection>,
     position: Position | undefined,
     trace?: string
-  ): number => {
+  ): OwnAppend & FanoutResult => {
     // An appended event went onto the bus with its position, in the append's step (Redis).
     if (position === undefined || bus.recorded === undefined) bus.publish(route, frame, trace)
     const stream = streamOf(route)
     const at =
       position ??
       (history.appendNow !== undefined ? history.appendNow({ stream, event: recorded(frame) }) : undefined)
-    const { delivered } = Fanout.broadcast(
-      metrics,
+    const result = deliverLocally(
       frame,
       recipients,
-      at === undefined ? undefined : { stream, epoch: at.epoch, offset: at.offset }
+      stream,
+      at,
+      position !== undefined && bus.recorded !== undefined
     )
     if (publishTap !== undefined) publishTap(frame, route, recipients.length, "local")
-    return delivered
+    return result
   }
 
   const recorded = (frame: Outbound.Frame) => ({ t: frame.eventType, d: Outbound.payloadText(frame) })
@@ -317,7 +361,7 @@ export const make = (options: BroadcastOptions): Broadcast => {
       const lists = yield* Effect.forEach(route.userIds, (userId) => registry.userMembers(userId))
       const shares = (positions: ReadonlyArray<Position | undefined>): Array<UserShare> =>
         streams.map((stream, i) => ({ stream, position: positions[i], recipients: lists[i]! }))
-      const deliver = (shares: ReadonlyArray<UserShare>) => {
+      const deliver = (shares: ReadonlyArray<UserShare>, own: Array<OwnAppend> = []) => {
         // The appended users' streams went onto the bus with their positions, in the append's step.
         const unpublished =
           bus.recorded === undefined
@@ -329,12 +373,15 @@ export const make = (options: BroadcastOptions): Broadcast => {
         let evicted = 0
         let closed = 0
         let offered = 0
+        const marked = bus.recorded !== undefined
         for (const { position, recipients, stream } of shares) {
-          const result =
-            position === undefined
-              ? Fanout.deliver(frame, recipients)
-              : Fanout.deliverPositioned(frame, { stream, ...position }, recipients)
-          delivered += result.delivered
+          let optedIn: ReadonlyArray<Connection> | undefined
+          let result: FanoutResult
+          if (position === undefined) result = Fanout.deliver(frame, recipients)
+          else if (!marked) result = Fanout.deliverPositioned(frame, { stream, ...position }, recipients)
+          else ({ optedIn, ...result } = Fanout.deliverLegacy(frame, recipients))
+          own.push({ position, optedIn })
+          delivered += result.delivered + (optedIn?.length ?? 0)
           evicted += result.evicted
           closed += result.closed
           offered += recipients.length
@@ -365,9 +412,7 @@ export const make = (options: BroadcastOptions): Broadcast => {
               yield* appendFailed(frame, streams[i]!, result.left.detail)
             }
           }
-          const delivered = deliver(shares(appendedAt))
-          positions.push(...appendedAt)
-          return delivered
+          return deliver(shares(appendedAt), positions)
         })
       )
     })
@@ -392,9 +437,10 @@ export const make = (options: BroadcastOptions): Broadcast => {
     return ordered([streamOf(target)], (done) =>
       Effect.flatMap(appendAsync(frame, target, trace), (position) =>
         Effect.map(recipientsOf(registry, target), (recipients) => {
-          const delivered = deliverRouted(frame, target, recipients, position, trace)
-          done.push(position)
-          return delivered
+          const result = deliverRouted(frame, target, recipients, position, trace)
+          done.push(result)
+          // The opted-in recipients get it at its marker, counted as delivered there.
+          return result.delivered + (result.optedIn?.length ?? 0)
         })
       )
     )
