@@ -14,6 +14,8 @@ import {
   encodeMessage,
   encodeRoute,
   makeReplayGuard,
+  POSITIONED_PREFIX,
+  positionedSuffix,
   routeOn,
   USERS_PER_MESSAGE,
   type BusHeader,
@@ -48,7 +50,31 @@ const resigned = (message: Buffer) => {
   return message
 }
 
+/** A recorded event's message as the append script publishes it: the position written by Redis in front. */
+const positioned = (position: string, message: Buffer) =>
+  Buffer.concat([POSITIONED_PREFIX, Buffer.from(position, "latin1"), positionedSuffix(message)])
+
 describe("BusCodec", () => {
+  it("a recorded event's message carries the position Redis wrote (outside the HMAC, checked for shape); a recorded header needs one, an unrecorded one must not have one", () => {
+    const recorded = encodeMessage(SECRET, header({ recorded: true }), envelope)
+    const decoded = Either.getOrThrow(decode(positioned("Ep0ch_-x:42", recorded)))
+    expect(decoded.position).toEqual({ epoch: "Ep0ch_-x", offset: 42 })
+    expect(decoded.envelope.equals(envelope)).toBe(true)
+    expect(Either.getOrThrow(decode(encodeMessage(SECRET, header(), envelope))).position).toBeUndefined()
+    for (const bad of [
+      positioned("e:0", recorded),
+      positioned("e:01", recorded),
+      positioned("bad epoch:1", recorded),
+      positioned(`${"e".repeat(65)}:1`, recorded),
+      positioned("e:1", encodeMessage(SECRET, header(), envelope)),
+      recorded
+    ])
+      expect(decode(bad)).toEqual(Either.left("malformed"))
+    expect(decode(positioned("e:1", encodeMessage(OTHER, header({ recorded: true }), envelope)))).toEqual(
+      Either.left("bad_signature")
+    )
+  })
+
   it("a signed message decodes to its header and the envelope byte for byte; a rotation's accepted secret verifies too", () => {
     const decoded = Either.getOrThrow(decode(encodeMessage(SECRET, header({ seq: 7 }), envelope)))
     expect(decoded.header).toEqual(header({ seq: 7 }))

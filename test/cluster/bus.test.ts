@@ -460,7 +460,7 @@ describe.skipIf(!hasRedisServer)("cluster bus over Redis", () => {
             ">gateway-pass",
             "~*",
             "resetchannels",
-            "&filament:u:*",
+            "&filament:{u:*",
             "+@all"
           )
         )

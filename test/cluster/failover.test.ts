@@ -53,7 +53,7 @@ const guildOnOneShard = (redis: RedisClusterWithReplicas) =>
     for (;;) {
       const guild = newId()
       const state = yield* redis.shardOf(`filament:{g:${guild}}:presence`)
-      if (state === (yield* redis.shardOf(`filament:g:${guild}`))) return { guild, shard: state }
+      if (state === (yield* redis.shardOf(`filament:{g:${guild}}`))) return { guild, shard: state }
     }
   })
 
@@ -74,7 +74,7 @@ const topicFollowed = (redis: RedisClusterWithReplicas, guild: string) =>
   eventuallyEffect(
     "both nodes subscribed to the guild's topic on its new master",
     Effect.map(
-      redis.atMaster(`filament:g:${guild}`, "PUBSUB", "SHARDNUMSUB", `filament:g:${guild}`),
+      redis.atMaster(`filament:{g:${guild}}`, "PUBSUB", "SHARDNUMSUB", `filament:{g:${guild}}`),
       (reply) => Number((reply as [string, number])[1]) === 2
     ),
     10_000,

@@ -142,7 +142,7 @@ describe.skipIf(!hasRedisServer)("History in Redis", () => {
       const redis = yield* startRedis
       const history = yield* storeOn(redis, LIMITS, Metrics.make())
       const stream = channelStream()
-      const publish = { channel: `filament:{g:${newId()}}:bus`, prefix: PREFIX, suffix: SUFFIX }
+      const publish = { channel: `filament:{g:${newId()}}:bus`, parts: () => [PREFIX, SUFFIX] as const }
       const exit = yield* Effect.exit(history.append({ stream, event: event("a"), publish }))
       expect(Exit.isFailure(exit) && Cause.isDie(exit.cause)).toBe(true)
       expect((yield* history.position(stream)).offset).toBe(0)
@@ -162,7 +162,7 @@ describe.skipIf(!hasRedisServer)("History in Redis", () => {
         const stream = channelStream(guild)
         const channel = `filament:${RedisHistory.slotTag(stream)}:bus`
         const [first, second] = yield* Effect.all([subscribeTo(redis, channel), subscribeTo(redis, channel)])
-        const publish = { channel, prefix: PREFIX, suffix: SUFFIX }
+        const publish = { channel, parts: () => [PREFIX, SUFFIX] as const }
         const appended = yield* Effect.all(
           Array.from({ length: 200 }, (_, i) =>
             (i % 2 === 0 ? nodeA : nodeB).append({ stream, event: event(`e${i}`), publish })
@@ -216,7 +216,7 @@ describe.skipIf(!hasRedisServer)("History on a three-master Redis Cluster", () =
           const guildOf: StreamName = `guild:${guild}`
           const channel = `filament:${RedisHistory.slotTag(guildOf)}:bus`
           const received = yield* subscribeTo(cluster, channel)
-          const publish = { channel, prefix: PREFIX, suffix: SUFFIX }
+          const publish = { channel, parts: () => [PREFIX, SUFFIX] as const }
           for (const [stream, text] of [
             [channelOf, "c1"],
             [guildOf, "g1"],

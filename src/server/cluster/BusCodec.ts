@@ -10,16 +10,32 @@
  *   [33..35)  header length (uint16 BE)
  *   header    JSON: publishing node, its sequence number, publish time, scope, event type, routing ids
  *   envelope  the UTF-8 envelope `{"v":1,"t":...,"d":...}` exactly as the publisher encoded it
+ *
+ * A recorded event (one the history keeps, `recorded: true` in the header) is published by the
+ * history's append script, which writes the stream position it assigned in front of the signed
+ * message: `[2]` `<epoch>:<offset>` `\n` then the message above. The position is outside the HMAC
+ * (Redis writes it after the node signed): it is checked for shape only, so whoever can write to
+ * Redis can misnumber an event (not forge or replay one; the signed part is checked as always).
  */
 import { createHmac, timingSafeEqual } from "node:crypto"
 import { Either, Schema } from "effect"
 import { ChannelId, GuildId, UserId } from "../../protocol/Ids.js"
 import { Manifest } from "../../protocol/Manifest.js"
+import { parsePosition, type StreamPosition } from "../../protocol/Streams.js"
 import type { BusDropReason } from "../Metrics.js"
 import type { Route } from "../core/Bus.js"
 import { guildTopic, userTopic, USER_TOPIC_PREFIX, type Topic } from "../registry/Interest.js"
 
 const FORMAT_VERSION = 1
+/** The first byte of a recorded event's message: the position Redis wrote follows, then `\n`. */
+const POSITIONED_FORMAT = 2
+const POSITION_END = 0x0a
+/** `<epoch>:<offset>`: an epoch of at most 64 characters, an offset of at most 16 digits. */
+const MAX_POSITION_BYTES = 64 + 1 + 16
+/** What the append script writes before and after the position (`positionedSuffix`). */
+export const POSITIONED_PREFIX = Buffer.from([POSITIONED_FORMAT])
+export const positionedSuffix = (message: Buffer): Buffer =>
+  Buffer.concat([Buffer.from([POSITION_END]), message])
 const MAC_BYTES = 32
 const PREFIX_BYTES = 1 + MAC_BYTES + 2
 /** Users per signed user-scoped message: keeps the header small and bounded (one HMAC per batch). */
@@ -35,7 +51,9 @@ const BusHeader = Schema.Struct({
   guild: Schema.optional(GuildId),
   channel: Schema.optional(ChannelId),
   users: Schema.optional(Schema.Array(UserId).pipe(Schema.minItems(1), Schema.maxItems(USERS_PER_MESSAGE))),
-  trace: Schema.optional(Schema.String.pipe(Schema.pattern(/^00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]$/)))
+  trace: Schema.optional(Schema.String.pipe(Schema.pattern(/^00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]$/))),
+  /** Published by the history's append script: a position precedes the signed message. */
+  recorded: Schema.optional(Schema.Literal(true))
 })
 export type BusHeader = typeof BusHeader.Type
 // Fields a later version adds are ignored rather than refused: the header is signed, so they come from a
@@ -57,7 +75,7 @@ export const encodeMessage = (secret: Buffer, header: BusHeader, envelope: Uint8
 }
 
 /** What a publish stamps on each of its messages; the routing ids come from the route. */
-export type Stamp = Pick<BusHeader, "node" | "seq" | "at" | "type" | "trace">
+export type Stamp = Pick<BusHeader, "node" | "seq" | "at" | "type" | "trace" | "recorded">
 
 /**
  * Signs a publish for its route and hands each message to `send` with its topic: a guild or channel
@@ -89,6 +107,8 @@ export const encodeRoute = (
 export interface DecodedMessage {
   readonly header: BusHeader
   readonly envelope: Buffer
+  /** The stream position of a recorded event, as the append script wrote it. */
+  readonly position: StreamPosition | undefined
 }
 
 /**
@@ -102,6 +122,27 @@ export const decodeMessage = (
   limits: { readonly maxMessageBytes: number; readonly maxEventBytes: number }
 ): Either.Either<DecodedMessage, BusDropReason> => {
   if (message.length > limits.maxMessageBytes) return Either.left("oversized")
+  if (message[0] !== POSITIONED_FORMAT) {
+    const decoded = decodeSigned(secrets, message, limits)
+    return Either.isRight(decoded) && decoded.right.header.recorded === true
+      ? Either.left("malformed")
+      : decoded
+  }
+  const end = message.subarray(0, 2 + MAX_POSITION_BYTES).indexOf(POSITION_END)
+  const position = end < 0 ? undefined : parsePosition(message.toString("latin1", 1, end))
+  if (position === undefined || position.offset === 0) return Either.left("malformed")
+  const decoded = decodeSigned(secrets, message.subarray(end + 1), limits)
+  if (Either.isLeft(decoded)) return decoded
+  if (decoded.right.header.recorded !== true) return Either.left("malformed")
+  return Either.right({ ...decoded.right, position })
+}
+
+/** The signed message: signature first, then the header's shape and routing, then the envelope. */
+const decodeSigned = (
+  secrets: ReadonlyArray<Buffer>,
+  message: Buffer,
+  limits: { readonly maxEventBytes: number }
+): Either.Either<DecodedMessage, BusDropReason> => {
   if (message.length < PREFIX_BYTES || message[0] !== FORMAT_VERSION) return Either.left("malformed")
   const body = message.subarray(1 + MAC_BYTES)
   const signature = message.subarray(1, 1 + MAC_BYTES)
@@ -120,14 +161,14 @@ export const decodeMessage = (
   if (event === undefined || event.scope !== scope || !routed) return Either.left("malformed")
   const envelope = message.subarray(headerEnd)
   if (envelope.length === 0 || envelope.length > limits.maxEventBytes) return Either.left("malformed")
-  return Either.right({ header: header.right, envelope })
+  return Either.right({ header: header.right, envelope, position: undefined })
 }
 
 /** The route a verified message has on the topic it arrived on, or undefined when it does not belong there. */
 export const routeOn = (topic: Topic, header: BusHeader): Route | undefined => {
   if (header.scope === "user") {
-    if (!topic.startsWith(USER_TOPIC_PREFIX)) return undefined
-    const user = topic.slice(USER_TOPIC_PREFIX.length) as UserId
+    if (!topic.startsWith(USER_TOPIC_PREFIX) || !topic.endsWith("}")) return undefined
+    const user = topic.slice(USER_TOPIC_PREFIX.length, -1) as UserId
     // One signed batch goes to each of its users' topics; here it is for that user alone.
     return header.users!.includes(user) ? { scope: "user", userIds: [user] } : undefined
   }

@@ -29,8 +29,16 @@ import { BusUnavailable } from "../Errors.js"
 import { GatewayMetrics } from "../Metrics.js"
 import { textFrame, type Frame } from "../core/Outbound.js"
 import { withInterest, EventBus, type Delivery, type EventBusShape } from "../core/Bus.js"
-import type { Topic, TopicInterest } from "../registry/Interest.js"
-import { decodeMessage, encodeRoute, makeReplayGuard, routeOn, type Stamp } from "./BusCodec.js"
+import { guildTopic, userTopic, type Topic, type TopicInterest } from "../registry/Interest.js"
+import {
+  decodeMessage,
+  encodeRoute,
+  makeReplayGuard,
+  POSITIONED_PREFIX,
+  positionedSuffix,
+  routeOn,
+  type Stamp
+} from "./BusCodec.js"
 import * as RedisClient from "../RedisClient.js"
 import * as BusLink from "./BusLink.js"
 
@@ -116,8 +124,10 @@ export const makeRedis = (
     subscriber.on(dialect.message, (channel: Buffer, message: Buffer) => {
       const decoded = decodeMessage(accepted, message, limits)
       if (Either.isLeft(decoded)) return metrics.busDropped(decoded.left)
-      const { envelope, header } = decoded.right
+      const { envelope, header, position } = decoded.right
       if (header.node === node) return // our own publish, already delivered locally
+      // Our own recorded event: delivered locally too, but where Redis put it among the others.
+      const own = header.node === recorder
       const now = clock.unsafeCurrentTimeMillis()
       if (Math.abs(now - header.at) > maxLagMillis) return metrics.busDropped("stale")
       const topic = channel.toString()
@@ -130,10 +140,11 @@ export const makeRedis = (
         bytes: envelope.length,
         wire: textFrame(envelope)
       }
-      if (!Queue.unsafeOffer(deliveries, { route, frame, publishedAt: header.at, trace: header.trace })) {
+      const delivery: Delivery = { route, frame, publishedAt: header.at, trace: header.trace, position, own }
+      if (!Queue.unsafeOffer(deliveries, delivery)) {
         return metrics.busDropped("backlog_full")
       }
-      metrics.busReceived()
+      if (!own) metrics.busReceived()
     })
 
     const send = (topic: Topic, message: Buffer) => {
@@ -144,24 +155,49 @@ export const makeRedis = (
     }
 
     let seq = 0
+    /**
+     * Recorded events reach Redis over the history's connection, not the publisher's: they are
+     * numbered under an origin of their own, so each origin's messages arrive in sequence order (the
+     * replay guard's assumption). A node's recorded and unrecorded events are not ordered between them.
+     */
+    const recorder = randomBytes(16).toString("hex")
+    let recordedSeq = 0
     /** Never decreases, so a receiver's replay mark ages out no earlier than the messages below it. */
     let lastAt = 0
+    const stampOf = (origin: string, number: number, frame: Frame, trace: string | undefined): Stamp => {
+      lastAt = Math.max(lastAt, clock.unsafeCurrentTimeMillis())
+      return {
+        node: origin,
+        seq: number,
+        at: lastAt,
+        type: frame.eventType,
+        ...(trace === undefined ? {} : { trace }),
+        ...(origin === recorder ? { recorded: true as const } : {})
+      }
+    }
+    const envelopeOf = (frame: Frame) => frame.wire.subarray(frame.wire.length - frame.bytes)
     const bus: EventBusShape = {
       publish: (route, frame, trace) => {
-        const envelope = frame.wire.subarray(frame.wire.length - frame.bytes)
-        lastAt = Math.max(lastAt, clock.unsafeCurrentTimeMillis())
-        const stamp: Stamp = {
-          node,
-          seq: seq++,
-          at: lastAt,
-          type: frame.eventType,
-          ...(trace === undefined ? {} : { trace })
-        }
+        const stamp = stampOf(node, seq++, frame, trace)
         if (!link.publisherConnected()) {
           metrics.busDropped("unavailable")
           return
         }
-        encodeRoute(secret, stamp, route, envelope, send)
+        encodeRoute(secret, stamp, route, envelopeOf(frame), send)
+      },
+      recorded: (route, frame, trace) => {
+        return {
+          // One stream's event: one topic (a user route here names one user).
+          channel: route.scope === "user" ? userTopic(route.userIds[0]!) : guildTopic(route.guildId),
+          parts: () => {
+            let message: Buffer | undefined
+            const stamp = stampOf(recorder, recordedSeq++, frame, trace)
+            encodeRoute(secret, stamp, route, envelopeOf(frame), (_, signed) => {
+              message = signed
+            })
+            return [POSITIONED_PREFIX, positionedSuffix(message!)]
+          }
+        }
       },
       deliveries,
       setInterest: link.setInterest,

@@ -4,7 +4,7 @@
  * `published` hooks. Arrived from another node (`deliverRemote`): the frame is already built, so only
  * the lookup and the loop (and the `published` hooks for the events they act on).
  */
-import { Effect, Either, Option, ParseResult, Queue, Tracer } from "effect"
+import { Duration, Effect, Either, Option, ParseResult, Queue, Tracer } from "effect"
 import type { Clock } from "effect"
 import type { EventDefinition, PayloadOf } from "../../protocol/EventDefinition.js"
 import { decodePayload } from "../../protocol/EventDefinition.js"
@@ -28,6 +28,8 @@ import * as Tracing from "../Tracing.js"
 import type { Delivery, EventBusShape, Route } from "./Bus.js"
 import type { Connection, DeliveryResult } from "./Connection.js"
 import * as Fanout from "./Fanout.js"
+import type { FanoutResult } from "./Fanout.js"
+import * as LocalOrder from "./LocalOrder.js"
 import * as Outbound from "./Outbound.js"
 import type { GatewayHooksShape, Publisher } from "./Seams.js"
 
@@ -48,6 +50,8 @@ export interface BroadcastOptions {
   readonly tracing: Tracing.TracingShape
   readonly clock: Clock.Clock
   readonly history: HistoryShape
+  /** Bus messages older than this are stale: an own publish's opted-in recipients wait no longer for its marker. */
+  readonly busMaxLag: Duration.Duration
 }
 
 export interface Broadcast {
@@ -121,15 +125,22 @@ const recipientsOf = (
 const remoteDelivery = (
   options: BroadcastOptions,
   publisher: Publisher,
-  tapOf: () => PublishTap | undefined
+  tapOf: () => PublishTap | undefined,
+  order: LocalOrder.LocalOrder
 ): Effect.Effect<never> => {
   const { metrics, registry, hooks, bus, tracing, clock } = options
   /** Another node's frame to this node's recipients: already built, so only the lookup and the loop. */
-  const deliverOne = ({ frame, publishedAt, route }: Delivery) =>
+  const deliverOne = ({ frame, position, publishedAt, route }: Delivery) =>
     Effect.gen(function* () {
       metrics.busLag(Math.max(0, clock.unsafeCurrentTimeMillis() - publishedAt) / 1000)
       const recipients = yield* recipientsOf(registry, route)
-      Fanout.broadcast(metrics, frame, recipients)
+      // A recorded event: positioned for opted-in recipients (held during their replay) as a local one.
+      Fanout.broadcast(
+        metrics,
+        frame,
+        recipients,
+        position === undefined ? undefined : { stream: streamOfRoute(route), ...position }
+      )
       tapOf()?.(frame, route, recipients.length, "bus")
       // The after-delivery hooks (revocation) act on this node's connections too; the
       // before-delivery ones (projections, dual emit) ran once, on the publishing node.
@@ -160,8 +171,22 @@ const remoteDelivery = (
         })
     })
 
+  const deliverRemote = tracing.enabled ? deliverOneTraced : deliverOne
+  /** This node's own recorded event back from the bus: only the place it takes among the others. */
+  const deliver = (delivery: Delivery) =>
+    !delivery.own
+      ? deliverRemote(delivery)
+      : delivery.position === undefined
+        ? Effect.void
+        : deliverAtMarker(delivery.frame, streamOfRoute(delivery.route), delivery.position)
+  /** This node's own publish, to its opted-in recipients, where Redis put it among the others. */
+  const deliverAtMarker = (frame: Outbound.Frame, stream: StreamName, position: Position) =>
+    Effect.map(order.atOwnMarker(stream, position), (optedIn) => {
+      if (optedIn.length > 0) Fanout.broadcast(metrics, frame, optedIn, { stream, ...position })
+    })
+
   return Effect.forever(
-    Effect.flatMap(Queue.take(bus.deliveries), tracing.enabled ? deliverOneTraced : deliverOne).pipe(
+    Effect.flatMap(Queue.take(bus.deliveries), deliver).pipe(
       Effect.catchAllDefect((defect) => Effect.logError("gateway.bus_delivery.defect", defect))
     )
   )
@@ -190,6 +215,16 @@ const streamOf = (route: Exclude<Route, { readonly scope: "user" }>): StreamName
     ? channelStream(route.guildId, route.channelId)
     : guildStream(route.guildId)) as StreamName
 
+/** The one stream of a route that names one stream (a user route: its first user). */
+const streamOfRoute = (route: Route): StreamName =>
+  route.scope === "user" ? (userStream(route.userIds[0]!) as StreamName) : streamOf(route)
+
+/** What became of one of this node's appends: its position, the opted-in recipients its marker serves. */
+interface OwnAppend {
+  readonly position: Position | undefined
+  readonly optedIn: ReadonlyArray<Connection> | undefined
+}
+
 /** One user's share of a user-scoped broadcast: their connections and their stream's position. */
 interface UserShare {
   readonly stream: StreamName
@@ -201,7 +236,12 @@ export const make = (options: BroadcastOptions): Broadcast => {
   const { maxEventBytes: maxBytes, metrics, registry, hooks, bus, tracing, history } = options
   // Undefined unless an inspector is looking: a publish then pays one comparison.
   let publishTap: PublishTap | undefined
+  const order = LocalOrder.make(options.clock, Duration.toMillis(options.busMaxLag))
 
+  /**
+   * An append whose message goes onto the bus in the append's step (Redis): its local delivery is
+   * awaited by the remote deliveries behind it (`LocalOrder`), once it is done or failed.
+   */
   /** Encodes once. A built frame is returned as is (an `Either` is an Effect): nothing to allocate. */
   const build = <E extends EventDefinition>(
     event: E,
@@ -218,42 +258,91 @@ export const make = (options: BroadcastOptions): Broadcast => {
     )
 
   /**
-   * Onto the bus, then this node's loop (recoverable: positioned for opted-in connections). A store
-   * that appends at once (in memory) appends here too, in the same synchronous step as the loop.
+   * Appends whose messages go onto the bus in the append's step (Redis): `done[i]` is what became of
+   * `streams[i]` (its position, the opted-in recipients its marker delivers to), told to `LocalOrder`
+   * once the local delivery is done or failed.
    */
+  const ordered = <A>(
+    streams: ReadonlyArray<StreamName>,
+    appendAndDeliver: (done: Array<OwnAppend>) => Effect.Effect<A>
+  ): Effect.Effect<A> => {
+    if (bus.recorded === undefined) return appendAndDeliver([])
+    for (const stream of streams) order.appending(stream)
+    const done: Array<OwnAppend> = []
+    return Effect.ensuring(
+      appendAndDeliver(done),
+      Effect.sync(() =>
+        streams.forEach((stream, i) => order.appended(stream, done[i]?.position, done[i]?.optedIn))
+      )
+    )
+  }
+
+  /**
+   * This node's loop of a recoverable event: positioned for opted-in connections, or, when its
+   * marker comes back from the bus (Redis), legacy connections now and the opted-in ones there.
+   */
+  const deliverLocally = (
+    frame: Outbound.Frame,
+    recipients: ReadonlyArray<Connection>,
+    stream: StreamName,
+    position: Position | undefined,
+    marked: boolean
+  ): OwnAppend & FanoutResult => {
+    if (position === undefined || !marked) {
+      const result = Fanout.broadcast(
+        metrics,
+        frame,
+        recipients,
+        position === undefined ? undefined : { stream, ...position }
+      )
+      return { ...result, position, optedIn: undefined }
+    }
+    const started = performance.now()
+    const result = Fanout.deliverLegacy(frame, recipients)
+    Fanout.record(metrics, frame, result, started)
+    return { ...result, position }
+  }
+
   const deliverRouted = (
     frame: Outbound.Frame,
     route: Exclude<Route, { readonly scope: "user" }>,
     recipients: ReadonlyArray<Connection>,
     position: Position | undefined,
     trace?: string
-  ): number => {
-    bus.publish(route, frame, trace)
+  ): OwnAppend & FanoutResult => {
+    // An appended event went onto the bus with its position, in the append's step (Redis).
+    if (position === undefined || bus.recorded === undefined) bus.publish(route, frame, trace)
     const stream = streamOf(route)
     const at =
       position ??
       (history.appendNow !== undefined ? history.appendNow({ stream, event: recorded(frame) }) : undefined)
-    const { delivered } = Fanout.broadcast(
-      metrics,
+    const result = deliverLocally(
       frame,
       recipients,
-      at === undefined ? undefined : { stream, epoch: at.epoch, offset: at.offset }
+      stream,
+      at,
+      position !== undefined && bus.recorded !== undefined
     )
     if (publishTap !== undefined) publishTap(frame, route, recipients.length, "local")
-    return delivered
+    return result
   }
 
   const recorded = (frame: Outbound.Frame) => ({ t: frame.eventType, d: Outbound.payloadText(frame) })
 
+  /** The bus message an append publishes in its own step, when the bus has other nodes. */
+  const busMessage = (route: Route, frame: Outbound.Frame, trace: string | undefined) =>
+    bus.recorded === undefined ? {} : { publish: bus.recorded(route, frame, trace) }
+
   /** A store that appends asynchronously (Redis) appends before the lookup and the loop. */
   const appendAsync = (
     frame: Outbound.Frame,
-    route: Exclude<Route, { readonly scope: "user" }>
+    route: Exclude<Route, { readonly scope: "user" }>,
+    trace: string | undefined
   ): Effect.Effect<Position | undefined> =>
     history.appendNow !== undefined
       ? Effect.succeed(undefined)
       : history
-          .append({ stream: streamOf(route), event: recorded(frame) })
+          .append({ stream: streamOf(route), event: recorded(frame), ...busMessage(route, frame, trace) })
           .pipe(
             Effect.catchAll((error) =>
               Effect.as(appendFailed(frame, streamOf(route), error.detail), undefined)
@@ -272,19 +361,27 @@ export const make = (options: BroadcastOptions): Broadcast => {
       const lists = yield* Effect.forEach(route.userIds, (userId) => registry.userMembers(userId))
       const shares = (positions: ReadonlyArray<Position | undefined>): Array<UserShare> =>
         streams.map((stream, i) => ({ stream, position: positions[i], recipients: lists[i]! }))
-      const deliver = (shares: ReadonlyArray<UserShare>) => {
-        bus.publish(route, frame, trace)
+      const deliver = (shares: ReadonlyArray<UserShare>, own: Array<OwnAppend> = []) => {
+        // The appended users' streams went onto the bus with their positions, in the append's step.
+        const unpublished =
+          bus.recorded === undefined
+            ? route.userIds
+            : route.userIds.filter((_, i) => shares[i]!.position === undefined)
+        if (unpublished.length > 0) bus.publish({ scope: "user", userIds: unpublished }, frame, trace)
         const started = performance.now()
         let delivered = 0
         let evicted = 0
         let closed = 0
         let offered = 0
+        const marked = bus.recorded !== undefined
         for (const { position, recipients, stream } of shares) {
-          const result =
-            position === undefined
-              ? Fanout.deliver(frame, recipients)
-              : Fanout.deliverPositioned(frame, { stream, ...position }, recipients)
-          delivered += result.delivered
+          let optedIn: ReadonlyArray<Connection> | undefined
+          let result: FanoutResult
+          if (position === undefined) result = Fanout.deliver(frame, recipients)
+          else if (!marked) result = Fanout.deliverPositioned(frame, { stream, ...position }, recipients)
+          else ({ optedIn, ...result } = Fanout.deliverLegacy(frame, recipients))
+          own.push({ position, optedIn })
+          delivered += result.delivered + (optedIn?.length ?? 0)
           evicted += result.evicted
           closed += result.closed
           offered += recipients.length
@@ -297,17 +394,27 @@ export const make = (options: BroadcastOptions): Broadcast => {
         const appendNow = history.appendNow
         return deliver(shares(streams.map((stream) => appendNow({ stream, event }))))
       }
-      const appended = yield* history.appendAll(streams.map((stream) => ({ stream, event })))
-      const positions: Array<Position | undefined> = []
-      for (let i = 0; i < appended.length; i++) {
-        const result = appended[i]!
-        if (Either.isRight(result)) positions.push(result.right)
-        else {
-          positions.push(undefined)
-          yield* appendFailed(frame, streams[i]!, result.left.detail)
-        }
-      }
-      return deliver(shares(positions))
+      return yield* ordered(streams, (positions) =>
+        Effect.gen(function* () {
+          const appended = yield* history.appendAll(
+            streams.map((stream, i) => ({
+              stream,
+              event,
+              ...busMessage({ scope: "user", userIds: [route.userIds[i]!] }, frame, trace)
+            }))
+          )
+          const appendedAt: Array<Position | undefined> = []
+          for (let i = 0; i < appended.length; i++) {
+            const result = appended[i]!
+            if (Either.isRight(result)) appendedAt.push(result.right)
+            else {
+              appendedAt.push(undefined)
+              yield* appendFailed(frame, streams[i]!, result.left.detail)
+            }
+          }
+          return deliver(shares(appendedAt), positions)
+        })
+      )
     })
 
   /** Recipients and delivery of a built frame, recoverable or not. */
@@ -327,9 +434,14 @@ export const make = (options: BroadcastOptions): Broadcast => {
       })
     }
     if (target.scope === "user") return deliverToUsers(frame, target, trace)
-    return Effect.flatMap(appendAsync(frame, target), (position) =>
-      Effect.map(recipientsOf(registry, target), (recipients) =>
-        deliverRouted(frame, target, recipients, position, trace)
+    return ordered([streamOf(target)], (done) =>
+      Effect.flatMap(appendAsync(frame, target, trace), (position) =>
+        Effect.map(recipientsOf(registry, target), (recipients) => {
+          const result = deliverRouted(frame, target, recipients, position, trace)
+          done.push(result)
+          // The opted-in recipients get it at its marker, counted as delivered there.
+          return result.delivered + (result.optedIn?.length ?? 0)
+        })
       )
     )
   }
@@ -398,7 +510,7 @@ export const make = (options: BroadcastOptions): Broadcast => {
 
   return {
     publisher,
-    deliverRemote: remoteDelivery(options, publisher, () => publishTap),
+    deliverRemote: remoteDelivery(options, publisher, () => publishTap, order),
     setTap: (tap) => {
       publishTap = tap
     }

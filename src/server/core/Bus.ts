@@ -7,6 +7,7 @@
  */
 import { Context, Effect, Layer, Queue } from "effect"
 import type { ChannelId, GuildId, UserId } from "../../protocol/Ids.js"
+import type { BusPublish, Position } from "../recovery/History.js"
 import { TopicInterest, type TopicInterestShape } from "../registry/Interest.js"
 import type { Frame } from "./Outbound.js"
 
@@ -24,6 +25,10 @@ export interface Delivery {
   readonly publishedAt: number
   /** The W3C `traceparent` of the publisher's bus hand-off span, when that publish was traced. */
   readonly trace: string | undefined
+  /** A recorded event's position in its stream (the route's one stream), as the history assigned it. */
+  readonly position: Position | undefined
+  /** This node's own recorded event back from the bus: a marker of its place, delivered locally already. */
+  readonly own: boolean
 }
 
 export interface EventBusShape extends TopicInterestShape {
@@ -32,6 +37,12 @@ export interface EventBusShape extends TopicInterestShape {
    * with the `traceparent` of a traced publish.
    */
   readonly publish: (route: Route, frame: Frame, trace?: string) => void
+  /**
+   * The message of a recorded event for the history store to publish in its append step (a channel
+   * or guild route, or a user route of one user), so every node receives a stream's events in offset
+   * order. Absent on a bus without other nodes. Used instead of `publish`, never with it.
+   */
+  readonly recorded?: (route: Route, frame: Frame, trace?: string) => BusPublish
   /** Other nodes' frames, in arrival order, for the gateway's single delivery fiber. */
   readonly deliveries: Queue.Dequeue<Delivery>
   /**

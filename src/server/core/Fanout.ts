@@ -91,3 +91,30 @@ export const broadcast = (
   record(metrics, frame, result, started)
   return result
 }
+
+/**
+ * A recoverable event's loop on its publishing node when opted-in connections get it later, at its
+ * marker (`LocalOrder`): legacy connections get `frame` now; the opted-in ones are returned (an array
+ * only when there is one).
+ */
+export const deliverLegacy = (
+  frame: Frame,
+  recipients: ReadonlyArray<Connection>
+): FanoutResult & { readonly optedIn: ReadonlyArray<Connection> | undefined } => {
+  let delivered = 0
+  let evicted = 0
+  let closed = 0
+  let optedIn: Array<Connection> | undefined
+  for (let i = 0; i < recipients.length; i++) {
+    const connection = recipients[i]!
+    if (connection.recovery !== undefined) {
+      ;(optedIn ??= []).push(connection)
+      continue
+    }
+    const result = connection.deliver(frame)
+    if (result === "sent" || result === "queued") delivered++
+    else if (result === "evicted") evicted++
+    else closed++
+  }
+  return { delivered, evicted, closed, optedIn }
+}

@@ -80,7 +80,8 @@ export const make = Effect.gen(function* () {
     bus,
     tracing,
     clock,
-    history
+    history,
+    busMaxLag: config.busMaxLag
   })
   const { publisher } = broadcast
   const recovery = Recovery.make({

@@ -59,8 +59,11 @@ export interface Entry extends Recorded {
  */
 export interface BusPublish {
   readonly channel: string
-  readonly prefix: Uint8Array
-  readonly suffix: Uint8Array
+  /**
+   * The bytes before and after the position. Called in the step that sends the script, once: a
+   * bus numbers its messages there, so they reach Redis in the order they were numbered.
+   */
+  readonly parts: () => readonly [prefix: Uint8Array, suffix: Uint8Array]
 }
 
 export interface Append {

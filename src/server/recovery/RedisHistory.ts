@@ -157,6 +157,7 @@ export interface RedisHistoryOptions extends HistoryLimits {
 }
 
 const RECONNECT_BASE_MILLIS = 50
+const NO_PARTS = [new Uint8Array(0), new Uint8Array(0)] as const
 
 export const makeRedis = (
   options: RedisHistoryOptions
@@ -215,8 +216,9 @@ export const makeRedis = (
           return Effect.dieMessage(`bus channel ${publish.channel} is not in the slot of ${slotTag(stream)}`)
         const now = clock.unsafeCurrentTimeMillis()
         const keys = keysOf(stream)
-        return within(() =>
-          commands.historyAppend(
+        return within(() => {
+          const [prefix, suffix] = publish === undefined ? NO_PARTS : publish.parts()
+          return commands.historyAppend(
             keys.meta,
             keys.entries,
             keys.stamp,
@@ -229,10 +231,10 @@ export const makeRedis = (
             event.d,
             publish === undefined ? "" : publishCommand,
             publish?.channel ?? "",
-            publish?.prefix ?? "",
-            publish?.suffix ?? ""
+            prefix,
+            suffix
           )
-        ).pipe(
+        }).pipe(
           Effect.map(([epoch, offset]): Position => {
             account(now)
             const scope = scopeOf(stream)

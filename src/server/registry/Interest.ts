@@ -6,12 +6,16 @@
 import { Context, Effect, Layer } from "effect"
 import type { GuildId, UserId } from "../../protocol/Ids.js"
 
-/** A bus topic: one per guild, one per user. */
+/**
+ * A bus topic: one per guild, one per user. Each is one Redis Cluster hash tag (`{g:<guild>}`,
+ * `{u:<user>}`), the tag of the history keys of the streams it carries, so the history's append
+ * script can publish on it in the same atomic step (`recovery/RedisHistory.ts`).
+ */
 export type Topic = string
 
-export const USER_TOPIC_PREFIX = "filament:u:"
-export const guildTopic = (guildId: GuildId): Topic => `filament:g:${guildId}`
-export const userTopic = (userId: UserId): Topic => `${USER_TOPIC_PREFIX}${userId}`
+export const USER_TOPIC_PREFIX = "filament:{u:"
+export const guildTopic = (guildId: GuildId): Topic => `filament:{g:${guildId}}`
+export const userTopic = (userId: UserId): Topic => `${USER_TOPIC_PREFIX}${userId}}`
 
 export interface TopicInterestShape {
   /** This node gained (`true`) or lost (`false`) its last local interest in a topic. */
