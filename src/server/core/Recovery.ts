@@ -2,7 +2,7 @@
  * Missed-event recovery on a connection that opted in (`recovery=1`): what it holds while a stream
  * is replayed, and the replay itself — after `ready` for the user stream, after an authorized
  * `subscribe` for its channel and guild streams. The history is the `History` service
- * (`recovery/History.ts`); what goes into it is the publish path's (`Broadcast`).
+ * (`recovery/History.ts`); what goes into it is the publish path's (`RecordedDelivery`).
  *
  * The seam: a stream's live positioned frames are held for the connection from before its
  * recipients can include it (before `register` / `registry.subscribe`) until the replay and the
