@@ -147,6 +147,11 @@ export interface GatewayConfigShape {
    * position (and its clients recover with nothing missed) for this long; then it is forgotten.
    */
   readonly historyMetaTtl: Duration.Duration
+  /**
+   * With Redis: streams whose append failed that a node remembers until it has invalidated their
+   * history (a new epoch); over it, the node answers every read `history_unavailable` until then.
+   */
+  readonly historyGapStreams: number
   /** Events one recovery may replay per stream; more missed answers `too_many_events`. */
   readonly recoveryMaxReplay: number
   /** Log records below this level are not written. */
@@ -284,6 +289,7 @@ export const config: Config.Config<GatewayConfigShape> = Config.all({
   historyMaxEvents: positiveInt("GATEWAY_HISTORY_MAX_EVENTS", 1000),
   historyTtl: seconds("GATEWAY_HISTORY_TTL_SECS", 120),
   historyMetaTtl: seconds("GATEWAY_HISTORY_META_TTL_SECS", 86_400),
+  historyGapStreams: positiveInt("GATEWAY_HISTORY_GAP_STREAMS", 10_000),
   recoveryMaxReplay: positiveInt("GATEWAY_RECOVERY_MAX_REPLAY", 1000),
   dualEmitLegacyOverride: Config.boolean("GATEWAY_DUAL_EMIT_LEGACY_OVERRIDE").pipe(Config.withDefault(false)),
   logLevel: Config.string("GATEWAY_LOG_LEVEL").pipe(

@@ -16,13 +16,19 @@ import { newId } from "../server/harness.js"
 import { event, historyContract, LIMITS } from "../server/history-contract.js"
 import { hasRedisServer, startRedis, startRedisCluster, type RedisBackend } from "./redis.js"
 
-const storeOn = (backend: RedisBackend, limits: HistoryLimits, metrics: Metrics.GatewayMetricsShape) =>
+const storeOn = (
+  backend: RedisBackend,
+  limits: HistoryLimits,
+  metrics: Metrics.GatewayMetricsShape,
+  options: { readonly timeout?: Duration.Duration; readonly gapStreams?: number } = {}
+) =>
   Effect.provideService(
     RedisHistory.makeRedis({
       ...limits,
       endpoint: backend.endpoint,
-      timeout: Duration.seconds(5),
-      reconnectMax: Duration.millis(200)
+      timeout: options.timeout ?? Duration.seconds(5),
+      reconnectMax: Duration.millis(200),
+      gapStreams: options.gapStreams ?? 10_000
     }),
     Metrics.GatewayMetrics,
     metrics
@@ -135,6 +141,85 @@ describe.skipIf(!hasRedisServer)("History in Redis", () => {
       expect(replay).toMatchObject({ _tag: "NotRecovered", reason: "epoch_changed", position: { offset: 0 } })
       expect(replay.position.epoch).not.toBe(before.epoch)
     })
+  )
+
+  it.scopedLive(
+    "a failed append: the stream is history_unavailable here until this node invalidated it, then epoch_changed on every node",
+    () =>
+      Effect.gen(function* () {
+        const redis = yield* startRedis
+        const timeout = Duration.millis(300)
+        const [nodeA, nodeB] = yield* Effect.all([
+          storeOn(redis, LIMITS, Metrics.make(), { timeout }),
+          storeOn(redis, LIMITS, Metrics.make())
+        ])
+        const stream = channelStream()
+        const quiet = channelStream()
+        const before = yield* nodeA.append({ stream, event: event("a") })
+        expect(yield* nodeB.readAfter(stream, before, 10)).toMatchObject({ _tag: "Entries", entries: [] })
+        const admin = yield* redis.client()
+        // Redis stops answering for a while: nodeA's append times out (the event went out live only).
+        yield* Effect.promise(() => admin.call("CLIENT", "PAUSE", "1500", "ALL"))
+        const failed = yield* Effect.flip(nodeA.append({ stream, event: event("b") }))
+        expect(failed.reason).toBe("history_unavailable")
+        // Still remembered (its invalidation cannot run yet): never an answer across the gap.
+        expect((yield* Effect.flip(nodeA.readAfter(stream, before, 10))).reason).toBe("history_unavailable")
+        // Redis answers again: nodeA's next command of any stream invalidates the stream first.
+        yield* eventuallyEffect(
+          "nodeA's history reachable again",
+          Effect.map(Effect.exit(nodeA.position(quiet)), Exit.isSuccess),
+          10_000,
+          20
+        )
+        const mine = yield* nodeA.readAfter(stream, before, 10)
+        expect(mine).toMatchObject({ _tag: "NotRecovered", reason: "epoch_changed", position: { offset: 0 } })
+        expect(mine.position.epoch).not.toBe(before.epoch)
+        expect(yield* nodeB.readAfter(stream, before, 10)).toEqual(mine)
+        // Forgotten once invalidated: the new epoch carries on.
+        const next = yield* nodeA.append({ stream, event: event("c") })
+        expect(next).toEqual({ epoch: mine.position.epoch, offset: 1 })
+        expect(yield* nodeB.readAfter(stream, mine.position, 10)).toMatchObject({
+          _tag: "Entries",
+          entries: [{ offset: 1, d: event("c").d }]
+        })
+      })
+  )
+
+  it.scopedLive(
+    "more failed streams than GATEWAY_HISTORY_GAP_STREAMS: those remembered are invalidated, the others only logged",
+    () =>
+      Effect.gen(function* () {
+        const redis = yield* startRedis
+        const history = yield* storeOn(redis, LIMITS, Metrics.make(), {
+          timeout: Duration.millis(300),
+          gapStreams: 1
+        })
+        const [first, second, other] = [channelStream(), channelStream(), channelStream()]
+        const positions = yield* Effect.forEach([first, second, other], (stream) =>
+          history.append({ stream, event: event("a") })
+        )
+        const admin = yield* redis.client()
+        yield* Effect.promise(() => admin.call("CLIENT", "PAUSE", "1500", "ALL"))
+        yield* Effect.flip(history.append({ stream: first, event: event("b") }))
+        yield* Effect.flip(history.append({ stream: second, event: event("b") }))
+        yield* eventuallyEffect(
+          "Redis answers again",
+          Effect.map(Effect.exit(Effect.promise(() => admin.ping())), Exit.isSuccess),
+          10_000,
+          20
+        )
+        // The next read invalidates what is remembered first (the overflow is logged then).
+        expect(yield* history.readAfter(other, positions[2]!, 10)).toMatchObject({
+          _tag: "Entries",
+          entries: []
+        })
+        expect(yield* history.readAfter(first, positions[0]!, 10)).toMatchObject({ reason: "epoch_changed" })
+        // Beyond the bound: not remembered, so not invalidated (the documented limit of the bound).
+        expect(yield* history.readAfter(second, positions[1]!, 10)).toMatchObject({
+          _tag: "Entries",
+          position: { epoch: positions[1]!.epoch }
+        })
+      })
   )
 
   it.scoped("a bus channel outside the stream's slot is refused before anything is appended", () =>

@@ -109,15 +109,18 @@ describe("GatewayConfig", () => {
       expect([defaults.historyMaxEvents, defaults.recoveryMaxReplay]).toEqual([1000, 1000])
       expect(Duration.toSeconds(defaults.historyTtl)).toBe(120)
       expect(Duration.toSeconds(defaults.historyMetaTtl)).toBe(86_400)
+      expect(defaults.historyGapStreams).toBe(10_000)
       const chosen = Either.getOrThrow(
         yield* load({
           ...base,
           GATEWAY_HISTORY_MAX_EVENTS: "50",
           GATEWAY_HISTORY_TTL_SECS: "2.5",
           GATEWAY_HISTORY_META_TTL_SECS: "2.5",
+          GATEWAY_HISTORY_GAP_STREAMS: "7",
           GATEWAY_RECOVERY_MAX_REPLAY: "20"
         })
       )
+      expect(chosen.historyGapStreams).toBe(7)
       expect([chosen.historyMaxEvents, chosen.recoveryMaxReplay]).toEqual([50, 20])
       expect(Duration.toMillis(chosen.historyTtl)).toBe(2500)
       expect(Duration.toMillis(chosen.historyMetaTtl)).toBe(2500)
@@ -127,6 +130,8 @@ describe("GatewayConfig", () => {
         [{ GATEWAY_HISTORY_TTL_SECS: "0" }, "GATEWAY_HISTORY_TTL_SECS must be a positive number of seconds"],
         [{ GATEWAY_HISTORY_META_TTL_SECS: "-1" }, "GATEWAY_HISTORY_META_TTL_SECS must be a positive number"],
         [{ GATEWAY_RECOVERY_MAX_REPLAY: "1.5" }, "GATEWAY_RECOVERY_MAX_REPLAY must be a positive integer"],
+        [{ GATEWAY_HISTORY_GAP_STREAMS: "0" }, "GATEWAY_HISTORY_GAP_STREAMS must be a positive integer"],
+        [{ GATEWAY_HISTORY_GAP_STREAMS: "1e3" }, "GATEWAY_HISTORY_GAP_STREAMS must be a positive integer"],
         [
           { GATEWAY_HISTORY_TTL_SECS: "600", GATEWAY_HISTORY_META_TTL_SECS: "300" },
           "GATEWAY_HISTORY_META_TTL_SECS must be at least GATEWAY_HISTORY_TTL_SECS (600)"

@@ -25,6 +25,16 @@
  * `XREVRANGE … COUNT <missed>` (offsets are gapless and only the oldest entries are ever removed, so
  * the entries after a position are exactly the stream's last head − offset entries).
  *
+ * A failed append (Redis down, or no answer in time) leaves a gap in the stream that its offsets do
+ * not show: the event was delivered live but never numbered. So this node remembers the stream (at
+ * most `gapStreams` of them) and, before its next append or read of any stream, deletes each
+ * remembered stream's meta key in Redis (a single-key `DEL`: one slot), so the next append or read
+ * of it, on any node, starts a new epoch and an old position answers `epoch_changed`; only then is
+ * the stream forgotten. A remembered stream is answered `history_unavailable` on this node until its
+ * invalidation ran. When more streams fail than the bound, the others are not remembered (counted
+ * and logged as `gateway.history.gaps_overflowed` at the next invalidation) and, until then, every
+ * read on this node answers `history_unavailable`.
+ *
  * The history gauges of this store count what this node appended within the age window (entries
  * and encoded bytes): summed over the nodes that is the cluster's history, except that entries
  * trimmed early by `GATEWAY_HISTORY_MAX_EVENTS`, or lost with a flushed or restarted Redis, are still
@@ -154,6 +164,8 @@ export interface RedisHistoryOptions extends HistoryLimits {
   readonly timeout: Duration.Duration
   /** Cap of the reconnect backoff. */
   readonly reconnectMax: Duration.Duration
+  /** Streams whose append failed that this node remembers until it has invalidated them. */
+  readonly gapStreams: number
 }
 
 const RECONNECT_BASE_MILLIS = 50
@@ -208,6 +220,48 @@ export const makeRedis = (
       }
     }
 
+    /** Streams whose append failed here, not yet invalidated in Redis. */
+    const gapped = new Set<StreamName>()
+    /** Streams whose append failed when `gapped` was full, since the last invalidation. */
+    let overflowed = 0
+    const invalidating = yield* Effect.makeSemaphore(1)
+    const gapUnavailable = (stream: StreamName) =>
+      unavailable(`an append to ${stream} failed; its history is not invalidated yet`)
+    const rememberGap = (stream: StreamName) =>
+      Effect.sync(() => {
+        if (gapped.has(stream)) return
+        if (gapped.size < options.gapStreams) gapped.add(stream)
+        else overflowed++
+      })
+    /** Deletes the meta of every remembered stream (a new epoch at its next use), then forgets it. */
+    const invalidateGaps = Effect.suspend(() =>
+      gapped.size === 0 && overflowed === 0
+        ? Effect.void
+        : invalidating.withPermits(1)(
+            Effect.gen(function* () {
+              const dropped = overflowed
+              yield* Effect.forEach(
+                [...gapped],
+                (stream) =>
+                  within(() => redis.del(keysOf(stream).meta)).pipe(
+                    Effect.tap(() => Effect.sync(() => gapped.delete(stream))),
+                    Effect.ignore
+                  ),
+                { concurrency: "unbounded", discard: true }
+              )
+              if (dropped > 0 && gapped.size === 0) {
+                overflowed -= dropped
+                yield* Effect.logWarning("gateway.history.gaps_overflowed").pipe(
+                  Effect.annotateLogs({ not_invalidated: dropped, bound: options.gapStreams })
+                )
+              }
+            })
+          )
+    )
+    /** Whether this node must answer `history_unavailable` for the stream (see the module comment). */
+    const gapOpen = (stream: StreamName, reading: boolean) =>
+      gapped.has(stream) || (reading && overflowed > 0)
+
     const append = ({ event, publish, stream }: Append) =>
       Effect.suspend(() => {
         // A script's writes are not undone when a later command fails: a channel in another slot
@@ -216,7 +270,7 @@ export const makeRedis = (
           return Effect.dieMessage(`bus channel ${publish.channel} is not in the slot of ${slotTag(stream)}`)
         const now = clock.unsafeCurrentTimeMillis()
         const keys = keysOf(stream)
-        return within(() => {
+        const run = within(() => {
           const [prefix, suffix] = publish === undefined ? NO_PARTS : publish.parts()
           return commands.historyAppend(
             keys.meta,
@@ -234,7 +288,12 @@ export const makeRedis = (
             prefix,
             suffix
           )
-        }).pipe(
+        })
+        return invalidateGaps.pipe(
+          Effect.zipRight(
+            Effect.suspend(() => (gapOpen(stream, false) ? Effect.fail(gapUnavailable(stream)) : run))
+          ),
+          Effect.tapError(() => rememberGap(stream)),
           Effect.map(([epoch, offset]): Position => {
             account(now)
             const scope = scopeOf(stream)
@@ -251,7 +310,7 @@ export const makeRedis = (
         const now = clock.unsafeCurrentTimeMillis()
         account(now)
         const keys = keysOf(stream)
-        return within(() =>
+        const run = within(() =>
           commands.historyRead(
             keys.meta,
             keys.entries,
@@ -264,6 +323,10 @@ export const makeRedis = (
             from?.offset ?? 0,
             max
           )
+        )
+        return Effect.zipRight(
+          invalidateGaps,
+          Effect.suspend(() => (gapOpen(stream, true) ? Effect.fail(gapUnavailable(stream)) : run))
         )
       })
 
@@ -295,7 +358,8 @@ export const layer: Layer.Layer<History, HistoryUnavailable, GatewayConfig | Gat
             ...limitsOf(config),
             endpoint,
             timeout: config.busTimeout,
-            reconnectMax: config.busReconnectMax
+            reconnectMax: config.busReconnectMax,
+            gapStreams: config.historyGapStreams
           })
       })
   )
