@@ -3,7 +3,7 @@ import * as fc from "fast-check"
 import { WebSocket } from "ws"
 import * as GatewayClient from "../../src/client/GatewayClient.js"
 import type { FrameDropped } from "../../src/client/Decode.js"
-import { startPeer } from "./peer.js"
+import { withPeer } from "./peer.js"
 import type { TestPeer } from "./peer.js"
 
 const GUILD = "01ARZ3NDEKTSV4RRFFQ69G5FAV"
@@ -44,15 +44,6 @@ const manualTimer = (peer: TestPeer) => {
 /** A client of `peer` over the ws WebSocket, with the token "token" unless `options` bring a provider. */
 const clientOf = (peer: TestPeer, options: Partial<GatewayClient.GatewayClientOptions> = {}) =>
   GatewayClient.make({ url: peer.url, WebSocket, accessToken: () => "token", ...options })
-
-const withPeer = async (body: (peer: TestPeer) => Promise<void>) => {
-  const peer = await startPeer()
-  try {
-    await body(peer)
-  } finally {
-    await peer.stop()
-  }
-}
 
 describe("GatewayClient (callbacks, real ws peer)", () => {
   it("subscribes every channel of its set on open and on every reconnect, deduplicated", () =>

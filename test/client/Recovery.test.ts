@@ -11,7 +11,7 @@ import * as GatewayClient from "../../src/client/GatewayClient.js"
 import * as GatewayConnection from "../../src/client/GatewayConnection.js"
 import { channelStream, guildStream, userStream } from "../../src/protocol/Streams.js"
 import { EVENT_VECTORS } from "../protocol/vectors.js"
-import { startPeer } from "./peer.js"
+import { startPeer, withPeer } from "./peer.js"
 import type { PeerConnection, TestPeer } from "./peer.js"
 
 const GUILD = "01ARZ3NDEKTSV4RRFFQ69G5FAV"
@@ -70,15 +70,6 @@ const connectionWith = (peer: TestPeer, index: number, frames: number): Promise<
     const connection = peer.connections[index]
     return connection !== undefined && connection.frames.length >= frames && connection
   })
-
-const withPeer = async (body: (peer: TestPeer) => Promise<void>) => {
-  const peer = await startPeer()
-  try {
-    await body(peer)
-  } finally {
-    await peer.stop()
-  }
-}
 
 describe("GatewayClient recovery (callbacks, real ws peer)", () => {
   it("opts in, holds positions from pos and recovery, hands them back on reconnect and reports verdicts", () =>

@@ -108,3 +108,13 @@ export const startPeer = async (): Promise<TestPeer> => {
   const { port } = server.address() as AddressInfo
   return Object.assign(peer, { url: `ws://127.0.0.1:${port}` })
 }
+
+/** Runs `body` against a fresh peer, stopped afterwards whatever happens. */
+export const withPeer = async (body: (peer: TestPeer) => Promise<void>) => {
+  const peer = await startPeer()
+  try {
+    await body(peer)
+  } finally {
+    await peer.stop()
+  }
+}

@@ -9,7 +9,17 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect, Redacted } from "effect"
 import WebSocket from "ws"
 import * as Auth from "../../src/server/Auth.js"
-import { newId, publishHttp, SECRET, TestClient, type Frame, type Harness } from "../server/harness.js"
+import {
+  channelEvent,
+  guildEvent,
+  newId,
+  publishHttp,
+  SECRET,
+  TestClient,
+  userEvent,
+  type Frame,
+  type Harness
+} from "../server/harness.js"
 import { BUS_SECRET, startClusterNode, startNodeProcess, subscribe } from "./chat.js"
 import { freePort, hasRedisServer, redisEnv, startRedis } from "./redis.js"
 
@@ -21,20 +31,6 @@ const posOf = (frame: Frame) => (frame as unknown as { pos: Pos & { stream: stri
 const bare = (pos: Pos): Pos => ({ epoch: pos.epoch, offset: pos.offset })
 
 const RECORDED = new Set(["message_delete", "channel_create", "profile_update"])
-
-const channelEvent = (guild: string, channel: string, n: number) => ({
-  t: "message_delete",
-  d: { guild_id: guild, channel_id: channel, message_id: newId(), deleted_at_unix: 1_700_000_000 + n }
-})
-const guildEvent = (guild: string, name: string) => ({
-  t: "channel_create",
-  d: { guild_id: guild, channel: { channel_id: newId(), name, kind: "text" } }
-})
-const userEvent = (user: string, n: number) => ({
-  t: "profile_update",
-  d: { user_id: user, updated_fields: { username: `u${n}` }, updated_at_unix: 1_700_000_000 + n },
-  users: [user]
-})
 
 const publishAll = (node: Harness, bodies: ReadonlyArray<unknown>) =>
   Effect.forEach(bodies, (body) =>

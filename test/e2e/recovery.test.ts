@@ -9,10 +9,13 @@ import { Effect, Layer, TestClock } from "effect"
 import { MessageDelete } from "../../src/protocol/events/message.js"
 import * as Seams from "../../src/server/core/Seams.js"
 import {
+  channelEvent,
+  guildEvent,
   newId,
   publishHttp,
   startGateway,
   typed,
+  userEvent,
   type Frame,
   type Harness,
   type TestClient
@@ -25,22 +28,6 @@ interface Pos {
 }
 
 const posOf = (frame: Frame): Pos => (frame as unknown as { pos: Pos }).pos
-
-const channelEvent = (guild: string, channel: string, n: number) => ({
-  t: "message_delete",
-  d: { guild_id: guild, channel_id: channel, message_id: newId(), deleted_at_unix: 1_700_000_000 + n }
-})
-
-const guildEvent = (guild: string, name: string) => ({
-  t: "channel_create",
-  d: { guild_id: guild, channel: { channel_id: newId(), name, kind: "text" } }
-})
-
-const userEvent = (user: string, n: number) => ({
-  t: "profile_update",
-  d: { user_id: user, updated_fields: { username: `u${n}` }, updated_at_unix: 1_700_000_000 + n },
-  users: [user]
-})
 
 const connectOptedIn = (
   harness: Harness,

@@ -381,3 +381,20 @@ export const recordingPeer = () => {
   }
   return { peer, socket, transport }
 }
+
+/** `POST /v1/publish` bodies of recorded events, one per stream kind (missed-event recovery tests). */
+export const channelEvent = (guild: string, channel: string, n: number) => ({
+  t: "message_delete",
+  d: { guild_id: guild, channel_id: channel, message_id: newId(), deleted_at_unix: 1_700_000_000 + n }
+})
+
+export const guildEvent = (guild: string, name: string) => ({
+  t: "channel_create",
+  d: { guild_id: guild, channel: { channel_id: newId(), name, kind: "text" } }
+})
+
+export const userEvent = (user: string, n: number) => ({
+  t: "profile_update",
+  d: { user_id: user, updated_fields: { username: `u${n}` }, updated_at_unix: 1_700_000_000 + n },
+  users: [user]
+})
