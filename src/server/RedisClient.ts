@@ -188,3 +188,7 @@ export const make = (
     }),
     (client) => Effect.sync(() => client.disconnect(false))
   )
+
+/** Backoff before retry `attempt` (0-based) of a Redis connection or subscribe: 50 ms doubling, capped at `maxMillis`. */
+export const backoffMillis = (attempt: number, maxMillis: number): number =>
+  Math.min(50 * 2 ** Math.min(attempt, 16), maxMillis)

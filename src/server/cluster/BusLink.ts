@@ -13,7 +13,7 @@ import { Deferred, Effect, Exit, FiberId, Queue } from "effect"
 import type { Scope, Duration } from "effect"
 import { GatewayMetrics, type GatewayMetricsShape } from "../Metrics.js"
 import type { Topic } from "../registry/Interest.js"
-import type * as RedisClient from "../RedisClient.js"
+import * as RedisClient from "../RedisClient.js"
 
 /** Pub/sub command set: sharded on Redis >= 7 (a Redis Cluster spreads topics over shards). */
 export interface Dialect {
@@ -34,8 +34,6 @@ export const CLASSIC: Dialect = {
   publish: "publish",
   message: "messageBuffer"
 }
-
-export const RECONNECT_BASE_MILLIS = 50
 
 export interface BusLink {
   readonly publisherConnected: () => boolean
@@ -145,10 +143,7 @@ const syncSubscriptions = (
             state.failing.set(topic, failures)
             metrics.busSubscribeFailed()
             releaseWaiters(state, topic)
-            const delay = Math.min(
-              RECONNECT_BASE_MILLIS * 2 ** Math.min(failures - 1, 16),
-              reconnectMaxMillis
-            )
+            const delay = RedisClient.backoffMillis(failures - 1, reconnectMaxMillis)
             return Effect.zipRight(
               Effect.logWarning(`gateway.bus.subscribe_failed topic=${topic} attempt=${failures}`, error),
               Effect.forkScoped(Effect.zipRight(Effect.sleep(delay), Queue.offer(state.reconcile, undefined)))

@@ -72,11 +72,7 @@ const connect = (options: RedisBusOptions, name: string, shardedSubscriber: bool
     offlineQueue: false,
     maxRetriesPerRequest: 0,
     connectTimeoutMillis: Duration.toMillis(options.timeout),
-    reconnectDelay: (attempt) =>
-      Math.min(
-        BusLink.RECONNECT_BASE_MILLIS * 2 ** Math.min(attempt, 16),
-        Duration.toMillis(options.reconnectMax)
-      ),
+    reconnectDelay: (attempt) => RedisClient.backoffMillis(attempt, Duration.toMillis(options.reconnectMax)),
     shardedSubscriber,
     ...(shardedSubscriber ? { slotsRefreshMillis: Duration.toMillis(options.slotsRefresh) } : {})
   })

@@ -73,7 +73,6 @@ export interface RedisHistoryOptions extends HistoryLimits {
   readonly gapStreams: number
 }
 
-const RECONNECT_BASE_MILLIS = 50
 const NO_PARTS = [new Uint8Array(0), new Uint8Array(0)] as const
 
 export const makeRedis = (
@@ -101,8 +100,7 @@ export const makeRedis = (
       offlineQueue: false,
       maxRetriesPerRequest: 0,
       connectTimeoutMillis: Duration.toMillis(options.timeout),
-      reconnectDelay: (attempt) =>
-        Math.min(RECONNECT_BASE_MILLIS * 2 ** Math.min(attempt, 16), Duration.toMillis(options.reconnectMax))
+      reconnectDelay: (attempt) => RedisClient.backoffMillis(attempt, Duration.toMillis(options.reconnectMax))
     })
     yield* within(() => RedisClient.connect(redis))
     const publishCommand =
