@@ -29,6 +29,18 @@ interface Pos {
 
 const posOf = (frame: Frame): Pos => (frame as unknown as { pos: Pos }).pos
 
+/** A gateway whose hooks run, right after each `subscribed` ack, the effects pushed onto `seam`. */
+const startWithSeam = (config: Parameters<typeof startGateway>[0]) =>
+  Effect.gen(function* () {
+    const seam: Array<Effect.Effect<void>> = []
+    const hooks: Seams.GatewayHooksShape = {
+      ...Seams.none,
+      afterAck: () => Effect.all(seam.splice(0), { discard: true })
+    }
+    const harness = yield* startGateway(config, Layer.succeed(Seams.GatewayHooks, hooks))
+    return { harness, seam }
+  })
+
 const connectOptedIn = (
   harness: Harness,
   user: string,
@@ -292,12 +304,7 @@ describe("missed-event recovery, one node", () => {
     "a fresh subscribe with publishes inside its seam: they arrive, then the recovery event naming them",
     () =>
       Effect.gen(function* () {
-        const seam: Array<Effect.Effect<void>> = []
-        const hooks: Seams.GatewayHooksShape = {
-          ...Seams.none,
-          afterAck: () => Effect.all(seam.splice(0), { discard: true })
-        }
-        const harness = yield* startGateway({}, Layer.succeed(Seams.GatewayHooks, hooks))
+        const { harness, seam } = yield* startWithSeam({})
         const [user, guild, channel] = [newId(), newId(), newId()]
         const client = yield* connectOptedIn(harness, user, { [guild]: "*" })
         yield* untilRecovery(client)
@@ -321,12 +328,7 @@ describe("missed-event recovery, one node", () => {
     "live frames held during a replay are bounded: one over GATEWAY_OUTBOUND_QUEUE closes 1008 slow_consumer",
     () =>
       Effect.gen(function* () {
-        const seam: Array<Effect.Effect<void>> = []
-        const hooks: Seams.GatewayHooksShape = {
-          ...Seams.none,
-          afterAck: () => Effect.all(seam.splice(0), { discard: true })
-        }
-        const harness = yield* startGateway({ outboundQueue: 3 }, Layer.succeed(Seams.GatewayHooks, hooks))
+        const { harness, seam } = yield* startWithSeam({ outboundQueue: 3 })
         const [user, guild, channel] = [newId(), newId(), newId()]
         const client = yield* connectOptedIn(harness, user, { [guild]: "*" })
         yield* untilRecovery(client)
