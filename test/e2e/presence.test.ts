@@ -573,6 +573,29 @@ describe("presence write budget (in-process connections on the real gateway, Tes
       })
   )
 
+  it.scoped(
+    "a held change undone by its opposite holds nothing back: the next quiet guild announces at once",
+    () =>
+      Effect.gen(function* () {
+        // Bucket of 5: 1 + 2 writes at once, the third join (3 > 2) held, then undone.
+        const harness = yield* budgetGateway(5)
+        const [busy, quiet, channel] = [newId(), newId(), newId()]
+        const inBusy: Array<Member> = []
+        for (let i = 0; i < 3; i++) inBusy.push(yield* member(harness, busy, channel))
+        for (const who of inBusy) who.mark = who.peer.written.length
+        yield* inBusy[2]!.unsubscribe(channel)
+        // Nothing waits: a change in another guild that the bucket (2) pays goes out at once.
+        const alone = yield* member(harness, quiet, channel)
+        alone.mark = 0
+        expect(presenceWrites(alone).at(-1)).toEqual([
+          { v: 1, t: "presence_update", d: { guild_id: quiet, user_id: alone.userId, status: "online" } }
+        ])
+        yield* TestClock.adjust(second)
+        yield* markerReached(harness, busy, inBusy.slice(0, 2))
+        expect(inBusy.slice(0, 2).map(presenceWrites)).toEqual([[], []])
+      })
+  )
+
   it.scoped("a truncated snapshot never replaces the updates", () =>
     Effect.gen(function* () {
       const harness = yield* budgetGateway(2, { presenceSyncMaxUsers: 3 })

@@ -66,13 +66,16 @@ export const makePresenceAnnouncements = (
    * what arrived meanwhile, so nothing overtakes its flush; after it, that goes to the back.
    */
   const held = new Map<GuildId, Map<UserId, PresenceStatus>>()
+  let flushing: GuildId | undefined
 
   const hold = (guildId: GuildId, userId: UserId, status: PresenceStatus) => {
     const changes = held.get(guildId)
     if (changes === undefined) held.set(guildId, new Map([[userId, status]]))
     // A user's changes in a guild alternate: the opposite of a held change undoes it.
-    else if (changes.has(userId) && changes.get(userId) !== status) changes.delete(userId)
-    else changes.set(userId, status)
+    else if (changes.has(userId) && changes.get(userId) !== status) {
+      changes.delete(userId)
+      if (changes.size === 0 && guildId !== flushing) held.delete(guildId)
+    } else changes.set(userId, status)
   }
 
   const announcePresence = (publisher: Publisher, guildId: GuildId, userId: UserId, status: PresenceStatus) =>
@@ -121,16 +124,16 @@ export const makePresenceAnnouncements = (
     Effect.gen(function* () {
       budget = Math.min(cap, budget + refill)
       for (const guildId of Array.from(held.keys())) {
-        const changes = held.get(guildId)!
-        if (changes.size === 0) {
-          held.delete(guildId)
-          continue
-        }
+        const changes = held.get(guildId)
+        if (changes === undefined) continue
         const writes = yield* subscribers(guildId)
         if (writes > budget && budget < cap) return
         budget -= writes
         held.set(guildId, new Map())
-        yield* flush(publisher, guildId, changes)
+        flushing = guildId
+        yield* flush(publisher, guildId, changes).pipe(
+          Effect.ensuring(Effect.sync(() => (flushing = undefined)))
+        )
         const arrived = held.get(guildId)!
         held.delete(guildId)
         if (arrived.size > 0) held.set(guildId, arrived)
