@@ -2,9 +2,9 @@
  * Presence over real sockets (docs/PROTOCOL.md, `subscribe` and Presence): the exact subscribe order
  * on first and repeated subscribes, online once and offline once for multi-connection users, offline on
  * disconnect and on unsubscribe of the guild's last channel, the presence_sync bound, and the storm
- * bound (a guild's changes beyond the burst held per tick, sent as one guild-wide presence_sync);
- * and, with in-process connections on the real gateway, that the subscribe snapshot is encoded once
- * per guild version.
+ * bound (fast and slow storms end with the true online set in bounded frames and writes); and, with
+ * in-process connections on the real gateway (every socket write seen), that the subscribe snapshot
+ * is encoded once per guild version and the presence write budget's rules.
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Duration, Effect, Either, TestClock } from "effect"
