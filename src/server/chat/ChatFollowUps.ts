@@ -22,8 +22,9 @@
  *   emits.
  *
  * Follow-up events are announcements: one that cannot be built is counted and logged by the publish
- * path and never fails the command or publish that caused it. The presence announcements (with the
- * storm bound: the presence write budget) are in `PresenceAnnouncements.ts`, the voice projection's in `VoiceAnnouncements.ts`.
+ * path and never fails the command or publish that caused it. The presence announcements (within
+ * the node's presence write budget) are in `PresenceAnnouncements.ts`, the voice projection's in
+ * `VoiceAnnouncements.ts`.
  */
 import { Effect, Either, Layer, Schedule } from "effect"
 import type { EventDefinition, PayloadOf } from "../../protocol/EventDefinition.js"
