@@ -121,13 +121,14 @@ export interface GatewayConfigShape {
   readonly maxTokenBytes: number
   /** Ids per `presence_sync` (the contract's 1024 at most); above it the snapshot is truncated. */
   readonly presenceSyncMaxUsers: number
-  /** A guild's presence changes beyond the burst are held and sent together once per tick. */
+  /** How often held presence changes are flushed and the presence write budget refilled. */
   readonly presenceTick: Duration.Duration
   /**
-   * Presence changes a guild announces at once per tick; later ones wait for the tick's end, where
-   * more than this many become one guild-wide `presence_sync` instead of one update each.
+   * The node's presence write budget (one write = one socket write to one subscriber), refilled per
+   * tick, at most one second's worth banked. A change the budget cannot pay at once is held and
+   * flushed with the guild's other held changes as one write per subscriber.
    */
-  readonly presenceBurst: number
+  readonly presenceWritesPerSec: number
   /** Voice channels the participant projection tracks; a join into one more is refused. */
   readonly maxVoiceChannels: number
   /** Participants per tracked voice channel (the contract's 512 at most); one more is refused. */
@@ -277,7 +278,9 @@ export const config: Config.Config<GatewayConfigShape> = Config.all({
     MAX_PRESENCE_SYNC_USER_IDS
   ),
   presenceTick: seconds("GATEWAY_PRESENCE_TICK_SECS", 0.05),
-  presenceBurst: positiveInt("GATEWAY_PRESENCE_BURST", 8),
+  // About 10 % of one core at the ~10 µs a socket write costs (issue 18's storm profile); a guild of
+  // 10 000 subscribers on the node still hears of its changes once a second in a storm.
+  presenceWritesPerSec: positiveInt("GATEWAY_PRESENCE_WRITES_PER_SEC", 10_000),
   maxVoiceChannels: positiveInt("GATEWAY_MAX_VOICE_CHANNELS", 1024),
   maxVoiceParticipantsPerChannel: positiveInt(
     "GATEWAY_MAX_VOICE_PARTICIPANTS_PER_CHANNEL",

@@ -5,10 +5,14 @@
  */
 import { expect } from "@effect/vitest"
 import { Effect } from "effect"
+import type { ChannelId, GuildId, UserId } from "../../src/protocol/Ids.js"
 import type { GatewayConfigShape } from "../../src/server/Config.js"
+import { Connection } from "../../src/server/core/Connection.js"
+import { eventually } from "../deadline.js"
 import {
   newId,
   publishHttp,
+  recordingPeer,
   startGateway,
   type Frame,
   type Harness,
@@ -81,3 +85,61 @@ export const metricDelta = (harness: Harness, name: string, labels: Readonly<Rec
   Effect.map(harness.metric(name, labels), (before) =>
     Effect.map(harness.metric(name, labels), (after) => after - before)
   )
+
+/**
+ * A connection of `userId` (granted `guildId`) attached to the harness's gateway in-process: its
+ * socket is a recording peer, so the test sees the very Buffers the gateway writes, one per socket
+ * write. Above `socketHighWaterBytes` unflushed, frames wait in the outbox (`peer.drained()` flushes).
+ */
+export const inProcessConnection = (
+  harness: Harness,
+  id: number,
+  userId: string,
+  guildId: string,
+  socketHighWaterBytes = 100
+) =>
+  Effect.gen(function* () {
+    const { peer, socket, transport } = recordingPeer()
+    const connection = new Connection(
+      id,
+      {
+        userId: userId as UserId,
+        expiresAt: Infinity,
+        guilds: new Map([[guildId as GuildId, "*" as const]])
+      },
+      socket,
+      transport,
+      { outboundQueue: 64, socketHighWaterBytes, ingressEventsPerWindow: 60, ingressWindowMillis: 10_000 },
+      0,
+      () => undefined
+    )
+    yield* harness.registry.register(connection)
+    connection.registered = true
+    /** Runs the command through the gateway's command path; returns what it wrote until the ack. */
+    const command = (tag: "subscribe" | "unsubscribe", channelId: string) =>
+      Effect.gen(function* () {
+        const before = peer.written.length
+        expect(
+          harness.gateway.runCommand(connection, {
+            _tag: tag,
+            guild_id: guildId as GuildId,
+            channel_id: channelId as ChannelId
+          })
+        ).toBe(true)
+        const written = () => peer.written.slice(before)
+        yield* eventually(`${tag}d ${channelId}`, () => {
+          peer.drained()
+          return written().some((wire) => wire.includes(`"t":"${tag}d"`))
+        })
+        return written()
+      })
+    /** Subscribes; returns the presence_sync Buffer it wrote. */
+    const subscribe = (channelId: string) =>
+      Effect.map(command("subscribe", channelId), (frames) => {
+        const syncs = frames.filter((wire) => wire.includes('"t":"presence_sync"'))
+        expect(syncs).toHaveLength(1)
+        return syncs[0]!
+      })
+    const unsubscribe = (channelId: string) => command("unsubscribe", channelId)
+    return { connection, peer, subscribe, unsubscribe }
+  })

@@ -2,72 +2,52 @@
  * Presence over real sockets (docs/PROTOCOL.md, `subscribe` and Presence): the exact subscribe order
  * on first and repeated subscribes, online once and offline once for multi-connection users, offline on
  * disconnect and on unsubscribe of the guild's last channel, the presence_sync bound, and the storm
- * bound (a guild's changes beyond the burst held per tick, sent as one guild-wide presence_sync);
- * and, with in-process connections on the real gateway, that the subscribe snapshot is encoded once
- * per guild version.
+ * bound (fast and slow storms end with the true online set in bounded frames and writes); and, with
+ * in-process connections on the real gateway (every socket write seen), that the subscribe snapshot
+ * is encoded once per guild version and the presence write budget's rules.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Duration, Effect, TestClock } from "effect"
-import type { ChannelId, GuildId, UserId } from "../../src/protocol/Ids.js"
-import { Connection } from "../../src/server/core/Connection.js"
-import { newId, publishHttp, recordingPeer, type Harness, type TestClient } from "../server/harness.js"
+import { Duration, Effect, Either, TestClock } from "effect"
+import { PresenceSync } from "../../src/protocol/events/presence.js"
+import type { GuildId, UserId } from "../../src/protocol/Ids.js"
+import type { GatewayConfigShape } from "../../src/server/Config.js"
+import * as Outbound from "../../src/server/core/Outbound.js"
+import { newId, publishHttp, type Harness, type TestClient } from "../server/harness.js"
 import { eventually, eventuallyEffect } from "../deadline.js"
-import { expectNextIsMarker, metricDelta, startChatGateway, subscribeInOrder } from "./chat.js"
+import {
+  expectNextIsMarker,
+  inProcessConnection,
+  metricDelta,
+  publishOk,
+  startChatGateway,
+  subscribeInOrder
+} from "./chat.js"
 
-/**
- * A connection of `userId` (granted `guildId`) attached to the harness's gateway in-process: its
- * socket is a recording peer, so the test sees the very Buffers the gateway writes.
- */
-const inProcessConnection = (harness: Harness, id: number, userId: string, guildId: string) =>
-  Effect.gen(function* () {
-    const { peer, socket, transport } = recordingPeer()
-    const connection = new Connection(
-      id,
-      {
-        userId: userId as UserId,
-        expiresAt: Infinity,
-        guilds: new Map([[guildId as GuildId, "*" as const]])
-      },
-      socket,
-      transport,
-      {
-        outboundQueue: 64,
-        socketHighWaterBytes: 100,
-        ingressEventsPerWindow: 60,
-        ingressWindowMillis: 10_000
-      },
-      0,
-      () => undefined
+/** The frames of one socket write (complete, unmasked server frames back to back), decoded. */
+type WireFrame = { readonly t: string; readonly d: Record<string, unknown> }
+const framesOfWrite = (wire: Buffer): Array<WireFrame> => {
+  const frames: Array<WireFrame> = []
+  for (let at = 0; at < wire.length;) {
+    const short = wire[at + 1]! & 0x7f
+    const [header, length] =
+      short === 126
+        ? [4, wire.readUInt16BE(at + 2)]
+        : short === 127
+          ? [10, Number(wire.readBigUInt64BE(at + 2))]
+          : [2, short]
+    frames.push(
+      JSON.parse(wire.toString("utf8", at + header, at + header + length)) as (typeof frames)[number]
     )
-    yield* harness.registry.register(connection)
-    connection.registered = true
-    /** Subscribes through the gateway's command path; returns the presence_sync Buffer it wrote. */
-    const subscribe = (channelId: string) =>
-      Effect.gen(function* () {
-        const before = peer.written.length
-        expect(
-          harness.gateway.runCommand(connection, {
-            _tag: "subscribe",
-            guild_id: guildId as GuildId,
-            channel_id: channelId as ChannelId
-          })
-        ).toBe(true)
-        const written = () => peer.written.slice(before)
-        yield* eventually(`subscribed ${channelId}`, () => {
-          peer.drained()
-          return written().some((wire) => wire.includes('"t":"subscribed"'))
-        })
-        const frames = written()
-        const syncs = frames.filter((wire) => wire.includes('"t":"presence_sync"'))
-        expect(syncs).toHaveLength(1)
-        return syncs[0]!
-      })
-    return { subscribe }
-  })
+    at += header + length
+  }
+  return frames
+}
 
-const userIdsOf = (wire: Buffer) =>
-  (JSON.parse(wire.subarray(wire[1]! === 126 ? 4 : 2).toString()) as { d: { user_ids: Array<string> } }).d
-    .user_ids
+const userIdsOf = (wire: Buffer) => framesOfWrite(wire)[0]!.d["user_ids"] as Array<string>
+
+/** What the storm test's frames must stay under (the unbounded storm: 20 300 and 10 000). */
+const STORM_JOIN_BOUND = 20_300
+const STORM_LEAVE_BOUND = 10_000
 
 describe("presence", () => {
   it.scoped(
@@ -280,37 +260,36 @@ describe("presence", () => {
     })
   )
 
-  it.scoped(
-    "beyond the burst, changes wait for the tick's end; online then offline in one tick sends nothing",
-    () =>
-      Effect.gen(function* () {
-        const tick = Duration.millis(50)
-        const harness = yield* startChatGateway({ presenceBurst: 1, presenceTick: tick })
-        const [guild, channel] = [newId(), newId()]
-        const [brief, late] = [newId(), newId()]
-        const watcher = yield* harness.connectReady(newId(), { [guild]: "*" })
-        // The watcher's own online is the tick's one announcement at once.
-        yield* subscribeInOrder(watcher, guild, channel, { online: true })
-        const briefClient = yield* harness.connectReady(brief, { [guild]: "*" })
-        yield* subscribeInOrder(briefClient, guild, channel, { online: false })
-        briefClient.send({ v: 1, t: "unsubscribe", d: { guild_id: guild, channel_id: channel } })
-        yield* briefClient.nextOfType("unsubscribed")
-        const lateClient = yield* harness.connectReady(late, { [guild]: "*" })
-        const { presenceSync } = yield* subscribeInOrder(lateClient, guild, channel, { online: false })
-        expect(new Set(presenceSync.d["user_ids"] as Array<string>).has(brief)).toBe(false)
-        yield* expectNextIsMarker(harness, guild, [watcher, lateClient])
+  it.scoped("beyond the budget, changes wait for a tick; online then offline before it sends nothing", () =>
+    Effect.gen(function* () {
+      // A bucket of one write: the watcher's own online goes at once, then it is empty.
+      const tick = Duration.seconds(1)
+      const harness = yield* startChatGateway({ presenceWritesPerSec: 1, presenceTick: tick })
+      const [guild, channel] = [newId(), newId()]
+      const [brief, late] = [newId(), newId()]
+      const watcher = yield* harness.connectReady(newId(), { [guild]: "*" })
+      yield* subscribeInOrder(watcher, guild, channel, { online: true })
+      const briefClient = yield* harness.connectReady(brief, { [guild]: "*" })
+      yield* subscribeInOrder(briefClient, guild, channel, { online: false })
+      briefClient.send({ v: 1, t: "unsubscribe", d: { guild_id: guild, channel_id: channel } })
+      yield* briefClient.nextOfType("unsubscribed")
+      const lateClient = yield* harness.connectReady(late, { [guild]: "*" })
+      const { presenceSync } = yield* subscribeInOrder(lateClient, guild, channel, { online: false })
+      expect(new Set(presenceSync.d["user_ids"] as Array<string>).has(brief)).toBe(false)
+      yield* expectNextIsMarker(harness, guild, [watcher, lateClient])
 
-        // One held change (not above the burst): an update, not a snapshot; the brief user's pair is gone.
-        yield* TestClock.adjust(tick)
-        for (const client of [watcher, lateClient]) {
-          expect((yield* client.nextOfType("presence_update")).d).toEqual({
-            guild_id: guild,
-            user_id: late,
-            status: "online"
-          })
-        }
-        yield* expectNextIsMarker(harness, guild, [watcher, lateClient])
-      })
+      // The full bucket pays the guild (2 writes, overdrawn): one update (fewer bytes than the
+      // snapshot of two); the brief user's pair is gone.
+      yield* TestClock.adjust(tick)
+      for (const client of [watcher, lateClient]) {
+        expect((yield* client.nextOfType("presence_update")).d).toEqual({
+          guild_id: guild,
+          user_id: late,
+          status: "online"
+        })
+      }
+      yield* expectNextIsMarker(harness, guild, [watcher, lateClient])
+    })
   )
 
   /** The Filament client's presence state: `presence_sync` replaces the guild's set, an update changes one user. */
@@ -336,13 +315,17 @@ describe("presence", () => {
   const sameSet = (a: ReadonlySet<string>, b: ReadonlySet<string>) =>
     a.size === b.size && [...a].every((id) => b.has(id))
 
+  /** Advances the TestClock by `ticks` presence ticks, one at a time (each tick's flush runs on its own). */
+  const advanceTicks = (tick: Duration.Duration, ticks: number) =>
+    Effect.forEach(Array.from({ length: ticks }), () => TestClock.adjust(tick), { discard: true })
+
   it.scoped(
     "a storm: 200 users subscribe at once, then 100 leave; every subscriber ends with the online set, in bounded frames",
     () =>
       Effect.gen(function* () {
-        const burst = 8
+        // A bucket of 1 000 writes, 50 a tick: the first ~44 joins go at once, the rest are flushed.
         const tick = Duration.millis(50)
-        const harness = yield* startChatGateway({ presenceBurst: burst, presenceTick: tick })
+        const harness = yield* startChatGateway({ presenceWritesPerSec: 1000, presenceTick: tick })
         const [guild, channel] = [newId(), newId()]
         const users = Array.from({ length: 200 }, () => newId())
         const clients = yield* Effect.forEach(users, (user) => harness.connectReady(user, { [guild]: "*" }), {
@@ -354,15 +337,15 @@ describe("presence", () => {
         yield* eventually("every subscribe acknowledged", () =>
           clients.every((client) => client.frames.some((f) => f.t === "subscribed"))
         )
-        // The first `burst` went out at once; the tick's end sends the rest as one presence_sync.
-        yield* TestClock.adjust(tick)
+        // A full bucket pays any flush of this guild (<= 200 writes): 20 ticks refill it.
+        yield* advanceTicks(tick, 20)
         const everyone = new Set(users)
         yield* eventually("every subscriber sees the 200 online", () =>
           clients.every((client) => sameSet(onlineSet(client, guild), everyone))
         )
-        // Per subscriber: its own snapshot, at most `burst` updates, one guild-wide snapshot (one tick).
-        // Unbounded, this storm sends 200 snapshots + 200 * 201 / 2 updates.
-        expect(presenceFrames(clients)).toBeLessThanOrEqual(users.length * (2 + burst))
+        // Unbounded, this storm sends 200 snapshots + 200 * 201 / 2 = 20 100 updates.
+        const joined = presenceFrames(clients)
+        expect(joined).toBeLessThan(STORM_JOIN_BOUND)
 
         const leaving = clients.slice(0, 100)
         const staying = clients.slice(100)
@@ -375,13 +358,300 @@ describe("presence", () => {
             (connections) => connections.every((c) => c.length === 0)
           )
         )
-        yield* TestClock.adjust(tick)
+        yield* advanceTicks(tick, 20)
         const remaining = new Set(users.slice(100))
         yield* eventually("every remaining subscriber sees exactly the 100 still online", () =>
           staying.every((client) => sameSet(onlineSet(client, guild), remaining))
         )
-        expect(presenceFrames(staying) - sentBefore).toBeLessThanOrEqual(staying.length * (1 + burst))
+        // Unbounded: 100 offline updates to each of the 100 staying (10 000).
+        const left = presenceFrames(staying) - sentBefore
+        expect(left).toBeLessThan(STORM_LEAVE_BOUND)
       }),
     60_000
+  )
+
+  it.scoped(
+    "a slow storm: users come online one a tick; every client ends with the true online set, in far fewer presence writes than one per update",
+    () =>
+      Effect.gen(function* () {
+        // Below the old per-tick burst, every arrival went out at once to everyone: one write each.
+        const tick = Duration.millis(50)
+        const writesPerSec = 100
+        const harness = yield* startChatGateway({ presenceWritesPerSec: writesPerSec, presenceTick: tick })
+        const [guild, channel] = [newId(), newId()]
+        const users = Array.from({ length: 60 }, () => newId())
+        const clients: Array<TestClient> = []
+        // The server's socket writes that carry presence (the real transport, counted on the way).
+        let presenceWrites = 0
+        for (const user of users) {
+          const client = yield* harness.connectReady(user, { [guild]: "*" })
+          clients.push(client)
+          const [server] = yield* harness.serverConnections(user)
+          const transport = server!.transport
+          const write = transport.write.bind(transport)
+          transport.write = (wire) => {
+            if (wire.includes('"t":"presence_')) presenceWrites++
+            return write(wire)
+          }
+          client.send({ v: 1, t: "subscribe", d: { guild_id: guild, channel_id: channel } })
+          yield* eventually(`${user} subscribed`, () => client.frames.some((f) => f.t === "subscribed"))
+          yield* TestClock.adjust(tick)
+        }
+        const settle = 20
+        yield* advanceTicks(tick, settle)
+        const everyone = new Set(users)
+        yield* eventually("every client computes the 60 online", () =>
+          clients.every((client) => sameSet(onlineSet(client, guild), everyone))
+        )
+        // One write per arrival to every subscriber then online (60 * 61 / 2), plus the 60 snapshots.
+        const quadratic = (users.length * (users.length + 1)) / 2 + users.length
+        // Now: the 60 snapshots, the full bucket, the refills of the ticks that passed, one overdraw.
+        const seconds = ((users.length + settle) * Duration.toMillis(tick)) / 1000
+        const budgeted = users.length + writesPerSec * (1 + seconds) + users.length
+        expect(presenceWrites).toBeLessThanOrEqual(budgeted)
+        expect(budgeted).toBeLessThan(quadratic / 3)
+      }),
+    60_000
+  )
+})
+
+describe("presence write budget (in-process connections on the real gateway, TestClock ticks)", () => {
+  const second = Duration.seconds(1)
+  /** A tick of one second: the budget refills `writesPerSec` per tick, and a full bucket is one tick's worth. */
+  const budgetGateway = (writesPerSec: number, overrides: Partial<GatewayConfigShape> = {}) =>
+    startChatGateway({ presenceWritesPerSec: writesPerSec, presenceTick: second, ...overrides })
+
+  let nextConnectionId = 2_000_000
+  /** A user subscribed to `channel` of `guild` whose socket never pushes back: every frame is written at once. */
+  const member = (harness: Harness, guild: string, channel: string) =>
+    Effect.gen(function* () {
+      const userId = newId()
+      const connection = yield* inProcessConnection(harness, nextConnectionId++, userId, guild, 1 << 30)
+      yield* connection.subscribe(channel)
+      return { ...connection, userId, mark: connection.peer.written.length }
+    })
+  type Member = Effect.Effect.Success<ReturnType<typeof member>>
+
+  /** The presence writes `who` received since its mark, each decoded into its frames. */
+  const presenceWrites = (who: Member) =>
+    who.peer.written
+      .slice(who.mark)
+      .map(framesOfWrite)
+      .filter((frames) => frames.some((frame) => frame.t.startsWith("presence_")))
+
+  /**
+   * A channel event published after a tick: once every member has it, whatever the tick flushed was
+   * written before it (one connection's writes keep their order).
+   */
+  const markerReached = (harness: Harness, guild: string, members: ReadonlyArray<Member>) =>
+    Effect.gen(function* () {
+      const name = `marker-${newId().slice(-6).toLowerCase()}`
+      yield* publishOk(harness, "channel_create", {
+        guild_id: guild,
+        channel: { channel_id: newId(), name, kind: "text" }
+      })
+      yield* eventually(`marker ${name}`, () =>
+        members.every((who) => who.peer.written.some((wire) => wire.includes(name)))
+      )
+    })
+
+  const emitted = (harness: Harness, eventType: string) =>
+    metricDelta(harness, "filament_gateway_events_emitted_total", { scope: "guild", event_type: eventType })
+
+  it.scoped("a quiet guild announces at once: one write per subscriber, no tick needed", () =>
+    Effect.gen(function* () {
+      const harness = yield* startChatGateway()
+      const [guild, channel] = [newId(), newId()]
+      const first = yield* member(harness, guild, channel)
+      const next = yield* member(harness, guild, channel)
+      expect(presenceWrites(first)).toEqual([
+        [{ v: 1, t: "presence_update", d: { guild_id: guild, user_id: next.userId, status: "online" } }]
+      ])
+    })
+  )
+
+  it.scoped(
+    "a storm is held and flushed at a tick as one write per subscriber: the snapshot when it is fewer bytes, counted per recipient",
+    () =>
+      Effect.gen(function* () {
+        // Budget 2 writes a tick: the first change (1 subscriber) goes at once, the rest wait.
+        const harness = yield* budgetGateway(2)
+        const [guild, channel] = [newId(), newId()]
+        const syncs = yield* emitted(harness, "presence_sync")
+        const updates = yield* emitted(harness, "presence_update")
+        const members: Array<Member> = []
+        for (let i = 0; i < 5; i++) members.push(yield* member(harness, guild, channel))
+        for (const who of members) who.mark = who.peer.written.length
+        const ids = members.map((who) => who.userId)
+        // Held: the later four reached nobody.
+        expect(yield* updates).toBe(1)
+
+        // The bucket is full at the tick: the guild (5 writes, more than the bucket) goes, overdrawing it.
+        yield* TestClock.adjust(second)
+        yield* markerReached(harness, guild, members)
+        for (const who of members) {
+          // 4 updates would be ~4 x 110 B; the 5 ids' snapshot is fewer bytes.
+          expect(presenceWrites(who)).toEqual([
+            [{ v: 1, t: "presence_sync", d: { guild_id: guild, user_ids: ids } }]
+          ])
+        }
+        expect(yield* syncs).toBe(5)
+        expect(yield* updates).toBe(1)
+
+        // Overdrawn by 3: the next change waits until the bucket is full again (3 ticks), then one write.
+        for (const who of members) who.mark = who.peer.written.length
+        const late = yield* member(harness, guild, channel)
+        const everyone = [...members, late]
+        for (const tick of [1, 2]) {
+          yield* TestClock.adjust(second)
+          yield* markerReached(harness, guild, everyone)
+          expect(everyone.map(presenceWrites), `tick ${tick}`).toEqual(everyone.map(() => []))
+        }
+        yield* TestClock.adjust(second)
+        yield* markerReached(harness, guild, everyone)
+        for (const who of members) {
+          expect(presenceWrites(who)).toEqual([
+            [{ v: 1, t: "presence_update", d: { guild_id: guild, user_id: late.userId, status: "online" } }]
+          ])
+        }
+      })
+  )
+
+  it.scoped(
+    "held updates go out in order, concatenated into one write, when fewer bytes than the snapshot; a change and its opposite cancel",
+    () =>
+      Effect.gen(function* () {
+        const harness = yield* budgetGateway(10)
+        const [guild, channel, other] = [newId(), newId(), newId()]
+        // Four at once (1 + 2 + 3 + 4 writes), four held and flushed at the tick (8 writes).
+        const members: Array<Member> = []
+        for (let i = 0; i < 8; i++) members.push(yield* member(harness, guild, channel))
+        yield* TestClock.adjust(second)
+        yield* markerReached(harness, guild, members)
+        expect(members.every((who) => presenceWrites(who).length > 0)).toBe(true)
+
+        // Budget 2 left: all held. The fifth user leaves, a ninth comes, a tenth comes and goes.
+        for (const who of members) who.mark = who.peer.written.length
+        const ninth = yield* member(harness, guild, channel)
+        const leaving = members[4]!
+        yield* leaving.unsubscribe(channel)
+        const brief = yield* member(harness, guild, other)
+        yield* brief.unsubscribe(other)
+        const staying = [...members.filter((who) => who !== leaving), ninth]
+        for (const who of staying) who.mark = Math.min(who.mark, who.peer.written.length)
+        ninth.mark = ninth.peer.written.length
+        const updates = yield* emitted(harness, "presence_update")
+        const syncs = yield* emitted(harness, "presence_sync")
+
+        yield* TestClock.adjust(second)
+        yield* markerReached(harness, guild, staying)
+        const online = { guild_id: guild, user_id: ninth.userId, status: "online" }
+        const offline = { guild_id: guild, user_id: leaving.userId, status: "offline" }
+        const snapshot = Outbound.encode(
+          PresenceSync,
+          { guild_id: guild as GuildId, user_ids: staying.map((who) => who.userId as UserId) },
+          harness.config.maxEventBytes
+        ).pipe(Either.getOrThrow)
+        for (const who of staying.slice(0, -1)) {
+          const writes = who.peer.written
+            .slice(who.mark)
+            .filter((wire) => framesOfWrite(wire).some((frame) => frame.t === "presence_update"))
+          // One write holding both updates, in the order they happened; the brief user not at all.
+          expect(writes).toHaveLength(1)
+          expect(framesOfWrite(writes[0]!)).toEqual([
+            { v: 1, t: "presence_update", d: online },
+            { v: 1, t: "presence_update", d: offline }
+          ])
+          expect(writes[0]!.length).toBeLessThan(snapshot.wire.length)
+        }
+        // The ninth's own write has both too; every event counted once per recipient.
+        expect(presenceWrites(ninth).map((frames) => frames.map((frame) => frame.d))).toEqual([
+          [online, offline]
+        ])
+        expect(yield* updates).toBe(2 * staying.length)
+        expect(yield* syncs).toBe(0)
+      })
+  )
+
+  it.scoped(
+    "a held change undone by its opposite holds nothing back: the next quiet guild announces at once",
+    () =>
+      Effect.gen(function* () {
+        // Bucket of 5: 1 + 2 writes at once, the third join (3 > 2) held, then undone.
+        const harness = yield* budgetGateway(5)
+        const [busy, quiet, channel] = [newId(), newId(), newId()]
+        const inBusy: Array<Member> = []
+        for (let i = 0; i < 3; i++) inBusy.push(yield* member(harness, busy, channel))
+        for (const who of inBusy) who.mark = who.peer.written.length
+        yield* inBusy[2]!.unsubscribe(channel)
+        // Nothing waits: a change in another guild that the bucket (2) pays goes out at once.
+        const alone = yield* member(harness, quiet, channel)
+        alone.mark = 0
+        expect(presenceWrites(alone).at(-1)).toEqual([
+          { v: 1, t: "presence_update", d: { guild_id: quiet, user_id: alone.userId, status: "online" } }
+        ])
+        yield* TestClock.adjust(second)
+        yield* markerReached(harness, busy, inBusy.slice(0, 2))
+        expect(inBusy.slice(0, 2).map(presenceWrites)).toEqual([[], []])
+      })
+  )
+
+  it.scoped("a truncated snapshot never replaces the updates", () =>
+    Effect.gen(function* () {
+      const harness = yield* budgetGateway(2, { presenceSyncMaxUsers: 3 })
+      const [guild, channel] = [newId(), newId()]
+      const members: Array<Member> = []
+      for (let i = 0; i < 5; i++) members.push(yield* member(harness, guild, channel))
+      const watcher = members[0]!
+      watcher.mark = watcher.peer.written.length
+      yield* TestClock.adjust(second)
+      yield* markerReached(harness, guild, [watcher])
+      // Five online, three ids per snapshot: the four held updates, one write.
+      expect(presenceWrites(watcher)).toEqual([
+        members.slice(1).map((who) => ({
+          v: 1,
+          t: "presence_update",
+          d: { guild_id: guild, user_id: who.userId, status: "online" }
+        }))
+      ])
+    })
+  )
+
+  it.scoped(
+    "the budget is the node's: held guilds flush oldest first, a guild larger than the bucket is not starved and small ones do not overtake it",
+    () =>
+      Effect.gen(function* () {
+        // Bucket of 3 writes. Guild A: 1 + 2 writes at once, then three more held (A: 5 subscribers).
+        const harness = yield* budgetGateway(3)
+        const [large, small, channel] = [newId(), newId(), newId()]
+        const inLarge: Array<Member> = []
+        for (let i = 0; i < 5; i++) inLarge.push(yield* member(harness, large, channel))
+        // Guild B is quiet, but A waits: B's changes wait behind it.
+        const inSmall = [yield* member(harness, small, channel), yield* member(harness, small, channel)]
+        for (const who of [...inLarge, ...inSmall]) who.mark = who.peer.written.length
+        const quietFirst = presenceWrites(inSmall[0]!)
+        expect(quietFirst).toEqual([])
+
+        // Tick 1: the bucket is full, A (5 > 3) goes and overdraws it to -2; B waits.
+        yield* TestClock.adjust(second)
+        yield* markerReached(harness, large, inLarge)
+        yield* markerReached(harness, small, inSmall)
+        for (const who of inLarge) expect(presenceWrites(who)).toHaveLength(1)
+        expect(inSmall.map(presenceWrites)).toEqual([[], []])
+        // Tick 2: 1 in the bucket, B needs 2.
+        yield* TestClock.adjust(second)
+        yield* markerReached(harness, small, inSmall)
+        expect(inSmall.map(presenceWrites)).toEqual([[], []])
+        // Tick 3: B's turn, one write each: both users of B online (fewer bytes as a snapshot).
+        yield* TestClock.adjust(second)
+        yield* markerReached(harness, small, inSmall)
+        const ids = inSmall.map((who) => who.userId)
+        for (const who of inSmall) {
+          expect(presenceWrites(who)).toEqual([
+            [{ v: 1, t: "presence_sync", d: { guild_id: small, user_ids: ids } }]
+          ])
+        }
+        for (const who of inLarge) expect(presenceWrites(who)).toHaveLength(1)
+      })
   )
 })

@@ -8,7 +8,7 @@ const load = (env: Record<string, string>) =>
 
 describe("chat follow-up configuration", () => {
   it.effect(
-    "defaults: 1024 presence ids, 1024 voice channels x 512 participants, 300 s lifetime, 15 s sweep, no dual emit",
+    "defaults: 1024 presence ids, 10 000 presence writes/s, 1024 voice channels x 512 participants, 300 s lifetime, 15 s sweep, no dual emit",
     () =>
       Effect.gen(function* () {
         const config = Either.getOrThrow(yield* load({}))
@@ -21,7 +21,7 @@ describe("chat follow-up configuration", () => {
         expect(Duration.toSeconds(config.voiceParticipantLifetime)).toBe(300)
         expect(Duration.toSeconds(config.voiceSweep)).toBe(15)
         expect(Duration.toMillis(config.presenceTick)).toBe(50)
-        expect(config.presenceBurst).toBe(8)
+        expect(config.presenceWritesPerSec).toBe(10_000)
       })
   )
 
@@ -31,7 +31,7 @@ describe("chat follow-up configuration", () => {
         yield* load({
           GATEWAY_PRESENCE_SYNC_MAX_USERS: "10",
           GATEWAY_PRESENCE_TICK_SECS: "0.2",
-          GATEWAY_PRESENCE_BURST: "3",
+          GATEWAY_PRESENCE_WRITES_PER_SEC: "3",
           GATEWAY_MAX_VOICE_CHANNELS: "3",
           GATEWAY_MAX_VOICE_PARTICIPANTS_PER_CHANNEL: "4",
           GATEWAY_VOICE_PARTICIPANT_TTL_SECS: "1.5",
@@ -41,7 +41,7 @@ describe("chat follow-up configuration", () => {
       )
       expect(config).toMatchObject({
         presenceSyncMaxUsers: 10,
-        presenceBurst: 3,
+        presenceWritesPerSec: 3,
         maxVoiceChannels: 3,
         maxVoiceParticipantsPerChannel: 4,
         dualEmitLegacyOverride: true
@@ -58,7 +58,8 @@ describe("chat follow-up configuration", () => {
         ["GATEWAY_PRESENCE_SYNC_MAX_USERS", "1025"],
         ["GATEWAY_PRESENCE_SYNC_MAX_USERS", "0"],
         ["GATEWAY_PRESENCE_TICK_SECS", "0"],
-        ["GATEWAY_PRESENCE_BURST", "0"],
+        ["GATEWAY_PRESENCE_WRITES_PER_SEC", "0"],
+        ["GATEWAY_PRESENCE_WRITES_PER_SEC", "1.5"],
         ["GATEWAY_MAX_VOICE_PARTICIPANTS_PER_CHANNEL", "513"],
         ["GATEWAY_MAX_VOICE_CHANNELS", "0"],
         ["GATEWAY_VOICE_PARTICIPANT_TTL_SECS", "0"],
@@ -70,5 +71,17 @@ describe("chat follow-up configuration", () => {
         if (Either.isLeft(result)) expect(String(result.left)).toContain(key)
       }
     })
+  )
+
+  it.effect(
+    "the retired GATEWAY_PRESENCE_BURST is ignored, whatever its value: an old config still starts",
+    () =>
+      Effect.gen(function* () {
+        for (const value of ["8", "0", "many"]) {
+          const config = Either.getOrThrow(yield* load({ GATEWAY_PRESENCE_BURST: value }))
+          expect(config.presenceWritesPerSec).toBe(10_000)
+          expect(Object.keys(config).some((key) => key.toLowerCase().includes("burst"))).toBe(false)
+        }
+      })
   )
 })

@@ -6,7 +6,7 @@ import * as ws from "ws"
 import { defineEvent } from "../../src/protocol/EventDefinition.js"
 import { Ready } from "../../src/protocol/events/connection.js"
 import type { UserId } from "../../src/protocol/Ids.js"
-import { encode, textFrame } from "../../src/server/core/Outbound.js"
+import { batch, encode, textFrame } from "../../src/server/core/Outbound.js"
 
 // ws exports its frame parser, but @types/ws does not declare it.
 const { Receiver } = ws as unknown as {
@@ -65,5 +65,22 @@ describe("Outbound", () => {
     })
     const badType = encode({ ...Blob, type: "Bad-Type" }, { text: "x" }, 65_536)
     expect(Either.isLeft(badType) && badType.left._tag).toBe("SerializeError")
+  })
+
+  it("a batch is its frames back to back: one buffer, each frame decoded on its own, in order, counted as its events", async () => {
+    const texts = ["a", "é".repeat(100), "x".repeat(70_000)]
+    const frames = texts.map((text) => Either.getOrThrow(encode(Blob, { text }, 100_000)))
+    const batched = batch(frames)
+    expect(batched).toMatchObject({
+      eventType: "test_blob",
+      scope: "channel",
+      bytes: frames.reduce((sum, frame) => sum + frame.bytes, 0),
+      events: 3
+    })
+    expect(await decodeFrames(batched.wire)).toEqual(
+      frames.map((frame) => frame.wire.subarray(frame.wire.length - frame.bytes).toString())
+    )
+    // One frame is no batch: the same object.
+    expect(batch([frames[0]!])).toBe(frames[0])
   })
 })

@@ -22,8 +22,9 @@
  *   emits.
  *
  * Follow-up events are announcements: one that cannot be built is counted and logged by the publish
- * path and never fails the command or publish that caused it. The presence announcements (with the
- * storm bound) are in `PresenceAnnouncements.ts`, the voice projection's in `VoiceAnnouncements.ts`.
+ * path and never fails the command or publish that caused it. The presence announcements (within
+ * the node's presence write budget) are in `PresenceAnnouncements.ts`, the voice projection's in
+ * `VoiceAnnouncements.ts`.
  */
 import { Effect, Either, Layer, Schedule } from "effect"
 import type { EventDefinition, PayloadOf } from "../../protocol/EventDefinition.js"
@@ -39,7 +40,6 @@ import {
 import type { GuildId, UserId } from "../../protocol/Ids.js"
 import { GatewayConfig } from "../Config.js"
 import type { Connection } from "../core/Connection.js"
-import * as Outbound from "../core/Outbound.js"
 import { GatewayHooks, type Publisher, type GatewayHooksShape } from "../core/Seams.js"
 import { GatewayMetrics, type CompatibilityPath, type RevocationEvent } from "../Metrics.js"
 import { Presence } from "./Presence.js"
@@ -65,7 +65,11 @@ export const make = Effect.gen(function* () {
   const registry = yield* SubscriptionRegistry
   const presence = yield* Presence
   const voice = yield* VoiceParticipants
-  const { announceOffline, announcePresence, endTick } = makePresenceAnnouncements(config, presence)
+  const { announceOffline, announcePresence, endTick, snapshotFrame } = makePresenceAnnouncements(
+    config,
+    presence,
+    (guildId) => Effect.map(registry.guildMembers(guildId), (members) => members.length)
+  )
   const { announceRemovals, applyVoice, sweep } = makeVoiceAnnouncements(metrics, voice)
 
   const sendSnapshot = <E extends EventDefinition>(
@@ -79,14 +83,7 @@ export const make = Effect.gen(function* () {
       Effect.map((result) => result === "sent" || result === "queued")
     )
 
-  /**
-   * The subscribe snapshot's frame, one per guild version: `Presence` returns the same array while a
-   * guild's online set is unchanged, so every subscribe of that version (a reconnect storm: most of
-   * them) is handed the same bytes instead of encoding up to 1024 ids again. Keyed weakly: a
-   * version's frame goes with its array.
-   */
-  const snapshotFrames = new WeakMap<ReadonlyArray<UserId>, Outbound.Frame>()
-
+  /** The subscribe snapshot: one frame per guild version, shared (`snapshotFrame`). */
   const sendPresenceSync = (
     publisher: Publisher,
     connection: Connection,
@@ -94,15 +91,12 @@ export const make = Effect.gen(function* () {
     userIds: ReadonlyArray<UserId>
   ) =>
     Effect.suspend(() => {
-      let frame = snapshotFrames.get(userIds)
-      if (frame === undefined) {
-        const payload = { guild_id: guildId, user_ids: userIds }
-        const encoded = Outbound.encode(PresenceSync, payload, config.maxEventBytes)
-        // An unbuildable snapshot takes the publisher's path, which counts and logs the failure.
-        if (Either.isLeft(encoded)) return sendSnapshot(publisher, connection, PresenceSync, payload)
-        snapshotFrames.set(userIds, (frame = encoded.right))
+      const frame = snapshotFrame(guildId, userIds)
+      // An unbuildable snapshot takes the publisher's path, which counts and logs the failure.
+      if (Either.isLeft(frame)) {
+        return sendSnapshot(publisher, connection, PresenceSync, { guild_id: guildId, user_ids: userIds })
       }
-      publisher.sendFrame(connection, frame)
+      publisher.sendFrame(connection, frame.right)
       return Effect.void
     })
 

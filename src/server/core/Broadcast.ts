@@ -1,12 +1,14 @@
 /**
  * A broadcast's path through this node, both ways. Published here (`Publisher`): encode once, the
  * `publishing` hooks, the registry's recipients, onto the bus, one local delivery loop (a recoverable
- * event: `RecordedDelivery`), the `published` hooks. Arrived from another node: `RemoteDelivery`.
+ * event: `RecordedDelivery`), the `published` hooks; `publishBuilt` takes several built state events
+ * of one route the same way, with one write per recipient for all of them. Arrived from another
+ * node: `RemoteDelivery`.
  */
 import { Duration, Effect, Either, Option, Tracer } from "effect"
 import type { Clock } from "effect"
 import type { EventDefinition, PayloadOf } from "../../protocol/EventDefinition.js"
-import type { OutboundError, PublishError } from "../Errors.js"
+import type { OutboundError, PublishError, PublishRefused } from "../Errors.js"
 import type { GatewayMetricsShape } from "../Metrics.js"
 import type { HistoryShape } from "../recovery/History.js"
 import type { SubscriptionRegistryShape } from "../registry/Subscriptions.js"
@@ -19,7 +21,7 @@ import * as Outbound from "./Outbound.js"
 import * as RecordedDelivery from "./RecordedDelivery.js"
 import { remoteDelivery } from "./RemoteDelivery.js"
 import { recipientsOf, routeOf } from "./Routes.js"
-import type { GatewayHooksShape, Publisher } from "./Seams.js"
+import type { BuiltEvent, GatewayHooksShape, Publisher, RoutedEvent } from "./Seams.js"
 
 export { isRecoverable } from "./RecordedDelivery.js"
 
@@ -154,6 +156,54 @@ export const make = (options: BroadcastOptions): Broadcast => {
         )
     : publishUntraced
 
+  /** A channel / guild route's identity: a batch's payloads must share one recipient list. */
+  const routeKey = (route: Route) =>
+    route.scope === "channel"
+      ? `${route.guildId}/${route.channelId}`
+      : route.scope === "guild"
+        ? route.guildId
+        : ""
+
+  const publishBuilt = (
+    event: RoutedEvent,
+    built: ReadonlyArray<BuiltEvent<unknown>>
+  ): Effect.Effect<number, PublishRefused> =>
+    Effect.suspend(() => {
+      if (built.length === 0) return Effect.succeed(0)
+      const target = routeOf(event, built[0]!.payload)
+      const key = routeKey(target)
+      if (
+        RecordedDelivery.isRecoverable(event.type) ||
+        built.some((b) => routeKey(routeOf(event, b.payload)) !== key)
+      ) {
+        return Effect.dieMessage(
+          `publishBuilt: ${event.type} is recorded, or its payloads name several routes`
+        )
+      }
+      return Effect.zipRight(
+        Effect.forEach(built, ({ payload }) => hooks.publishing(event, payload, publisher), {
+          discard: true
+        }),
+        Effect.flatMap(recipientsOf(registry, target), (recipients) => {
+          // Onto the bus one by one (its format is one event per message), then one local loop.
+          for (const { frame } of built) bus.publish(target, frame)
+          const { delivered } = Fanout.broadcast(
+            metrics,
+            Outbound.batch(built.map((b) => b.frame)),
+            recipients
+          )
+          const tap = publishTap
+          if (tap !== undefined) for (const { frame } of built) tap(frame, target, recipients.length, "local")
+          return Effect.as(
+            Effect.forEach(built, ({ payload }) => hooks.published(event, payload, publisher), {
+              discard: true
+            }),
+            delivered
+          )
+        })
+      )
+    })
+
   const sendFrame = (connection: Connection, frame: Outbound.Frame): DeliveryResult => {
     const result = connection.deliver(frame)
     if (result === "sent" || result === "queued") metrics.emitted("connection", frame.eventType, 1)
@@ -163,6 +213,7 @@ export const make = (options: BroadcastOptions): Broadcast => {
 
   const publisher: Publisher = {
     publish: (event, payload) => publishRoute(event, payload, routeOf(event, payload)),
+    publishBuilt,
     publishToUsers: (event, payload, userIds) =>
       publishRoute(event, payload, { scope: "user", userIds: [...new Set(userIds)] }),
     send: (connection, event, payload) =>

@@ -62,7 +62,7 @@ export const deliverPositioned = (
   return { delivered, evicted, closed }
 }
 
-/** The per-broadcast metrics of a loop that started at `started` (`performance.now()`). */
+/** The per-broadcast metrics of a loop that started at `started` (`performance.now()`), per event. */
 export const record = (
   metrics: GatewayMetricsShape,
   frame: Frame,
@@ -70,9 +70,11 @@ export const record = (
   started: number
 ): void => {
   metrics.fanoutDuration(frame.scope, (performance.now() - started) / 1000)
-  metrics.emitted(frame.scope, frame.eventType, result.delivered)
-  metrics.dropped(frame.scope, frame.eventType, "full_queue", result.evicted)
-  metrics.dropped(frame.scope, frame.eventType, "closed", result.closed)
+  // A batch's recipient received (or lost) each of its events.
+  const events = frame.events ?? 1
+  metrics.emitted(frame.scope, frame.eventType, result.delivered * events)
+  metrics.dropped(frame.scope, frame.eventType, "full_queue", result.evicted * events)
+  metrics.dropped(frame.scope, frame.eventType, "closed", result.closed * events)
 }
 
 /**

@@ -16,6 +16,8 @@ export interface Frame {
   readonly bytes: number
   /** The whole WebSocket frame: FIN + text opcode, unmasked length header (server side), envelope. */
   readonly wire: Buffer
+  /** A batch (`batch`): how many events its wire holds, each counted per recipient. Absent: one. */
+  readonly events?: number
 }
 
 const FIN_TEXT = 0x81
@@ -84,6 +86,25 @@ export const encode = <E extends EventDefinition>(
     )
   }
   return Either.right({ eventType: event.type, scope: event.scope, bytes, wire: textFrame(text, bytes) })
+}
+
+/**
+ * Several built frames of one event type as one write per recipient: their wires back to back, each
+ * still a complete WebSocket frame (a client reads them as separate messages, in order). Only for
+ * the local delivery loop: the bus, the history and the inspector take the frames one by one.
+ */
+export const batch = (frames: ReadonlyArray<Frame>): Frame => {
+  const first = frames[0]!
+  if (frames.length === 1) return first
+  let bytes = 0
+  for (const frame of frames) bytes += frame.bytes
+  return {
+    eventType: first.eventType,
+    scope: first.scope,
+    bytes,
+    wire: Buffer.concat(frames.map((frame) => frame.wire)),
+    events: frames.length
+  }
 }
 
 /** Where a recoverable event stands in its stream: the `pos` an opted-in connection receives. */

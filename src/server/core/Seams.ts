@@ -22,6 +22,12 @@ export type RoutedEvent = EventDefinition<string, any, any, "channel" | "guild">
 export type UserEvent = EventDefinition<string, any, any, "user">
 /* eslint-enable @typescript-eslint/no-explicit-any */
 
+/** An event's payload and the frame it was encoded into. */
+export interface BuiltEvent<Payload> {
+  readonly payload: Payload
+  readonly frame: Frame
+}
+
 /** The publish path: encode once, route by scope through the registry's indexes, one delivery loop. */
 export interface Publisher {
   /**
@@ -33,6 +39,17 @@ export interface Publisher {
     event: E,
     payload: PayloadOf<E>
   ) => Effect.Effect<number, PublishError>
+  /**
+   * Events of one route already built (`Outbound.encode`), in order, as **one write per local
+   * recipient**: their frames concatenated (`Outbound.batch`). Each still passes the hooks, goes onto
+   * the bus as its own message and is counted once per recipient. For state events (presence, voice:
+   * never recorded) whose payloads all name the same route; anything else is a defect. Fails, with
+   * nothing delivered, when a hook refuses one of them.
+   */
+  readonly publishBuilt: <E extends RoutedEvent>(
+    event: E,
+    built: ReadonlyArray<BuiltEvent<PayloadOf<E>>>
+  ) => Effect.Effect<number, PublishRefused>
   /** A user-scoped event to every connection of each listed user (duplicates ignored). */
   readonly publishToUsers: <E extends UserEvent>(
     event: E,
