@@ -16,6 +16,7 @@ import type { Connection } from "../core/Connection.js"
 import {
   channelKey,
   emptyState,
+  guildsOf,
   transitions,
   type DisconnectOutcome,
   type RegistryState,
@@ -147,7 +148,7 @@ export const make = Effect.gen(function* () {
           (before) => ({
             guilds: Option.match(HashMap.get(before.connections, connection.id), {
               onNone: () => [],
-              onSome: (entry) => entry.guilds.keys()
+              onSome: (entry) => guildsOf(entry.channels)
             }),
             user: connection.userId
           })
