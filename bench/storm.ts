@@ -10,7 +10,8 @@
  * - server CPU per connection, from before the storm until the server has gone quiet (no presence
  *   frame for `QUIET_MS`), read from the server's own `process.cpuUsage()`;
  * - peak heap and RSS per connection (the server's `/stats` polled every `PEAK_POLL_MS` during the
- *   storm), and settled heap and RSS per connection (after a forced GC once quiet);
+ *   storm), and settled heap and RSS per connection (at rest once quiet: Control.ts `settledStats`),
+ *   with the server's memory by V8 space at each of those points;
  * - the presence traffic the clients received: `presence_sync` frames and bytes, `presence_update`
  *   frames (what the server sent: every frame is read).
  *
@@ -174,10 +175,12 @@ const main = async () => {
   // Peak memory: the server's /stats (no GC) every PEAK_POLL_MS until everyone is subscribed.
   let peakRss = base.rss
   let peakHeapUsed = base.heapUsed
+  let peak = base
   let polling = true
   const poll = (async () => {
     while (polling) {
       const stats = await control<ServerStats>("/stats", 10_000)
+      if (stats.rss > peakRss) peak = stats
       peakRss = Math.max(peakRss, stats.rss)
       peakHeapUsed = Math.max(peakHeapUsed, stats.heapUsed)
       await sleep(PEAK_POLL_MS)
@@ -258,7 +261,22 @@ const main = async () => {
       peakHeapPerConnKB: perConnKB(peakHeapUsed - base.heapUsed),
       peakRssPerConnKB: perConnKB(peakRss - base.rss),
       settledHeapPerConnKB: perConnKB(settled.heapUsed - base.heapUsed),
-      settledRssPerConnKB: perConnKB(settled.rss - base.rss)
+      settledRssPerConnKB: perConnKB(settled.rss - base.rss),
+      /** The server's memory (process.memoryUsage, V8 committed bytes per space) at each point. */
+      samples: Object.fromEntries(
+        Object.entries({ base, peakRss: peak, quiet, settled }).map(([at, s]) => [
+          at,
+          {
+            settleMs: s.settleMs,
+            rss: s.rss,
+            heapTotal: s.heapTotal,
+            heapUsed: s.heapUsed,
+            external: s.external,
+            arrayBuffers: s.arrayBuffers,
+            spaces: s.spaces
+          }
+        ])
+      )
     },
     presence: {
       syncFrames: presenceSyncFrames,

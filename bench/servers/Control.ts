@@ -3,7 +3,7 @@
  * differs: a publisher loop living in the server process and a small HTTP port (127.0.0.1, port 0)
  * the load generator drives.
  *
- *   GET /stats[?gc=1]             memory + this process's own CPU usage (+ forced GC first)
+ *   GET /stats[?gc=1]             memory + this process's own CPU usage (gc=1: at rest, `settledStats`)
  *   GET /publish?count=E&rate=R   run the publisher; reply when its loop is done
  *   GET /shutdown                 reply, then exit (so `--cpu-prof` writes its profile)
  *
@@ -34,12 +34,7 @@ const percentile = (sorted: Float64Array, p: number): number =>
     ? 0
     : sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!
 
-const stats = (collectGarbage: boolean) => {
-  const gc = (globalThis as { gc?: () => void }).gc
-  if (collectGarbage && gc !== undefined) {
-    gc()
-    gc()
-  }
+const stats = () => {
   const memory = process.memoryUsage()
   const cpu = process.cpuUsage()
   // Committed bytes per V8 space: tells a young generation grown by the connect burst from live data.
@@ -56,7 +51,36 @@ const stats = (collectGarbage: boolean) => {
     tUs: nowUs()
   }
 }
+
+const RSS_POLL_MS = 100
+const RSS_STABLE_POLLS = 5
+const RSS_SETTLE_MAX_MS = 3000
+
+/**
+ * Memory at rest: two forced GCs, then RSS once it has not fallen for `RSS_STABLE_POLLS` polls (at
+ * most `RSS_SETTLE_MAX_MS`). V8 sweeps and returns the pages a GC freed to the OS on background
+ * threads after `gc()` returns: RSS read at once still counts them (up to 40 MB after a storm).
+ */
+const settledStats = async () => {
+  const gc = (globalThis as { gc?: () => void }).gc
+  if (gc !== undefined) {
+    gc()
+    gc()
+  }
+  const from = nowUs()
+  let lowest = process.memoryUsage().rss
+  let stablePolls = 0
+  while (stablePolls < RSS_STABLE_POLLS && nowUs() - from < RSS_SETTLE_MAX_MS * 1000) {
+    await sleep(RSS_POLL_MS)
+    const rss = process.memoryUsage().rss
+    stablePolls = rss < lowest ? 0 : stablePolls + 1
+    lowest = Math.min(lowest, rss)
+  }
+  return { ...stats(), settleMs: (nowUs() - from) / 1000 }
+}
+
 export type ServerStats = ReturnType<typeof stats> & {
+  readonly settleMs?: number
   readonly name: string
   readonly gcAvailable: boolean
   readonly info: Record<string, unknown>
@@ -123,12 +147,16 @@ export const startControl = (options: ControlOptions): Http.Server => {
       response.end(JSON.stringify(body))
     }
     if (url.pathname === "/stats") {
-      return reply(200, {
+      const common = {
         name: options.name,
-        gcAvailable: typeof (globalThis as { gc?: unknown }).gc === "function",
-        ...stats(url.searchParams.get("gc") === "1"),
-        info: options.info?.() ?? {}
-      })
+        gcAvailable: typeof (globalThis as { gc?: unknown }).gc === "function"
+      }
+      if (url.searchParams.get("gc") !== "1")
+        return reply(200, { ...common, ...stats(), info: options.info?.() ?? {} })
+      void settledStats().then((settled) =>
+        reply(200, { ...common, ...settled, info: options.info?.() ?? {} })
+      )
+      return
     }
     if (url.pathname === "/publish") {
       if (busy) return reply(409, { error: "busy" })

@@ -50,6 +50,8 @@ export const parseCidrs = (
 export interface GatewayConfigShape {
   readonly host: string
   readonly port: number
+  /** Accept-queue length asked of `listen(2)`; the kernel caps it at `net.core.somaxconn`. */
+  readonly listenBacklog: number
   readonly jwtSecret: Redacted.Redacted<string>
   /** During a secret rotation: tokens signed with this one are accepted too (and counted). */
   readonly jwtPreviousSecret: Option.Option<Redacted.Redacted<string>>
@@ -206,6 +208,9 @@ export const config: Config.Config<GatewayConfigShape> = Config.all({
     (value) => Number.isInteger(value) && value >= 0 && value <= 65535,
     parseInteger
   ),
+  // Node's default (511) overflows in a reconnect storm: a dropped SYN is retried only after 1 s, 3 s, ….
+  // 4096 is Linux's default somaxconn since 5.4 (what the kernel grants unless raised); at most 65535.
+  listenBacklog: positiveInt("GATEWAY_LISTEN_BACKLOG", 4096, 65535),
   jwtSecret: secret("GATEWAY_JWT_SECRET"),
   jwtPreviousSecret: secret("GATEWAY_JWT_PREVIOUS_SECRET"),
   publishKey: secret("GATEWAY_PUBLISH_KEY"),

@@ -7,6 +7,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, HashMap } from "effect"
 import { eventuallyEffect } from "../deadline.js"
+import { holdsGuild } from "../../src/server/registry/Indexes.js"
 import { newId } from "../server/harness.js"
 import {
   BASE_UNIX,
@@ -94,7 +95,7 @@ describe("revocation", () => {
         const state = yield* harness.registry.state
         for (const connection of yield* harness.serverConnections(kicked)) {
           const entry = HashMap.unsafeGet(state.connections, connection.id)
-          expect(entry.guilds.has(guild as never)).toBe(false)
+          expect(holdsGuild(entry.channels, guild as never)).toBe(false)
         }
         // The revoked connections may not subscribe in the guild again (a new connection asks the policy).
         const refused = yield* metricDelta(harness, "filament_gateway_subscribe_rejected_total", {

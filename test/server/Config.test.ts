@@ -16,6 +16,7 @@ describe("GatewayConfig", () => {
       expect(config).toMatchObject({
         host: "127.0.0.1",
         port: 8080,
+        listenBacklog: 4096,
         devMode: false,
         maxEventBytes: 65536,
         outboundQueue: 256,
@@ -43,6 +44,7 @@ describe("GatewayConfig", () => {
           GATEWAY_JWT_SECRET: SECRET,
           GATEWAY_PUBLISH_KEY: KEY,
           GATEWAY_PORT: "0",
+          GATEWAY_LISTEN_BACKLOG: "65535",
           GATEWAY_MAX_EVENT_BYTES: "1024",
           GATEWAY_OUTBOUND_QUEUE: "8",
           GATEWAY_INGRESS_EVENTS_PER_WINDOW: "5",
@@ -57,6 +59,7 @@ describe("GatewayConfig", () => {
       )
       expect(config).toMatchObject({
         port: 0,
+        listenBacklog: 65535,
         maxEventBytes: 1024,
         outboundQueue: 8,
         ingressEventsPerWindow: 5,
@@ -85,6 +88,8 @@ describe("GatewayConfig", () => {
         ["GATEWAY_TRACE_SAMPLE_RATIO", "0"],
         ["GATEWAY_TRACE_SAMPLE_RATIO", "1.5"],
         ["GATEWAY_PORT", "70000"],
+        ["GATEWAY_LISTEN_BACKLOG", "0"],
+        ["GATEWAY_LISTEN_BACKLOG", "65536"],
         ["GATEWAY_JWT_SECRET", "short"],
         ["GATEWAY_JWT_PREVIOUS_SECRET", "short"],
         ["GATEWAY_PUBLISH_PREVIOUS_KEY", "short"],

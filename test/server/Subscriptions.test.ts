@@ -81,10 +81,9 @@ const expectAgrees = (state: RegistryState, model: Model) => {
   for (const [id, keys] of model) {
     const entry = Option.getOrThrow(HashMap.get(state.connections, id))
     expect([...entry.channels].sort()).toEqual([...keys].sort())
-    for (const guild of GUILDS) {
-      const count = [...keys].filter((key) => key.startsWith(`${guild}:`)).length
-      expect(entry.guilds.get(guild) ?? 0).toBe(count)
-    }
+    const held = GUILDS.filter((guild) => [...keys].some((key) => key.startsWith(`${guild}:`)))
+    expect([...Indexes.guildsOf(entry.channels)].sort()).toEqual(held.sort())
+    for (const guild of GUILDS) expect(Indexes.holdsGuild(entry.channels, guild)).toBe(held.includes(guild))
   }
   for (const guild of GUILDS) {
     const holders = [...model].filter(([, keys]) => [...keys].some((key) => key.startsWith(`${guild}:`)))

@@ -163,7 +163,7 @@ const systemErrorText = (error: NodeJS.ErrnoException) => {
   return known === undefined ? error.message : `${known[1]} (${known[0]})`
 }
 
-const listen = (server: Server, host: string, port: number) =>
+const listen = (server: Server, host: string, port: number, backlog: number) =>
   Effect.async<void, ListenFailed>((resume) => {
     const onError = (error: NodeJS.ErrnoException) =>
       resume(
@@ -176,7 +176,7 @@ const listen = (server: Server, host: string, port: number) =>
         )
       )
     server.once("error", onError)
-    server.listen(port, host, () => {
+    server.listen({ port, host, backlog }, () => {
       server.off("error", onError)
       resume(Effect.void)
     })
@@ -233,7 +233,7 @@ export const make = Effect.gen(function* () {
     socket.on("error", () => socket.destroy())
     socket.end("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
   })
-  yield* listen(server, config.host, config.port)
+  yield* listen(server, config.host, config.port, config.listenBacklog)
   const address = server.address() as AddressInfo
   return { host: address.address, port: address.port, limits }
 })

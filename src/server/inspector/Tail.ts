@@ -16,7 +16,7 @@ import type { Route } from "../core/Bus.js"
 import * as MemberList from "../registry/MemberList.js"
 import type { Frame } from "../core/Outbound.js"
 import type { RegistryState } from "../registry/Indexes.js"
-import { channelKey } from "../registry/Indexes.js"
+import { channelKey, holdsGuild } from "../registry/Indexes.js"
 
 export type TailFilter =
   | { readonly kind: "guild"; readonly guildId: GuildId; readonly channelId?: ChannelId }
@@ -94,7 +94,8 @@ const userReceives = (state: RegistryState, userId: UserId, route: Route): boole
   for (const connection of MemberList.toArray(members.value)) {
     const entry = HashMap.get(state.connections, connection.id)
     if (Option.isNone(entry)) continue
-    if (key !== undefined ? entry.value.channels.has(key) : entry.value.guilds.has(route.guildId)) return true
+    if (key !== undefined ? entry.value.channels.has(key) : holdsGuild(entry.value.channels, route.guildId))
+      return true
   }
   return false
 }

@@ -1,6 +1,6 @@
 /**
  * The subscription indexes as a value: channel key -> connections, guild -> connections, user ->
- * connections, connection -> its subscriptions (with a per-guild channel count), and the pure
+ * connections, connection -> its subscriptions (its guilds follow from its channel keys), and the pure
  * transitions between states with what each changed (the outcomes the hooks act on). The service
  * (`Subscriptions.ts`) applies each transition with one `Ref.modify`.
  */
@@ -13,12 +13,31 @@ export type ChannelKey = `${string}:${string}`
 
 export const channelKey = (guildId: GuildId, channelId: ChannelId): ChannelKey => `${guildId}:${channelId}`
 
+/** The guild of a channel key (ids are ULIDs: the first `:` ends the guild). */
+const guildOf = (key: ChannelKey): GuildId => key.slice(0, key.indexOf(":")) as GuildId
+
+/** Whether `key` is a channel of `guildId`. */
+const inGuild = (key: ChannelKey, guildId: GuildId): boolean =>
+  key.startsWith(guildId) && key[guildId.length] === ":"
+
+/** Whether `channels` holds a channel of `guildId`. */
+export const holdsGuild = (channels: ReadonlySet<ChannelKey>, guildId: GuildId): boolean => {
+  for (const key of channels) if (inGuild(key, guildId)) return true
+  return false
+}
+
+/** The guilds of `channels`, each once. */
+export const guildsOf = (channels: ReadonlySet<ChannelKey>): ReadonlySet<GuildId> =>
+  new Set(Array.from(channels, guildOf))
+
 export interface ConnectionEntry {
   readonly connection: Connection
-  /** Copied on write, never mutated: a connection holds few channels and changes them rarely. */
+  /**
+   * Copied on write, never mutated: a connection holds few channels and changes them rarely. Its
+   * guilds are read from these keys rather than kept in a map of their own, which cost each idle
+   * connection about 200 bytes.
+   */
   readonly channels: ReadonlySet<ChannelKey>
-  /** Guild -> number of this connection's channels in it (an entry exists iff the count is > 0). */
-  readonly guilds: ReadonlyMap<GuildId, number>
   /** Guilds this connection was revoked from: it may not subscribe there again (reconnect instead). */
   readonly revoked: ReadonlySet<GuildId>
 }
@@ -75,17 +94,10 @@ export interface DisconnectOutcome {
 }
 
 const NO_CHANNELS: ReadonlySet<ChannelKey> = new Set()
-const NO_GUILDS: ReadonlyMap<GuildId, number> = new Map()
 const NO_REVOKED: ReadonlySet<GuildId> = new Set()
 
 const setWithout = <K>(set: ReadonlySet<K>, key: K): ReadonlySet<K> => {
   const copy = new Set(set)
-  copy.delete(key)
-  return copy
-}
-
-const mapWithout = <K, V>(map: ReadonlyMap<K, V>, key: K): ReadonlyMap<K, V> => {
-  const copy = new Map(map)
   copy.delete(key)
   return copy
 }
@@ -127,23 +139,21 @@ const userHoldsGuild = (
   return MemberList.toArray(members).some((member) => {
     if (member === except) return false
     const entry = HashMap.get(state.connections, member.id)
-    return Option.isSome(entry) && entry.value.guilds.has(guildId)
+    return Option.isSome(entry) && holdsGuild(entry.value.channels, guildId)
   })
 }
 
 /**
- * A connection's first subscription, to `key`: the `{key}` set and `{guild: 1}` map of a member that
- * holds exactly that channel, if one does. They are never mutated (copy on write), so thousands of
- * connections on one channel share them instead of holding a copy each.
+ * A connection's first subscription, to `key`: the `{key}` set of a member that holds exactly that
+ * channel, if one does. It is never mutated (copy on write), so thousands of connections on one
+ * channel share it instead of holding a copy each.
  */
 const soleSubscriptionOfMember = (state: RegistryState, key: ChannelKey): ConnectionEntry | undefined => {
   const members = HashMap.get(state.channels, key)
   if (Option.isNone(members)) return undefined
   const member = MemberList.last(members.value)
   const entry = member === undefined ? Option.none() : HashMap.get(state.connections, member.id)
-  return Option.isSome(entry) && entry.value.channels.size === 1 && entry.value.guilds.size === 1
-    ? entry.value
-    : undefined
+  return Option.isSome(entry) && entry.value.channels.size === 1 ? entry.value : undefined
 }
 
 /** Pure state transitions; the service applies each with one `Ref.modify`. */
@@ -156,7 +166,6 @@ export const transitions = {
           connections: HashMap.set(state.connections, connection.id, {
             connection,
             channels: NO_CHANNELS,
-            guilds: NO_GUILDS,
             revoked: NO_REVOKED
           }),
           users: addMember(state.users, connection.userId, connection)
@@ -173,7 +182,6 @@ export const transitions = {
     if (Option.isNone(entry)) return [{ _tag: "NotConnected" }, state]
     if (entry.value.revoked.has(guildId)) return [{ _tag: "Revoked" }, state]
     const key = channelKey(guildId, channelId)
-    const heldInGuild = entry.value.guilds.get(guildId) ?? 0
     if (entry.value.channels.has(key)) {
       return [
         { _tag: "Subscribed", added: false, connectionJoinedGuild: false, userJoinedGuild: false },
@@ -181,7 +189,7 @@ export const transitions = {
       ]
     }
     if (entry.value.channels.size >= maxSubscriptions) return [{ _tag: "SubscriptionLimit" }, state]
-    const connectionJoinedGuild = heldInGuild === 0
+    const connectionJoinedGuild = !holdsGuild(entry.value.channels, guildId)
     const userJoinedGuild =
       connectionJoinedGuild && !userHoldsGuild(state, connection.userId, guildId, connection)
     const shared = entry.value.channels.size === 0 ? soleSubscriptionOfMember(state, key) : undefined
@@ -191,8 +199,7 @@ export const transitions = {
         ...state,
         connections: HashMap.set(state.connections, connection.id, {
           ...entry.value,
-          channels: shared?.channels ?? new Set(entry.value.channels).add(key),
-          guilds: shared?.guilds ?? new Map(entry.value.guilds).set(guildId, heldInGuild + 1)
+          channels: shared?.channels ?? new Set(entry.value.channels).add(key)
         }),
         channels: addMember(state.channels, key, connection),
         guilds: connectionJoinedGuild ? addMember(state.guilds, guildId, connection) : state.guilds
@@ -211,21 +218,15 @@ export const transitions = {
     if (Option.isNone(entry) || !entry.value.channels.has(key)) {
       return [{ removed: false, connectionLeftGuild: false, userLeftGuild: false }, state]
     }
-    const heldInGuild = entry.value.guilds.get(guildId) ?? 1
-    const connectionLeftGuild = heldInGuild <= 1
+    const channels = setWithout(entry.value.channels, key)
+    const connectionLeftGuild = !holdsGuild(channels, guildId)
     const userLeftGuild =
       connectionLeftGuild && !userHoldsGuild(state, connection.userId, guildId, connection)
     return [
       { removed: true, connectionLeftGuild, userLeftGuild },
       {
         ...state,
-        connections: HashMap.set(state.connections, connection.id, {
-          ...entry.value,
-          channels: setWithout(entry.value.channels, key),
-          guilds: connectionLeftGuild
-            ? mapWithout(entry.value.guilds, guildId)
-            : new Map(entry.value.guilds).set(guildId, heldInGuild - 1)
-        }),
+        connections: HashMap.set(state.connections, connection.id, { ...entry.value, channels }),
         channels: removeMember(state.channels, key, connection),
         guilds: connectionLeftGuild ? removeMember(state.guilds, guildId, connection) : state.guilds
       }
@@ -242,7 +243,7 @@ export const transitions = {
     for (const key of entry.value.channels) channels = removeMember(channels, key, connection)
     let guilds = state.guilds
     const userLeftGuilds: Array<GuildId> = []
-    for (const guildId of entry.value.guilds.keys()) {
+    for (const guildId of guildsOf(entry.value.channels)) {
       guilds = removeMember(guilds, guildId, connection)
       if (!userHoldsGuild(state, connection.userId, guildId, connection)) userLeftGuilds.push(guildId)
     }
@@ -262,7 +263,6 @@ export const transitions = {
    * connections may not subscribe in the guild again.
    */
   revoke: (state: RegistryState, userId: UserId, guildId: GuildId): [RevokeOutcome, RegistryState] => {
-    const prefix = `${guildId}:`
     let { channels, connections, guilds } = state
     const affected: Array<Connection> = []
     let removed = 0
@@ -275,23 +275,18 @@ export const transitions = {
         ? entry.value.revoked
         : new Set(entry.value.revoked).add(guildId)
       marked ||= revoked !== entry.value.revoked
-      if (!entry.value.guilds.has(guildId)) {
+      if (!holdsGuild(entry.value.channels, guildId)) {
         connections = HashMap.set(connections, connection.id, { ...entry.value, revoked })
         continue
       }
       const kept = new Set<ChannelKey>()
       for (const key of entry.value.channels) {
-        if (key.startsWith(prefix)) {
+        if (inGuild(key, guildId)) {
           channels = removeMember(channels, key, connection)
           removed++
         } else kept.add(key)
       }
-      connections = HashMap.set(connections, connection.id, {
-        connection,
-        channels: kept,
-        guilds: mapWithout(entry.value.guilds, guildId),
-        revoked
-      })
+      connections = HashMap.set(connections, connection.id, { connection, channels: kept, revoked })
       guilds = removeMember(guilds, guildId, connection)
       affected.push(connection)
     }

@@ -5,10 +5,10 @@
  * from chat/ or cluster/.
  *
  * SubscriptionRegistry: who receives what. Persistent indexes in one `Ref` — channel key ->
- * connections, guild -> connections, user -> connections, connection -> its subscriptions (with a
- * per-guild channel count) — so every change is a single `Ref.modify` and the indexes never
- * disagree. Member lists are persistent (`MemberList`: a change copies a chunk, not the list), and a
- * fanout loops over a plain array snapshot of one that later changes cannot disturb.
+ * connections, guild -> connections, user -> connections, connection -> its subscriptions — so
+ * every change is a single `Ref.modify` and the indexes never disagree. Member lists are persistent
+ * (`MemberList`: a change copies a chunk, not the list), and a fanout loops over a plain array
+ * snapshot of one that later changes cannot disturb.
  */
 import { Context, Effect, HashMap, Layer, Option, Ref } from "effect"
 import type { ChannelId, GuildId, UserId } from "../../protocol/Ids.js"
@@ -16,6 +16,7 @@ import type { Connection } from "../core/Connection.js"
 import {
   channelKey,
   emptyState,
+  guildsOf,
   transitions,
   type DisconnectOutcome,
   type RegistryState,
@@ -147,7 +148,7 @@ export const make = Effect.gen(function* () {
           (before) => ({
             guilds: Option.match(HashMap.get(before.connections, connection.id), {
               onNone: () => [],
-              onSome: (entry) => entry.guilds.keys()
+              onSome: (entry) => guildsOf(entry.channels)
             }),
             user: connection.userId
           })
