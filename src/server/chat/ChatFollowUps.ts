@@ -65,7 +65,7 @@ export const make = Effect.gen(function* () {
   const registry = yield* SubscriptionRegistry
   const presence = yield* Presence
   const voice = yield* VoiceParticipants
-  const { announceOffline, announcePresence, endTick, snapshotFrame } = makePresenceAnnouncements(
+  const { announceOffline, announcePresence, flushHeld, snapshotFrame } = makePresenceAnnouncements(
     config,
     presence,
     (guildId) => Effect.map(registry.guildMembers(guildId), (members) => members.length)
@@ -194,10 +194,7 @@ export const make = Effect.gen(function* () {
 
     start: (publisher) =>
       Effect.all(
-        [
-          Effect.repeat(sweep(publisher), Schedule.spaced(config.voiceSweep)),
-          Effect.repeat(endTick(publisher), Schedule.spaced(config.presenceTick))
-        ],
+        [Effect.repeat(sweep(publisher), Schedule.spaced(config.voiceSweep)), flushHeld(publisher)],
         { concurrency: "unbounded", discard: true }
       )
   }
