@@ -19,7 +19,13 @@ import type { GatewayConfigShape } from "../Config.js"
 import { Unauthorized } from "../Errors.js"
 import type { GatewayMetricsShape } from "../Metrics.js"
 import type { SubscriptionRegistryShape } from "../registry/Subscriptions.js"
-import { Connection, type DisconnectReason, wsCloseReason, wsErrorReason } from "./Connection.js"
+import {
+  Connection,
+  corkUntilNextTick,
+  type DisconnectReason,
+  wsCloseReason,
+  wsErrorReason
+} from "./Connection.js"
 import type { Ingress } from "./Ingress.js"
 import { ConnectionRecovery, type Recovery } from "./Recovery.js"
 import type { LiveConnections } from "./LiveConnections.js"
@@ -253,6 +259,8 @@ export const make = (
           // ws drops a socket that closed meanwhile without calling back.
           const closedFirst = () => resume(Effect.succeed(undefined))
           socket.once("close", closedFirst)
+          // The 101 response and `ready` (written right after, in this tick) leave in one write.
+          corkUntilNextTick(socket as Socket)
           wss.handleUpgrade(request, socket, head, (ws) => {
             // Not kept for the connection's lifetime: it would retain this finished fiber.
             socket.off("close", closedFirst)

@@ -1,10 +1,10 @@
 /**
  * What each client command does, once ingress has decoded it and its turn has come: `subscribe`
  * (access, registry, the hooks around the ack), `unsubscribe`, and `message_create` (access, the
- * `MessageHandler`, then the publish path) — each bounded in time (`GATEWAY_COMMAND_TIMEOUT_SECS`,
- * close 4012), a sampled one traced, and a command that cannot be answered ending its connection.
+ * `MessageHandler`, then the publish path) — a sampled one traced, and a command that cannot be
+ * answered ending its connection. The heartbeat sweep bounds each in time (`LiveConnections`).
  */
-import { Cause, Duration, Effect } from "effect"
+import { Cause, Effect } from "effect"
 import type {
   Command,
   MessageCreateCommand,
@@ -13,7 +13,7 @@ import type {
 } from "../../protocol/Commands.js"
 import { Subscribed, Unsubscribed } from "../../protocol/events/connection.js"
 import { MessageCreate } from "../../protocol/events/message.js"
-import { CommandTimeout, MessageRejected, type OutboundError } from "../Errors.js"
+import { MessageRejected, type OutboundError } from "../Errors.js"
 import type { GatewayMetricsShape } from "../Metrics.js"
 import type { SubscriptionRegistryShape } from "../registry/Subscriptions.js"
 import type { TracingShape } from "../Tracing.js"
@@ -22,8 +22,6 @@ import type { Recovery } from "./Recovery.js"
 import type { AccessPolicyShape, GatewayHooksShape, MessageHandlerShape, Publisher } from "./Seams.js"
 
 export interface CommandOptions {
-  /** How long one command may run before the connection is closed. */
-  readonly commandTimeout: Duration.Duration
   readonly tracing: TracingShape
   readonly metrics: GatewayMetricsShape
   readonly registry: SubscriptionRegistryShape
@@ -158,7 +156,6 @@ export const makeExecuteCommand = (
   options: CommandOptions
 ): ((connection: Connection, command: Command) => Effect.Effect<void>) => {
   const execute = makeExecute(options)
-  const timeoutMillis = Duration.toMillis(options.commandTimeout)
 
   /** A sampled command is a span; the publish of a `message_create` becomes its child. */
   const traced = options.tracing.enabled
@@ -172,29 +169,12 @@ export const makeExecuteCommand = (
     : execute
 
   /**
-   * One command, bounded in time, with an outcome for each way it can fail. A command that cannot be
-   * answered ends its connection: the client would otherwise wait for an ack that never comes.
+   * One command, with an outcome for each way it can fail. A command that cannot be answered ends
+   * its connection: the client would otherwise wait for an ack that never comes.
    */
   const executeCommand = (connection: Connection, command: Command): Effect.Effect<void> =>
     traced(connection, command).pipe(
-      Effect.timeoutFail({
-        duration: options.commandTimeout,
-        onTimeout: () =>
-          new CommandTimeout({ reason: "command_timeout", command: command._tag, timeoutMillis })
-      }),
       Effect.catchTags({
-        // A hanging AccessPolicy or MessageHandler: the commands behind it would wait for ever.
-        CommandTimeout: (timeout) =>
-          Effect.zipRight(
-            Effect.sync(() => connection.close(timeout.reason)),
-            Effect.logWarning("gateway.command.timeout").pipe(
-              Effect.annotateLogs({
-                user_id: connection.userId,
-                command: timeout.command,
-                timeout_ms: timeout.timeoutMillis
-              })
-            )
-          ),
         // The ack's build failure is already counted and logged (once) by the build.
         SerializeError: () => Effect.sync(() => connection.close("internal_error")),
         OversizedOutbound: () => Effect.sync(() => connection.close("internal_error"))
