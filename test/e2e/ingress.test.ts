@@ -3,7 +3,9 @@
  * gateway's rejection-counter test): each asserts the close code, the reason and the metric delta.
  */
 import { describe, expect, it } from "@effect/vitest"
+import type { Socket } from "node:net"
 import { Duration, Effect, TestClock } from "effect"
+import { eventually } from "../deadline.js"
 import { newId, startGateway, type Harness } from "../server/harness.js"
 
 const rejection = (
@@ -221,5 +223,36 @@ describe("subscription cap", () => {
       ).toBe(before + 1)
       expect(client.closed).toBeUndefined()
     })
+  )
+})
+
+describe("writes per connection", () => {
+  it.scoped(
+    "the answers to the commands of one read are written while the socket is corked: one writev",
+    () =>
+      Effect.gen(function* () {
+        const harness = yield* startGateway()
+        const [user, guild] = [newId(), newId()]
+        const client = yield* harness.connectReady(user, { [guild]: "*" })
+        const [connection] = yield* harness.serverConnections(user)
+        // The server's own TCP socket: how corked it is at each frame written to it.
+        const socket = connection!.transport as Socket
+        const corkedAtWrite: Array<number> = []
+        const write = socket.write.bind(socket) as (chunk: Buffer) => boolean
+        socket.write = ((chunk: Buffer) => {
+          corkedAtWrite.push(socket.writableCorked)
+          return write(chunk)
+        }) as typeof socket.write
+        for (let i = 0; i < 4; i++)
+          client.send({ v: 1, t: "subscribe", d: { guild_id: guild, channel_id: newId() } })
+        yield* eventually(
+          "four acks",
+          () => client.frames.filter((frame) => frame.t === "subscribed").length === 4
+        )
+        expect(corkedAtWrite).toHaveLength(4)
+        expect(corkedAtWrite.every((corked) => corked > 0)).toBe(true)
+        // Uncorked once the tick is over: nothing waits for a later write.
+        expect(socket.writableCorked).toBe(0)
+      })
   )
 })
