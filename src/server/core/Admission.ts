@@ -30,7 +30,13 @@ import type { Ingress } from "./Ingress.js"
 import { ConnectionRecovery, type Recovery } from "./Recovery.js"
 import type { LiveConnections } from "./LiveConnections.js"
 import type { Frame } from "./Outbound.js"
-import { accessToken, recoveryRequest, refuseRaw, type RecoveryRequest } from "./UpgradeRequest.js"
+import {
+  accessToken,
+  recoveryRequest,
+  refuseRaw,
+  upgradeQuery,
+  type RecoveryRequest
+} from "./UpgradeRequest.js"
 import type { GatewayHooksShape, Publisher } from "./Seams.js"
 
 /** The connection of a socket the gateway attached (its listeners only exist after attach). */
@@ -195,12 +201,13 @@ export const make = (
 
     const upgrade = (request: IncomingMessage, socket: Duplex, head: Buffer) =>
       Effect.gen(function* () {
-        const asked = recoveryRequest(request)
+        const query = upgradeQuery(request)
+        const asked = recoveryRequest(query)
         if (asked._tag === "Invalid") {
           metrics.connectionRejected("invalid_recovery")
           return refuseRaw(socket, 400, "invalid_recovery")
         }
-        const token = accessToken(request)
+        const token = accessToken(request, query)
         // Bounded before any verifier sees it: a huge token costs nothing but this comparison.
         const verified = yield* Effect.either(
           token.length > config.maxTokenBytes
