@@ -3,7 +3,8 @@
  * callback — rate window, `decodeCommand`, and on failure the metric and the close code. Accepted
  * commands of a connection run in arrival order as one short-lived effect per burst, started
  * synchronously, so a slow AccessPolicy or MessageHandler call delays only that connection; the
- * commands waiting behind it are bounded, and the heartbeat sweep bounds each command in time. What each command does: `CommandHandlers.ts`.
+ * commands waiting behind it are bounded, and the heartbeat sweep bounds each command in time.
+ * What each command does: `CommandHandlers.ts`.
  */
 import { Duration, Effect } from "effect"
 import type { Fiber } from "effect"
@@ -90,28 +91,33 @@ export const make = (options: IngressOptions): Ingress => {
     if (connection.runningCommand !== undefined) waiting.set(connection, fiber)
   }
 
-  const timeOut = (connection: Connection, fiber: Fiber.RuntimeFiber<void>, command: string) =>
+  const timeOut = (connection: Connection, fiber: Fiber.RuntimeFiber<void>) =>
     Effect.fiberIdWith((sweeper) =>
       Effect.sync(() => {
+        waiting.delete(connection)
         // Not awaited: an uninterruptible host call must not stall the sweep every connection needs.
         fiber.unsafeInterruptAsFork(sweeper)
         connection.close("command_timeout")
       })
     ).pipe(
       Effect.zipRight(Effect.logWarning("gateway.command.timeout")),
-      Effect.annotateLogs({ user_id: connection.userId, command, timeout_ms: commandTimeoutMillis })
+      Effect.annotateLogs({
+        user_id: connection.userId,
+        command: connection.runningCommand?._tag,
+        timeout_ms: commandTimeoutMillis
+      })
     )
 
-  const timeOutCommands = (now: number): Effect.Effect<void> => {
-    if (waiting.size === 0) return Effect.void
-    const expired: Array<Effect.Effect<void>> = []
-    for (const [connection, fiber] of waiting) {
-      if (now - connection.commandStartedAt < commandTimeoutMillis) continue
-      waiting.delete(connection)
-      expired.push(timeOut(connection, fiber, connection.runningCommand?._tag ?? ""))
-    }
-    return Effect.all(expired, { discard: true })
-  }
+  const timeOutCommands = (now: number): Effect.Effect<void> =>
+    Effect.suspend(() => {
+      if (waiting.size === 0) return Effect.void
+      const expired: Array<Effect.Effect<void>> = []
+      for (const [connection, fiber] of waiting) {
+        if (now - connection.commandStartedAt >= commandTimeoutMillis)
+          expired.push(timeOut(connection, fiber))
+      }
+      return Effect.all(expired, { discard: true })
+    })
 
   return {
     onFrame: (connection, data, isBinary) => {
