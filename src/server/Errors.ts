@@ -34,13 +34,6 @@ export class MessageRejected extends Data.TaggedError("MessageRejected")<{
   readonly detail: string
 }> {}
 
-/** A client command did not finish within `GATEWAY_COMMAND_TIMEOUT_SECS` (close 4012). */
-export class CommandTimeout extends Data.TaggedError("CommandTimeout")<{
-  readonly reason: "command_timeout"
-  readonly command: string
-  readonly timeoutMillis: number
-}> {}
-
 /** A publish request that names no publishable event, or whose payload or recipients are invalid. */
 export class PublishRejected extends Data.TaggedError("PublishRejected")<{
   readonly reason: "invalid_event"

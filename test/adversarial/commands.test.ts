@@ -6,19 +6,26 @@
  * connection is served throughout.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Deferred, Duration, Effect, FiberRef, HashSet, Layer, Logger, TestClock } from "effect"
+import {
+  Deferred,
+  Duration,
+  Effect,
+  Exit,
+  Fiber,
+  FiberRef,
+  HashMap,
+  HashSet,
+  Layer,
+  Logger,
+  Option,
+  Scope,
+  TestClock
+} from "effect"
 import { MessageCreate } from "../../src/protocol/events/message.js"
 import { fromClaims } from "../../src/server/chat/Access.js"
 import { plainText } from "../../src/server/chat/Messages.js"
 import { AccessPolicy, MessageHandler } from "../../src/server/core/Seams.js"
-import {
-  awaitSleeps,
-  message,
-  newId,
-  startGateway,
-  type Harness,
-  type TestClient
-} from "../server/harness.js"
+import { message, newId, startGateway, type Harness, type TestClient } from "../server/harness.js"
 import { eventually } from "../deadline.js"
 
 /**
@@ -28,7 +35,11 @@ import { eventually } from "../deadline.js"
 const hangingFor = (stuckUser: string) =>
   Effect.gen(function* () {
     const entered = yield* Deferred.make<void>()
-    const hang = Effect.zipRight(Deferred.succeed(entered, undefined), Effect.never)
+    const interrupted = yield* Deferred.make<void>()
+    const hang = Effect.zipRight(
+      Deferred.succeed(entered, undefined),
+      Effect.onInterrupt(Effect.never, () => Deferred.succeed(interrupted, undefined))
+    )
     const policy = Layer.succeed(AccessPolicy, {
       canSubscribe: (principal, guild, channel) =>
         principal.userId === stuckUser
@@ -41,7 +52,7 @@ const hangingFor = (stuckUser: string) =>
         principal.userId === stuckUser ? hang : plainText.create(principal, command)
     })
     // The command sent decides which of the two hangs: `subscribe` the policy, `message_create` the handler.
-    return { entered, services: Layer.merge(policy, handler) }
+    return { entered, interrupted, services: Layer.merge(policy, handler) }
   })
 
 /** The neighbour is still served: an event published now reaches it. */
@@ -58,12 +69,24 @@ describe("hanging host services", () => {
       Effect.gen(function* () {
         const [stuckUser, guild, channel] = [newId(), newId(), newId()]
         const hanging = yield* hangingFor(stuckUser)
-        const harness = yield* startGateway({ commandTimeout: Duration.seconds(5) }, hanging.services)
+        const logs: Array<{ message: string; command: unknown }> = []
+        const capture = Logger.make(({ annotations, message }) => {
+          const text = String(Array.isArray(message) ? message[0] : message)
+          logs.push({
+            message: text,
+            command: HashMap.get(annotations, "command").pipe(Option.getOrUndefined)
+          })
+        })
+        const harness = yield* startGateway({ commandTimeout: Duration.seconds(5) }, hanging.services).pipe(
+          Effect.locallyWith(FiberRef.currentLoggers, HashSet.add(capture))
+        )
         const stuck = yield* harness.connectReady(stuckUser, { [guild]: "*" })
         const neighbour = yield* harness.connectReady(newId(), { [guild]: "*" })
         const [connection] = yield* harness.serverConnections(stuckUser)
         const before = yield* harness.metric("filament_ws_disconnects_total", { reason: "command_timeout" })
-        const sleeping = (yield* TestClock.sleeps()).length
+        // The heartbeat sweep (every second since the gateway started) times commands out: one that
+        // starts half-way between two sweeps is closed by the first sweep at or after its deadline.
+        yield* TestClock.adjust(Duration.millis(500))
         stuck.send({
           v: 1,
           t: service === "AccessPolicy" ? "subscribe" : "message_create",
@@ -76,18 +99,42 @@ describe("hanging host services", () => {
         yield* Deferred.await(hanging.entered)
         // The neighbour is served while the call hangs.
         yield* neighbour.subscribe(guild, channel)
-        yield* awaitSleeps(sleeping + 1)
-        yield* TestClock.adjust(Duration.millis(4_999))
+        yield* TestClock.adjust(Duration.millis(5_000))
+        // At its deadline, between two sweeps: still open (the documented precision is one sweep).
+        expect(connection!.isOpen).toBe(true)
+        yield* TestClock.adjust(Duration.millis(499))
         expect(connection!.isOpen).toBe(true)
         yield* TestClock.adjust(Duration.millis(1))
         expect(yield* stuck.waitClosed()).toEqual({ code: 4012, reason: "command_timeout" })
         expect(yield* harness.metric("filament_ws_disconnects_total", { reason: "command_timeout" })).toBe(
           before + 1
         )
+        expect(logs).toContainEqual({
+          message: "gateway.command.timeout",
+          command: service === "AccessPolicy" ? "subscribe" : "message_create"
+        })
+        // The hanging call itself was interrupted, not left running.
+        yield* Deferred.await(hanging.interrupted)
         yield* neighbourServed(harness, neighbour, guild, channel)
       })
     )
   }
+
+  it.scoped("shutdown interrupts a hanging command; its client gets 1001 going_away", () =>
+    Effect.gen(function* () {
+      const [stuckUser, guild, channel] = [newId(), newId(), newId()]
+      const hanging = yield* hangingFor(stuckUser)
+      const scope = yield* Scope.make()
+      const harness = yield* startGateway({}, hanging.services).pipe(Scope.extend(scope))
+      const stuck = yield* harness.connectReady(stuckUser, { [guild]: "*" })
+      stuck.send({ v: 1, t: "subscribe", d: { guild_id: guild, channel_id: channel } })
+      yield* Deferred.await(hanging.entered)
+      const closing = yield* Effect.fork(Scope.close(scope, Exit.void))
+      expect(yield* stuck.waitClosed()).toEqual({ code: 1001, reason: "going_away" })
+      yield* Fiber.join(closing)
+      expect(yield* Deferred.isDone(hanging.interrupted)).toBe(true)
+    })
+  )
 
   it.scoped(
     "commands piling up behind a hanging call are bounded: one more closes 4013 command_queue_full",

@@ -3,7 +3,11 @@
  * gateway's rejection-counter test): each asserts the close code, the reason and the metric delta.
  */
 import { describe, expect, it } from "@effect/vitest"
+import { createServer, type IncomingMessage } from "node:http"
+import type { AddressInfo, Socket } from "node:net"
 import { Duration, Effect, TestClock } from "effect"
+import WebSocket from "ws"
+import { eventually } from "../deadline.js"
 import { newId, startGateway, type Harness } from "../server/harness.js"
 
 const rejection = (
@@ -221,5 +225,71 @@ describe("subscription cap", () => {
       ).toBe(before + 1)
       expect(client.closed).toBeUndefined()
     })
+  )
+})
+
+/** How corked `socket` is at each write from now on (one writev: every write corked). */
+const recordCorking = (socket: Socket): Array<number> => {
+  const corkedAtWrite: Array<number> = []
+  const write = socket.write.bind(socket) as (chunk: Buffer | string) => boolean
+  socket.write = ((chunk: Buffer | string) => {
+    corkedAtWrite.push(socket.writableCorked)
+    return write(chunk)
+  }) as typeof socket.write
+  return corkedAtWrite
+}
+
+describe("writes per connection", () => {
+  it.scoped("the 101 response and `ready` are written while the socket is corked: one writev", () =>
+    Effect.gen(function* () {
+      const harness = yield* startGateway()
+      const token = yield* harness.token({ userId: newId() })
+      // A server of the test's own hands each upgrade to the gateway: the socket is seen before ws.
+      let upgraded: { socket: Socket; corkedAtWrite: Array<number> } | undefined
+      const server = createServer()
+      server.on("upgrade", (request: IncomingMessage, socket: Socket, head: Buffer) => {
+        upgraded = { socket, corkedAtWrite: recordCorking(socket) }
+        harness.gateway.handleUpgrade(request, socket, head)
+      })
+      yield* Effect.acquireRelease(
+        Effect.async<void>((resume) => void server.listen(0, "127.0.0.1", () => resume(Effect.void))),
+        () => Effect.sync(() => server.close())
+      )
+      const { port } = server.address() as AddressInfo
+      const frames: Array<string> = []
+      const client = new WebSocket(`ws://127.0.0.1:${port}/gateway/ws?access_token=${token}`)
+      client.on("message", (data) => frames.push(String(data)))
+      yield* Effect.addFinalizer(() => Effect.sync(() => client.terminate()))
+      yield* eventually("ready", () => frames.length === 1)
+      expect(JSON.parse(frames[0]!).t).toBe("ready")
+      // The 101 response (ws writes it whole), then `ready`.
+      expect(upgraded!.corkedAtWrite).toHaveLength(2)
+      expect(upgraded!.corkedAtWrite.every((corked) => corked > 0)).toBe(true)
+      expect(upgraded!.socket.writableCorked).toBe(0)
+    })
+  )
+
+  it.scoped(
+    "the answers to the commands of one read are written while the socket is corked: one writev",
+    () =>
+      Effect.gen(function* () {
+        const harness = yield* startGateway()
+        const [user, guild] = [newId(), newId()]
+        const client = yield* harness.connectReady(user, { [guild]: "*" })
+        const [connection] = yield* harness.serverConnections(user)
+        // The server's own TCP socket.
+        const socket = connection!.transport as Socket
+        const corkedAtWrite = recordCorking(socket)
+        for (let i = 0; i < 4; i++)
+          client.send({ v: 1, t: "subscribe", d: { guild_id: guild, channel_id: newId() } })
+        yield* eventually(
+          "four acks",
+          () => client.frames.filter((frame) => frame.t === "subscribed").length === 4
+        )
+        expect(corkedAtWrite).toHaveLength(4)
+        expect(corkedAtWrite.every((corked) => corked > 0)).toBe(true)
+        // Uncorked once the tick is over: nothing waits for a later write.
+        expect(socket.writableCorked).toBe(0)
+      })
   )
 })

@@ -370,6 +370,9 @@ export const recordingPeer = () => {
   }
   const transport: ConnectionTransport = {
     writableHighWaterMark: 100,
+    writableCorked: 0,
+    cork: () => undefined,
+    uncork: () => undefined,
     write: (chunk) => {
       peer.written.push(chunk)
       peer.buffered += chunk.length

@@ -19,12 +19,24 @@ import type { GatewayConfigShape } from "../Config.js"
 import { Unauthorized } from "../Errors.js"
 import type { GatewayMetricsShape } from "../Metrics.js"
 import type { SubscriptionRegistryShape } from "../registry/Subscriptions.js"
-import { Connection, type DisconnectReason, wsCloseReason, wsErrorReason } from "./Connection.js"
+import {
+  Connection,
+  corkUntilNextTick,
+  type DisconnectReason,
+  wsCloseReason,
+  wsErrorReason
+} from "./Connection.js"
 import type { Ingress } from "./Ingress.js"
 import { ConnectionRecovery, type Recovery } from "./Recovery.js"
 import type { LiveConnections } from "./LiveConnections.js"
 import type { Frame } from "./Outbound.js"
-import { accessToken, recoveryRequest, refuseRaw, type RecoveryRequest } from "./UpgradeRequest.js"
+import {
+  accessToken,
+  recoveryRequest,
+  refuseRaw,
+  upgradeQuery,
+  type RecoveryRequest
+} from "./UpgradeRequest.js"
 import type { GatewayHooksShape, Publisher } from "./Seams.js"
 
 /** The connection of a socket the gateway attached (its listeners only exist after attach). */
@@ -189,12 +201,13 @@ export const make = (
 
     const upgrade = (request: IncomingMessage, socket: Duplex, head: Buffer) =>
       Effect.gen(function* () {
-        const asked = recoveryRequest(request)
+        const query = upgradeQuery(request)
+        const asked = recoveryRequest(query)
         if (asked._tag === "Invalid") {
           metrics.connectionRejected("invalid_recovery")
           return refuseRaw(socket, 400, "invalid_recovery")
         }
-        const token = accessToken(request)
+        const token = accessToken(request, query)
         // Bounded before any verifier sees it: a huge token costs nothing but this comparison.
         const verified = yield* Effect.either(
           token.length > config.maxTokenBytes
@@ -243,23 +256,25 @@ export const make = (
       asked: RecoveryRequest
     ) =>
       Effect.gen(function* () {
-        const connection = yield* Effect.async<Connection | undefined>((resume) => {
+        // Not `Effect.async`: its resume, though called back synchronously, continues this fiber only
+        // on the scheduler's next turn (after the 101 had left on its own): one hop per upgrade.
+        const connection = yield* Effect.sync(() => {
           // Drain may have begun while the token was verified. ws completes the handshake and calls back
-          // synchronously, so nothing can begin draining between this check and `attach`.
+          // synchronously (no `verifyClient`), so nothing can begin draining between this check and `attach`.
           if (!live.isAccepting()) {
             refuseDraining(socket)
-            return resume(Effect.succeed(undefined))
+            return undefined
           }
-          // ws drops a socket that closed meanwhile without calling back.
-          const closedFirst = () => resume(Effect.succeed(undefined))
-          socket.once("close", closedFirst)
+          // The 101 response and `ready` (written right after, in this tick) leave in one write.
+          corkUntilNextTick(socket as Socket)
+          let attached: Connection | undefined
+          // Without a call back ws has refused the request (400) or dropped a socket already closing.
           wss.handleUpgrade(request, socket, head, (ws) => {
-            // Not kept for the connection's lifetime: it would retain this finished fiber.
-            socket.off("close", closedFirst)
             // ws handles the socket's errors from here on; ours would stay registered for its lifetime.
             socket.off("error", destroyOnError)
-            resume(Effect.succeed(attach(ws, socket as Socket, principal)))
+            attached = attach(ws, socket as Socket, principal)
           })
+          return attached
         })
         if (connection === undefined) return
         // `ready` is the first text frame: it is written before any command can run.

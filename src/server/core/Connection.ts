@@ -25,12 +25,28 @@ export interface ConnectionSocket {
 /** What a connection uses of the TCP socket under it: prebuilt frames are written here directly. */
 export interface ConnectionTransport {
   readonly writableHighWaterMark: number
+  /** How many `cork()` calls are not yet undone by `uncork()`. */
+  readonly writableCorked: number
   write(chunk: Buffer): boolean
+  cork(): void
+  uncork(): void
   on(event: "drain", listener: () => void): unknown
 }
 
 const OPEN = 1
 const NO_FRAMES: ReadonlyArray<Frame> = []
+
+const uncork = (transport: ConnectionTransport) => transport.uncork()
+
+/**
+ * Whatever is written to the transport until the current tick ends goes out in one `writev`: for a
+ * burst of command answers and for the handshake with `ready`, never per delivery.
+ */
+export const corkUntilNextTick = (transport: ConnectionTransport): void => {
+  if (transport.writableCorked > 0) return
+  transport.cork()
+  process.nextTick(uncork, transport)
+}
 
 /**
  * `sent`: written to the socket. `queued`: in the outbox, written on drain. `evicted`: the outbox was
@@ -96,7 +112,10 @@ export class Connection {
   lastPingAt: number
   /** Commands awaiting execution, in arrival order (see Ingress); allocated only while there are some. */
   pendingCommands: Array<Command> | undefined = undefined
-  commandsRunning = false
+  /** The command running now; set from the first command of a burst until the queue is empty. */
+  runningCommand: Command | undefined = undefined
+  /** Gateway `Clock` time (ms) the running command started: the heartbeat sweep times it out. */
+  commandStartedAt = 0
   /** In the registry: commands may run and closing must clean the indexes. */
   registered = false
   /**

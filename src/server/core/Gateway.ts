@@ -71,7 +71,6 @@ export const make = Effect.gen(function* () {
   const clock = yield* Effect.clock
   const run = yield* FiberSet.makeRuntime<never, void, never>()
 
-  const live = LiveConnections.make(config)
   const broadcast = Broadcast.make({
     maxEventBytes: config.maxEventBytes,
     metrics,
@@ -105,6 +104,7 @@ export const make = Effect.gen(function* () {
     now: () => clock.unsafeCurrentTimeMillis(),
     run: (effect) => run(effect)
   })
+  const live = LiveConnections.make(config, ingress.timeOutCommands)
   const handleUpgrade = yield* Admission.make({
     config,
     metrics,

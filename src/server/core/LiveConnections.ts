@@ -1,6 +1,7 @@
 /**
  * The node's live connections — those whose socket has not emitted `close` yet — and what happens
- * to them over time: the single heartbeat sweep (token expiry, pong deadline, pings) and the drain
+ * to them over time: the single heartbeat sweep (token expiry, pong deadline, pings, and the commands
+ * that ran past their timeout: `Ingress.timeOutCommands`) and the drain
  * on shutdown (refuse new upgrades, close everyone with 1001, wait a bounded grace, drop the rest).
  */
 import { Clock, Duration, Effect, Schedule } from "effect"
@@ -21,7 +22,9 @@ export interface LiveConnections {
 }
 
 export const make = (
-  config: Pick<GatewayConfigShape, "pingInterval" | "pongTimeout" | "heartbeatSweep" | "closeGrace">
+  config: Pick<GatewayConfigShape, "pingInterval" | "pongTimeout" | "heartbeatSweep" | "closeGrace">,
+  /** Also run by every sweep, with its time. */
+  sweepAlso: (now: number) => Effect.Effect<void>
 ): LiveConnections => {
   const live = new Set<Connection>()
   let onAllClosed: (() => void) | undefined
@@ -39,7 +42,7 @@ export const make = (
           if (now - connection.pingSentAt >= pongTimeoutMillis) connection.close("heartbeat_timeout")
         } else if (now - connection.lastPingAt >= pingIntervalMillis) connection.ping(now)
       }
-    })
+    }).pipe(Effect.zipRight(sweepAlso(now)))
   )
 
   const allClosed = Effect.async<void>((resume) => {
