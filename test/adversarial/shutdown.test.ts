@@ -8,12 +8,13 @@
 import { spawn } from "node:child_process"
 import { fileURLToPath } from "node:url"
 import { describe, expect, it } from "@effect/vitest"
-import { Duration, Effect, Exit, Fiber, MutableQueue, Redacted, Scope, TestClock } from "effect"
+import { Duration, Effect, Either, Exit, Fiber, MutableQueue, Redacted, Scope, TestClock } from "effect"
 import WebSocket from "ws"
 import { MessageCreate } from "../../src/protocol/events/message.js"
 import type { PayloadOf } from "../../src/protocol/EventDefinition.js"
 import * as Auth from "../../src/server/Auth.js"
 import type { Connection } from "../../src/server/core/Connection.js"
+import * as Outbound from "../../src/server/core/Outbound.js"
 import { eventually, within } from "../deadline.js"
 import { plainTextMessage } from "../fixtures/messages.js"
 import {
@@ -236,7 +237,13 @@ describe("frames waiting in an outbox when a connection ends", () => {
         })
       const before = yield* dropped()
       const { client, connection } = yield* backlog(harness)
-      const queued = MutableQueue.length(connection.outbox)
+      // A batch (a presence flush's shape: several events in one write) counts as its events.
+      const [guild, channel] = [newId(), newId()]
+      const frames = [1, 2, 3].map((seq) =>
+        Either.getOrThrow(Outbound.encode(MessageCreate, message(guild, channel, seq), 65_536))
+      )
+      expect(connection.deliver(Outbound.batch(frames))).toBe("queued")
+      const queued = MutableQueue.length(connection.outbox) - 1 + frames.length
       // A reader that stopped reading cannot answer pings either.
       yield* TestClock.adjust(Duration.seconds(40))
       expect(connection.disconnectReason).toBe("heartbeat_timeout")

@@ -112,7 +112,7 @@ const makeAttach = (options: AdmissionOptions) => {
     reason: DisconnectReason,
     discarded: ReadonlyArray<Frame>
   ) => {
-    for (const frame of discarded) metrics.dropped(frame.scope, frame.eventType, "closed")
+    for (const frame of discarded) metrics.dropped(frame.scope, frame.eventType, "closed", frame.events)
     metrics.disconnect(reason)
     metrics.connectionsChanged(-1)
     if (connection.registered) run(cleanup(connection, reason))
