@@ -454,6 +454,20 @@ export const config: Config.Config<GatewayConfigShape> = Config.all({
   )
 )
 
+/** Keys an earlier release read and this one ignores, each with what replaced it. */
+const RETIRED_KEYS: ReadonlyArray<readonly [key: string, replacedBy: string]> = [
+  ["GATEWAY_PRESENCE_BURST", "GATEWAY_PRESENCE_WRITES_PER_SEC"]
+]
+
+/**
+ * The retired keys that are still set, with what replaced each: an old configuration still starts,
+ * and the entry point names what it ignores.
+ */
+export const retiredKeysSet: Effect.Effect<ReadonlyArray<readonly [key: string, replacedBy: string]>> =
+  Effect.filter(RETIRED_KEYS, ([key]) =>
+    Effect.orElseSucceed(Effect.map(Config.option(Config.string(key)), Option.isSome), () => false)
+  )
+
 /** Reads the configuration; fails with a `ConfigError` naming the offending key. */
 export const make: Effect.Effect<GatewayConfigShape, ConfigError.ConfigError> = config
 

@@ -54,6 +54,9 @@ const program = Effect.gen(function* () {
   yield* Effect.logInfo(
     `filament-gateway listening on http://${host}:${port} (WebSocket: ws://${host}:${port}/gateway/ws)`
   )
+  for (const [key, replacedBy] of yield* Config.retiredKeysSet) {
+    yield* Effect.logWarning(`config.retired_key: ${key} is ignored (replaced by ${replacedBy})`)
+  }
   if (config.devMode) yield* printDevBanner
   return yield* Effect.never
 })

@@ -241,12 +241,14 @@ describe("documented start commands", () => {
   )
 
   it(
-    "GATEWAY_LOG_FORMAT=json, GATEWAY_LOG_LEVEL=debug: every stdout line is one JSON record, debug included",
+    "GATEWAY_LOG_FORMAT=json, GATEWAY_LOG_LEVEL=debug: every stdout line is one JSON record, debug included; a retired key still set is named",
     async () => {
       const started = launch(PRODUCTION, {
         ...production,
         GATEWAY_LOG_FORMAT: "json",
-        GATEWAY_LOG_LEVEL: "debug"
+        GATEWAY_LOG_LEVEL: "debug",
+        // Retired: the gateway starts and names it.
+        GATEWAY_PRESENCE_BURST: "8"
       })
       const records = () =>
         started
@@ -260,6 +262,11 @@ describe("documented start commands", () => {
       }
       const listening = await recordWith("filament-gateway listening on")
       expect(listening.logLevel).toBe("INFO")
+      const retired = await recordWith("config.retired_key")
+      expect(retired.logLevel).toBe("WARN")
+      expect(retired.message).toBe(
+        "config.retired_key: GATEWAY_PRESENCE_BURST is ignored (replaced by GATEWAY_PRESENCE_WRITES_PER_SEC)"
+      )
       const port = /:(\d+) \(WebSocket/.exec(String(listening.message))?.[1]
       const refused = await within(
         "401",
