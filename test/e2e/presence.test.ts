@@ -7,8 +7,10 @@
  * is encoded once per guild version and the presence write budget's rules.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Duration, Effect, Either, TestClock } from "effect"
-import { PresenceSync } from "../../src/protocol/events/presence.js"
+import { Cause, Duration, Effect, Either, Exit, TestClock } from "effect"
+import { PresenceSync, PresenceUpdate } from "../../src/protocol/events/presence.js"
+import { ChannelCreate } from "../../src/protocol/events/workspace.js"
+import type { PayloadOf } from "../../src/protocol/EventDefinition.js"
 import type { GuildId, UserId } from "../../src/protocol/Ids.js"
 import type { GatewayConfigShape } from "../../src/server/Config.js"
 import * as Outbound from "../../src/server/core/Outbound.js"
@@ -652,6 +654,43 @@ describe("presence write budget (in-process connections on the real gateway, Tes
           ])
         }
         for (const who of inLarge) expect(presenceWrites(who)).toHaveLength(1)
+      })
+  )
+
+  it.scoped(
+    "a batch must be one route's state events: two routes, or a recorded event, is a defect and reaches nobody",
+    () =>
+      Effect.gen(function* () {
+        const harness = yield* budgetGateway(10_000)
+        const [guild, other, channel] = [newId(), newId(), newId()]
+        const who = yield* member(harness, guild, channel)
+        who.mark = who.peer.written.length
+        const built = (guildId: string) => {
+          const payload = {
+            guild_id: guildId as GuildId,
+            user_id: newId() as UserId,
+            status: "online" as const
+          }
+          return { payload, frame: Either.getOrThrow(Outbound.encode(PresenceUpdate, payload, 65_536)) }
+        }
+        const twoRoutes = yield* Effect.exit(
+          harness.gateway.publishBuilt(PresenceUpdate, [built(guild), built(other)])
+        )
+        expect(Exit.isFailure(twoRoutes) && Cause.isDie(twoRoutes.cause)).toBe(true)
+        const payload = { guild_id: guild, channel: { channel_id: newId(), name: "recorded", kind: "text" } }
+        const recorded = yield* Effect.exit(
+          harness.gateway.publishBuilt(ChannelCreate, [
+            {
+              payload: payload as unknown as PayloadOf<typeof ChannelCreate>,
+              frame: Either.getOrThrow(
+                Outbound.encode(ChannelCreate, payload as unknown as PayloadOf<typeof ChannelCreate>, 65_536)
+              )
+            }
+          ])
+        )
+        expect(Exit.isFailure(recorded) && Cause.isDie(recorded.cause)).toBe(true)
+        yield* markerReached(harness, guild, [who])
+        expect(presenceWrites(who)).toEqual([])
       })
   )
 })

@@ -20,7 +20,7 @@ import * as LocalOrder from "./LocalOrder.js"
 import * as Outbound from "./Outbound.js"
 import * as RecordedDelivery from "./RecordedDelivery.js"
 import { remoteDelivery } from "./RemoteDelivery.js"
-import { recipientsOf, routeOf } from "./Routes.js"
+import { recipientsOf, routeOf, streamOfRoute } from "./Routes.js"
 import type { BuiltEvent, GatewayHooksShape, Publisher, RoutedEvent } from "./Seams.js"
 
 export { isRecoverable } from "./RecordedDelivery.js"
@@ -156,14 +156,6 @@ export const make = (options: BroadcastOptions): Broadcast => {
         )
     : publishUntraced
 
-  /** A channel / guild route's identity: a batch's payloads must share one recipient list. */
-  const routeKey = (route: Route) =>
-    route.scope === "channel"
-      ? `${route.guildId}/${route.channelId}`
-      : route.scope === "guild"
-        ? route.guildId
-        : ""
-
   const publishBuilt = (
     event: RoutedEvent,
     built: ReadonlyArray<BuiltEvent<unknown>>
@@ -171,10 +163,11 @@ export const make = (options: BroadcastOptions): Broadcast => {
     Effect.suspend(() => {
       if (built.length === 0) return Effect.succeed(0)
       const target = routeOf(event, built[0]!.payload)
-      const key = routeKey(target)
+      // The stream name is the route's identity: a batch's payloads must share one recipient list.
+      const stream = streamOfRoute(target)
       if (
         RecordedDelivery.isRecoverable(event.type) ||
-        built.some((b) => routeKey(routeOf(event, b.payload)) !== key)
+        built.some((b) => streamOfRoute(routeOf(event, b.payload)) !== stream)
       ) {
         return Effect.dieMessage(
           `publishBuilt: ${event.type} is recorded, or its payloads name several routes`
